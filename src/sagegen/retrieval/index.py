@@ -1,0 +1,317 @@
+"""Index directories: the passage store, the manifest, atomic builds and stale detection.
+
+Layout of one index directory (every file plain .npy / JSON / FAISS, nothing pickled)::
+
+    manifest.json            format version, kind, corpus hash, n_docs, model, params (written last)
+    passages.jsonl           one {"id","title","text"} per line, in index order
+    passages.offsets.npy     int64 byte offsets (n_docs + 1) into passages.jsonl, memory-mapped
+    bm25/                    bm25s arrays (data/indices/indptr .npy, vocab/params .json)   [bm25, hybrid]
+    dense/                   embeddings.npy + faiss.index                                  [dense, hybrid]
+
+A build writes into a hidden sibling ``.<name>.tmp-<pid>-<rand>`` and renames it into place only
+once the manifest is written, so a killed ``sagegen index`` never leaves a directory that loads:
+the loader requires ``manifest.json``, and only a finished build has one under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sagegen import __version__
+from sagegen.config import HybridConfig, RetrievalConfig
+from sagegen.errors import IndexError_
+from sagegen.records import Doc
+
+INDEX_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LOCAL_KINDS = ("bm25", "dense", "hybrid")
+
+#: progress(stage, done, total): called as a build advances; the CLI draws a bar from it.
+Progress = Callable[[str, int, int], None]
+
+
+class DocStore:
+    """Passages of an index, read lazily from a memory-mapped JSONL file by position."""
+
+    FILE = "passages.jsonl"
+    OFFSETS = "passages.offsets.npy"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._offsets = np.load(directory / self.OFFSETS, mmap_mode="r", allow_pickle=False)
+        self._fh = (directory / self.FILE).open("rb")
+        size = os.fstat(self._fh.fileno()).st_size
+        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+
+    @staticmethod
+    def write(docs: Sequence[Doc], directory: Path) -> None:
+        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        pos = 0
+        with (directory / DocStore.FILE).open("wb") as fh:
+            for i, d in enumerate(docs):
+                line = (
+                    json.dumps({"id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False).encode()
+                    + b"\n"
+                )
+                fh.write(line)
+                pos += len(line)
+                offsets[i + 1] = pos
+        np.save(directory / DocStore.OFFSETS, offsets, allow_pickle=False)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> Doc:
+        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        rec = json.loads(self._mm[start:end])
+        # Stored by us from validated Docs: skip re-validation on the hot path.
+        return Doc.model_construct(id=rec["id"], title=rec["title"], text=rec["text"])
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def close(self) -> None:
+        if isinstance(self._mm, mmap.mmap):
+            self._mm.close()
+        self._fh.close()
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def index_params(kind: str, rcfg: RetrievalConfig) -> dict[str, Any]:
+    """The build-time parameters that define an index (search-time knobs such as nprobe are left out)."""
+    from sagegen.retrieval.tokenize import Tokenizer
+
+    params: dict[str, Any] = {}
+    if kind in ("bm25", "hybrid"):
+        b = rcfg.bm25
+        params["bm25"] = {
+            "k1": b.k1,
+            "b": b.b,
+            "method": b.method,
+            "tokenizer": Tokenizer(b.stopwords, b.stemmer).spec(),
+        }
+    if kind in ("dense", "hybrid"):
+        from sagegen.retrieval.dense import resolve_prefixes
+
+        d = rcfg.dense
+        qp, pp = resolve_prefixes(d)
+        params["dense"] = {
+            "model": d.model,
+            "query_prefix": qp,
+            "passage_prefix": pp,
+            "index_type": d.index_type,
+            "nlist": d.nlist if d.index_type == "ivf" else None,
+            "hnsw_m": d.hnsw_m if d.index_type == "hnsw" else None,
+        }
+    return params
+
+
+def index_key(kind: str, corpus_hash: str, params: dict[str, Any]) -> str:
+    blob = json.dumps(
+        {"v": INDEX_FORMAT_VERSION, "kind": kind, "corpus": corpus_hash, "params": params}, sort_keys=True
+    )
+    return hashlib.blake2b(blob.encode(), digest_size=6).hexdigest()
+
+
+def default_index_path(rcfg: RetrievalConfig, kind: str, key: str) -> Path:
+    return Path(rcfg.index_dir) / f"{kind}-{key}"
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    mf = path / MANIFEST
+    if not mf.is_file():
+        hint = " (an interrupted build? rerun `sagegen index`)" if path.is_dir() else ""
+        raise IndexError_(f"{path} is not a sagegen index: no {MANIFEST}{hint}")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise IndexError_(f"{mf}: unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        raise IndexError_(f"{mf}: manifest is not a JSON object")
+    version = manifest.get("format_version")
+    if version != INDEX_FORMAT_VERSION:
+        raise IndexError_(
+            f"{path}: index format version {version!r}, this sagegen reads {INDEX_FORMAT_VERSION}; "
+            "rebuild it with `sagegen index`"
+        )
+    if manifest.get("kind") not in LOCAL_KINDS:
+        raise IndexError_(f"{mf}: unknown index kind {manifest.get('kind')!r}")
+    return manifest
+
+
+def manifest_mismatches(
+    manifest: dict[str, Any], kind: str, corpus_hash: str, params: dict[str, Any]
+) -> list[str]:
+    """Why an existing index does not fit the wanted corpus/params (empty list: it fits)."""
+    problems = []
+    if manifest.get("kind") != kind:
+        problems.append(f"kind: index is {manifest.get('kind')!r}, wanted {kind!r}")
+    if manifest.get("corpus_hash") != corpus_hash:
+        problems.append(
+            f"corpus: index built from another corpus (hash {manifest.get('corpus_hash')} != {corpus_hash})"
+        )
+    have = manifest.get("params", {})
+    for section in sorted(set(have) | set(params)):
+        a, b = have.get(section), params.get(section)
+        if a != b:
+            diffs = [
+                f"{section}.{k}: {(a or {}).get(k)!r} -> {(b or {}).get(k)!r}"
+                for k in sorted(set(a or {}) | set(b or {}))
+                if (a or {}).get(k) != (b or {}).get(k)
+            ]
+            problems.append("params " + ", ".join(diffs))
+    return problems
+
+
+# ----------------------------------------------------------------------------- atomic build
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_leftovers(final: Path) -> None:
+    """Remove temp dirs that killed builds of ``final`` left behind (only those whose process is gone)."""
+    for p in final.parent.glob(f".{final.name}.*-*-*"):
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def build_index(
+    docs: Sequence[Doc],
+    kind: str,
+    rcfg: RetrievalConfig,
+    out_dir: str | Path,
+    *,
+    corpus_hash: str | None = None,
+    corpus_source: str = "",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Build a ``kind`` index of ``docs`` at ``out_dir`` atomically (replacing one); return its manifest."""
+    from sagegen.corpus import corpus_hash as _hash
+
+    if kind not in LOCAL_KINDS:
+        raise IndexError_(
+            f"cannot build a local index of kind {kind!r} (local kinds: {', '.join(LOCAL_KINDS)})"
+        )
+    if not docs:
+        raise IndexError_("cannot index an empty corpus")
+    final = Path(out_dir).absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(final)
+    chash = corpus_hash or _hash(docs)
+    params = index_params(kind, rcfg)
+    t0 = time.perf_counter()
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        DocStore.write(docs, tmp)
+        if kind in ("bm25", "hybrid"):
+            from sagegen.retrieval.bm25 import build_bm25
+
+            build_bm25(docs, rcfg.bm25, tmp / "bm25", progress=progress)
+        if kind in ("dense", "hybrid"):
+            from sagegen.retrieval.dense import build_dense
+
+            build_dense(docs, rcfg.dense, tmp / "dense", progress=progress)
+        manifest = {
+            "format_version": INDEX_FORMAT_VERSION,
+            "kind": kind,
+            "key": index_key(kind, chash, params),
+            "corpus_hash": chash,
+            "corpus_source": corpus_source,
+            "n_docs": len(docs),
+            "model": params.get("dense", {}).get("model"),
+            "params": params,
+            "search": {"hybrid": rcfg.hybrid.model_dump()} if kind == "hybrid" else {},
+            "sagegen_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "build_seconds": round(time.perf_counter() - t0, 3),
+        }
+        # The manifest is the commit marker: written (and synced) last, then the directory is renamed.
+        _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False))
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def open_index(path: str | Path, rcfg: RetrievalConfig | None = None):
+    """Load the retriever of an index directory from its manifest alone (``sagegen serve --index DIR``).
+
+    ``rcfg`` only supplies search-time settings (device, nprobe, RRF constants); build-time ones
+    come from the manifest so queries are always processed the way the index was built.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    given = rcfg is not None
+    rcfg = rcfg or RetrievalConfig()
+    kind = manifest["kind"]
+    store = DocStore(path)
+    if len(store) != manifest.get("n_docs"):
+        raise IndexError_(f"{path}: manifest says {manifest.get('n_docs')} passages, store has {len(store)}")
+    bm25 = dense = None
+    if kind in ("bm25", "hybrid"):
+        from sagegen.retrieval.bm25 import BM25Retriever
+
+        bm25 = BM25Retriever.load(path / "bm25", store, manifest["params"]["bm25"])
+    if kind in ("dense", "hybrid"):
+        from sagegen.retrieval.dense import DenseRetriever
+
+        dense = DenseRetriever.load(path / "dense", store, manifest["params"]["dense"], rcfg.dense)
+    if kind == "bm25":
+        retriever: Any = bm25
+    elif kind == "dense":
+        retriever = dense
+    else:
+        from sagegen.retrieval.hybrid import HybridRetriever
+
+        hcfg = (
+            rcfg.hybrid
+            if given
+            else HybridConfig.model_validate(manifest.get("search", {}).get("hybrid", {}))
+        )
+        retriever = HybridRetriever(bm25, dense, rrf_k=hcfg.rrf_k, depth=hcfg.depth)
+    retriever.manifest = manifest
+    retriever.path = path
+    return retriever

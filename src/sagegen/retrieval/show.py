@@ -1,0 +1,144 @@
+"""The library side of ``sagegen index`` and ``sagegen search``: progress bars and result rendering."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from sagegen.config import Config
+from sagegen.records import Hit
+from sagegen.retrieval.index import Progress
+
+
+@contextmanager
+def progress_bar(console: Console) -> Iterator[Progress]:
+    """A build-progress callback drawing one rich bar per stage (tokenize, embed, ...)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
+
+    with RichProgress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def run_index(
+    cfg: Config, console: Console, *, out: Path | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Build (or confirm) the index ``cfg`` selects; returns a summary dict (also printed)."""
+    from sagegen.corpus import corpus_source, load_corpus
+    from sagegen.retrieval.factory import ensure_index
+
+    t0 = time.perf_counter()
+    source = corpus_source(cfg.corpus)
+    docs = load_corpus(cfg.corpus)
+    t_load = time.perf_counter() - t0
+    console.print(f"corpus: {len(docs):,} passages from {source} ({t_load:.1f}s)", highlight=False)
+    t1 = time.perf_counter()
+    with progress_bar(console) as cb:
+        ens = ensure_index(cfg, docs, path=out, force=force, progress=cb)
+    t_build = time.perf_counter() - t1
+    m = ens.manifest
+    if ens.built:
+        console.print(
+            f"[green]built[/] {m['kind']} index of {m['n_docs']:,} passages in {t_build:.1f}s ({ens.reason})",
+            highlight=False,
+        )
+    else:
+        console.print(f"[green]up to date[/]: {m['kind']} index of {m['n_docs']:,} passages (nothing to do)")
+    console.print(f"index: {ens.path}", highlight=False)
+    return {
+        "path": str(ens.path),
+        "kind": m["kind"],
+        "n_docs": m["n_docs"],
+        "built": ens.built,
+        "load_seconds": round(t_load, 3),
+        "build_seconds": round(t_build, 3),
+    }
+
+
+def hits_json(query: str, hits: Sequence[Hit]) -> str:
+    return json.dumps(
+        {
+            "query": query,
+            "hits": [
+                {"rank": r, "id": h.doc.id, "title": h.doc.title, "text": h.doc.text, "score": h.score}
+                for r, h in enumerate(hits, 1)
+            ],
+        },
+        ensure_ascii=False,
+    )
+
+
+def hits_table(query: str, hits: Sequence[Hit], *, width: int = 300) -> Table:
+    table = Table(title=Text(query, style="bold"), title_justify="left", show_lines=True, expand=True)
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("id", style="cyan", no_wrap=True)
+    table.add_column("passage", ratio=1)
+    for r, h in enumerate(hits, 1):
+        text = h.doc.text if len(h.doc.text) <= width else h.doc.text[:width].rsplit(" ", 1)[0] + " …"
+        # Text objects, not markup strings: passages may contain "[...]" that rich would parse.
+        body = Text.assemble((h.doc.title, "bold"), "\n", text) if h.doc.title else Text(text)
+        table.add_row(str(r), f"{h.score:.3f}", Text(h.doc.id), body)
+    if not hits:
+        table.add_row("", "", "", "[dim]no passage shares a term with the query[/]")
+    return table
+
+
+def run_search(
+    cfg: Config,
+    queries: Sequence[str],
+    console: Console,
+    *,
+    k: int | None = None,
+    index: Path | None = None,
+    as_json: bool = False,
+) -> list[list[Hit]]:
+    """Search the index ``cfg`` selects (built if missing), or ``index``; print the results."""
+    from sagegen.retrieval.factory import build_retriever, open_index
+
+    if index is not None:
+        retriever = open_index(index, cfg.retrieval)
+    else:
+        with progress_bar(console) as cb:
+            retriever = build_retriever(cfg, progress=cb)
+    k = k or cfg.retrieval.topk
+    t0 = time.perf_counter()
+    results = retriever.search(list(queries), k=k)
+    seconds = time.perf_counter() - t0
+    out = Console()  # results on stdout, diagnostics on stderr
+    for q, hits in zip(queries, results, strict=True):
+        if as_json:
+            print(hits_json(q, hits))
+        else:
+            out.print(hits_table(q, hits))
+    if not as_json:
+        where = getattr(retriever, "path", None) or cfg.retrieval.kind
+        console.print(
+            f"[dim]{len(queries)} quer{'y' if len(queries) == 1 else 'ies'} in {seconds * 1000:.0f} ms "
+            f"({escape(str(where))})[/]",
+            highlight=False,
+        )
+    return results

@@ -1,0 +1,88 @@
+"""The one tokenizer BM25 uses for both documents and queries: lowercase, words, stopwords, stemming.
+
+Stemming is memoised per distinct surface word, so tokenizing a corpus costs one dict lookup per
+word once the vocabulary has been seen; that is what makes 100k-passage builds take seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from sagegen.errors import ConfigError
+
+#: Unicode word characters; apostrophes split ("don't" -> "don", "t") as in bm25s' default.
+TOKEN_PATTERN = r"(?u)\b\w\w*\b"
+
+_STOPWORD_LISTS = {
+    "en": "STOPWORDS_EN",
+    "en_plus": "STOPWORDS_EN_PLUS",
+    "english": "STOPWORDS_EN",
+    "de": "STOPWORDS_GERMAN",
+    "fr": "STOPWORDS_FRENCH",
+    "es": "STOPWORDS_SPANISH",
+    "it": "STOPWORDS_ITALIAN",
+    "pt": "STOPWORDS_PORTUGUESE",
+    "nl": "STOPWORDS_DUTCH",
+}
+
+
+def _stopwords(name: str | None) -> frozenset[str]:
+    if not name:
+        return frozenset()
+    import bm25s.stopwords as sw
+
+    attr = _STOPWORD_LISTS.get(name.lower())
+    if attr is None or not hasattr(sw, attr):
+        raise ConfigError(
+            f"retrieval.bm25.stopwords: unknown stopword list {name!r} (known: {sorted(_STOPWORD_LISTS)})"
+        )
+    return frozenset(getattr(sw, attr))
+
+
+class Tokenizer:
+    """Maps text to stemmed tokens; ``spec()`` goes into index manifests so queries match the index."""
+
+    def __init__(self, stopwords: str | None = "en", stemmer: str | None = "english") -> None:
+        self.stopwords_name, self.stemmer_name = stopwords, stemmer
+        self._stop = _stopwords(stopwords)
+        self._pattern = re.compile(TOKEN_PATTERN)
+        self._stem_fn: Any = None
+        if stemmer:
+            import Stemmer  # PyStemmer
+
+            try:
+                self._stem_fn = Stemmer.Stemmer(stemmer).stemWord
+            except KeyError:
+                raise ConfigError(
+                    f"retrieval.bm25.stemmer: unknown language {stemmer!r} "
+                    f"(PyStemmer knows {', '.join(Stemmer.algorithms())})"
+                ) from None
+        # surface word -> stem, or None for a stopword
+        self._cache: dict[str, str | None] = {}
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "pattern": TOKEN_PATTERN,
+            "lowercase": True,
+            "stopwords": self.stopwords_name,
+            "stemmer": self.stemmer_name,
+        }
+
+    def _norm(self, word: str) -> str | None:
+        out = None if word in self._stop else self._stem_fn(word) if self._stem_fn else word
+        self._cache[word] = out
+        return out
+
+    def __call__(self, text: str) -> list[str]:
+        cache, norm = self._cache, self._norm
+        out = []
+        for w in self._pattern.findall(text.lower()):
+            t = cache[w] if w in cache else norm(w)
+            if t is not None:
+                out.append(t)
+        return out
+
+    def many(self, texts: Iterable[str]) -> list[list[str]]:
+        return [self(t) for t in texts]

@@ -1,0 +1,662 @@
+"""The run ledger: one SQLite database (WAL) per run directory, written as things happen.
+
+A run directory ``runs/<name>/`` holds
+
+- ``config.yaml``     the resolved configuration of the run;
+- ``ledger.sqlite``   this ledger (the source of truth);
+- ``dataset.jsonl``   accepted pairs (``QAPair`` lines, label ``pass``);
+- ``too_easy.jsonl``  pairs solved in fewer than S searches after the last round;
+- ``unsolved.jsonl``  pairs no attempt solved after the last round (the paper drops them; we keep them).
+
+The three JSONL files are *views* of the ledger: each line is appended (flush + fsync) only after
+the ledger transaction that records it has committed, and :meth:`RunStore.rebuild_outputs`
+rewrites them from the ledger, so a line half-written when the process was killed never survives
+a resume.
+
+Read API (for analysis/export; stable)::
+
+    from sagegen.store import RunStore
+
+    with RunStore.open("runs/NAME") as store:      # read-only unless readonly=False
+        store.config                               # resolved config (dict) of the run
+        store.counts()                             # {"pairs", "pass", "too_easy", "output.dataset",
+                                                   #  "duplicate.pass", "attempts", "llm_calls", ...}
+        for pair in store.pairs():                 # PairRecord, ordered by pair index
+            pair.index, pair.state, pair.target, pair.answer_type, pair.seed_doc_id
+            pair.qa                                # QAPair | None (set once the pair is finished)
+            for rnd in pair.rounds:                # RoundRecord, ordered by round number
+                rnd.round, rnd.kind, rnd.candidate, rnd.gen_trace_id, rnd.verdict
+                for att in rnd.attempts:           # AttemptRecord, ordered by attempt index
+                    att.index, att.seed, att.trace_id, att.judgement, att.num_searches
+        store.trajectory(trace_id)                 # -> Trajectory
+        store.trajectories(agent="solver")         # iterate (trace_id, Trajectory)
+        store.llm_usage()                          # {role: {"calls", "cached", "prompt_tokens", ...}}
+        store.events(pair_index=None)              # list[EventRecord]
+        store.round_stats()                        # {round: {label: count}}
+
+Pair states: ``pending`` (no round yet), ``running`` (rounds in progress), ``pass``,
+``too_easy``, ``incorrect`` (final label after the last round), ``failed`` (the generator never
+produced a parsable pair). ``PairRecord.output`` says which file the pair went to
+(``dataset`` / ``too_easy`` / ``unsolved``), ``duplicate`` when its normalised question had
+already been written to that file, or ``None``.
+
+Every write is its own transaction, so a SIGKILL loses at most the unit in progress (one
+generation, one attempt); ``sagegen generate`` reruns resume from exactly there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sagegen.errors import ConfigError, SagegenError
+from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
+
+LEDGER = "ledger.sqlite"
+CONFIG_FILE = "config.yaml"
+OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl"}
+SCHEMA_VERSION = 1
+
+#: Config keys that do not change what a run produces; they may differ on resume.
+#: (``pipeline.num_seeds`` may grow to extend a run.)
+VOLATILE_KEYS = (
+    "pipeline.concurrency",
+    "pipeline.num_seeds",
+    "retrieval.index_dir",
+    "server",
+    "llm.timeout",
+    "llm.max_retries",
+    "llm.n_threads",
+    "llm.cache",
+    "llm.cache_path",
+    "solver_llm.timeout",
+    "solver_llm.max_retries",
+    "solver_llm.n_threads",
+    "solver_llm.cache",
+    "solver_llm.cache_path",
+    "judge_llm.timeout",
+    "judge_llm.max_retries",
+    "judge_llm.n_threads",
+    "judge_llm.cache",
+    "judge_llm.cache_path",
+    "retrieval.http.timeout",
+    "retrieval.http.max_retries",
+    "retrieval.web.timeout",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, ended REAL, status TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pairs (
+    idx INTEGER PRIMARY KEY, seed_doc_id TEXT NOT NULL, target INTEGER NOT NULL,
+    answer_type TEXT NOT NULL, state TEXT NOT NULL, final_round INTEGER,
+    qa_json TEXT, norm_question TEXT, output TEXT, finish_seq INTEGER,
+    started REAL NOT NULL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    pair_idx INTEGER NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL,
+    candidate_json TEXT, gen_trace_id TEXT, verdict_json TEXT, label TEXT,
+    created REAL NOT NULL, verified REAL,
+    PRIMARY KEY (pair_idx, round)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    pair_idx INTEGER NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    seed INTEGER NOT NULL, trace_id TEXT NOT NULL, judgement_json TEXT NOT NULL,
+    num_searches INTEGER NOT NULL, correct INTEGER NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (pair_idx, round, attempt)
+);
+CREATE TABLE IF NOT EXISTS trajectories (
+    id TEXT PRIMARY KEY, agent TEXT NOT NULL, pair_idx INTEGER, round INTEGER,
+    json TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, role TEXT NOT NULL, model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL,
+    cached INTEGER NOT NULL, error TEXT, session INTEGER, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, pair_idx INTEGER, round INTEGER, kind TEXT NOT NULL,
+    message TEXT NOT NULL, created REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    index: int
+    seed: int
+    trace_id: str
+    judgement: Judgement
+    num_searches: int
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    kind: str  # "generate", "feedback", "resample"
+    candidate: Candidate | None  # None: the generator failed to produce a parsable pair
+    gen_trace_id: str | None
+    verdict: Verdict | None  # None until every needed attempt is stored
+    attempts: tuple[AttemptRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    index: int
+    seed_doc_id: str
+    target: int
+    answer_type: str
+    state: str
+    final_round: int | None
+    qa: QAPair | None
+    output: str | None
+    rounds: tuple[RoundRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    pair_index: int | None
+    round: int | None
+    kind: str
+    message: str
+    created: float
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists stay values."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key))
+            else:
+                out[key] = v
+    else:
+        out[prefix] = data
+    return out
+
+
+def _is_volatile(key: str) -> bool:
+    return any(key == v or key.startswith(v + ".") for v in VOLATILE_KEYS)
+
+
+def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config keys that decide what a run produces (volatile keys dropped)."""
+    return {k: v for k, v in flatten(config).items() if not _is_volatile(k)}
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    blob = json.dumps(semantic_config(config), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose (semantic) value differs, with both values, for the refusal message."""
+    a, b = semantic_config(old), semantic_config(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from parts (run seed, pair index, round, attempt, role...).
+
+    Stable across processes and Python versions (no ``hash()``), so LLM cache keys, which
+    include the seed, are identical when a run is resumed.
+    """
+    blob = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def trace_id(*parts: Any) -> str:
+    """Deterministic trajectory id, e.g. ``p3.r2.gen`` / ``p3.r2.a1``."""
+    return ".".join(str(p) for p in parts)
+
+
+class RunStore:
+    """The ledger of one run. Use :meth:`open` to read an existing run, :meth:`create_or_resume` to write."""
+
+    def __init__(self, run_dir: Path, conn: sqlite3.Connection, readonly: bool):
+        self.run_dir = run_dir
+        self.conn = conn
+        self.readonly = readonly
+        self.session_id: int | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, run_dir: str | Path, *, readonly: bool = True) -> RunStore:
+        """Open an existing run directory (read-only by default)."""
+        run_dir = Path(run_dir)
+        path = run_dir / LEDGER
+        if not path.is_file():
+            raise SagegenError(f"{run_dir}: not a sagegen run directory (no {LEDGER})")
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=10000")
+        return cls(run_dir, conn, readonly)
+
+    @classmethod
+    def create_or_resume(
+        cls, run_dir: str | Path, config: dict[str, Any], config_yaml: str, *, force: bool = False
+    ) -> tuple[RunStore, bool]:
+        """Open ``run_dir`` for writing: a fresh run, or a resume when the config matches.
+
+        Returns ``(store, resumed)``. A differing config raises ``ConfigError`` naming the keys,
+        unless ``force`` (then the old ledger and outputs are discarded and the run starts afresh).
+        """
+        run_dir = Path(run_dir)
+        path = run_dir / LEDGER
+        if path.is_file() and force:
+            for name in [LEDGER, f"{LEDGER}-wal", f"{LEDGER}-shm", CONFIG_FILE, *OUTPUT_FILES.values()]:
+                (run_dir / name).unlink(missing_ok=True)
+        resumed = path.is_file()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        store = cls(run_dir, conn, readonly=False)
+        conn.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: also upgrades a ledger missing a table
+        if not resumed:
+            with store._tx():
+                store._set_meta("schema_version", str(SCHEMA_VERSION))
+                store._set_meta("config", json.dumps(config, sort_keys=True))
+                store._set_meta("config_hash", config_hash(config))
+                store._set_meta("created", str(time.time()))
+        else:
+            old = store.config
+            if config_hash(old) != config_hash(config):
+                diff = config_diff(old, config)
+                store.close()
+                raise ConfigError(
+                    f"{run_dir} holds a run with a different configuration:\n  "
+                    + "\n  ".join(diff)
+                    + "\nrerun with the original settings to resume it, pass --new-run to start a new run "
+                    "directory next to it, or --force to discard it and start over"
+                )
+            with store._tx():  # volatile keys (e.g. a larger num_seeds) take the new values
+                store._set_meta("config", json.dumps(config, sort_keys=True))
+        _atomic_write(run_dir / CONFIG_FILE, config_yaml)
+        return store, resumed
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _tx(self) -> _Tx:
+        return _Tx(self.conn)
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row["value"] if row else None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        raw = self._meta("config")
+        return json.loads(raw) if raw else {}
+
+    @property
+    def config_hash(self) -> str:
+        return self._meta("config_hash") or ""
+
+    # ------------------------------------------------------------------ sessions
+
+    def begin_session(self) -> int:
+        with self._tx():
+            cur = self.conn.execute(
+                "INSERT INTO sessions(started, status) VALUES (?, 'running')", (time.time(),)
+            )
+        self.session_id = int(cur.lastrowid or 0)
+        return self.session_id
+
+    def end_session(self, status: str) -> None:
+        if self.session_id is None:
+            return
+        with self._tx():
+            self.conn.execute(
+                "UPDATE sessions SET ended=?, status=? WHERE id=?", (time.time(), status, self.session_id)
+            )
+
+    # ------------------------------------------------------------------ writes
+
+    def add_pair(self, idx: int, seed_doc_id: str, target: int, answer_type: str) -> None:
+        with self._tx():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO pairs(idx, seed_doc_id, target, answer_type, state, started) "
+                "VALUES (?, ?, ?, ?, 'pending', ?)",
+                (idx, seed_doc_id, target, answer_type, time.time()),
+            )
+
+    def add_round(
+        self,
+        pair_idx: int,
+        rnd: int,
+        kind: str,
+        candidate: Candidate | None,
+        gen_trace_id: str,
+        trajectory: Trajectory,
+    ) -> None:
+        """Record one generation (or revision) and its trajectory, in one transaction."""
+        now = time.time()
+        with self._tx():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO trajectories(id, agent, pair_idx, round, json, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (gen_trace_id, trajectory.agent, pair_idx, rnd, trajectory.to_json(), now),
+            )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO rounds(pair_idx, round, kind, candidate_json, gen_trace_id, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (pair_idx, rnd, kind, candidate.to_json() if candidate else None, gen_trace_id, now),
+            )
+            self.conn.execute("UPDATE pairs SET state='running' WHERE idx=? AND state='pending'", (pair_idx,))
+
+    def add_attempt(
+        self,
+        pair_idx: int,
+        rnd: int,
+        attempt: int,
+        seed: int,
+        tid: str,
+        trajectory: Trajectory,
+        judgement: Judgement,
+    ) -> None:
+        """Record one solver attempt, its trajectory and its judgement, in one transaction."""
+        now = time.time()
+        with self._tx():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO trajectories(id, agent, pair_idx, round, json, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (tid, trajectory.agent, pair_idx, rnd, trajectory.to_json(), now),
+            )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO attempts(pair_idx, round, attempt, seed, trace_id, judgement_json, "
+                "num_searches, correct, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    pair_idx,
+                    rnd,
+                    attempt,
+                    seed,
+                    tid,
+                    judgement.to_json(),
+                    trajectory.num_searches,
+                    int(judgement.correct),
+                    now,
+                ),
+            )
+
+    def set_verdict(self, pair_idx: int, rnd: int, verdict: Verdict) -> None:
+        with self._tx():
+            self.conn.execute(
+                "UPDATE rounds SET verdict_json=?, label=?, verified=? WHERE pair_idx=? AND round=?",
+                (verdict.to_json(), verdict.label, time.time(), pair_idx, rnd),
+            )
+
+    def finish_pair(
+        self,
+        pair_idx: int,
+        state: str,
+        final_round: int | None,
+        qa: QAPair | None,
+        output: str | None,
+        norm_question: str | None,
+    ) -> str | None:
+        """Mark a pair finished; returns the output file key to append to (``None``: nothing to write).
+
+        Deduplication happens here, inside the transaction: a pair whose normalised question was
+        already written to the same output is recorded with ``output='duplicate'``.
+        """
+        with self._tx():
+            if output is not None and norm_question:
+                dup = self.conn.execute(
+                    "SELECT idx FROM pairs WHERE output=? AND norm_question=? AND idx<>?",
+                    (output, norm_question, pair_idx),
+                ).fetchone()
+                if dup is not None:
+                    output = "duplicate"
+            seq = self.conn.execute("SELECT COALESCE(MAX(finish_seq), 0) + 1 FROM pairs").fetchone()[0]
+            self.conn.execute(
+                "UPDATE pairs SET state=?, final_round=?, qa_json=?, norm_question=?, output=?, "
+                "finish_seq=?, finished=? WHERE idx=?",
+                (
+                    state,
+                    final_round,
+                    qa.to_json() if qa else None,
+                    norm_question,
+                    output,
+                    seq,
+                    time.time(),
+                    pair_idx,
+                ),
+            )
+        return output if output in OUTPUT_FILES else None
+
+    def record_call(
+        self,
+        role: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        seconds: float,
+        cached: bool,
+        error: str | None = None,
+    ) -> None:
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO llm_calls(role, model, prompt_tokens, completion_tokens, seconds, cached, "
+                "error, session, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    role,
+                    model,
+                    prompt_tokens,
+                    completion_tokens,
+                    seconds,
+                    int(cached),
+                    error,
+                    self.session_id,
+                    time.time(),
+                ),
+            )
+
+    def event(self, kind: str, message: str, pair_idx: int | None = None, rnd: int | None = None) -> None:
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO events(pair_idx, round, kind, message, created) VALUES (?, ?, ?, ?, ?)",
+                (pair_idx, rnd, kind, message, time.time()),
+            )
+
+    # ------------------------------------------------------------------ outputs
+
+    def append_output(self, key: str, qa: QAPair) -> None:
+        """Append one line to an output file, flushed and fsynced (called after the ledger commit)."""
+        with open(self.run_dir / OUTPUT_FILES[key], "a", encoding="utf-8") as f:
+            f.write(qa.to_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rebuild_outputs(self) -> dict[str, int]:
+        """Rewrite the three JSONL files from the ledger (atomic replace), in finishing order."""
+        lines: dict[str, list[str]] = {k: [] for k in OUTPUT_FILES}
+        for row in self.conn.execute(
+            "SELECT output, qa_json FROM pairs WHERE qa_json IS NOT NULL ORDER BY finish_seq"
+        ):
+            if row["output"] in lines:
+                lines[row["output"]].append(row["qa_json"])
+        for key, name in OUTPUT_FILES.items():
+            _atomic_write(self.run_dir / name, "".join(x + "\n" for x in lines[key]))
+        return {k: len(v) for k, v in lines.items()}
+
+    # ------------------------------------------------------------------ reads
+
+    def pair(self, idx: int) -> PairRecord | None:
+        row = self.conn.execute("SELECT * FROM pairs WHERE idx=?", (idx,)).fetchone()
+        return self._pair_from_row(row) if row else None
+
+    def pairs(self, *, state: str | None = None) -> Iterator[PairRecord]:
+        """Every pair with its rounds and attempts, ordered by pair index (optionally one state)."""
+        sql, args = "SELECT * FROM pairs", ()
+        if state is not None:
+            sql, args = sql + " WHERE state=?", (state,)
+        rows = self.conn.execute(sql + " ORDER BY idx", args).fetchall()
+        for row in rows:
+            yield self._pair_from_row(row)
+
+    def _pair_from_row(self, row: sqlite3.Row) -> PairRecord:
+        idx = row["idx"]
+        atts: dict[int, list[AttemptRecord]] = {}
+        for a in self.conn.execute("SELECT * FROM attempts WHERE pair_idx=? ORDER BY round, attempt", (idx,)):
+            atts.setdefault(a["round"], []).append(
+                AttemptRecord(
+                    index=a["attempt"],
+                    seed=a["seed"],
+                    trace_id=a["trace_id"],
+                    judgement=Judgement.model_validate_json(a["judgement_json"]),
+                    num_searches=a["num_searches"],
+                )
+            )
+        rounds = []
+        for r in self.conn.execute("SELECT * FROM rounds WHERE pair_idx=? ORDER BY round", (idx,)):
+            cand = r["candidate_json"]
+            rounds.append(
+                RoundRecord(
+                    round=r["round"],
+                    kind=r["kind"],
+                    candidate=Candidate.model_validate_json(cand) if cand else None,
+                    gen_trace_id=r["gen_trace_id"],
+                    verdict=Verdict.model_validate_json(r["verdict_json"]) if r["verdict_json"] else None,
+                    attempts=tuple(atts.get(r["round"], [])),
+                )
+            )
+        return PairRecord(
+            index=idx,
+            seed_doc_id=row["seed_doc_id"],
+            target=row["target"],
+            answer_type=row["answer_type"],
+            state=row["state"],
+            final_round=row["final_round"],
+            qa=QAPair.model_validate_json(row["qa_json"]) if row["qa_json"] else None,
+            output=row["output"],
+            rounds=tuple(rounds),
+        )
+
+    def trajectory(self, tid: str) -> Trajectory:
+        row = self.conn.execute("SELECT json FROM trajectories WHERE id=?", (tid,)).fetchone()
+        if row is None:
+            raise KeyError(tid)
+        return Trajectory.model_validate_json(row["json"])
+
+    def trajectories(self, agent: str | None = None) -> Iterator[tuple[str, Trajectory]]:
+        sql, args = "SELECT id, json FROM trajectories", ()
+        if agent is not None:
+            sql, args = sql + " WHERE agent=?", (agent,)
+        for row in self.conn.execute(sql + " ORDER BY pair_idx, round, id", args).fetchall():
+            yield row["id"], Trajectory.model_validate_json(row["json"])
+
+    def counts(self) -> dict[str, int]:
+        """Pairs by state and by output file, plus rounds/attempts/trajectories/calls totals."""
+        out: dict[str, int] = {"pairs": 0}
+        for row in self.conn.execute("SELECT state, COUNT(*) AS n FROM pairs GROUP BY state"):
+            out[row["state"]] = row["n"]
+            out["pairs"] += row["n"]
+        for row in self.conn.execute(
+            "SELECT output, COUNT(*) AS n FROM pairs WHERE output IS NOT NULL GROUP BY output"
+        ):
+            out[f"output.{row['output']}"] = row["n"]
+        for row in self.conn.execute(
+            "SELECT state, COUNT(*) AS n FROM pairs WHERE output='duplicate' GROUP BY state"
+        ):
+            out[f"duplicate.{row['state']}"] = row["n"]
+        for table in ("rounds", "attempts", "trajectories", "llm_calls", "events"):
+            out[table] = self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        out["finished"] = sum(out.get(s, 0) for s in ("pass", "too_easy", "incorrect", "failed"))
+        return out
+
+    def round_stats(self) -> dict[int, dict[str, int]]:
+        """Per round number: how many rounds were generated, failed to generate, and each verdict label."""
+        stats: dict[int, dict[str, int]] = {}
+        for row in self.conn.execute(
+            "SELECT round, candidate_json IS NULL AS gen_failed, label, COUNT(*) AS n FROM rounds "
+            "GROUP BY round, gen_failed, label"
+        ):
+            s = stats.setdefault(row["round"], {})
+            s["generated"] = s.get("generated", 0) + row["n"]
+            key = "gen_failed" if row["gen_failed"] else (row["label"] or "unverified")
+            s[key] = s.get(key, 0) + row["n"]
+        return dict(sorted(stats.items()))
+
+    def llm_usage(self, session: int | None = None) -> dict[str, dict[str, float]]:
+        """Per role: calls, cached (cache hits), errors, prompt/completion tokens, seconds."""
+        sql = (
+            "SELECT role, COUNT(*) AS calls, SUM(cached) AS cached, SUM(error IS NOT NULL) AS errors, "
+            "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
+            "SUM(seconds) AS seconds FROM llm_calls"
+        )
+        args: tuple[Any, ...] = ()
+        if session is not None:
+            sql, args = sql + " WHERE session=?", (session,)
+        out: dict[str, dict[str, float]] = {}
+        for row in self.conn.execute(sql + " GROUP BY role ORDER BY role", args):
+            keys = ("calls", "cached", "errors", "prompt_tokens", "completion_tokens", "seconds")
+            out[row["role"]] = {k: row[k] or 0 for k in keys}
+        return out
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM sessions ORDER BY id")]
+
+    def events(self, pair_index: int | None = None) -> list[EventRecord]:
+        sql, args = "SELECT * FROM events", ()
+        if pair_index is not None:
+            sql, args = sql + " WHERE pair_idx=?", (pair_index,)
+        return [
+            EventRecord(r["pair_idx"], r["round"], r["kind"], r["message"], r["created"])
+            for r in self.conn.execute(sql + " ORDER BY id", args)
+        ]
+
+
+@dataclass
+class _Tx:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): each ledger write is atomic."""
+
+    conn: sqlite3.Connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,178 @@
+"""The HTML report: self-contained, escaped, and showing the data when rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixture_ledger import EVIL, build_ledger
+from sagegen.analysis.analyze import analyze_run
+from sagegen.analysis.report import render_report, svg_funnel, svg_hist, svg_lines, write_report
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = build_ledger(tmp_path_factory.mktemp("report") / "run")
+    analyze_run(run, dup_method="jaccard")
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path) -> Path:
+    return write_report(run_dir)
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium not installed (Debian: apt-get install chromium); report not rendered")
+
+
+def _run_chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def test_report_is_self_contained_and_escaped(report: Path) -> None:
+    html = report.read_text(encoding="utf-8")
+    # offline: no external scripts, styles, images or fonts
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", html)
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
+    # data from LLMs and retrieved text is escaped: the planted script never appears as markup
+    assert EVIL not in html
+    assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in html
+    assert html.count("<script>") == 1  # ours, the filter
+    assert html.count('<details class="pair"') == 6
+    assert html.count("<svg") == 4  # pass-rate lines, funnel, one histogram per target S (2)
+
+
+def test_svg_charts_draw_the_numbers() -> None:
+    lines = svg_lines({"pass": [(1, 40.0), (2, 60.0)], "correct": [(1, 60.0), (2, None)]}, title="t")
+    assert lines.count("<circle") == 3 and ">40<" in lines and ">60<" in lines
+    hist = svg_hist({"a": {2: 3, 4: 1}}, title="h")
+    assert hist.count("<rect") == 3 + 1  # values 2, 3, 4 (one empty) + the legend swatch
+    assert "<title>a, 2 searches: 3</title>" in hist and "<title>a, 3 searches: 0</title>" in hist
+    funnel = svg_funnel([("seeds", 10), ("accepted", 5)], title="f")
+    widths = [float(w) for w in re.findall(r'<rect x="110" y="[\d.]+" width="([\d.]+)"', funnel)]
+    assert widths[1] == pytest.approx(widths[0] / 2)
+    assert "no data" in svg_hist({}, title="empty")
+
+
+def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    p = _run_chromium(["--virtual-time-budget=3000", "--dump-dom", report.as_uri()], tmp_path)
+    dom = p.stdout
+    assert p.returncode == 0 and "<body" in dom, p.stderr[-2000:]
+    # the planted <script> in a retrieved passage did not run (it would have set the title)
+    assert "<title>sagegen report — fixture-run</title>" in dom and "pwned</title>" not in dom
+    assert "document.title='pwned'" in dom.replace("&#x27;", "'").replace("&#39;", "'")  # shown as text
+    # the metrics table shows the fixture's numbers, round by round
+    for row in (["1", "5", "60.0", "40.0", "50.0", "2.00"], ["3", "5", "80.0", "60.0", "60.0", "2.50"]):
+        assert "".join(f"<td>{c}</td>" for c in row) in dom
+    # our inline script ran: it counted the visible pairs
+    assert '<span id="shown">6</span>' in dom
+    assert dom.count("<svg") == 4 and "When was the founder of the city of Lyon born?" in dom
+
+
+def test_report_screenshot(report: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "report.png"
+    p = _run_chromium(
+        ["--window-size=1280,1800", "--hide-scrollbars", f"--screenshot={shot}", report.as_uri()], tmp_path
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a blank page compresses to a few KB
+
+
+def test_cli_analyze_and_report(tmp_path: Path) -> None:
+    run = build_ledger(tmp_path / "run")
+    p = subprocess.run(
+        [sys.executable, "-m", "sagegen.cli", "analyze", str(run), "--json", "--dedup", "jaccard"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout)
+    assert result["by_round"]["2"]["pct_pass"] == pytest.approx(60.0)
+    assert (run / "analysis.json").is_file()
+    table = subprocess.run(
+        [sys.executable, "-m", "sagegen.cli", "analyze", str(run), "--dedup", "jaccard"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert table.returncode == 0 and "State after each round" in table.stdout and "80.0" in table.stdout
+    out = tmp_path / "r.html"
+    p = subprocess.run(
+        [sys.executable, "-m", "sagegen.cli", "report", str(run), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    assert out.is_file() and "fixture-run" in out.read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "sagegen.cli", "report", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "not a sagegen run directory" in " ".join(bad.stderr.split())
+
+
+def test_render_report_without_saved_analysis(tmp_path: Path) -> None:
+    run = build_ledger(tmp_path / "run")
+    html = render_report(run)  # computes the analysis on the fly
+    assert "Metrics by round" in html and not (run / "analysis.json").exists()
+
+
+def test_report_caps_the_pair_list(run_dir: Path) -> None:
+    html = render_report(run_dir, max_pairs=2)
+    assert html.count('<details class="pair"') == 2 and "first 2 of 6 pairs included" in html
+
+
+def test_saved_analysis_is_reused_only_while_current(tmp_path: Path) -> None:
+    import os
+
+    from sagegen.analysis.analyze import ANALYSIS_FILE, saved_analysis
+    from sagegen.store import RunStore
+
+    run = build_ledger(tmp_path / "run")
+    assert saved_analysis(run) is None
+    analyze_run(run, dup_method="jaccard")
+    assert saved_analysis(run)["funnel"]["accepted"] == 2
+    render_report(run)  # reading the ledger does not make the analysis stale
+    assert saved_analysis(run) is not None
+    # a write to the ledger (a resumed run) makes it stale
+    with RunStore.open(run, readonly=False) as store:
+        store.event("note", "resumed")
+    f = run / ANALYSIS_FILE
+    past = f.stat().st_mtime - 10
+    os.utime(f, (past, past))
+    assert saved_analysis(run) is None
+    # so does an analysis.json from an older sagegen
+    analyze_run(run, dup_method="jaccard")
+    data = json.loads(f.read_text())
+    data["analysis_version"] = 1
+    f.write_text(json.dumps(data))
+    assert saved_analysis(run) is None
