@@ -165,3 +165,22 @@ def test_hybrid_index_end_to_end(tmp_path: Path) -> None:
     assert hits[0].doc.id == "cat"
     [hits] = r.search(["Berlin Germany"], k=3)
     assert hits[0].doc.id == "berlin" and hits[0].score == pytest.approx(2 / 61)
+
+
+def test_embeddings_reused_across_index_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("faiss")
+    fake = _FakeEncoder()
+    monkeypatch.setattr(dense_mod, "load_encoder", lambda name, device="cpu": fake)
+    build_index(DOCS, "dense", RetrievalConfig(), tmp_path / "flat")
+    embedded = len(fake.seen)
+    assert embedded == len(DOCS)
+    # Same corpus, same model: switching to HNSW (or to hybrid) rebuilds FAISS, not the embeddings.
+    build_index(DOCS, "hybrid", RetrievalConfig(dense=DenseConfig(index_type="hnsw")), tmp_path / "hnsw")
+    assert len(fake.seen) == embedded
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "flat" / "dense" / "embeddings.npy"),
+        np.load(tmp_path / "hnsw" / "dense" / "embeddings.npy"),
+    )
+    # Another corpus is embedded afresh.
+    build_index(DOCS[:4], "dense", RetrievalConfig(), tmp_path / "small")
+    assert len(fake.seen) == embedded + 4

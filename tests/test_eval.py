@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -137,6 +139,7 @@ async def test_eval_metrics_and_files(tmp_path: Path) -> None:
     # Cost: two attempts x two calls each; tokens counted; no judge calls with method=em.
     cost = by_id["q0"]["cost"]
     assert cost["solver_calls"] == 4 and cost["solver_prompt_tokens"] > 0 and cost["judge_calls"] == 0
+    assert cost["solver_llm_seconds"] == 0.0 and cost["judge_llm_seconds"] == 0 and cost["solver_cached"] == 0
     assert summary["questions"] == 4 and summary["attempts"] == 8 and summary["k"] == 2
     assert summary["em"] == pytest.approx(0.5) and summary["pass_at_k"] == pytest.approx(0.5)
     assert summary["f1"] == pytest.approx((1 + 1 + 0 + 2 / 3) / 4, abs=1e-4)
@@ -325,7 +328,90 @@ def test_cli_bad_benchmark_exits_2(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "COLUMNS": "1000"},  # rich wraps long lines at the terminal width
     )
     assert res.returncode == 2
-    err = "".join(res.stderr.split("\n"))  # rich wraps long lines at the terminal width
-    assert f"{bad}, line 2, field 'golden_answers'" in err and "Traceback" not in err
+    assert f"{bad}, line 2, field 'golden_answers'" in res.stderr and "Traceback" not in res.stderr
+
+
+async def test_scripted_fixture_eval_is_deterministic(tmp_path: Path) -> None:
+    """The "recorded" run: a fixture model gives byte-identical answers and metrics on every run."""
+    from sagegen.llm.scripted import fixture_llm
+
+    bench = write_bench(tmp_path / "b.jsonl", list(CAPITALS))
+    items = load_benchmark(bench)
+    outs = []
+    for name in ("a", "b"):
+        summary = await evaluate(
+            items,
+            fixture_llm("fixture:sage"),
+            TinyRetriever(),
+            Config(),
+            tmp_path / name,
+            judge_llm=fixture_llm("fixture:sage"),
+            k=2,
+            concurrency=3,
+            bench_path=bench,
+        )
+        rows = sorted((tmp_path / name / "results.jsonl").read_text().splitlines())
+        parsed = [json.loads(r) for r in rows]
+        for r in parsed:  # timings are the only thing allowed to differ
+            del r["cost"]
+            for a in r["attempts"]:
+                del a["solver_seconds"], a["judge_seconds"]
+        outs.append((parsed, summary["em"], summary["pass_at_k"]))
+    assert outs[0] == outs[1]
+
+
+def test_sigkilled_eval_resumes_without_repeats(tmp_path: Path) -> None:
+    """A real ``sagegen eval`` process killed with SIGKILL mid-run; the same command finishes the job."""
+    import signal
+    import time
+
+    countries = list(CAPITALS) * 6
+    with (tmp_path / "b.jsonl").open("w") as f:
+        for i, c in enumerate(countries):
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"q{i}",
+                        "question": f"What is the capital of {c} ({i})?",
+                        "golden_answers": [CAPITALS[c]],
+                    }
+                )
+                + "\n"
+            )
+    sets = _cli_sets(tmp_path)
+    sets[sets.index("llm.model=fixture:sage")] = "llm.model=fixture:sage@0.02"
+    cmd = [
+        sys.executable,
+        "-c",
+        "from sagegen.cli import main; main()",
+        "eval",
+        "b.jsonl",
+        "--out",
+        "out",
+        "--k",
+        "2",
+        *sets,
+    ]
+    results = tmp_path / "out" / "results.jsonl"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.is_file() and len(results.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    at_kill = set()
+    for line in results.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # the line being written when the kill came
+            at_kill.add(json.loads(line)["id"])
+    assert 3 <= len(at_kill) < len(countries)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    ids = [json.loads(line)["id"] for line in results.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == len(countries)
+    assert summary["new_questions"] == len(countries) - len(at_kill)

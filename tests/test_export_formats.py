@@ -190,6 +190,14 @@ def test_hf_round_trip_and_card(run_dir: Path, tmp_path: Path) -> None:
     assert "CC BY-SA 4.0" in card and "| train | 2 |" in card and "| test | 1 |" in card
     assert "| 3 | 5 | 80.0 | 60.0 | 60.0 | 2.50 |" in card  # round-3 metrics row of the fixture
     assert "path: data/train-*.parquet" in card
+    import yaml
+
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["license"] == "cc-by-sa-4.0" and header["task_categories"] == ["question-answering"]
+    assert header["configs"][0]["data_files"] == [
+        {"split": "train", "path": "data/train-*.parquet"},
+        {"split": "test", "path": "data/test-*.parquet"},
+    ]
     # loading the folder the way the Hub does, through the card's configs
     via_card = datasets.load_dataset(str(out))
     assert via_card["train"].num_rows == 2
@@ -261,3 +269,26 @@ def test_sft_chat_masks_retrieved_text_with_trl_template(run_dir: Path, tmp_path
         assert "information" not in trained and "passage" not in trained and "pwned" not in trained
         assert masked.count("< information >") == row["num_searches"]
         assert trained.count("< search >") == row["num_searches"] and "< answer >" in trained
+
+
+def test_check_sft_rejects_unmaskable_rows(tmp_path: Path) -> None:
+    from sagegen.export.sft import check_sft
+
+    bad = tmp_path / "bad.jsonl"
+    msgs = [{"role": "user", "content": "<information>x</information>", "train": True, "retrieved": True}]
+    bad.write_text(json.dumps({"messages": msgs}) + "\n")
+    with pytest.raises(InputError, match="only assistant turns"):
+        check_sft(bad)
+    row = {
+        "prompt": [{"role": "user", "content": "q"}],
+        "completion": [
+            {"role": "assistant", "content": "<search>a</search>\n\n<information>doc</information>"}
+        ],
+        "retrieved_spans": [[0, 10]],
+    }
+    bad.write_text(json.dumps(row) + "\n")
+    with pytest.raises(InputError, match="not one <information> block"):
+        check_sft(bad)
+    row["retrieved_spans"] = [[20, 50]]
+    bad.write_text(json.dumps(row) + "\n")
+    assert check_sft(bad) == 1

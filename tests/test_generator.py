@@ -132,7 +132,7 @@ async def test_malformed_output_gives_up_after_the_retry_budget() -> None:
 @pytest.mark.parametrize(
     ("question", "answer", "problem"),
     [
-        ("Which city?", "Dijon", None),
+        ("Which city hosts the tower?", "Paris", None),
         ("How many towers did Eiffel build?", "3", None),
         ("Why was the tower built?", "for a fair", "how/why"),
         ("How did Eiffel build it?", "iron", "how/why"),
@@ -145,6 +145,8 @@ async def test_malformed_output_gives_up_after_the_retry_budget() -> None:
         ("Who was born in Dijon in 1832?", "Dijon", "contains its own answer"),
         ("Is there a number that can be added to the end of this sentence?", "1889", "yes/no"),
         ("Was Eiffel born in Dijon?", "yes", "yes/no"),
+        ("The question", "The date", "placeholder"),
+        ("Which year was the tower completed?", "the short answer", "placeholder"),
         (None, "x", "no <question>"),
         ("Which?", "", "no <answer>"),
     ],
@@ -281,3 +283,28 @@ async def test_a_question_without_its_answer_or_closing_tag_is_completed() -> No
         "Which city was Gustave Eiffel born in?",
         "Dijon",
     )
+
+
+async def test_a_plain_text_pair_in_one_reply() -> None:
+    llm = ScriptedLLM(["Question: When was the engineer of the Garabit viaduct born?\n\nThe answer: 1832."])
+    out = await generate(SEED, 2, "date", llm, OverlapRetriever(), GeneratorConfig())
+    assert out.candidate is not None and len(llm.calls) == 1
+    assert (out.candidate.question, out.candidate.answer) == (
+        "When was the engineer of the Garabit viaduct born?",
+        "1832",
+    )
+
+
+async def test_a_refused_plain_question_is_forgotten() -> None:
+    llm = ScriptedLLM(
+        [
+            "Is there a number at the end of this sentence?",  # a yes/no question
+            "The answer is 1889.",  # completes it: refused as yes/no
+            "Which year did the Paris tower open?\nAnswer: 1889",  # a new pair, not the old question again
+        ]
+    )
+    out = await generate(SEED, 2, "number", llm, OverlapRetriever(), GeneratorConfig(max_format_retries=2))
+    assert out.candidate is not None
+    assert out.candidate.question == "Which year did the Paris tower open?" and out.candidate.answer == "1889"
+    events = [s.event for s in out.trajectory.steps if s.kind == "event"]
+    assert events == ["untagged_question", "untagged_answer", "malformed", "untagged_answer"]

@@ -32,7 +32,7 @@ def write_corpus(path: Path, rows: list[dict[str, str]] = ROWS) -> Path:
     return path
 
 
-def cfg_for(tmp_path: Path, corpus: Path, *extra: str):  # noqa: ANN201 - a Config
+def cfg_for(tmp_path: Path, corpus: Path, *extra: str):
     return load_config(None, [f"corpus.path={corpus}", f"retrieval.index_dir={tmp_path / 'indexes'}", *extra])
 
 
@@ -67,7 +67,7 @@ def test_explicit_stale_index_rebuilt_or_refused(tmp_path: Path) -> None:
     ensure_index(cfg)
     write_corpus(corpus, ROWS[:2])
     with pytest.raises(
-        IndexError_, match=r"does not match the current corpus.*corpus: index built from another corpus"
+        IndexError_, match=r"(?s)does not match the current corpus.*corpus: index built from another corpus"
     ):
         ensure_index(
             cfg_for(tmp_path, corpus, f"retrieval.index_path={out}", "retrieval.rebuild_stale=false")
@@ -97,7 +97,7 @@ def test_wrong_format_version_and_missing_manifest(tmp_path: Path) -> None:
     with pytest.raises(IndexError_, match="format version 999"):
         open_index(tmp_path / "idx")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(IndexError_, match="not a sagegen index: no manifest.json"):
+    with pytest.raises(IndexError_, match=r"not a sagegen index: no manifest\.json"):
         open_index(tmp_path / "empty")
 
 
@@ -119,7 +119,7 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_index(
     cfg = cfg_for(tmp_path, corpus, f"retrieval.index_path={out}")
     real = bm25_mod.build_bm25
 
-    def crash(docs, bcfg, out_dir, *, progress=None):  # noqa: ANN001, ANN202
+    def crash(docs, bcfg, out_dir, *, progress=None):
         real(docs, bcfg, out_dir, progress=progress)  # half the files are there...
         raise RuntimeError("disk full")  # ...and then the build dies
 
@@ -160,7 +160,7 @@ def test_killed_build_never_loads(tmp_path: Path) -> None:
     assert not out.exists()
     [leftover] = tmp_path.glob(".idx.tmp-*")
     assert (leftover / "passages.jsonl").is_file() and not (leftover / MANIFEST).exists()
-    with pytest.raises(IndexError_, match="no manifest.json"):
+    with pytest.raises(IndexError_, match=r"no manifest\.json"):
         open_index(leftover)
     # The next build succeeds and removes the dead process's leftovers.
     ensure_index(cfg_for(tmp_path, corpus, f"retrieval.index_path={out}"))

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.fault_server import BADJSON, NONJSON, NOTCOMPLETION, RESET, TRUNCATE, FaultServer, sleep, status
 
+from helpers.fault_server import BADJSON, NONJSON, NOTCOMPLETION, RESET, TRUNCATE, FaultServer, sleep, status
 from sagegen.config import LLMConfig
 from sagegen.errors import ConfigError, LLMError
 from sagegen.llm.factory import build_llm
@@ -162,9 +162,8 @@ async def test_every_fault_in_a_row_then_success(key_env: str) -> None:
 
 async def test_client_errors_fail_fast_without_leaking_the_key(key_env: str) -> None:
     leak = f'{{"error": {{"message": "Incorrect API key provided: {KEY}.", "code": "invalid_api_key"}}}}'
-    with FaultServer([status(401, body=leak)]) as srv:
-        with pytest.raises(LLMError) as err:
-            await backend(srv.url, key_env).complete(MSGS)
+    with FaultServer([status(401, body=leak)]) as srv, pytest.raises(LLMError) as err:
+        await backend(srv.url, key_env).complete(MSGS)
     assert len(srv.requests) == 1
     msg = str(err.value)
     assert "HTTP 401" in msg and "not retried" in msg and "Incorrect API key" in msg
@@ -191,7 +190,8 @@ async def test_connection_refused_is_bounded(key_env: str) -> None:
 async def test_native_tool_calls(key_env: str) -> None:
     tools = [{"type": "function", "function": {
         "name": "search", "description": "Search the corpus.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
+                       "required": ["query"]}}}]
     with FaultServer() as srv:
         comp = await backend(srv.url, key_env).complete(MSGS, tools=tools)
     assert comp.tool_calls == ({"id": "call_abc", "name": "search", "arguments": {"query": "ping"}},)
@@ -208,10 +208,12 @@ async def test_more_stops_than_the_wire_allows(key_env: str) -> None:
 
 async def test_max_completion_tokens_and_extra_body(key_env: str) -> None:
     with FaultServer() as srv:
-        llm = backend(srv.url, key_env, max_tokens_param="max_completion_tokens", extra_body={"top_k": 5})
-        await llm.complete(MSGS, max_tokens=9)
+        llm = backend(srv.url, key_env, max_tokens_param="max_completion_tokens", extra_body={"top_k": 5},
+                      send_seed=False)
+        await llm.complete(MSGS, max_tokens=9, seed=4)
     body = srv.requests[0]["json"]
     assert body["max_completion_tokens"] == 9 and "max_tokens" not in body and body["top_k"] == 5
+    assert "seed" not in body
 
 
 def test_missing_key_for_a_remote_endpoint_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,6 +222,10 @@ def test_missing_key_for_a_remote_endpoint_is_a_config_error(monkeypatch: pytest
         backend("https://generativelanguage.googleapis.com/v1beta/openai/", "SAGEGEN_UNSET_KEY")
     with pytest.raises(ConfigError, match="model"):
         OpenAIBackend(LLMConfig(backend="openai", model=None))
+    for url in ("http://localhost:11434/v1", "http://10.1.2.3:8000/v1", "http://vllm:8000/v1"):
+        backend(url, "SAGEGEN_UNSET_KEY")  # local or private servers need no key
+    with pytest.raises(ConfigError):
+        backend(None, "SAGEGEN_UNSET_KEY")  # type: ignore[arg-type]  # api.openai.com
 
 
 async def test_local_server_needs_no_key() -> None:

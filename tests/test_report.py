@@ -176,3 +176,85 @@ def test_saved_analysis_is_reused_only_while_current(tmp_path: Path) -> None:
     data["analysis_version"] = 1
     f.write_text(json.dumps(data))
     assert saved_analysis(run) is None
+
+
+def test_report_with_evals_and_training_log(run_dir: Path, tmp_path: Path) -> None:
+    before, after = tmp_path / "evals" / "base", tmp_path / "evals" / "trained"
+    for d, acc in ((before, 0.25), (after, 0.625)):
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "questions": 8,
+                    "k": 2,
+                    "attempts": 16,
+                    "em": acc / 2,
+                    "f1": acc,
+                    "judge_acc": acc,
+                    "pass_at_k": acc + 0.125,
+                    "mean_searches": 1.5,
+                }
+            )
+        )
+    log = tmp_path / "train.jsonl"
+    log.write_text(
+        "\n".join(
+            json.dumps({"step": i, "reward": i / 10, "loss": 1 - i / 20, "note": "x"}) for i in range(10)
+        )
+        + "\n"
+    )
+    csv_log = tmp_path / "train.csv"
+    csv_log.write_text("step,reward_mean\n0,0.1\n1,0.2\n2,nan\n3,0.4\n")
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagegen.cli",
+            "report",
+            str(run_dir),
+            "--out",
+            str(tmp_path / "r.html"),
+            "--eval",
+            str(before),
+            "--eval",
+            str(after),
+            "--train-log",
+            str(log),
+            "--train-log",
+            str(csv_log),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "<h2>Evaluations</h2>" in html
+    assert (
+        '<td class="txt">base</td><td>8</td><td>2</td><td>0.125</td><td>0.250</td><td>0.250</td>'
+        "<td>0.375</td>" in html
+    )
+    assert '<td class="txt">trained</td>' in html and ">75<" in html  # pass@K 75 % drawn on the chart
+    assert (
+        "train.jsonl: reward" in html
+        and "train.jsonl: loss" in html
+        and "note" not in html.split("<h2>Training")[1].split("<h2>")[0]
+    )
+    assert "train.csv: reward_mean" in html
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagegen.cli",
+            "report",
+            str(run_dir),
+            "--out",
+            str(tmp_path / "x.html"),
+            "--eval",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "summary.json" in " ".join(bad.stderr.split())

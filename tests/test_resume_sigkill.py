@@ -183,7 +183,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
     paid = _rows(
         ledger, "SELECT session, SUM(1 - cached), SUM(cached) FROM llm_calls GROUP BY session ORDER BY 1"
     )
-    assert len(paid) == 2 and paid[1][2] >= 0
+    assert len(paid) == 2  # one row per session: the killed one and the rerun
     # The ledger books a call just after the cache stores it; a kill between the two can leave one
     # call unbooked (then replayed as a hit), never one booked twice.
     assert full_calls - 1 <= sum(p[1] for p in paid) <= full_calls

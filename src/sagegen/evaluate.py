@@ -5,6 +5,8 @@ and each attempt judged. A question's result is appended to ``<out>/results.json
 trajectories to ``<out>/trajectories.jsonl``) the moment its last attempt is judged, so a
 killed eval loses at most the questions in flight; rerunning the same command skips every id
 already in ``results.jsonl``. ``<out>/summary.json`` is rewritten at the end from all results.
+Trajectories are written before their result line, so a kill between the two writes can leave a
+question's trajectories twice in ``trajectories.jsonl``: readers keep the last per (id, attempt).
 
 Metrics: EM, F1 and judge accuracy are means over all attempts (avg@K); ``pass_at_k`` is the
 share of questions with at least one attempt judged correct; cost is counted per question
@@ -99,6 +101,7 @@ class CountingLLM:
         self.inner = inner
         self.name = inner.name
         self.calls = self.cached = self.prompt_tokens = self.completion_tokens = 0
+        self.seconds = 0.0  # generation time reported by the backend, fresh (uncached) calls only
 
     async def complete(self, messages: Sequence[Message], **kwargs: Any) -> Completion:
         self.calls += 1  # failed calls cost too
@@ -106,14 +109,17 @@ class CountingLLM:
         self.cached += int(c.cached)
         self.prompt_tokens += c.prompt_tokens
         self.completion_tokens += c.completion_tokens
+        if not c.cached:
+            self.seconds += c.seconds
         return c
 
-    def cost(self, prefix: str) -> dict[str, int]:
+    def cost(self, prefix: str) -> dict[str, float]:
         return {
             f"{prefix}_calls": self.calls,
             f"{prefix}_cached": self.cached,
             f"{prefix}_prompt_tokens": self.prompt_tokens,
             f"{prefix}_completion_tokens": self.completion_tokens,
+            f"{prefix}_llm_seconds": round(self.seconds, 3),
         }
 
 
@@ -257,12 +263,12 @@ async def evaluate(
                     "judge_seconds": round(s_judge, 3),
                 }
             )
+        solver_cost = solver_llm.cost("solver")
+        # Same keys with zeros when no judge model is used (judge.method em/f1).
         judge_cost = (
-            judge.cost("judge")
-            if judge
-            else {f"judge_{x}": 0 for x in ("calls", "cached", "prompt_tokens", "completion_tokens")}
+            judge.cost("judge") if judge else {k.replace("solver_", "judge_", 1): 0 for k in solver_cost}
         )
-        cost = solver_llm.cost("solver") | judge_cost
+        cost = solver_cost | judge_cost
         cost["seconds"] = round(sum(a["solver_seconds"] + a["judge_seconds"] for a in attempts), 3)
         row = {
             "format_version": FORMAT_VERSION,
@@ -372,6 +378,13 @@ def summarize(rows: Sequence[dict[str, Any]], *, k: int) -> dict[str, Any]:
                 _mean(r["cost"].get("solver_cached", 0) + r["cost"].get("judge_cached", 0) for r in rows), 2
             ),
             "seconds": cost("seconds"),
+            "llm_seconds": round(
+                _mean(
+                    r["cost"].get("solver_llm_seconds", 0) + r["cost"].get("judge_llm_seconds", 0)
+                    for r in rows
+                ),
+                2,
+            ),
         },
     }
 
@@ -404,11 +417,19 @@ def summary_table(summary: dict[str, Any], title: str = "eval") -> Any:
         ("LLM calls / question", f"{pq['solver_calls']:.1f} solver + {pq['judge_calls']:.1f} judge"),
         ("tokens / question", f"{pq['prompt_tokens']:.0f} prompt + {pq['completion_tokens']:.0f} completion"),
         ("cached calls / question", f"{pq['cached_calls']:.1f}"),
-        ("seconds / question", f"{pq['seconds']:.1f}"),
+        ("seconds / question", f"{pq['seconds']:.1f} ({pq.get('llm_seconds', 0):.1f} generating)"),
     ]
     for name, value in rows:
         t.add_row(name, value)
     return t
+
+
+def default_eval_dir(bench: Path) -> Path:
+    """``evals/<name>``; a generic file name (``questions.jsonl``) gets its folder's name too."""
+    stem = bench.stem
+    if stem in ("questions", "dev", "test", "train", "validation", "data") and bench.parent.name:
+        stem = f"{bench.parent.name}_{stem}"
+    return Path("evals") / stem
 
 
 def build_stack(cfg: Config, *, with_judge: bool) -> tuple[LLM, LLM | None, Retriever]:

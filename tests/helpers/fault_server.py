@@ -35,7 +35,8 @@ class Fault:
 
 def status(code: int, body: str | None = None, **headers: str) -> Fault:
     text = body if body is not None else json.dumps({"error": {"message": f"injected {code}", "code": code}})
-    return Fault("status", status=code, headers={k.replace("_", "-"): v for k, v in headers.items()}, body=text)
+    named = {k.replace("_", "-"): v for k, v in headers.items()}
+    return Fault("status", status=code, headers=named, body=text)
 
 
 def sleep(seconds: float) -> Fault:
@@ -102,7 +103,8 @@ class FaultServer:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
-            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            pairs = (ln.partition(":") for ln in lines[1:] if ln)
+            headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.times.append(time.monotonic())
             self.requests.append({"method": method, "path": path, "headers": headers,

@@ -12,6 +12,9 @@ carrying its own earlier trace and one solver trace. Both share the rules:
   how/why question, a question that points at "the passage") is recorded as an ``event`` step and
   answered with a correction prompt, up to ``cfg.max_format_retries`` times; after that the
   trajectory ends ``failed`` with no candidate;
+- small models often write the question alone or as plain text: such a question is taken (event
+  ``untagged_question``) and the model is asked for its answer once (``generator_answer.j2``); a
+  plain-text reply is accepted as the answer only if it looks like one of the asked type;
 - every call passes the same ``seed`` (derived by the pipeline from run seed, pair and round), so
   the LLM call cache replays an interrupted trajectory exactly on resume.
 """
@@ -39,6 +42,9 @@ FINAL_STOPS = ("</answering_steps>", "</answering steps>")
 _HOW_WHY = re.compile(
     r"^\s*(why\b|how\b(?!\s+(many|much|old|long|far|tall|large|big|high|often|deep)\b))", re.IGNORECASE
 )
+#: Template text a small model may copy instead of filling in.
+_PLACEHOLDERS = {"the question", "question", "the answer", "the short answer", "answer", "the date",
+                 "the number", "the entity", "a date", "a number", "an entity"}
 _YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b",
                      re.IGNORECASE)
 _POINTS_AT_SOURCE = re.compile(
@@ -60,6 +66,10 @@ def check_pair(question: str | None, answer: str | None, cfg: GeneratorConfig) -
         return "there was no <question> ... </question>."
     if not answer:
         return "there was no <answer> ... </answer>."
+    if len(question.split()) < 4 or question.lower().strip(" ?.") in _PLACEHOLDERS:
+        return "the question must be a full sentence of your own, not a placeholder."
+    if answer.lower().strip(" .") in _PLACEHOLDERS:
+        return "the answer must be the actual short answer, not a placeholder."
     if len(answer.split()) > cfg.max_answer_words:
         return (
             f"the answer has {len(answer.split())} words; it must be short (at most {cfg.max_answer_words})."
@@ -254,7 +264,8 @@ async def author(
     steps: list[Step] = []
     searches = problems = 0
     forced = False
-    pending: str | None = None  # a question written without tags, waiting for its answer
+    pending: str | None = None  # a question written without its answer, waiting for it
+    pending_asks = 0  # asking for a pending question's answer is free once
 
     def force_prompt(reason: str, extra: str = "") -> Message:
         text = render("generator_force.j2", reason=reason, max_searches=cfg.max_searches,
@@ -301,17 +312,20 @@ async def author(
         else:
             messages.append({"role": "assistant", "content": _final_transcript(text, plan)})
             # Small models often write the question alone, or as plain text: take it, ask for its answer.
-            if pending is None and answer is None and (untagged := question or untagged_question(text)):
-                pending = untagged
-                steps.append(Step(kind="event", event="untagged_question", text=untagged))
-                messages.append({"role": "user", "content": render(
-                    "generator_answer.j2", question=untagged, answer_type=answer_type)})
-                continue
-            if pending is not None and question is None:
+            fresh = untagged_question(text) if question is None and answer is None else None
+            if fresh or (pending is None and answer is None and _plausible(question)):
+                pending, pending_asks = fresh or question, 0  # a new question replaces a pending one
+            if pending is not None and question in (None, pending):
                 answer = answer or untagged_answer(text, cfg.max_answer_words, answer_type)
-                if answer:
+                if answer is not None:
                     question, is_final = pending, True
                     steps.append(Step(kind="event", event="untagged_answer", text=answer))
+                elif pending_asks == 0:  # ask once; a second miss is a malformed turn
+                    pending_asks = 1
+                    steps.append(Step(kind="event", event="untagged_question", text=pending))
+                    messages.append({"role": "user", "content": render(
+                        "generator_answer.j2", question=pending, answer_type=answer_type)})
+                    continue
             if is_final:
                 problem = check_pair(question, answer, cfg)
             elif tags.has_tag(text, "question"):
@@ -328,6 +342,8 @@ async def author(
                                  supporting_ids=tuple(support))
                 return Authored(cand, traj)
         # A malformed turn: record it, tell the model what was wrong, give up after the retry budget.
+        if is_final:
+            pending = None  # that pair was refused: the next one starts from scratch
         problems += 1
         steps.append(Step(kind="event", event="malformed", text=problem))
         if problems > cfg.max_format_retries:
@@ -357,6 +373,13 @@ def untagged_question(text: str) -> str | None:
     return None
 
 
+def _plausible(question: str | None) -> bool:
+    """Worth asking an answer for: a sentence of a few words that is not the prompt's placeholder."""
+    if not question:
+        return False
+    return len(question.split()) >= 4 and question.lower().strip(" ?.") not in _PLACEHOLDERS
+
+
 def unclosed_question(text: str) -> str | None:
     """``<question> ...?`` never closed (the model rambled on): the text up to its first '?'."""
     block = next((b for b in tags.blocks(text, "question") if not b.closed), None)
@@ -366,14 +389,17 @@ def unclosed_question(text: str) -> str | None:
 
 
 def untagged_answer(text: str, max_words: int, answer_type: str) -> str | None:
-    """A short plain-text answer: the first non-empty line, label and final period removed.
+    """A short plain-text answer: an ``Answer:`` line if any, else the first line that is no question.
 
     Plain text is only trusted when it looks like an answer of the asked type: a number or a date
     must contain a digit, an entity must start with a capital or a digit; at most six words.
     """
     if any(tags.has_tag(text, t) for t in _KNOWN_TAGS):
         return None
-    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    labelled = [x for x in lines if _ANSWER_LABEL.match(x)]
+    plain = [x for x in lines if not x.endswith("?") and not _QUESTION_LABEL.match(x)]
+    line = (labelled or plain or [""])[0]
     line = _LABEL.sub("", line).strip().rstrip(".").strip().strip("\"'*").strip()
     words = line.split()
     if not words or len(words) > min(6, max_words) or line.endswith("?"):
@@ -388,6 +414,8 @@ def untagged_answer(text: str, max_words: int, answer_type: str) -> str | None:
     return line
 
 
+_ANSWER_LABEL = re.compile(r"^\W*(?:the\s+)?(?:final\s+|short\s+)?answer\s*(?:is\b|[:：])", re.IGNORECASE)
+_QUESTION_LABEL = re.compile(r"^\W*(?:the\s+)?question\s*(?:is\b|[:：])", re.IGNORECASE)
 _NOT_AN_ENTITY = {"I", "I'm", "The", "This", "It", "Sorry", "Yes", "No", "Sure", "Answer", "Okay", "OK"}
 
 

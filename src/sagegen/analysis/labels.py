@@ -126,6 +126,7 @@ class _Cache:
 
 
 def _tasks(store: Any, pairs: list[Any]) -> list[dict[str, Any]]:
+    """One labelling prompt per accepted pair (its final round) and per too-easy / incorrect round."""
     tasks = []
     for p in pairs:
         for r in p.rounds:
@@ -134,58 +135,34 @@ def _tasks(store: Any, pairs: list[Any]) -> list[dict[str, Any]]:
             right = sorted(
                 (a for a in r.attempts if a.judgement.correct), key=lambda a: (a.num_searches, a.index)
             )
-            c = r.candidate
-            if r.verdict.label == "pass" and p.output == "dataset" and p.final_round == r.round:
-                traj = store.trajectory(right[0].trace_id)
-                tasks.append(
-                    {
-                        "kind": "strategies",
-                        "pair": p.index,
-                        "round": r.round,
-                        "prompt": render(
-                            "label_strategies.j2",
-                            question=c.question,
-                            answer=c.answer,
-                            trace=trace_text(traj),
-                        ),
-                    }
-                )
-            elif r.verdict.label == "too_easy":
-                traj = store.trajectory(right[0].trace_id)
-                tasks.append(
-                    {
-                        "kind": "easy_causes",
-                        "pair": p.index,
-                        "round": r.round,
-                        "prompt": render(
-                            "label_easy.j2",
-                            question=c.question,
-                            answer=c.answer,
-                            plan=c.plan or "(none)",
-                            target=c.target,
-                            searches=r.verdict.difficulty,
-                            trace=trace_text(traj),
-                        ),
-                    }
-                )
-            elif r.verdict.label == "incorrect":
-                att = r.attempts[0]
+            label = r.verdict.label
+            if label == "pass" and not (p.output == "dataset" and p.final_round == r.round):
+                continue  # only the version of a pair that went into the dataset
+            # the trace shown: the cheapest correct attempt, or (incorrect) the first attempt
+            att = right[0] if right else r.attempts[0]
+            try:
                 traj = store.trajectory(att.trace_id)
-                tasks.append(
-                    {
-                        "kind": "incorrect_causes",
-                        "pair": p.index,
-                        "round": r.round,
-                        "prompt": render(
-                            "label_incorrect.j2",
-                            question=c.question,
-                            answer=c.answer,
-                            plan=c.plan or "(none)",
-                            predicted=traj.answer or "(none)",
-                            trace=trace_text(traj),
-                        ),
-                    }
+            except KeyError:
+                continue
+            c = r.candidate
+            common = {"question": c.question, "answer": c.answer, "trace": trace_text(traj)}
+            if label == "pass":
+                kind, prompt = "strategies", render("label_strategies.j2", **common)
+            elif label == "too_easy":
+                kind = "easy_causes"
+                prompt = render(
+                    "label_easy.j2",
+                    plan=c.plan or "(none)",
+                    target=c.target,
+                    searches=r.verdict.difficulty,
+                    **common,
                 )
+            else:
+                kind = "incorrect_causes"
+                prompt = render(
+                    "label_incorrect.j2", plan=c.plan or "(none)", predicted=traj.answer or "(none)", **common
+                )
+            tasks.append({"kind": kind, "pair": p.index, "round": r.round, "prompt": prompt})
     return tasks
 
 

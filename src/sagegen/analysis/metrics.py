@@ -99,7 +99,7 @@ def summarize(snaps: Sequence[Snapshot]) -> dict[str, Any]:
         "passed": len(passed),
         "pct_correct": 100.0 * len(correct) / n if n else None,
         "pct_pass": 100.0 * len(passed) / n if n else None,
-        "avg_at_k": 100.0 * _mean([s.verdict.avg_at_k for s in snaps]) if n else None,  # type: ignore[operator]
+        "avg_at_k": 100.0 * sum(s.verdict.avg_at_k for s in snaps) / n if n else None,
         "mean_searches": _mean(difficulties),
         "mean_attempt_searches": _mean(attempt_searches),
         # Avg@K is over the attempts actually run: with early stopping a too-easy pair can be

@@ -18,6 +18,7 @@ from sagegen.store import PairRecord, RunStore
 
 REPORT_FILE = "report.html"
 MSG_CHARS = 2500
+INFO_CHARS = 600
 COLORS = {
     "pass": "#2e7d32",
     "too_easy": "#f9a825",
@@ -53,6 +54,7 @@ def svg_lines(
     height: int = 240,
     xlabel: str = "round",
     ylabel: str = "%",
+    xticks: dict[int, str] | None = None,
 ) -> str:
     """A small line chart; ``series`` maps a name to (x, y) points (y None = gap)."""
     left, right, top, bottom = 44, 110, 28, 36
@@ -77,7 +79,10 @@ def svg_lines(
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{ymax * frac:g}</text>'
         )
     for x in xs:
-        out.append(f'<text x="{px(x):.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{x}</text>')
+        tick = (xticks or {}).get(x, x)
+        out.append(
+            f'<text x="{px(x):.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{_e(tick)}</text>'
+        )
     out.append(
         f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle" class="tick">{_e(xlabel)}</text>'
     )
@@ -212,9 +217,11 @@ def _message_html(m: dict[str, Any]) -> str:
     content = str(m.get("content") or "")
     if m.get("tool_calls"):
         content += "\n" + json.dumps(m["tool_calls"], ensure_ascii=False)
-    if len(content) > MSG_CHARS:
-        content = content[:MSG_CHARS] + f" [... {len(content) - MSG_CHARS} more characters]"
     retrieved = role == "tool" or "<information>" in content
+    # Retrieved passages are the bulk of a trace; a glimpse is enough here, the ledger keeps them whole.
+    limit = INFO_CHARS if retrieved and role != "assistant" else MSG_CHARS
+    if len(content) > limit:
+        content = content[:limit] + f" [... {len(content) - limit} more characters]"
     cls = f"msg {role}" + (" retrieved" if retrieved and role != "assistant" else "")
     return f'<div class="{_e(cls)}"><span class="role">{_e(role)}</span><pre>{_e(content)}</pre></div>'
 
@@ -465,7 +472,12 @@ def _evals_html(evals: list[Path]) -> list[str]:
         label: [(i + 1, 100 * float(summ.get(key) or 0.0)) for i, (_, summ) in enumerate(summaries)]
         for key, label in (("judge_acc", "judge acc"), ("pass_at_k", "pass@K"))
     }
-    chart = svg_lines(series, title="Evaluations, in the order given (%)", xlabel="evaluation")
+    chart = svg_lines(
+        series,
+        title="Evaluations, in the order given (%)",
+        xlabel="evaluation",
+        xticks={i + 1: name for i, (name, _) in enumerate(summaries)},
+    )
     return [
         "<h2>Evaluations</h2>",
         "<p class='muted'>From <code>sagegen eval</code> summaries, in the order given (e.g. the base "

@@ -214,4 +214,62 @@ def write_sft(rows: list[dict[str, Any]], out_dir: str | Path, *, name: str = "s
 
     path = Path(out_dir) / name
     write_jsonl(path, rows)
+    check_sft(path)
     return path
+
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def check_sft(path: str | Path) -> int:
+    """Validate an SFT JSONL (either style) as a trainer will read it; returns the row count.
+
+    ``chat``: ``messages`` is a list of {role, content(str), train(bool), retrieved(bool)}, with at
+    least one trained assistant turn and no trained retrieved text. ``searchr1``: a user ``prompt``,
+    one assistant ``completion`` and ``retrieved_spans`` that each cover one ``<information>`` block.
+    """
+    from sagegen.errors import InputError
+
+    path = Path(path)
+    n = 0
+    with path.open(encoding="utf-8") as f:
+        for no, line in enumerate(f, 1):
+            row = json.loads(line)
+            n += 1
+            if "messages" in row:
+                msgs = row["messages"]
+                for m in msgs:
+                    if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                        raise InputError(
+                            "every message needs a known role and string content",
+                            path=path,
+                            line=no,
+                            field="messages",
+                        )
+                    if m.get("train") and (m.get("retrieved") or m["role"] != "assistant"):
+                        raise InputError(
+                            "only assistant turns may be trained on",
+                            path=path,
+                            line=no,
+                            field="messages.train",
+                        )
+                if not any(m.get("train") for m in msgs):
+                    raise InputError("no assistant turn to train on", path=path, line=no, field="messages")
+            else:
+                text = row["completion"][0]["content"]
+                if row["prompt"][0]["role"] != "user" or row["completion"][0]["role"] != "assistant":
+                    raise InputError(
+                        "prompt must be a user turn, completion an assistant turn",
+                        path=path,
+                        line=no,
+                        field="prompt",
+                    )
+                for a, b in row["retrieved_spans"]:
+                    if not INFO_RE.fullmatch(text[a:b]):
+                        raise InputError(
+                            f"span [{a}, {b}] is not one <information> block",
+                            path=path,
+                            line=no,
+                            field="retrieved_spans",
+                        )
+    return n

@@ -77,7 +77,8 @@ class CallCache:
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.execute(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise LLMError(f"LLM call cache {self.path}: cannot open ({e}); delete it to start afresh") from None
+            raise LLMError(
+                f"LLM call cache {self.path}: cannot open ({e}); delete it to start afresh") from None
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Completion | None:

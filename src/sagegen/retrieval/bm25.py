@@ -36,12 +36,20 @@ def build_bm25(
     import bm25s
 
     tok = Tokenizer(cfg.stopwords, cfg.stemmer)
-    vocab: dict[str, int] = {}
+    vocab: dict[str, int] = {}  # token -> id
+    word_id: dict[str, int] = {}  # surface word -> token id, -1 for stopwords: one lookup per word
     corpus_ids: list[list[int]] = []
     n = len(docs)
     step = max(1, n // 100)
+
+    def new_word(w: str) -> int:
+        t = tok.norm(w)
+        word_id[w] = -1 if t is None else vocab.setdefault(t, len(vocab))
+        return word_id[w]
+
     for i, d in enumerate(docs):
-        corpus_ids.append([vocab.setdefault(t, len(vocab)) for t in tok(d.contents)])
+        ids = [word_id[w] if w in word_id else new_word(w) for w in tok.words(d.contents)]
+        corpus_ids.append([t for t in ids if t >= 0])
         if progress and (i % step == 0 or i == n - 1):
             progress("bm25: tokenize", i + 1, n)
     model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)

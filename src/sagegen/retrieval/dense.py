@@ -132,10 +132,24 @@ def make_faiss_index(emb: np.ndarray, cfg: DenseConfig) -> Any:
 
 
 def build_dense(
-    docs: Sequence[Doc], cfg: DenseConfig, out_dir: Path, *, progress: Progress | None = None
+    docs: Sequence[Doc],
+    cfg: DenseConfig,
+    out_dir: Path,
+    *,
+    progress: Progress | None = None,
+    embeddings_from: Path | None = None,
 ) -> None:
-    faiss = _faiss()
+    """Embed ``docs`` (or reuse ``embeddings_from``: this corpus, this model) and build the FAISS index."""
+    _faiss()  # fail before the slow part when FAISS is missing
     out_dir.mkdir(parents=True, exist_ok=True)
+    if embeddings_from is not None:
+        emb = np.load(embeddings_from, allow_pickle=False)
+        if emb.shape[0] == len(docs):
+            np.save(out_dir / "embeddings.npy", emb, allow_pickle=False)
+            if progress:
+                progress("dense: embed (reused)", len(docs), len(docs))
+            _write_faiss(emb, cfg, out_dir, progress)
+            return
     model = load_encoder(cfg.model, cfg.device)
     _, pp = resolve_prefixes(cfg)
     n = len(docs)
@@ -149,6 +163,11 @@ def build_dense(
         if progress:
             progress("dense: embed", start + len(chunk), n)
     np.save(out_dir / "embeddings.npy", emb, allow_pickle=False)
+    _write_faiss(emb, cfg, out_dir, progress)
+
+
+def _write_faiss(emb: np.ndarray, cfg: DenseConfig, out_dir: Path, progress: Progress | None) -> None:
+    faiss = _faiss()
     if progress:
         progress(f"dense: faiss {cfg.index_type}", 0, 1)
     faiss.write_index(make_faiss_index(emb, cfg), str(out_dir / "faiss.index"))

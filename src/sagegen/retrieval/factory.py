@@ -66,8 +66,12 @@ def ensure_index(
     explicit = path or rcfg.index_path
     target = Path(explicit) if explicit else default_index_path(rcfg, kind, index_key(kind, chash, params))
 
+    has_manifest = (target / MANIFEST).is_file()
+    if not has_manifest and target.exists() and (not target.is_dir() or any(target.iterdir())):
+        # Never replace a directory we did not write: an index build swaps the whole folder.
+        raise IndexError_(f"{target} exists and is not a sagegen index; choose another index path")
     reason = "forced rebuild" if force else "no index yet"
-    if not force and (target / MANIFEST).is_file():
+    if has_manifest and not force:
         try:
             problems = manifest_mismatches(read_manifest(target), kind, chash, params)
         except IndexError_ as e:
@@ -81,9 +85,6 @@ def ensure_index(
                 + "\nrebuild it with `sagegen index --force`, or set retrieval.rebuild_stale=true"
             )
         reason = "stale: " + "; ".join(problems)
-    elif target.exists() and (not target.is_dir() or any(target.iterdir())):
-        # Never replace a directory we did not write: an index build swaps the whole folder.
-        raise IndexError_(f"{target} exists and is not a sagegen index; choose another index path")
     source = corpus_source(cfg.corpus)
     manifest = build_index(
         docs, kind, rcfg, target, corpus_hash=chash, corpus_source=source, progress=progress

@@ -203,6 +203,28 @@ def _clean_leftovers(final: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _reusable_embeddings(parent: Path, chash: str, dense: dict[str, Any]) -> Path | None:
+    """Embeddings of this corpus by this model in a sibling index (e.g. flat -> hnsw, dense -> hybrid).
+
+    Embedding is by far the slowest part of a dense build; the FAISS structure on top is cheap.
+    """
+    for mf in sorted(parent.glob(f"*/{MANIFEST}")):
+        try:
+            m = json.loads(mf.read_text(encoding="utf-8"))
+            d = m["params"]["dense"]
+            same = (
+                m["format_version"] == INDEX_FORMAT_VERSION
+                and m["corpus_hash"] == chash
+                and (d["model"], d["passage_prefix"]) == (dense["model"], dense["passage_prefix"])
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        emb = mf.parent / "dense" / "embeddings.npy"
+        if same and emb.is_file():
+            return emb
+    return None
+
+
 def _fsync_write(path: Path, text: str) -> None:
     with path.open("w", encoding="utf-8") as fh:
         fh.write(text)
@@ -246,7 +268,8 @@ def build_index(
         if kind in ("dense", "hybrid"):
             from sagegen.retrieval.dense import build_dense
 
-            build_dense(docs, rcfg.dense, tmp / "dense", progress=progress)
+            reuse = _reusable_embeddings(final.parent, chash, params["dense"])
+            build_dense(docs, rcfg.dense, tmp / "dense", progress=progress, embeddings_from=reuse)
         manifest = {
             "format_version": INDEX_FORMAT_VERSION,
             "kind": kind,
