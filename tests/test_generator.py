@@ -308,3 +308,42 @@ async def test_a_refused_plain_question_is_forgotten() -> None:
     assert out.candidate.question == "Which year did the Paris tower open?" and out.candidate.answer == "1889"
     events = [s.event for s in out.trajectory.steps if s.kind == "event"]
     assert events == ["untagged_question", "untagged_answer", "malformed", "untagged_answer"]
+
+
+async def test_a_model_that_only_ever_asks_new_questions_still_ends() -> None:
+    # Each reply is a fresh plain-text question without an answer: one free ask, then retries run out.
+    replies = [f"Which town number {i} lies on the river Seine?" for i in range(20)]
+    llm = ScriptedLLM(replies)
+    out = await generate(SEED, 2, "entity", llm, OverlapRetriever(), GeneratorConfig(max_format_retries=2))
+    assert out.candidate is None and out.trajectory.status == "failed"
+    assert len(llm.calls) == 4  # 1 + the free ask + 2 retries
+    last_prompt = llm.calls[3]["messages"][-1]["content"]
+    assert "could not be used" in last_prompt and "Which town number 2" in last_prompt
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_the_loop_always_ends_within_its_bound(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    pool = [
+        search("Dijon"),
+        "<search></search>",
+        "nonsense",
+        "Which town lies on the river Seine today?",
+        "The answer is 1889.",
+        "Answer: Dijon",
+        "<question> Which city hosts the Eiffel Tower? </question>",
+        "<answer> Paris </answer>",
+        "<question> The question </question>",
+        "Is it true?",
+        final("Which city was the engineer of the tower born in?", "Dijon"),
+        "<question> unclosed and long",
+    ]
+    llm = ScriptedLLM(responder=lambda m: rng.choice(pool))
+    cfg = GeneratorConfig(max_searches=rng.randint(0, 3), max_format_retries=rng.randint(0, 3))
+    out = await generate(SEED, 2, rng.choice(["entity", "date", "number"]), llm, OverlapRetriever(), cfg)
+    assert len(llm.calls) <= cfg.max_searches + cfg.max_format_retries + 4
+    assert (out.candidate is None) == (out.trajectory.status == "failed")
+    if out.candidate is not None:
+        assert check_pair(out.candidate.question, out.candidate.answer, cfg) is None

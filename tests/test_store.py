@@ -99,6 +99,7 @@ def test_fresh_then_resume_and_the_read_api(tmp_path: Path) -> None:
         assert counts["pairs"] == 1 and counts["pass"] == 1 and counts["finished"] == 1
         assert counts["attempts"] == 2 and counts["output.dataset"] == 1 and counts["llm_calls"] == 2
         assert ro.round_stats() == {1: {"generated": 1, "pass": 1}}
+        assert ro.label_means() == {"pass": {"pairs": 1, "difficulty": 2.0, "avg_at_k": 0.5, "round": 1.0}}
         usage = ro.llm_usage()
         assert usage["generator"]["calls"] == 1 and usage["solver"]["cached"] == 1
         assert usage["solver"]["prompt_tokens"] == 20

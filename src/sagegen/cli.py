@@ -395,6 +395,59 @@ def search(
     run_search(cfg, query, console, k=k, index=index, as_json=as_json)
 
 
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="dataset.jsonl / run dir, FlashRAG JSONL, or verl parquet.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [train.output_dir].")] = None,  # noqa: UP045
+    backend: Annotated[Optional[str], typer.Option("--backend", help="trl (this machine) | verl (cluster).")] = None,  # noqa: UP045
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="verl: write the recipe, print the command.")] = False,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="GRPO steps [train.steps].")] = None,  # noqa: UP045
+    sft_warmup: Annotated[
+        Optional[int], typer.Option("--sft-warmup", help="SFT warm-up steps before RL [train.sft_warmup_steps].")  # noqa: UP045
+    ] = None,
+    sft_data: Annotated[
+        Optional[Path], typer.Option("--sft-data", help="SFT trajectories JSONL (default: built from DATA).")  # noqa: UP045
+    ] = None,
+    eval_bench: Annotated[
+        Optional[Path], typer.Option("--eval", help="After training: base vs trained on this FlashRAG JSONL.")  # noqa: UP045
+    ] = None,
+    eval_limit: Annotated[int, typer.Option("--eval-limit", help="Questions of --eval to use.")] = 20,
+) -> None:
+    """Train a search agent with RL (GRPO + the search tool), or emit the verl cluster recipe."""
+    import json
+
+    flags = {"train.backend": backend, "train.steps": steps, "train.sft_warmup_steps": sft_warmup,
+             "train.sft_data": str(sft_data) if sft_data else None, "train.output_dir": str(out) if out else None}
+    cfg = resolve_config(config, [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)])
+    out_dir = Path(cfg.train.output_dir)
+    if cfg.train.backend == "verl":
+        from sagegen.train.verl_recipe import write_recipe
+
+        if not dry_run:
+            raise SagegenError("--backend verl runs on a GPU cluster: use --dry-run here to write the recipe "
+                               "(run_verl.sh) and copy it there; see examples/verl/README.md")
+        files = write_recipe(cfg, data if data.is_dir() else data.parent, out_dir)
+        print(files["script"].read_text())
+        console.print(f"wrote {files['script']} and {files['tool_config']}", highlight=False)
+        return
+    if dry_run:
+        raise SagegenError("--dry-run is for --backend verl")
+    from sagegen.train.grpo import train as run_train
+
+    result = run_train(cfg, data, progress=lambda m: console.print(m, highlight=False, markup=False))
+    summary = result.summary()
+    if eval_bench is not None:
+        from sagegen.train.compare import compare
+
+        cmp = compare(cfg, eval_bench, cfg.train.model, result.checkpoint, out_dir / "comparison",
+                      limit=eval_limit, seed=cfg.train.seed)
+        console.print((out_dir / "comparison" / "comparison.md").read_text(), highlight=False, markup=False)
+        summary["comparison"] = cmp["metrics"]
+    print(json.dumps(summary, indent=2, default=str))
+
+
 def main() -> None:
     try:
         app()

@@ -228,8 +228,8 @@ class VerlConfig(Section):
     rollout_n: int = Field(5, ge=1)
     total_training_steps: int = Field(1005, ge=1)
     max_prompt_length: int = Field(4096, ge=16)
-    max_response_length: int = Field(500, ge=16)
-    max_obs_length: int = Field(500, ge=16)
+    #: Tokens of the whole multi-turn response (model turns + tool results), as in verl's search example.
+    max_response_length: int = Field(3000, ge=16)
     #: Where ``sagegen serve`` listens on the cluster.
     retriever_url: str = "http://127.0.0.1:8000/retrieve"
     project_name: str = "sagegen"

@@ -610,6 +610,10 @@ def format_status(store: RunStore) -> str:
     lines.append(
         "outputs: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in c.items() if k.startswith("output."))
     )
+    for label, m in store.label_means().items():
+        diff = f"{m['difficulty']:.2f}" if m["difficulty"] is not None else "-"
+        lines.append(f"{label}: {int(m['pairs'])} pairs, mean difficulty {diff}, "
+                     f"mean Avg@K {m['avg_at_k']:.2f}, mean round {m['round']:.2f}")
     for rnd, s in store.round_stats().items():
         lines.append(f"round {rnd}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
     lines.append(f"attempts {c['attempts']}, trajectories {c['trajectories']}, events {c['events']}")

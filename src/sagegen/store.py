@@ -33,6 +33,7 @@ Read API (for analysis/export; stable)::
         store.llm_usage()                          # {role: {"calls", "cached", "prompt_tokens", ...}}
         store.events(pair_index=None)              # list[EventRecord]
         store.round_stats()                        # {round: {label: count}}
+        store.label_means()                        # {label: {"pairs", "difficulty", "avg_at_k", "round"}}
 
 Pair states: ``pending`` (no round yet), ``running`` (rounds in progress), ``pass``,
 ``too_easy``, ``incorrect`` (final label after the last round), ``failed`` (the generator never
@@ -606,6 +607,19 @@ class RunStore:
             key = "gen_failed" if row["gen_failed"] else (row["label"] or "unverified")
             s[key] = s.get(key, 0) + row["n"]
         return dict(sorted(stats.items()))
+
+    def label_means(self) -> dict[str, dict[str, float]]:
+        """Per final label: pairs, mean measured difficulty, mean Avg@K and mean round (finished pairs)."""
+        out: dict[str, dict[str, float]] = {}
+        for row in self.conn.execute(
+            "SELECT state, COUNT(*) AS n, AVG(json_extract(qa_json, '$.difficulty')) AS difficulty, "
+            "AVG(json_extract(qa_json, '$.avg_at_k')) AS avg_at_k, "
+            "AVG(json_extract(qa_json, '$.round')) AS rnd "
+            "FROM pairs WHERE qa_json IS NOT NULL GROUP BY state ORDER BY state"
+        ):
+            out[row["state"]] = {"pairs": row["n"], "difficulty": row["difficulty"],
+                                 "avg_at_k": row["avg_at_k"], "round": row["rnd"]}
+        return out
 
     def llm_usage(self, session: int | None = None) -> dict[str, dict[str, float]]:
         """Per role: calls, cached (cache hits), errors, prompt/completion tokens, seconds."""

@@ -257,20 +257,25 @@ async def author(
 ) -> Authored:
     """The authoring loop shared by generator and reviser: search until a usable pair, or give up.
 
-    It always ends: searches are capped (then the model is forced to finish), and every turn that is
-    neither a run search nor a usable pair spends one of ``max_format_retries``.
+    It always ends: searches are capped (then the model is forced to finish), one ask for a pending
+    question's answer is free, and every other turn that is neither a run search nor a usable pair
+    spends one of ``max_format_retries`` — at most max_searches + max_format_retries + 4 turns.
     """
     messages = list(messages)
     steps: list[Step] = []
     searches = problems = 0
     forced = False
     pending: str | None = None  # a question written without its answer, waiting for it
-    pending_asks = 0  # asking for a pending question's answer is free once
+    asked = False  # the first ask for a pending question's answer costs no retry
 
     def force_prompt(reason: str, extra: str = "") -> Message:
         text = render("generator_force.j2", reason=reason, max_searches=cfg.max_searches,
                       answer_type=answer_type)
         return {"role": "user", "content": text + (f"\n{extra}" if extra else "")}
+
+    def ask_answer(question: str, problem: str | None = None) -> Message:
+        return {"role": "user", "content": render("generator_answer.j2", question=question, problem=problem,
+                                                  answer_type=answer_type)}
 
     def trajectory(status: str, question: str | None, answer: str | None) -> Trajectory:
         return Trajectory(agent=agent, question=question or "", steps=tuple(steps), answer=answer,
@@ -312,19 +317,19 @@ async def author(
         else:
             messages.append({"role": "assistant", "content": _final_transcript(text, plan)})
             # Small models often write the question alone, or as plain text: take it, ask for its answer.
+            # Only the first such ask is free; every later one spends a retry, so the loop still ends.
             fresh = untagged_question(text) if question is None and answer is None else None
             if fresh or (pending is None and answer is None and _plausible(question)):
-                pending, pending_asks = fresh or question, 0  # a new question replaces a pending one
+                pending = fresh or question  # a new question replaces a pending one
             if pending is not None and question in (None, pending):
                 answer = answer or untagged_answer(text, cfg.max_answer_words, answer_type)
                 if answer is not None:
                     question, is_final = pending, True
                     steps.append(Step(kind="event", event="untagged_answer", text=answer))
-                elif pending_asks == 0:  # ask once; a second miss is a malformed turn
-                    pending_asks = 1
+                elif not asked:
+                    asked = True
                     steps.append(Step(kind="event", event="untagged_question", text=pending))
-                    messages.append({"role": "user", "content": render(
-                        "generator_answer.j2", question=pending, answer_type=answer_type)})
+                    messages.append(ask_answer(pending))
                     continue
             if is_final:
                 problem = check_pair(question, answer, cfg)
@@ -349,7 +354,9 @@ async def author(
         if problems > cfg.max_format_retries:
             steps.append(Step(kind="event", event="gave_up", text=f"{problems} malformed replies"))
             return Authored(None, trajectory("failed", question, answer))
-        if forced:
+        if pending is not None:
+            messages.append(ask_answer(pending, problem))
+        elif forced:
             messages.append(force_prompt("retry", problem or ""))
         else:
             messages.append({"role": "user", "content": render("generator_retry.j2", problem=problem,

@@ -325,7 +325,6 @@ def train(
         use_cpu=not use_cuda,
         disable_tqdm=True,
         dataloader_num_workers=0,
-        gradient_checkpointing=False,
     )
     trainer_ref: dict[str, Any] = {}
     callback = _step_logger(out, episodes, trainer_ref, progress, result.steps)

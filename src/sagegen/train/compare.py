@@ -1,0 +1,82 @@
+"""Before/after evaluation: the base policy and a trained checkpoint on the same benchmark slice.
+
+Both runs go through ``sagegen.evaluate.evaluate`` (the harness behind ``sagegen eval``) with the
+same retriever, the same seeds and the solver's native tool protocol (the interface ``sagegen
+train`` trains on), only ``llm.model`` differs. The equivalent pair of commands is::
+
+    sagegen eval BENCH -s llm.backend=transformers -s llm.model=smollm2 -s solver.protocol=tools \\
+        -s judge.method=em --out evals/base
+    sagegen eval BENCH -s llm.backend=transformers -s llm.model=runs/train/checkpoint-final \\
+        -s solver.protocol=tools -s judge.method=em --out evals/trained
+
+Writes ``comparison.json`` and ``comparison.md`` (a markdown table the report can show).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from sagegen.config import Config
+
+METRICS = ("em", "f1", "judge_acc", "pass_at_k", "mean_searches", "answered", "forced", "failed")
+
+
+def eval_config(cfg: Config, model: str) -> Config:
+    """``cfg`` with the policy ``model`` on the transformers backend and the tools protocol."""
+    llm = cfg.llm.model_copy(update={"backend": "transformers", "model": model, "cache": False})
+    judge = cfg.judge
+    if judge.method == "llm" and cfg.judge_llm is None:
+        # The solver model is the small policy itself; it is no judge. Without a judge LLM, use EM.
+        judge = judge.model_copy(update={"method": "em"})
+    solver = cfg.solver.model_copy(update={"protocol": "tools"})
+    return cfg.model_copy(update={"llm": llm, "solver_llm": None, "solver": solver, "judge": judge})
+
+
+def evaluate_model(cfg: Config, model: str, bench: str | Path, out_dir: Path, *, limit: int | None = None,
+                   k: int = 1, seed: int = 0, retriever: Any = None) -> dict[str, Any]:
+    from sagegen.evaluate import build_llm, evaluate, load_benchmark
+
+    ecfg = eval_config(cfg, model)
+    items = load_benchmark(bench, limit)
+    llm = build_llm(ecfg.llm)
+    judge_llm = build_llm(ecfg.judge_llm) if ecfg.judge.method == "llm" and ecfg.judge_llm else None
+    if retriever is None:
+        from sagegen.retrieval.factory import build_retriever
+
+        retriever = build_retriever(ecfg)
+    return asyncio.run(evaluate(items, llm, retriever, ecfg, out_dir, judge_llm=judge_llm, k=k, concurrency=1,
+                                seed=seed, bench_path=bench, restart=True))
+
+
+def compare(cfg: Config, bench: str | Path, base: str, trained: str | Path, out_dir: str | Path, *,
+            limit: int | None = None, k: int = 1, seed: int = 0, retriever: Any = None) -> dict[str, Any]:
+    """Evaluate ``base`` and ``trained`` on ``bench``; write and return the comparison."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    before = evaluate_model(cfg, base, bench, out / "eval_base", limit=limit, k=k, seed=seed, retriever=retriever)
+    after = evaluate_model(cfg, str(trained), bench, out / "eval_trained", limit=limit, k=k, seed=seed,
+                           retriever=retriever)
+    table = {m: {"base": before.get(m), "trained": after.get(m)} for m in METRICS}
+    result = {"bench": str(bench), "questions": after.get("questions"), "k": k, "base_model": base,
+              "trained_model": str(trained), "retrieval": cfg.retrieval.kind, "metrics": table}
+    (out / "comparison.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out / "comparison.md").write_text(markdown(result), encoding="utf-8")
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Before/after on `{Path(result['bench']).name}` ({result['questions']} questions, K={result['k']}, "
+        f"retriever {result['retrieval']})",
+        "",
+        "| metric | base | trained | change |",
+        "|---|---|---|---|",
+    ]
+    for m, v in result["metrics"].items():
+        b, t = v["base"], v["trained"]
+        delta = f"{t - b:+.3f}" if isinstance(b, (int, float)) and isinstance(t, (int, float)) else "-"
+        lines.append(f"| {m} | {b if b is not None else '-'} | {t if t is not None else '-'} | {delta} |")
+    return "\n".join(lines) + "\n"
