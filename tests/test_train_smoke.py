@@ -15,19 +15,35 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from sagegen.config import load_config  # noqa: E402
-from sagegen.export.reward import compute_score  # noqa: E402
-from sagegen.records import QAPair  # noqa: E402
+from sagegen.config import load_config
+from sagegen.export.reward import compute_score
+from sagegen.records import QAPair
 
 FACTS = [
-    ("Zorvath Bridge", "The Zorvath Bridge spans the Kellan river and was completed in 1887 by engineer Mira Tolk.",
-     "Who built the Zorvath Bridge?", "Mira Tolk"),
-    ("Quillon Lake", "Quillon Lake is a glacial lake whose deepest point is 212 metres below the surface.",
-     "How deep is Quillon Lake at its deepest point in metres?", "212"),
-    ("Brevik Opera", "The Brevik Opera house opened in the town of Sandral with a performance of Aida.",
-     "In which town did the Brevik Opera house open?", "Sandral"),
-    ("Ostrava Comet", "The Ostrava Comet was discovered by astronomer Lena Voss using a small refractor.",
-     "Which astronomer discovered the Ostrava Comet?", "Lena Voss"),
+    (
+        "Zorvath Bridge",
+        "The Zorvath Bridge spans the Kellan river and was completed in 1887 by engineer Mira Tolk.",
+        "Who built the Zorvath Bridge?",
+        "Mira Tolk",
+    ),
+    (
+        "Quillon Lake",
+        "Quillon Lake is a glacial lake whose deepest point is 212 metres below the surface.",
+        "How deep is Quillon Lake at its deepest point in metres?",
+        "212",
+    ),
+    (
+        "Brevik Opera",
+        "The Brevik Opera house opened in the town of Sandral with a performance of Aida.",
+        "In which town did the Brevik Opera house open?",
+        "Sandral",
+    ),
+    (
+        "Ostrava Comet",
+        "The Ostrava Comet was discovered by astronomer Lena Voss using a small refractor.",
+        "Which astronomer discovered the Ostrava Comet?",
+        "Lena Voss",
+    ),
 ]
 DISTRACTORS = [
     ("Kellan river", "The Kellan river flows through three provinces before reaching the sea."),
@@ -46,24 +62,47 @@ def tiny_run(tmp_path: Path) -> tuple[Path, list[str]]:
     data = tmp_path / "dataset.jsonl"
     with data.open("w") as f:
         for i, (_title, _text, q, a) in enumerate(FACTS):
-            pair = QAPair(id=f"p{i}", question=q, answer=a, answer_type="entity", target=1, difficulty=1,
-                          avg_at_k=1.0, label="pass", round=1, seed_doc_id=f"d{i}")
+            pair = QAPair(
+                id=f"p{i}",
+                question=q,
+                answer=a,
+                answer_type="entity",
+                target=1,
+                difficulty=1,
+                avg_at_k=1.0,
+                label="pass",
+                round=1,
+                seed_doc_id=f"d{i}",
+            )
             f.write(pair.to_json() + "\n")
     overrides = [
-        f"corpus.path={corpus}", f"retrieval.index_dir={tmp_path / 'idx'}", "retrieval.kind=bm25",
-        "solver.topk=2", "solver.passage_chars=100",
-        "train.model=tiny-llama", "train.steps=2", "train.prompts_per_step=2", "train.num_generations=4",
-        "train.max_completion_length=192", "train.max_turns=3", "train.learning_rate=1e-3",
-        "train.reward=f1", "train.format_reward=0.2", "train.temperature=1.0",
-        "train.sft_warmup_steps=60", "train.sft_learning_rate=5e-3", "train.sft_batch_size=4",
+        f"corpus.path={corpus}",
+        f"retrieval.index_dir={tmp_path / 'idx'}",
+        "retrieval.kind=bm25",
+        "solver.topk=2",
+        "solver.passage_chars=100",
+        "train.model=tiny-llama",
+        "train.steps=2",
+        "train.prompts_per_step=2",
+        "train.num_generations=4",
+        "train.max_completion_length=192",
+        "train.max_turns=3",
+        "train.learning_rate=1e-3",
+        "train.reward=f1",
+        "train.format_reward=0.2",
+        "train.temperature=1.0",
+        "train.sft_warmup_steps=60",
+        "train.sft_learning_rate=5e-3",
+        "train.sft_batch_size=4",
     ]
     return data, overrides
 
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_grpo_with_live_search_updates_weights_and_masks_passages(tiny_run: tuple[Path, list[str]],
-                                                                  tmp_path: Path) -> None:
+def test_grpo_with_live_search_updates_weights_and_masks_passages(
+    tiny_run: tuple[Path, list[str]], tmp_path: Path
+) -> None:
     import torch
 
     from sagegen.retrieval.factory import build_retriever
@@ -109,7 +148,9 @@ def test_grpo_with_live_search_updates_weights_and_masks_passages(tiny_run: tupl
         if e["answer"] is None:
             assert e["reward"] == 0.0
         else:
-            expect = compute_score(None, f"<answer>{e['answer']}</answer>", {"target": e["golden"]}, method="f1")
+            expect = compute_score(
+                None, f"<answer>{e['answer']}</answer>", {"target": e["golden"]}, method="f1"
+            )
             assert e["reward"] == pytest.approx(expect)
     assert any(e["searches"] > 0 for e in episodes), "the search tool was never called"
 

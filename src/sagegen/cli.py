@@ -395,32 +395,45 @@ def search(
     run_search(cfg, query, console, k=k, index=index, as_json=as_json)
 
 
+_TrainOut = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: train.output_dir).")]  # noqa: UP045
+_TrainBackend = Annotated[Optional[str], typer.Option("--backend", help="trl (this machine) | verl (cluster).")]  # noqa: UP045
+_TrainSteps = Annotated[Optional[int], typer.Option("--steps", help="GRPO steps (train.steps).")]  # noqa: UP045
+_TrainSft = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--sft-warmup", help="SFT warm-up steps before RL (train.sft_warmup_steps)."),
+]
+_TrainSftData = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--sft-data", help="SFT trajectories JSONL (default: built from DATA)."),
+]
+_TrainEval = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--eval", help="After training: base vs trained on this FlashRAG JSONL."),
+]
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="dataset.jsonl / run dir, FlashRAG JSONL, or verl parquet.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [train.output_dir].")] = None,  # noqa: UP045
-    backend: Annotated[Optional[str], typer.Option("--backend", help="trl (this machine) | verl (cluster).")] = None,  # noqa: UP045
+    out: _TrainOut = None,
+    backend: _TrainBackend = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="verl: write the recipe, print the command.")] = False,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="GRPO steps [train.steps].")] = None,  # noqa: UP045
-    sft_warmup: Annotated[
-        Optional[int], typer.Option("--sft-warmup", help="SFT warm-up steps before RL [train.sft_warmup_steps].")  # noqa: UP045
-    ] = None,
-    sft_data: Annotated[
-        Optional[Path], typer.Option("--sft-data", help="SFT trajectories JSONL (default: built from DATA).")  # noqa: UP045
-    ] = None,
-    eval_bench: Annotated[
-        Optional[Path], typer.Option("--eval", help="After training: base vs trained on this FlashRAG JSONL.")  # noqa: UP045
-    ] = None,
+    steps: _TrainSteps = None,
+    sft_warmup: _TrainSft = None,
+    sft_data: _TrainSftData = None,
+    eval_bench: _TrainEval = None,
     eval_limit: Annotated[int, typer.Option("--eval-limit", help="Questions of --eval to use.")] = 20,
 ) -> None:
     """Train a search agent with RL (GRPO + the search tool), or emit the verl cluster recipe."""
     import json
 
     flags = {"train.backend": backend, "train.steps": steps, "train.sft_warmup_steps": sft_warmup,
-             "train.sft_data": str(sft_data) if sft_data else None, "train.output_dir": str(out) if out else None}
-    cfg = resolve_config(config, [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)])
+             "train.sft_data": str(sft_data) if sft_data else None,
+             "train.output_dir": str(out) if out else None}
+    overrides = [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
+    cfg = resolve_config(config, overrides)
     out_dir = Path(cfg.train.output_dir)
     if cfg.train.backend == "verl":
         from sagegen.train.verl_recipe import write_recipe

@@ -35,10 +35,6 @@ def build_llm(cfg: LLMConfig) -> LLM:
         llm = TransformersBackend(cfg)
     elif cfg.backend == "scripted":
         return _scripted(cfg)
-    elif cfg.backend == "transformers":
-        from sagegen.llm.transformers_backend import TransformersBackend
-
-        llm = TransformersBackend(cfg)
     else:  # pragma: no cover - the config's Literal already refuses other names
         raise ConfigError(f"llm.backend: unknown backend {cfg.backend!r}")
     if cfg.cache:

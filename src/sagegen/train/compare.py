@@ -35,8 +35,17 @@ def eval_config(cfg: Config, model: str) -> Config:
     return cfg.model_copy(update={"llm": llm, "solver_llm": None, "solver": solver, "judge": judge})
 
 
-def evaluate_model(cfg: Config, model: str, bench: str | Path, out_dir: Path, *, limit: int | None = None,
-                   k: int = 1, seed: int = 0, retriever: Any = None) -> dict[str, Any]:
+def evaluate_model(
+    cfg: Config,
+    model: str,
+    bench: str | Path,
+    out_dir: Path,
+    *,
+    limit: int | None = None,
+    k: int = 1,
+    seed: int = 0,
+    retriever: Any = None,
+) -> dict[str, Any]:
     from sagegen.evaluate import build_llm, evaluate, load_benchmark
 
     ecfg = eval_config(cfg, model)
@@ -47,21 +56,54 @@ def evaluate_model(cfg: Config, model: str, bench: str | Path, out_dir: Path, *,
         from sagegen.retrieval.factory import build_retriever
 
         retriever = build_retriever(ecfg)
-    return asyncio.run(evaluate(items, llm, retriever, ecfg, out_dir, judge_llm=judge_llm, k=k, concurrency=1,
-                                seed=seed, bench_path=bench, restart=True))
+    return asyncio.run(
+        evaluate(
+            items,
+            llm,
+            retriever,
+            ecfg,
+            out_dir,
+            judge_llm=judge_llm,
+            k=k,
+            concurrency=1,
+            seed=seed,
+            bench_path=bench,
+            restart=True,
+        )
+    )
 
 
-def compare(cfg: Config, bench: str | Path, base: str, trained: str | Path, out_dir: str | Path, *,
-            limit: int | None = None, k: int = 1, seed: int = 0, retriever: Any = None) -> dict[str, Any]:
+def compare(
+    cfg: Config,
+    bench: str | Path,
+    base: str,
+    trained: str | Path,
+    out_dir: str | Path,
+    *,
+    limit: int | None = None,
+    k: int = 1,
+    seed: int = 0,
+    retriever: Any = None,
+) -> dict[str, Any]:
     """Evaluate ``base`` and ``trained`` on ``bench``; write and return the comparison."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    before = evaluate_model(cfg, base, bench, out / "eval_base", limit=limit, k=k, seed=seed, retriever=retriever)
-    after = evaluate_model(cfg, str(trained), bench, out / "eval_trained", limit=limit, k=k, seed=seed,
-                           retriever=retriever)
+    before = evaluate_model(
+        cfg, base, bench, out / "eval_base", limit=limit, k=k, seed=seed, retriever=retriever
+    )
+    after = evaluate_model(
+        cfg, str(trained), bench, out / "eval_trained", limit=limit, k=k, seed=seed, retriever=retriever
+    )
     table = {m: {"base": before.get(m), "trained": after.get(m)} for m in METRICS}
-    result = {"bench": str(bench), "questions": after.get("questions"), "k": k, "base_model": base,
-              "trained_model": str(trained), "retrieval": cfg.retrieval.kind, "metrics": table}
+    result = {
+        "bench": str(bench),
+        "questions": after.get("questions"),
+        "k": k,
+        "base_model": base,
+        "trained_model": str(trained),
+        "retrieval": cfg.retrieval.kind,
+        "metrics": table,
+    }
     (out / "comparison.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     (out / "comparison.md").write_text(markdown(result), encoding="utf-8")
     return result

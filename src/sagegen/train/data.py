@@ -115,7 +115,8 @@ def _read_jsonl(path: Path, max_searches: int) -> list[dict[str, Any]]:
             if "messages" in rec and "question" not in rec:
                 raise InputError(
                     "this looks like an SFT trajectory file; pass it with --sft-data, not as DATA",
-                    path=path, line=lineno,
+                    path=path,
+                    line=lineno,
                 )
             rows.append(_from_record(rec, path, lineno, max_searches))
     return rows
@@ -137,8 +138,9 @@ def _read_parquet(path: Path, max_searches: int) -> list[dict[str, Any]]:
             m = _QUESTION_RE.search(users[-1]) if users else None
             question = m.group(1).strip() if m else None
         if not question:
-            raise InputError("no question (extra_info.question or a 'Question:' line)", path=path, line=i,
-                             field="prompt")
+            raise InputError(
+                "no question (extra_info.question or a 'Question:' line)", path=path, line=i, field="prompt"
+            )
         rm = rec.get("reward_model") or {}
         golds = _as_list(rm.get("ground_truth") if isinstance(rm, dict) else None)
         if not golds:

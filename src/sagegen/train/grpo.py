@@ -105,8 +105,13 @@ def _trainer_class() -> type:
     return SearchGRPOTrainer
 
 
-def _step_logger(out_dir: Path, episodes: EpisodeLog, trainer_ref: dict[str, Any], progress: Progress | None,
-                 rows: list[dict[str, Any]]) -> Any:
+def _step_logger(
+    out_dir: Path,
+    episodes: EpisodeLog,
+    trainer_ref: dict[str, Any],
+    progress: Progress | None,
+    rows: list[dict[str, Any]],
+) -> Any:
     from transformers import TrainerCallback
 
     jsonl = (out_dir / "train_log.jsonl").open("a", encoding="utf-8")
@@ -114,7 +119,9 @@ def _step_logger(out_dir: Path, episodes: EpisodeLog, trainer_ref: dict[str, Any
     t0 = time.perf_counter()
 
     class StepLogger(TrainerCallback):  # type: ignore[misc]
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
             logs = logs or {}
             if "loss" not in logs and "reward" not in logs:
                 return  # the end-of-training summary log
@@ -147,12 +154,15 @@ def _step_logger(out_dir: Path, episodes: EpisodeLog, trainer_ref: dict[str, Any
             jsonl.write(json.dumps(row) + "\n")
             jsonl.flush()
             if progress:
+
                 def f(v: Any) -> str:
                     return "-" if v is None else f"{v:.3f}"
+
                 progress(
                     f"step {row['step']}: reward {f(row['reward'])} acc {f(row['accuracy'])} "
                     f"searches/ep {f(row['searches_per_episode'])} loss {f(row['loss'])} "
-                    f"masked {row['masked_tool_tokens']} leaks {row['leaked_tool_results']} ({row['seconds']}s)"
+                    f"masked {row['masked_tool_tokens']} leaks {row['leaked_tool_results']} "
+                    f"({row['seconds']}s)"
                 )
 
         def on_train_end(self, *a: Any, **kw: Any) -> None:
@@ -191,8 +201,13 @@ def _peft_config(cfg: Config) -> Any:
     from peft import LoraConfig
 
     lc = cfg.train.lora
-    return LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
-                      task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lc.r,
+        lora_alpha=lc.alpha,
+        lora_dropout=lc.dropout,
+        target_modules=lc.target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
 def _snapshot(model: Any) -> dict[str, Any]:
@@ -277,8 +292,13 @@ def train(
             convs = load_sft_file(tc.sft_data, max_searches=cfg.solver.max_searches)
             say(f"SFT warm-up on {len(convs)} trajectories from {tc.sft_data}")
         else:
-            convs = build_warmup(rows, retriever, topk=topk, passage_chars=cfg.solver.passage_chars,
-                                 max_searches=cfg.solver.max_searches)
+            convs = build_warmup(
+                rows,
+                retriever,
+                topk=topk,
+                passage_chars=cfg.solver.passage_chars,
+                max_searches=cfg.solver.max_searches,
+            )
             say(f"SFT warm-up on {len(convs)} trajectories built from the data (live searches)")
         sft_log = (out / "sft_log.jsonl").open("w", encoding="utf-8")
 
@@ -288,15 +308,25 @@ def train(
                 say(f"sft step {step}/{tc.sft_warmup_steps}: loss {loss:.4f}")
 
         try:
-            result.sft_losses = sft_warmup(model, tok, convs, steps=tc.sft_warmup_steps, lr=tc.sft_learning_rate,
-                                           batch_size=tc.sft_batch_size, seed=tc.seed, on_step=on_sft)
+            result.sft_losses = sft_warmup(
+                model,
+                tok,
+                convs,
+                steps=tc.sft_warmup_steps,
+                lr=tc.sft_learning_rate,
+                batch_size=tc.sft_batch_size,
+                seed=tc.seed,
+                on_step=on_sft,
+            )
         finally:
             sft_log.close()
 
     # -- GRPO ----------------------------------------------------------------------------
     episodes = EpisodeLog()
     judge = _judge_llm(cfg) if tc.reward == "llm" else None
-    reward_funcs: list[Any] = [make_outcome_reward(tc.reward, log=episodes, judge_llm=judge, judge_cfg=cfg.judge)]
+    reward_funcs: list[Any] = [
+        make_outcome_reward(tc.reward, log=episodes, judge_llm=judge, judge_cfg=cfg.judge)
+    ]
     weights = [1.0]
     if tc.format_reward > 0:
         reward_funcs.append(format_reward)
@@ -335,16 +365,19 @@ def train(
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
-        environment_factory=env_factory(retriever, topk=topk, max_searches=cfg.solver.max_searches,
-                                        passage_chars=cfg.solver.passage_chars),
+        environment_factory=env_factory(
+            retriever, topk=topk, max_searches=cfg.solver.max_searches, passage_chars=cfg.solver.passage_chars
+        ),
         peft_config=peft_config,
         callbacks=[callback],
     )
     trainer_ref["trainer"] = trainer
     before = _snapshot(trainer.model)
     if tc.steps > 0:
-        say(f"GRPO: {tc.steps} steps x {tc.prompts_per_step} questions x {tc.num_generations} rollouts "
-            f"(max {tc.max_turns} tool turns, {tc.max_completion_length} tokens)")
+        say(
+            f"GRPO: {tc.steps} steps x {tc.prompts_per_step} questions x {tc.num_generations} rollouts "
+            f"(max {tc.max_turns} tool turns, {tc.max_completion_length} tokens)"
+        )
         trainer.train()
     result.param_change = _change(trainer.model, before)
     result.mask = getattr(trainer, "mask_audit", MaskAudit())

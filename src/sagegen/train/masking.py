@@ -29,7 +29,14 @@ class MaskAudit:
     dropped_results: int = 0  # results TRL rolled back (they would have overflowed max_completion_length)
 
     def add(self, other: MaskAudit) -> None:
-        for k in ("rollouts", "tool_results", "masked_tokens", "trained_tokens", "leaked_results", "dropped_results"):
+        for k in (
+            "rollouts",
+            "tool_results",
+            "masked_tokens",
+            "trained_tokens",
+            "leaked_results",
+            "dropped_results",
+        ):
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
 

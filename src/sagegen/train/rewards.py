@@ -85,28 +85,35 @@ def make_outcome_reward(
     """The outcome reward: ``em`` / ``f1`` / ``subem`` via ``compute_score``; ``llm`` via the LLM judge."""
 
     def record(
-        kwargs: dict[str, Any], completions: Sequence[Any], rewards: list[float], correct: list[bool] | None = None
+        kwargs: dict[str, Any],
+        completions: Sequence[Any],
+        rewards: list[float],
+        correct: list[bool] | None = None,
     ) -> None:
         if log is None:
             return
         state = kwargs.get("trainer_state")
         step = int(getattr(state, "global_step", 0) or 0)
         envs = kwargs.get("environments")
-        log.add([
-            Episode(
-                step=step,
-                question=str(kwargs.get("question", [""] * len(completions))[i]),
-                answer=extract_answer(model_text(c)),
-                golden=list(kwargs["golden_answers"][i]),
-                reward=rewards[i],
-                # Accuracy is EM whatever the reward shape (F1 gives partial credit), unless judged by an LLM.
-                correct=correct[i] if correct is not None else compute_score(
-                    None, model_text(c), {"target": list(kwargs["golden_answers"][i])}) >= 1.0,
-                searches=_searches(envs, i),
-                formatted=followed_protocol(c),
-            )
-            for i, c in enumerate(completions)
-        ])
+        log.add(
+            [
+                Episode(
+                    step=step,
+                    question=str(kwargs.get("question", [""] * len(completions))[i]),
+                    answer=extract_answer(model_text(c)),
+                    golden=list(kwargs["golden_answers"][i]),
+                    reward=rewards[i],
+                    # Accuracy is EM whatever the reward shape (F1 = partial credit), unless an LLM judges.
+                    correct=correct[i]
+                    if correct is not None
+                    else compute_score(None, model_text(c), {"target": list(kwargs["golden_answers"][i])})
+                    >= 1.0,
+                    searches=_searches(envs, i),
+                    formatted=followed_protocol(c),
+                )
+                for i, c in enumerate(completions)
+            ]
+        )
 
     if method in ("em", "f1", "subem"):
 
@@ -135,13 +142,18 @@ def make_outcome_reward(
         async def outcome_llm(prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float]:
             import asyncio
 
-            judgements = await asyncio.gather(*[
-                judge_answer(
-                    str(kwargs["question"][i]), extract_answer(model_text(c)), list(kwargs["golden_answers"][i]),
-                    judge_llm, cfg,
-                )
-                for i, c in enumerate(completions)
-            ])
+            judgements = await asyncio.gather(
+                *[
+                    judge_answer(
+                        str(kwargs["question"][i]),
+                        extract_answer(model_text(c)),
+                        list(kwargs["golden_answers"][i]),
+                        judge_llm,
+                        cfg,
+                    )
+                    for i, c in enumerate(completions)
+                ]
+            )
             rewards = [1.0 if j.correct else 0.0 for j in judgements]
             record(kwargs, completions, rewards, [j.correct for j in judgements])
             return rewards

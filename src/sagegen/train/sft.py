@@ -40,8 +40,11 @@ Message = dict[str, Any]
 
 
 def _call(query: str) -> Message:
-    return {"role": "assistant", "content": "",
-            "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": {"query": query}}}]}
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": {"query": query}}}],
+    }
 
 
 def _answer(answer: str) -> Message:
@@ -49,7 +52,11 @@ def _answer(answer: str) -> Message:
 
 
 def build_warmup(
-    rows: Sequence[dict[str, Any]], retriever: Retriever, *, topk: int = 3, passage_chars: int = 0,
+    rows: Sequence[dict[str, Any]],
+    retriever: Retriever,
+    *,
+    topk: int = 3,
+    passage_chars: int = 0,
     max_searches: int = 10,
 ) -> list[list[Message]]:
     """One correct tool-protocol trajectory per row, with real search results."""
@@ -60,8 +67,13 @@ def build_warmup(
         hits = retriever.search(queries, topk)
         for q, h in zip(queries, hits, strict=True):
             msgs.append(_call(q))
-            msgs.append({"role": "tool", "name": "search",
-                         "content": tags.format_information(h[:topk], passage_chars)})
+            msgs.append(
+                {
+                    "role": "tool",
+                    "name": "search",
+                    "content": tags.format_information(h[:topk], passage_chars),
+                }
+            )
         msgs.append(_answer(row["golden_answers"][0]))
         convs.append(msgs)
     return convs
@@ -80,7 +92,9 @@ def _from_tags(messages: list[Message], max_searches: int) -> list[Message]:
             question = (q.group(1) if q else content).strip()
             out.extend(solver_prompt(question, max_searches))
         elif role == "user" and tags.has_tag(content, "information"):
-            info = re.search(r"<\s*information\s*>.*?<\s*/\s*information\s*>", content, re.DOTALL | re.IGNORECASE)
+            info = re.search(
+                r"<\s*information\s*>.*?<\s*/\s*information\s*>", content, re.DOTALL | re.IGNORECASE
+            )
             out.append({"role": "tool", "name": "search", "content": info.group(0) if info else content})
         elif role == "assistant" and tags.has_tag(content, "search"):
             act = tags.parse_action(content)
@@ -109,7 +123,9 @@ def load_sft_file(path: str | Path, *, max_searches: int = 10) -> list[list[Mess
                 raise InputError(f"not valid JSON: {e.msg}", path=p, line=lineno) from None
             msgs = rec.get("messages") if isinstance(rec, dict) else None
             if not isinstance(msgs, list) or not msgs:
-                raise InputError("expected a non-empty 'messages' list", path=p, line=lineno, field="messages")
+                raise InputError(
+                    "expected a non-empty 'messages' list", path=p, line=lineno, field="messages"
+                )
             for m in msgs:  # tool-call arguments may be JSON strings (OpenAI wire form)
                 for tc in m.get("tool_calls") or []:
                     fn = tc.get("function", tc)
@@ -117,7 +133,9 @@ def load_sft_file(path: str | Path, *, max_searches: int = 10) -> list[list[Mess
                         try:
                             fn["arguments"] = json.loads(fn["arguments"])
                         except json.JSONDecodeError:
-                            raise InputError("tool call arguments are not JSON", path=p, line=lineno) from None
+                            raise InputError(
+                                "tool call arguments are not JSON", path=p, line=lineno
+                            ) from None
             if any(m.get("tool_calls") for m in msgs):
                 convs.append(msgs)
             else:
@@ -140,7 +158,11 @@ def training_template(tokenizer: Any) -> str:
 def encode(tokenizer: Any, conv: list[Message], template: str) -> tuple[list[int], list[int]]:
     """Token ids and the assistant-token mask of one conversation (rendered with the tool schema)."""
     enc = tokenizer.apply_chat_template(
-        conv, tools=[tool_schema()], chat_template=template, tokenize=True, return_dict=True,
+        conv,
+        tools=[tool_schema()],
+        chat_template=template,
+        tokenize=True,
+        return_dict=True,
         return_assistant_tokens_mask=True,
     )
     ids = list(enc["input_ids"])
@@ -149,8 +171,15 @@ def encode(tokenizer: Any, conv: list[Message], template: str) -> tuple[list[int
 
 
 def sft_warmup(
-    model: Any, tokenizer: Any, convs: Sequence[list[Message]], *, steps: int, lr: float = 1e-4,
-    batch_size: int = 4, seed: int = 0, max_length: int = 2048,
+    model: Any,
+    tokenizer: Any,
+    convs: Sequence[list[Message]],
+    *,
+    steps: int,
+    lr: float = 1e-4,
+    batch_size: int = 4,
+    seed: int = 0,
+    max_length: int = 2048,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """``steps`` AdamW updates on assistant tokens of ``convs``; returns the loss per step."""
@@ -192,10 +221,13 @@ def sft_warmup(
         # this is ~20x cheaper than full-sequence logits.
         target = labels[:, 1:]
         keep = (target != -100).any(dim=0).nonzero().flatten()
-        logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                       logits_to_keep=keep.to(device)).logits
+        logits = model(
+            input_ids=input_ids.to(device), attention_mask=attn.to(device), logits_to_keep=keep.to(device)
+        ).logits
         loss = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), target[:, keep].reshape(-1).to(device), ignore_index=-100
+            logits.float().reshape(-1, logits.shape[-1]),
+            target[:, keep].reshape(-1).to(device),
+            ignore_index=-100,
         )
         opt.zero_grad()
         loss.backward()

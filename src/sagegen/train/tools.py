@@ -83,7 +83,9 @@ def env_factory(
     lock = threading.Lock()  # TRL may call tools from an async loop thread; keep index access serial
 
     def make() -> SearchEnv:
-        return SearchEnv(retriever, topk=topk, max_searches=max_searches, passage_chars=passage_chars, lock=lock)
+        return SearchEnv(
+            retriever, topk=topk, max_searches=max_searches, passage_chars=passage_chars, lock=lock
+        )
 
     return make
 
