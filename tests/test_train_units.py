@@ -243,3 +243,79 @@ def test_transformers_backend_stop_semantics(tiny_ckpt: Path) -> None:
     stop = full.strip()[2:4]
     cut = asyncio.run(llm.complete(msgs, max_tokens=20, temperature=1.0, seed=1, stop=[stop])).text
     assert stop not in cut and full.startswith(cut)
+
+
+def test_convert_export_for_verl_tool_rollout(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    from sagegen.train.verl_recipe import convert_for_tools
+
+    export = tmp_path / "export"
+    export.mkdir()
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "data_source": "sagegen",
+                    "prompt": [
+                        {"role": "user", "content": "Answer ... <search> query </search> ... Question: Who?"}
+                    ],
+                    "ability": "fact-reasoning",
+                    "reward_model": {"style": "rule", "ground_truth": {"target": ["Mira Tolk"]}},
+                    "extra_info": {"split": "train", "index": 0, "question": "Who built the Zorvath Bridge?"},
+                }
+            ]
+        ),
+        export / "train.parquet",
+    )
+    (export / "sagegen_reward.py").write_text("# reward\n")
+    written = convert_for_tools(export, tmp_path / "tools", max_searches=4)
+    row = pq.read_table(written[0]).to_pylist()[0]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert "search" in row["prompt"][0]["content"] and "<search>" not in row["prompt"][0]["content"]
+    assert row["agent_name"] == "tool_agent"
+    assert row["extra_info"]["tools_kwargs"]["search"]["create_kwargs"]["ground_truth"]["target"] == [
+        "Mira Tolk"
+    ]
+    assert row["reward_model"]["ground_truth"]["target"] == ["Mira Tolk"]
+    assert (tmp_path / "tools" / "sagegen_reward.py").is_file()
+
+
+def test_compare_base_and_trained_with_sagegen_eval(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """The --eval path: two real `sagegen eval` runs (transformers backend, tools protocol, BM25)."""
+    from sagegen.train.compare import compare
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "\n".join(
+            json.dumps({"id": f"d{i}", "contents": f"Doc {i}\nText about topic {i}."}) for i in range(5)
+        )
+        + "\n"
+    )
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(
+        "\n".join(
+            json.dumps({"id": str(i), "question": f"What is topic {i}?", "golden_answers": [f"topic {i}"]})
+            for i in range(2)
+        )
+        + "\n"
+    )
+    cfg = load_config(
+        None,
+        [
+            f"corpus.path={corpus}",
+            f"retrieval.index_dir={tmp_path / 'idx'}",
+            "solver.max_turn_tokens=16",
+            "solver.max_searches=1",
+            "judge.method=llm",
+        ],
+    )
+    result = compare(cfg, bench, str(tiny_ckpt), tiny_ckpt, tmp_path / "cmp", limit=2)
+    assert result["questions"] == 2
+    # Same weights on both sides, same seeds: the two evaluations must agree exactly.
+    assert all(v["base"] == v["trained"] for v in result["metrics"].values())
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| em |" in md and "| mean_searches |" in md
+    summary = json.loads((tmp_path / "cmp" / "eval_trained" / "summary.json").read_text())
+    assert summary["judge_methods"] and "llm" not in summary["judge_methods"]  # EM: no judge LLM given

@@ -395,8 +395,14 @@ def search(
     run_search(cfg, query, console, k=k, index=index, as_json=as_json)
 
 
-_TrainOut = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: train.output_dir).")]  # noqa: UP045
-_TrainBackend = Annotated[Optional[str], typer.Option("--backend", help="trl (this machine) | verl (cluster).")]  # noqa: UP045
+_TrainOut = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--out", help="Output folder (default: train.output_dir)."),
+]
+_TrainBackend = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--backend", help="trl (this machine) | verl (cluster)."),
+]
 _TrainSteps = Annotated[Optional[int], typer.Option("--steps", help="GRPO steps (train.steps).")]  # noqa: UP045
 _TrainSft = Annotated[
     Optional[int],  # noqa: UP045
@@ -419,7 +425,7 @@ def train(
     set_: SetOpt = None,
     out: _TrainOut = None,
     backend: _TrainBackend = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="verl: write the recipe, print the command.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="verl: write the recipe, print it.")] = False,
     steps: _TrainSteps = None,
     sft_warmup: _TrainSft = None,
     sft_data: _TrainSftData = None,
@@ -436,12 +442,16 @@ def train(
     cfg = resolve_config(config, overrides)
     out_dir = Path(cfg.train.output_dir)
     if cfg.train.backend == "verl":
-        from sagegen.train.verl_recipe import write_recipe
+        from sagegen.train.verl_recipe import convert_for_tools, write_recipe
 
         if not dry_run:
             raise SagegenError("--backend verl runs on a GPU cluster: use --dry-run here to write the recipe "
                                "(run_verl.sh) and copy it there; see examples/verl/README.md")
-        files = write_recipe(cfg, data if data.is_dir() else data.parent, out_dir)
+        data_dir = data.parent if data.is_file() else data
+        if (data_dir / "train.parquet").is_file():  # an export: rewrite its prompts for the tool rollout
+            convert_for_tools(data_dir, out_dir / "data", max_searches=cfg.train.max_turns)
+            data_dir = out_dir / "data"
+        files = write_recipe(cfg, data_dir, out_dir)
         print(files["script"].read_text())
         console.print(f"wrote {files['script']} and {files['tool_config']}", highlight=False)
         return

@@ -204,7 +204,9 @@ class DenseRetriever:
             raise IndexError_(f"{path}: {index.ntotal} vectors for {len(store)} passages; rebuild the index")
         # Build-time choices come from the manifest; device/batch size/nprobe from the current config.
         run_cfg = cfg.model_copy(update={"model": params["model"]})
-        return cls(index, params["model"], store, run_cfg, params["query_prefix"])
+        retriever = cls(index, params["model"], store, run_cfg, params["query_prefix"])
+        retriever.encoder  # noqa: B018 - load the model now, not inside the first (timed, served) query
+        return retriever
 
     @property
     def encoder(self) -> Any:

@@ -166,6 +166,9 @@ def _step_logger(
                 )
 
         def on_train_end(self, *a: Any, **kw: Any) -> None:
+            self.close()
+
+        def close(self) -> None:
             jsonl.close()
             ep_file.close()
 
@@ -372,13 +375,19 @@ def train(
         callbacks=[callback],
     )
     trainer_ref["trainer"] = trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # our StepLogger prints one readable line per step
     before = _snapshot(trainer.model)
-    if tc.steps > 0:
-        say(
-            f"GRPO: {tc.steps} steps x {tc.prompts_per_step} questions x {tc.num_generations} rollouts "
-            f"(max {tc.max_turns} tool turns, {tc.max_completion_length} tokens)"
-        )
-        trainer.train()
+    try:
+        if tc.steps > 0:
+            say(
+                f"GRPO: {tc.steps} steps x {tc.prompts_per_step} questions x {tc.num_generations} rollouts "
+                f"(max {tc.max_turns} tool turns, {tc.max_completion_length} tokens)"
+            )
+            trainer.train()
+    finally:
+        callback.close()  # idempotent: file.close() twice is fine
     result.param_change = _change(trainer.model, before)
     result.mask = getattr(trainer, "mask_audit", MaskAudit())
     result.last_rollouts = getattr(trainer, "last_rollouts", [])

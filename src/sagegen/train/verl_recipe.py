@@ -380,3 +380,56 @@ def write_recipe(cfg: Config, data_dir: str | Path, out_dir: str | Path) -> dict
     sh.write_text(script, encoding="utf-8")
     sh.chmod(0o755)
     return {"tool_config": tool_path, "script": sh}
+
+
+def convert_for_tools(export_dir: str | Path, out_dir: str | Path, *, max_searches: int = 10) -> list[Path]:
+    """Rewrite ``sagegen export --format verl`` parquet for verl's multi-turn *tool* rollout.
+
+    The export's prompt is Search-R1's tag instruction (``<search>`` in text); verl's SGLang tool
+    rollout instead offers a ``search`` function through the chat template. Each row gets the
+    solver's native-tools prompt (``solver_tools_system.j2`` + ``solver_user.j2``, the same one
+    ``sagegen train`` uses), ``extra_info.tools_kwargs`` for the search tool and
+    ``agent_name = "tool_agent"`` (verl's agent-loop rollout). Everything else (reward_model,
+    data_source, ids) is kept, and ``sagegen_reward.py`` is copied along.
+    """
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sagegen.train.data import solver_prompt
+
+    src, out = Path(export_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("train.parquet", "test.parquet"):
+        if not (src / name).is_file():
+            continue
+        rows = pq.read_table(src / name).to_pylist()
+        for i, row in enumerate(rows):
+            extra = dict(row.get("extra_info") or {})
+            question = extra.get("question") or row.get("question")
+            if not question:
+                raise ConfigError(f"{src / name}: row {i + 1} has no question (extra_info.question)")
+            row["prompt"] = solver_prompt(str(question), max_searches)
+            targets = ((row.get("reward_model") or {}).get("ground_truth") or {}).get("target") or []
+            # verl's search_r1_like preprocessing uses this shape (and parquet cannot store an empty struct).
+            extra["tools_kwargs"] = {
+                "search": {
+                    "create_kwargs": {
+                        "ground_truth": {"target": list(targets)},
+                        "question": str(question),
+                        "data_source": str(row.get("data_source") or "sagegen"),
+                    }
+                }
+            }
+            extra["need_tools_kwargs"] = True
+            row["extra_info"] = extra
+            row["agent_name"] = "tool_agent"
+        pq.write_table(pa.Table.from_pylist(rows), out / name)
+        written.append(out / name)
+    if not written:
+        raise ConfigError(f"{src}: no train.parquet / test.parquet (run `sagegen export RUN --format verl`)")
+    if (src / "sagegen_reward.py").is_file():
+        shutil.copy2(src / "sagegen_reward.py", out / "sagegen_reward.py")
+    return written
