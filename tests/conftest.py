@@ -55,5 +55,7 @@ socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 def shared_data() -> Path:
     """``../shared/data`` (real benchmark slices); tests using it skip where a clone has none."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (set SAGEGEN_SHARED_DATA); a user's clone has none")
+        pytest.skip(
+            f"shared data not found at {SHARED_DATA} (set SAGEGEN_SHARED_DATA); a user's clone has none"
+        )
     return SHARED_DATA

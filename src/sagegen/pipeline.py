@@ -84,26 +84,6 @@ class AccountingLLM:
         return comp
 
 
-def build_role_llm(cfg: LLMConfig) -> LLM:
-    """``build_llm``, plus the named scripted fixtures (``llm.model=fixture:sage``) used by CLI tests.
-
-    Fixtures are wrapped in the call cache like a real backend (when ``cache``), so a resumed
-    run can be shown to repeat no completed call.
-    """
-    if cfg.backend == "scripted" and (cfg.model or "").startswith("fixture:"):
-        from sagegen.llm.scripted import fixture_llm
-
-        llm: LLM = fixture_llm(cfg.model or "")
-        if cfg.cache:
-            from sagegen.llm.cache import CachedLLM
-
-            llm = CachedLLM(llm, cfg.cache_path)
-        return llm
-    from sagegen.llm.factory import build_llm
-
-    return build_llm(cfg)
-
-
 @dataclass
 class Components:
     """What a run needs besides its config and ledger: the corpus, one retriever, an LLM per role."""
@@ -116,6 +96,7 @@ class Components:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Components:
+        from sagegen.llm.factory import build_llm
         from sagegen.retrieval.factory import open_corpus_and_retriever
 
         docs, retriever = open_corpus_and_retriever(cfg)
@@ -130,7 +111,7 @@ class Components:
             c = c or cfg.llm
             key = c.model_dump_json()
             if key not in built:  # one instance per distinct config: the embedded model loads once
-                built[key] = build_role_llm(c)
+                built[key] = build_llm(c)
             return built[key]
 
         judge = get(cfg.judge_llm) if cfg.judge.method == "llm" else None

@@ -17,8 +17,10 @@ from sagegen.llm.base import LLM
 def build_llm(cfg: LLMConfig) -> LLM:
     """The configured backend; wrapped in ``CachedLLM`` at ``cfg.cache_path`` when ``cfg.cache``.
 
-    The scripted backend is never cached: it exists to test control flow, and replaying its
-    answers from a database would hide the very calls a test counts.
+    A scripted queue or response file is never cached: it exists to test control flow, and
+    replaying its answers from a database would hide the very calls a test counts. A named
+    fixture (``llm.model=fixture:sage``) stands in for a real backend on the command line, so it
+    is cached like one: that is how a resumed run is shown to repeat no completed call.
     """
     llm: LLM
     if cfg.backend == "openai":
@@ -34,7 +36,11 @@ def build_llm(cfg: LLMConfig) -> LLM:
 
         llm = TransformersBackend(cfg)
     elif cfg.backend == "scripted":
-        return _scripted(cfg)
+        from sagegen.llm.scripted import FIXTURE_PREFIX
+
+        if not (cfg.model or "").startswith(FIXTURE_PREFIX):
+            return _scripted(cfg)
+        llm = _scripted(cfg)
     else:  # pragma: no cover - the config's Literal already refuses other names
         raise ConfigError(f"llm.backend: unknown backend {cfg.backend!r}")
     if cfg.cache:
