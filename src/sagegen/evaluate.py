@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.agents.solver import solve
-from sagegen.config import Config, LLMConfig
+from sagegen.config import Config
 from sagegen.errors import ConfigError, InputError
 from sagegen.judge import judge_answer
 from sagegen.llm.base import LLM, Message
@@ -438,6 +438,7 @@ def build_stack(cfg: Config, *, with_judge: bool) -> tuple[LLM, LLM | None, Retr
     When the judge uses the same LLM config as the solver the backend is built once: an
     embedded model would otherwise be loaded into memory twice.
     """
+    from sagegen.llm.factory import build_llm
     from sagegen.retrieval.factory import build_retriever
 
     solver_cfg = cfg.solver_llm or cfg.llm
@@ -447,18 +448,6 @@ def build_stack(cfg: Config, *, with_judge: bool) -> tuple[LLM, LLM | None, Retr
         judge_cfg = cfg.judge_llm or cfg.llm
         judge_llm = llm if judge_cfg == solver_cfg else build_llm(judge_cfg)
     return llm, judge_llm, build_retriever(cfg)
-
-
-def build_llm(cfg: LLMConfig) -> LLM:
-    """``sagegen.llm.factory.build_llm``, plus the named deterministic fixtures (``llm.model=fixture:sage``)
-    that make a scripted, reproducible eval from the command line."""
-    if cfg.backend == "scripted" and (cfg.model or "").startswith("fixture:"):
-        from sagegen.llm.scripted import fixture_llm
-
-        return fixture_llm(cfg.model or "")
-    from sagegen.llm.factory import build_llm as factory_build_llm
-
-    return factory_build_llm(cfg)
 
 
 def step_markup(step: Any) -> str:

@@ -46,7 +46,8 @@ def evaluate_model(
     seed: int = 0,
     retriever: Any = None,
 ) -> dict[str, Any]:
-    from sagegen.evaluate import build_llm, evaluate, load_benchmark
+    from sagegen.evaluate import evaluate, load_benchmark
+    from sagegen.llm.factory import build_llm
 
     ecfg = eval_config(cfg, model)
     items = load_benchmark(bench, limit)
