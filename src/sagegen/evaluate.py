@@ -28,6 +28,7 @@ from typing import Any
 from sagegen.agents.solver import solve
 from sagegen.config import Config
 from sagegen.errors import ConfigError, InputError
+from sagegen.jsonl import iter_json_objects
 from sagegen.judge import judge_answer
 from sagegen.llm.base import LLM, Message
 from sagegen.records import FORMAT_VERSION, Completion
@@ -49,48 +50,37 @@ class BenchItem:
 def load_benchmark(path: str | Path, limit: int | None = None) -> list[BenchItem]:
     """Read FlashRAG JSONL; a bad line raises ``InputError`` naming the file, line and field."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError("benchmark file does not exist", path=p)
     items: list[BenchItem] = []
     seen: dict[str, int] = {}
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON: {e.msg}", path=p, line=lineno) from None
-            if not isinstance(row, dict):
-                raise InputError("expected a JSON object", path=p, line=lineno)
-            qid = row.get("id")
-            if isinstance(qid, int) and not isinstance(qid, bool):
-                qid = str(qid)
-            if not isinstance(qid, str) or not qid:
-                raise InputError("missing or not a string/integer", path=p, line=lineno, field="id")
-            question = row.get("question")
-            if not isinstance(question, str) or not question.strip():
-                raise InputError("missing or empty", path=p, line=lineno, field="question")
-            golden = row.get("golden_answers")
-            if (
-                not isinstance(golden, list)
-                or not golden
-                or not all(isinstance(g, str) and g.strip() for g in golden)
-            ):
-                raise InputError(
-                    "expected a non-empty list of non-empty strings",
-                    path=p,
-                    line=lineno,
-                    field="golden_answers",
-                )
-            if qid in seen:
-                raise InputError(
-                    f"duplicate id {qid!r} (first on line {seen[qid]})", path=p, line=lineno, field="id"
-                )
-            seen[qid] = lineno
-            items.append(BenchItem(qid, question.strip(), tuple(golden)))
-            if limit is not None and len(items) >= limit:
-                break
+    for lineno, row in iter_json_objects(p, what="benchmark file"):
+        qid = row.get("id")
+        if isinstance(qid, int) and not isinstance(qid, bool):
+            qid = str(qid)
+        if not isinstance(qid, str) or not qid:
+            raise InputError("missing or not a string/integer", path=p, line=lineno, field="id")
+        question = row.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("missing or empty", path=p, line=lineno, field="question")
+        golden = row.get("golden_answers")
+        if (
+            not isinstance(golden, list)
+            or not golden
+            or not all(isinstance(g, str) and g.strip() for g in golden)
+        ):
+            raise InputError(
+                "expected a non-empty list of non-empty strings",
+                path=p,
+                line=lineno,
+                field="golden_answers",
+            )
+        if qid in seen:
+            raise InputError(
+                f"duplicate id {qid!r} (first on line {seen[qid]})", path=p, line=lineno, field="id"
+            )
+        seen[qid] = lineno
+        items.append(BenchItem(qid, question.strip(), tuple(golden)))
+        if limit is not None and len(items) >= limit:
+            break
     return items
 
 

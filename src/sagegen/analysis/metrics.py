@@ -250,23 +250,13 @@ def answer_leaks(items: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
 
 def load_benchmark(path: str | Path) -> list[dict[str, Any]]:
     """Read a FlashRAG JSONL benchmark (``{"id","question","golden_answers"}``), naming bad lines."""
-    import json
+    from sagegen.jsonl import iter_json_objects
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("benchmark file not found", path=path)
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", path=path, line=no) from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-                raise InputError("expected an object with a string", path=path, line=no, field="question")
-            rows.append(row)
+    for no, row in iter_json_objects(path, what="benchmark file"):
+        if not isinstance(row.get("question"), str):
+            raise InputError("expected a string", path=path, line=no, field="question")
+        rows.append(row)
     return rows
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import InputError
+from sagegen.jsonl import iter_json_objects
 from sagegen.records import Doc
 
 #: A located doc: the doc plus where it came from, so a duplicate can name both places.
@@ -87,34 +88,10 @@ def _clean_title(title: str) -> str:
     return title
 
 
-def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        fh = path.open("r", encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot open: {e.strerror}", path=path) from None
-    with fh:
-        lineno = 0
-        try:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    rec = json.loads(raw)
-                except ValueError as e:
-                    raise InputError(f"not valid JSON ({e})", path=path, line=lineno) from None
-                if not isinstance(rec, dict):
-                    raise InputError(
-                        f"expected a JSON object, got {type(rec).__name__}", path=path, line=lineno
-                    )
-                yield lineno, rec
-        except UnicodeDecodeError:
-            raise InputError("not valid UTF-8", path=path, line=lineno + 1) from None
-
-
 def iter_searchr1(path: str | Path) -> Iterator[Located]:
     """Search-R1 / FlashRAG JSONL: ``{"id", "contents"}`` with ``contents`` = title, newline, text."""
     path = Path(path)
-    for lineno, rec in _iter_json_lines(path):
+    for lineno, rec in iter_json_objects(path, what="corpus file"):
         doc_id = _str_field(rec, "id", path, lineno)
         contents = _str_field(rec, "contents", path, lineno)
         title, sep, text = contents.partition("\n")
@@ -126,7 +103,7 @@ def iter_searchr1(path: str | Path) -> Iterator[Located]:
 def iter_jsonl(path: str | Path) -> Iterator[Located]:
     """``{"id", "title", "text"}`` JSONL (``title`` optional)."""
     path = Path(path)
-    for lineno, rec in _iter_json_lines(path):
+    for lineno, rec in iter_json_objects(path, what="corpus file"):
         doc_id = _str_field(rec, "id", path, lineno)
         title = _str_field(rec, "title", path, lineno, required=False)
         text = _str_field(rec, "text", path, lineno)

@@ -15,12 +15,12 @@ exact interface ``sagegen eval -s solver.protocol=tools`` evaluates it on.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from sagegen.errors import InputError
+from sagegen.jsonl import iter_json_objects
 from sagegen.prompts import render
 
 _QUESTION_RE = re.compile(r"Question:\s*(.+?)\s*$", re.DOTALL)
@@ -102,23 +102,14 @@ def _from_record(rec: dict[str, Any], path: Path, lineno: int, max_searches: int
 
 def _read_jsonl(path: Path, max_searches: int) -> list[dict[str, Any]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON: {e.msg}", path=path, line=lineno) from None
-            if not isinstance(rec, dict):
-                raise InputError("expected a JSON object", path=path, line=lineno)
-            if "messages" in rec and "question" not in rec:
-                raise InputError(
-                    "this looks like an SFT trajectory file; pass it with --sft-data, not as DATA",
-                    path=path,
-                    line=lineno,
-                )
-            rows.append(_from_record(rec, path, lineno, max_searches))
+    for lineno, rec in iter_json_objects(path, what="training data file"):
+        if "messages" in rec and "question" not in rec:
+            raise InputError(
+                "this looks like an SFT trajectory file; pass it with --sft-data, not as DATA",
+                path=path,
+                line=lineno,
+            )
+        rows.append(_from_record(rec, path, lineno, max_searches))
     return rows
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from sagegen.agents import tags
 from sagegen.errors import InputError
+from sagegen.jsonl import iter_json_objects
 from sagegen.retrieval.base import Retriever
 from sagegen.train.data import solver_prompt
 from sagegen.train.tools import tool_schema
@@ -110,36 +111,23 @@ def _from_tags(messages: list[Message], max_searches: int) -> list[Message]:
 def load_sft_file(path: str | Path, *, max_searches: int = 10) -> list[list[Message]]:
     """Trajectories from a JSONL of ``{"messages": [...]}`` (tool calls or Search-R1 tags)."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError("SFT trajectory file does not exist", path=p)
     convs = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON: {e.msg}", path=p, line=lineno) from None
-            msgs = rec.get("messages") if isinstance(rec, dict) else None
-            if not isinstance(msgs, list) or not msgs:
-                raise InputError(
-                    "expected a non-empty 'messages' list", path=p, line=lineno, field="messages"
-                )
-            for m in msgs:  # tool-call arguments may be JSON strings (OpenAI wire form)
-                for tc in m.get("tool_calls") or []:
-                    fn = tc.get("function", tc)
-                    if isinstance(fn.get("arguments"), str):
-                        try:
-                            fn["arguments"] = json.loads(fn["arguments"])
-                        except json.JSONDecodeError:
-                            raise InputError(
-                                "tool call arguments are not JSON", path=p, line=lineno
-                            ) from None
-            if any(m.get("tool_calls") for m in msgs):
-                convs.append(msgs)
-            else:
-                convs.append(_from_tags(msgs, max_searches))
+    for lineno, rec in iter_json_objects(p, what="SFT trajectory file"):
+        msgs = rec.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise InputError("expected a non-empty 'messages' list", path=p, line=lineno, field="messages")
+        for m in msgs:  # tool-call arguments may be JSON strings (OpenAI wire form)
+            for tc in m.get("tool_calls") or []:
+                fn = tc.get("function", tc)
+                if isinstance(fn.get("arguments"), str):
+                    try:
+                        fn["arguments"] = json.loads(fn["arguments"])
+                    except json.JSONDecodeError:
+                        raise InputError("tool call arguments are not JSON", path=p, line=lineno) from None
+        if any(m.get("tool_calls") for m in msgs):
+            convs.append(msgs)
+        else:
+            convs.append(_from_tags(msgs, max_searches))
     if not convs:
         raise InputError("no trajectories", path=p)
     return convs
