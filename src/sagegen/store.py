@@ -363,17 +363,21 @@ class RunStore:
         """Record one generation (or revision) and its trajectory, in one transaction."""
         now = time.time()
         with self._tx():
-            self.conn.execute(
-                "INSERT OR REPLACE INTO trajectories(id, agent, pair_idx, round, json, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (gen_trace_id, trajectory.agent, pair_idx, rnd, trajectory.to_json(), now),
-            )
+            self._put_trajectory(gen_trace_id, trajectory, pair_idx, rnd, now)
             self.conn.execute(
                 "INSERT OR REPLACE INTO rounds(pair_idx, round, kind, candidate_json, gen_trace_id, created) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (pair_idx, rnd, kind, candidate.to_json() if candidate else None, gen_trace_id, now),
             )
             self.conn.execute("UPDATE pairs SET state='running' WHERE idx=? AND state='pending'", (pair_idx,))
+
+    def _put_trajectory(self, tid: str, trajectory: Trajectory, pair_idx: int, rnd: int, now: float) -> None:
+        """Store a trajectory by id; call inside the transaction that records what produced it."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO trajectories(id, agent, pair_idx, round, json, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (tid, trajectory.agent, pair_idx, rnd, trajectory.to_json(), now),
+        )
 
     def add_attempt(
         self,
@@ -388,11 +392,7 @@ class RunStore:
         """Record one solver attempt, its trajectory and its judgement, in one transaction."""
         now = time.time()
         with self._tx():
-            self.conn.execute(
-                "INSERT OR REPLACE INTO trajectories(id, agent, pair_idx, round, json, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (tid, trajectory.agent, pair_idx, rnd, trajectory.to_json(), now),
-            )
+            self._put_trajectory(tid, trajectory, pair_idx, rnd, now)
             self.conn.execute(
                 "INSERT OR REPLACE INTO attempts(pair_idx, round, attempt, seed, trace_id, judgement_json, "
                 "num_searches, correct, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
