@@ -33,13 +33,13 @@ def resolve_config(config: Path | None, overrides: list[str] | None) -> Config:
     return load_config(config, overrides or [])
 
 
-@app.command()
+@app.command(rich_help_panel="Other")
 def version() -> None:
     """Print the sagegen version."""
     print(__version__)
 
 
-@app.command()
+@app.command(rich_help_panel="Search agents")
 def solve(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     config: ConfigOpt = None,
@@ -65,7 +65,7 @@ def solve(
         print(traj.to_json())
 
 
-@app.command(name="eval")
+@app.command(name="eval", rich_help_panel="Search agents")
 def eval_(
     bench: Annotated[Path, typer.Argument(help="FlashRAG JSONL: {id, question, golden_answers} per line.")],
     config: ConfigOpt = None,
@@ -124,7 +124,7 @@ def eval_(
     print(json.dumps(summary))
 
 
-@app.command()
+@app.command(rich_help_panel="Generate data")
 def generate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run dir (runs/default).")] = None,  # noqa: UP045
     num: Annotated[Optional[int], typer.Option("-n", "--num", help="Seed passages (pairs).")] = None,  # noqa: UP045
@@ -167,7 +167,7 @@ def generate(
         raise typer.Exit(1)  # some pairs are unfinished: a script must not mistake this for success
 
 
-@app.command()
+@app.command(rich_help_panel="Generate data")
 def status(run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/default.")]) -> None:
     """Show a run's progress: pairs per state and round, accept rate, LLM calls, tokens and time."""
     from sagegen.pipeline import format_status
@@ -199,7 +199,7 @@ _ServePort = Annotated[
 ]
 
 
-@app.command()
+@app.command(rich_help_panel="Corpora and retrieval")
 def serve(
     index: _ServeIndex = None,
     corpus: _ServeCorpus = None,
@@ -233,7 +233,7 @@ def serve(
 _RunArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/default.")]
 
 
-@app.command()
+@app.command(rich_help_panel="After a run")
 def analyze(
     run: _RunArg,
     bench: Annotated[
@@ -266,7 +266,7 @@ def analyze(
         console.print(f"wrote {run / 'analysis.json'}", highlight=False)
 
 
-@app.command()
+@app.command(rich_help_panel="After a run")
 def report(
     run: _RunArg,
     out: Annotated[Optional[Path], typer.Option("--out", help="HTML file [RUN/report.html].")] = None,  # noqa: UP045
@@ -297,7 +297,7 @@ def report(
     print(f"wrote {path}")
 
 
-@app.command()
+@app.command(rich_help_panel="After a run")
 def export(
     run: Annotated[Path, typer.Argument(help="A run directory (or a dataset.jsonl of QAPair lines).")],
     format_: Annotated[str, typer.Option("--format", "-f", help="verl | sft | hf | flashrag")] = "verl",
@@ -358,7 +358,7 @@ def _retrieval_overrides(set_: list[str] | None, corpus: str | None, kind: str |
     return [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
 
 
-@app.command()
+@app.command(rich_help_panel="Corpora and retrieval")
 def index(
     corpus: _IndexCorpus = None,
     kind: _IndexKind = None,
@@ -375,7 +375,7 @@ def index(
     print(summary["path"])
 
 
-@app.command()
+@app.command(rich_help_panel="Corpora and retrieval")
 def search(
     query: Annotated[list[str], typer.Argument(help="One or more queries (searched as one batch).")],
     k: Annotated[Optional[int], typer.Option("-k", "--k", help="Passages per query.")] = None,  # noqa: UP045
@@ -418,7 +418,7 @@ _TrainEval = Annotated[
 ]
 
 
-@app.command()
+@app.command(rich_help_panel="Search agents")
 def train(
     data: Annotated[Path, typer.Argument(help="dataset.jsonl / run dir, FlashRAG JSONL, or verl parquet.")],
     config: ConfigOpt = None,
@@ -469,6 +469,11 @@ def train(
         console.print((out_dir / "comparison" / "comparison.md").read_text(), highlight=False, markup=False)
         summary["comparison"] = cmp["metrics"]
     print(json.dumps(summary, indent=2, default=str))
+
+
+_HELP_ORDER = ["Generate data", "Corpora and retrieval", "Search agents", "After a run", "Other"]
+# Typer lists panels in registration order; list them in the order a user meets them instead.
+app.registered_commands.sort(key=lambda c: _HELP_ORDER.index(c.rich_help_panel or "Other"))
 
 
 def main() -> None:
