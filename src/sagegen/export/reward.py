@@ -27,6 +27,7 @@ where sagegen need not be installed. The answer normalisation is the SQuAD/Searc
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -319,7 +320,8 @@ def compute_score_judge(
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = json.loads(resp.read().decode("utf-8"))["choices"][0]["message"]["content"]
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+    # HTTPException: a reply cut short of its Content-Length raises IncompleteRead, not OSError.
+    except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError):
         if on_error == "raise":
             raise
         return em

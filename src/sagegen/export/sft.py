@@ -71,7 +71,10 @@ class SFTStats:
 
 
 def _is_retrieved(msg: dict[str, Any]) -> bool:
-    return msg.get("role") == "tool" or bool(INFO_RE.search(str(msg.get("content") or "")))
+    # Only tool results and the user turns that carry them: the tag protocol's system prompt
+    # *describes* "<information> and </information>", which is instructions, not retrieved text.
+    role = msg.get("role")
+    return role == "tool" or (role == "user" and bool(INFO_RE.search(str(msg.get("content") or ""))))
 
 
 def chat_example(traj: Trajectory) -> list[dict[str, Any]]:

@@ -243,6 +243,12 @@ def train(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     t_start = time.perf_counter()
     tc = cfg.train
+    if tc.sft_data and tc.sft_warmup_steps <= 0:
+        # Without this the file would be silently ignored (the warm-up only runs for steps > 0).
+        raise ConfigError(
+            f"train.sft_data={tc.sft_data} is set but train.sft_warmup_steps is 0: "
+            "pass --sft-warmup N (or -s train.sft_warmup_steps=N) to warm up on it"
+        )
     out = Path(output_dir or tc.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("train_log.jsonl", "episodes.jsonl"):  # a rerun starts a fresh log
