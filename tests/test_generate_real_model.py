@@ -8,16 +8,15 @@ the ledger consistent — never on the tiny model producing accepted pairs.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from helpers.llama_server import running_llama_server
 
 # Small enough for a loaded 2-core machine: two seeds, one round, one attempt, short turns.
 TINY = [
@@ -123,65 +122,10 @@ def test_generate_with_the_embedded_model(tmp_path: Path) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python server extras not installed")
-    model = _needs_smollm2()
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(model),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "4096",
-                "--n_threads",
-                "2",
-                "--model_alias",
-                "smollm2",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            import httpx
-
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
-                try:
-                    if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not come up in 120 s")
-                time.sleep(0.3)
-            yield url + "/v1"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with running_llama_server(tmp_path_factory.mktemp("llama_server"), n_ctx=4096, startup_s=120) as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -8,10 +8,7 @@ test puts the same proxy in front of llama-cpp-python's own OpenAI-compatible se
 from __future__ import annotations
 
 import email.utils
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers.fault_server import BADJSON, NONJSON, NOTCOMPLETION, RESET, TRUNCATE, FaultServer, sleep, status
+from helpers.llama_server import running_llama_server
 from sagegen.config import LLMConfig
 from sagegen.errors import ConfigError, LLMError
 from sagegen.llm.factory import build_llm
@@ -251,56 +249,10 @@ async def test_factory_builds_cached_openai_backend(key_env: str, tmp_path: Path
 
 # --- llama-cpp-python's own OpenAI-compatible server, behind the fault proxy ---------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python server extras not installed")
-    from sagegen.llm.llamacpp import default_gguf
-
-    try:
-        model = default_gguf()
-    except ConfigError as e:
-        pytest.skip(str(e))
-    port = _free_port()
-    # The server logs a lot to stderr: a file, not an unread pipe that would fill and block it.
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(min(2, os.cpu_count() or 1)),
-         "--model_alias", "smollm2"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama_cpp.server did not come up in 60 s")
-            time.sleep(0.3)
-        yield url + "/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_llama_server(tmp_path_factory.mktemp("llama_server"), n_ctx=2048, startup_s=60) as url:
+        yield url
 
 
 @pytest.mark.slow
