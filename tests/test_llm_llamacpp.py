@@ -169,3 +169,31 @@ async def test_factory_wraps_llamacpp_in_the_cache(tmp_path: Path) -> None:
     llm = build_llm(LLMConfig(cache=True, cache_path=str(tmp_path / "c.sqlite")))
     assert isinstance(llm, CachedLLM) and llm.name == "llamacpp:SmolLM2-135M-Instruct.Q4_1"
     assert not isinstance(build_llm(LLMConfig(cache=False)), CachedLLM)
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+async def test_cancelling_a_call_stops_generation_within_tokens(smol: object) -> None:
+    """Ctrl-C on a run cancels the awaiting task: llama.cpp must stop at its next token, not run on."""
+    import time
+
+    llm = smol
+    long_turn = [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]
+    free_run = await llm.complete(long_turn, max_tokens=48, temperature=0.0)  # type: ignore[attr-defined]
+    assert free_run.completion_tokens == 48  # the premise: this prompt keeps generating
+    per_token = free_run.seconds / free_run.completion_tokens
+
+    task = asyncio.ensure_future(llm.complete(long_turn, max_tokens=4000, temperature=0.0))  # type: ignore[attr-defined]
+    await asyncio.sleep(0.5 + 10 * per_token)  # well into generation
+    t0 = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The model must be free again at once (a thread left generating 4,000 tokens would hold it for
+    # minutes), and the next call is unaffected by the cancelled one.
+    after = await llm.complete(long_turn, max_tokens=48, temperature=0.0)  # type: ignore[attr-defined]
+    until_free_and_done = time.monotonic() - t0
+    assert until_free_and_done < 3.0 + 2 * free_run.seconds + 20 * per_token, (
+        f"took {until_free_and_done:.1f}s after cancelling to serve the next call"
+    )
+    assert after.text == free_run.text

@@ -13,6 +13,7 @@ the default thread pool, which retrievers need too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import logging
@@ -179,11 +180,22 @@ class LlamaCppBackend:
         model = await asyncio.to_thread(self.load)
         msgs = [_plain(m) for m in messages]
         stops = list(stop or [])
+        cancelled = threading.Event()
         async with model.loop_lock():
             t0 = time.monotonic()
-            out, trimmed = await asyncio.to_thread(
-                self._generate, model, msgs, max_tokens, temperature, stops, seed, tools
-            )
+            worker = asyncio.ensure_future(asyncio.to_thread(
+                self._generate, model, msgs, max_tokens, temperature, stops, seed, tools, cancelled
+            ))
+            try:
+                out, trimmed = await asyncio.shield(worker)
+            except asyncio.CancelledError:
+                # A worker thread cannot be killed: tell llama.cpp to stop at its next token, and
+                # keep this loop's lock until the thread is done, so the next caller starts clean
+                # (Ctrl-C on a run then returns within a token instead of after a whole turn).
+                cancelled.set()
+                with contextlib.suppress(BaseException):
+                    await worker
+                raise
             seconds = time.monotonic() - t0
         choice = out["choices"][0]
         message = choice.get("message") or {}
@@ -213,13 +225,19 @@ class LlamaCppBackend:
         return comp
 
     def _generate(self, model: _Loaded, msgs: list[dict[str, Any]], max_tokens: int, temperature: float,
-                  stops: list[str], seed: int | None, tools: Sequence[dict[str, Any]] | None
-                  ) -> tuple[dict[str, Any], bool]:
-        """Runs in a worker thread, holding the model's lock."""
+                  stops: list[str], seed: int | None, tools: Sequence[dict[str, Any]] | None,
+                  cancelled: threading.Event | None = None) -> tuple[dict[str, Any], bool]:
+        """Runs in a worker thread, holding the model's lock; stops early once ``cancelled`` is set."""
         llama = model.llama
+        from llama_cpp import StoppingCriteriaList
+
+        halt = StoppingCriteriaList([lambda _ids, _logits: cancelled is not None and cancelled.is_set()])
         with model.lock:
+            if cancelled is not None and cancelled.is_set():
+                raise LLMError(f"{self.name}: call cancelled before it started")
             fmt = model.formatter()
             if fmt is None:  # a GGUF without a chat template: llama.cpp's guessed format, no extras
+                # (create_chat_completion takes no stopping criteria: such a call runs to its end)
                 out = llama.create_chat_completion(
                     messages=msgs, max_tokens=max_tokens, temperature=temperature, stop=stops, seed=seed)
                 return out, False
@@ -252,6 +270,7 @@ class LlamaCppBackend:
                 out = llama.create_completion(
                     prompt=tokens, max_tokens=max_tokens, temperature=temperature, stop=stops + fmt_stops,
                     seed=seed, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0,
+                    stopping_criteria=halt,
                 )
             finally:
                 # Generated tokens were evaluated one at a time: drop their KV so a follow-up turn
