@@ -248,3 +248,15 @@ def test_generate_protocol_sage_end_to_end_on_the_scripted_fixture(tmp_path: Pat
             assert "# Data generator agent" in str(t.messages[0]["content"])
         assert sum(1 for _ in store.pairs()) == 3
     assert "judge is the solver's own model" in p.stdout
+
+
+def test_a_seed_whose_generation_fails_is_dropped_not_resampled(tmp_path: Path) -> None:
+    def respond(messages: Sequence[dict[str, Any]]) -> str:
+        return "I cannot think of a question."  # no tags, no question: the generation fails
+
+    sets = ("pipeline.num_seeds=1", "pipeline.rounds=3", "pipeline.attempts=1")
+    with _run(tmp_path / "sage", respond, *sets) as store:
+        rec = store.pair(0)
+        assert rec is not None and rec.state == "failed" and [r.round for r in rec.rounds] == [1]
+    with _run(tmp_path / "default", respond, *sets, "pipeline.protocol=default") as store:
+        assert len(store.pair(0).rounds) == 3  # type: ignore[union-attr]  # the default resamples

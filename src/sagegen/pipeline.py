@@ -297,6 +297,8 @@ class Pipeline:
                 if cand is None:
                     self.store.event("generation_failed", f"{gen_traj.agent} gave no usable pair", idx, rnd)
             if cand is None:
+                if last is None and self.pcfg.protocol == "sage":
+                    break  # the release drops a seed whose generation wrote no pair; it never resamples it
                 continue
             attempts, verdict = await self.verify(idx, rnd, cand)
             last = (rnd, cand, gen_traj, attempts, verdict)
