@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sagegen.agents import tags
 from sagegen.errors import InputError, SagegenError
-from sagegen.records import Attempt, Candidate, Judgement, QAPair, Step, Trajectory, Verdict
+from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
 
 _ANSWER_TYPES = {"a number": "number", "a date": "date", "an entity": "entity",
                  "number": "number", "date": "date", "entity": "entity"}
@@ -166,8 +167,6 @@ def split_release_transcript(text: str) -> tuple[str, str]:
 
 
 def _trajectory(agent: str, prompt: str, output: str, question: str, answer: str | None) -> Trajectory:
-    from sagegen.agents import tags
-
     steps = [Step(kind="model", text=output)]
     # The queries the transcript shows; the passage ids they returned are not in the release's files.
     steps += [Step(kind="search", query=b.content) for b in tags.blocks(output, "search") if b.content]
@@ -257,8 +256,7 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
     store, _ = RunStore.create_or_resume(out, cfg.model_dump(mode="json"), cfg.dump(), force=force)
     counts = {"rounds": 0, "verdicts": 0, "accepted": 0, "unjudged": 0}
     try:
-        session = store.begin_session()
-        del session
+        store.begin_session()
         files = sorted({str(x.path) for x in (*initial, *feedback, *processed)})
         store.event("import", "sagegen import of the authors' release: " + ", ".join(files))
         for idx, p in enumerate(pairs):
@@ -279,8 +277,6 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
     store.event("import_unknown", "seed passage: the release keeps its text, not its corpus id", idx)
     last: tuple[int, Candidate, Verdict | None, list[str]] | None = None
     for r, rnd in enumerate(p.rounds, 1):
-        from sagegen.agents import tags
-
         gen_tid = trace_id(f"p{idx}", f"r{r}", "gen")
         cand = None
         if rnd.question and rnd.answer:
@@ -356,7 +352,6 @@ def _write_verdict(store: Any, idx: int, r: int, cand: Candidate, line: _Line, t
     tid = trace_id(f"p{idx}", f"r{r}", f"a{best}")
     judgement = Judgement(correct=correct, extracted=extracted, method="release",
                           reason="the release's judge verdict (best_of_n); its reply is not kept")
-    Attempt(index=best, trajectory=traj, judgement=judgement)  # validates the record before writing
     store.add_attempt(idx, r, best, 0, tid, traj, judgement)
     store.set_verdict(idx, r, verdict)
     store.event("import_unknown", f"{row['n_rollouts'] - 1} attempt traces not kept by the release; "
