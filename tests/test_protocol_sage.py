@@ -260,3 +260,17 @@ def test_a_seed_whose_generation_fails_is_dropped_not_resampled(tmp_path: Path) 
         assert rec is not None and rec.state == "failed" and [r.round for r in rec.rounds] == [1]
     with _run(tmp_path / "default", respond, *sets, "pipeline.protocol=default") as store:
         assert len(store.pair(0).rounds) == 3  # type: ignore[union-attr]  # the default resamples
+
+
+def test_default_reviser_nests_the_previous_feedback_prompt_only_when_asked() -> None:
+    from sagegen.agents.generator import render_trace
+
+    previous = Trajectory(agent="reviser", question="q", messages=(
+        {"role": "system", "content": "rules"},
+        {"role": "user", "content": "THE ROUND-2 FEEDBACK PROMPT"},
+        {"role": "assistant", "content": "<think>t</think><search> a query </search>"},
+    ))
+    nested = render_trace(previous, Config().generator.model_copy(update={"nest_previous_prompt": True}))
+    plain = render_trace(previous, Config().generator)
+    assert "THE ROUND-2 FEEDBACK PROMPT" in nested and "a query" in nested
+    assert "THE ROUND-2 FEEDBACK PROMPT" not in plain and "a query" in plain
