@@ -138,6 +138,8 @@ def generate(
     new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Discard the run at --out, start over.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress display.")] = False,
+    protocol: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--protocol", help="A protocol profile under the config: sage = the authors' release.")] = None,
 ) -> None:
     """Generate verified, difficulty-controlled QA pairs (the SAGE loop); rerun the same command to resume.
 
@@ -154,7 +156,9 @@ def generate(
                        ("pipeline.concurrency", concurrency)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    cfg = resolve_config(config, overrides)
+    from sagegen.profiles import load_profile
+
+    cfg = load_config(config, overrides, base=load_profile(protocol))
     run_dir = resolve_run_dir(str(out) if out else None, cfg, new_run=new_run)
     try:
         res = run_generate(cfg, run_dir, force=force, progress=not no_progress)
@@ -165,6 +169,32 @@ def generate(
     print(format_summary(res))
     if res.stats.errors:
         raise typer.Exit(1)  # some pairs are unfinished: a script must not mistake this for success
+
+
+@app.command(rich_help_panel="Generate data")
+def profile(name: Annotated[str, typer.Argument(help="A protocol profile: sage.")]) -> None:
+    """Print a protocol profile's YAML (copy it as a starting config for -c)."""
+    from sagegen.profiles import profile_text
+
+    print(profile_text(name), end="")
+
+
+@app.command(name="import", rich_help_panel="Generate data")
+def import_(
+    files: Annotated[list[Path], typer.Argument(
+        help="The release's JSONL files (initial_questions, feedbacks, processed_data) or folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The run directory to create.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run at --out.")] = False,
+) -> None:
+    """Import the authors' release outputs into a run ledger (then status / analyze / report / export)."""
+    from sagegen.integrations.sage_release import import_release
+    from sagegen.pipeline import format_status
+    from sagegen.store import RunStore
+
+    summary = import_release(files, out, force=force)
+    print(summary)
+    with RunStore.open(out) as store:
+        print(format_status(store))
 
 
 @app.command(rich_help_panel="Generate data")

@@ -134,11 +134,18 @@ class SolverConfig(Section):
     protocol: Literal["tags", "tools"] = "tags"
     max_searches: int = Field(10, ge=0)
     topk: int = Field(3, ge=1)
-    max_turn_tokens: int = Field(512, ge=16)
+    #: Sized for real backends (a reasoning turn of a strong model); the embedded demo keeps small caps
+    #: (``sagegen.pipeline.quick_defaults``).
+    max_turn_tokens: int = Field(2048, ge=16)
     #: Characters of each passage shown to the model (0 = whole passage).
     passage_chars: int = Field(0, ge=0)
     #: Sampling temperature of solver turns; K attempts need > 0 (and distinct seeds) to differ.
     temperature: float = Field(0.7, ge=0)
+    #: Prompt templates: ``default`` (prompts/*.j2) or a profile's set (``sage``: prompts/sage/*.j2).
+    prompt_set: Literal["default", "sage"] = "default"
+    #: Out of searches or after a second malformed turn, ask once for the answer alone (false: the
+    #: attempt ends without an answer, as in the authors' release).
+    force_answer: bool = True
 
 
 class JudgeConfig(Section):
@@ -147,14 +154,20 @@ class JudgeConfig(Section):
     f1_threshold: float = Field(0.8, ge=0, le=1)
     #: An exact match is accepted without calling the LLM judge.
     em_shortcut: bool = True
-    max_tokens: int = Field(256, ge=16)
+    max_tokens: int = Field(512, ge=16)
     temperature: float = Field(0.0, ge=0)
+    prompt_set: Literal["default", "sage"] = "default"
+    #: Which ``correct:`` line of a grader reply decides: the last (a model may restate the format
+    #: first) or the first (the authors' release: ``re.search``).
+    verdict_line: Literal["last", "first"] = "last"
 
 
 class GeneratorConfig(Section):
     max_searches: int = Field(20, ge=0)
     topk: int = Field(3, ge=1)
-    max_turn_tokens: int = Field(768, ge=16)
+    #: Sized for real backends (a strong model's revision runs to thousands of tokens); the embedded
+    #: demo keeps small caps (``sagegen.pipeline.quick_defaults``).
+    max_turn_tokens: int = Field(8192, ge=16)
     #: Retries when the generator's final output cannot be parsed.
     max_format_retries: int = Field(2, ge=0)
     answer_types: list[Literal["number", "date", "entity"]] = ["number", "date", "entity"]
@@ -164,10 +177,20 @@ class GeneratorConfig(Section):
     passage_chars: int = Field(0, ge=0)
     #: Characters of the seed passage shown (0 = whole passage).
     seed_chars: int = Field(3000, ge=0)
-    #: Characters kept of each message when a trace is shown to the reviser (bounds the prompt).
-    feedback_message_chars: int = Field(600, ge=50)
-    #: Most trace entries shown to the reviser per trace (the latest ones are kept).
-    feedback_max_entries: int = Field(24, ge=2)
+    #: Characters kept of each message when a trace is shown to the reviser (0 = whole messages).
+    feedback_message_chars: int = Field(0, ge=0)
+    #: Most trace entries shown to the reviser per trace, the latest kept (0 = all of them).
+    feedback_max_entries: int = Field(0, ge=0)
+    #: Token budget of a feedback prompt (0 = the generator model's context: llm.n_ctx for the
+    #: embedded backend, unbounded for remote ones). Over it, retrieved text of the oldest turns is
+    #: shortened first; queries and the model's own turns never (``sagegen.agents.feedback_fit``).
+    feedback_max_prompt_tokens: int = Field(0, ge=0)
+    prompt_set: Literal["default", "sage"] = "default"
+    #: The reviser may search in feedback rounds (false: one call, no search tool, as in the release).
+    feedback_search: bool = True
+    #: Round >= 3 shows the previous reviser's whole prompt as the generator's prompt (the release's
+    #: chaining), rather than the first generator's opening.
+    nest_previous_prompt: bool = False
 
 
 class PipelineConfig(Section):
@@ -185,6 +208,13 @@ class PipelineConfig(Section):
     #: Passing pairs measured below this many searches go to too_easy.jsonl (label stays "pass");
     #: the paper trains on pairs with >= 2 steps.
     min_difficulty_for_dataset: int = Field(0, ge=0)
+    #: A protocol profile's name (``--protocol sage`` loads ``sagegen/profiles/sage.yaml``).
+    protocol: Literal["default", "sage"] = "default"
+    #: After the last round, a correct pair that is still too easy is kept in dataset.jsonl with
+    #: ``acceptance="relaxed"`` (the release's final-round filter: best_of_n == 1).
+    final_round_relaxed: bool = False
+    #: Question dedup per output file: ``normalized`` (SQuAD normalisation) or ``exact`` (the release).
+    dedup: Literal["normalized", "exact"] = "normalized"
 
 
 class ServerConfig(Section):
@@ -321,8 +351,24 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or defaults) and apply ``a.b=value`` overrides; errors name the bad key."""
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if nested else value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Read a YAML config (or defaults) and apply ``a.b=value`` overrides; errors name the bad key.
+
+    ``base`` (a protocol profile, ``sagegen.profiles``) sits under the file: the file's keys win.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -337,6 +383,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
         data = loaded
+    if base:
+        data = _merge(base, data)
     for item in overrides:
         key, value = parse_override(item)
         _set_path(data, key, value)

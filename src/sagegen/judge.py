@@ -90,16 +90,17 @@ _REASONING_RE = re.compile(
 _CONFIDENCE_RE = re.compile(_FIELD.format(name=r"confidence") + r"(\d{1,3})", re.IGNORECASE)
 
 
-def parse_grader(text: str) -> GraderReply | None:
+def parse_grader(text: str, *, first: bool = False) -> GraderReply | None:
     """Read a BrowseComp grader reply; None when it has no readable ``correct: yes/no``.
 
     Tolerates markdown bold (``**correct:** Yes``), quotes, full-width colons, true/false
-    wording and extra prose; the last ``correct:`` line wins (a model may restate the format first).
+    wording and extra prose; the last ``correct:`` line wins (a model may restate the format first),
+    or with ``first`` the first one (the authors' release reads it with ``re.search``).
     """
     matches = _CORRECT_RE.findall(text)
     if not matches:
         return None
-    verdict = matches[-1].lower() in ("yes", "true", "correct", "y")
+    verdict = matches[0 if first else -1].lower() in ("yes", "true", "correct", "y")
     extracted = None
     m = _EXTRACTED_RE.search(text)
     if m:
@@ -144,7 +145,8 @@ async def judge_answer(
         )
 
     messages: list[Message] = [
-        {"role": "user", "content": render("judge.j2", question=question, response=predicted, golden=goldens)}
+        {"role": "user",
+         "content": render("judge.j2", cfg.prompt_set, question=question, response=predicted, golden=goldens)}
     ]
     problems: list[str] = []
     for attempt in range(2):
@@ -155,7 +157,7 @@ async def judge_answer(
         except LLMError as e:
             problems.append(f"judge call failed: {e}")
             continue
-        reply = parse_grader(c.text)
+        reply = parse_grader(c.text, first=cfg.verdict_line == "first")
         if reply is not None:
             reason = reply.reasoning + (
                 f" (confidence {reply.confidence})" if reply.confidence is not None else ""

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sagegen.agents.feedback_fit import context_budget_tokens
 from sagegen.agents.generator import Authored, generate, revise
 from sagegen.config import Config, LLMConfig
 from sagegen.errors import ConfigError, LLMError, SagegenError
@@ -296,6 +297,8 @@ class Pipeline:
                 if cand is None:
                     self.store.event("generation_failed", f"{gen_traj.agent} gave no usable pair", idx, rnd)
             if cand is None:
+                if last is None and self.pcfg.protocol == "sage":
+                    break  # the release drops a seed whose generation wrote no pair; it never resamples it
                 continue
             attempts, verdict = await self.verify(idx, rnd, cand)
             last = (rnd, cand, gen_traj, attempts, verdict)
@@ -315,6 +318,13 @@ class Pipeline:
         if kind == "feedback" and last is not None:
             _, cand, own, attempts, verdict = last
             solver_traj = self.pick_solver_trace(spec.index, rnd, attempts)
+            budget = context_budget_tokens(self.cfg)
+            if not self.cfg.generator.feedback_search:  # the release's reviser: one call, no search tool
+                from sagegen.profiles import sage
+
+                return await sage.revise(spec.doc, cand, own, solver_traj, verdict, self.gen_llm,
+                                         self.cfg.generator, seed=seed, temperature=temp, round=rnd,
+                                         budget_tokens=budget)
             return await revise(
                 spec.doc,
                 cand,
@@ -327,6 +337,7 @@ class Pipeline:
                 seed=seed,
                 temperature=temp,
                 round=rnd,
+                budget_tokens=budget,
             )
         return await generate(
             spec.doc,
@@ -347,6 +358,8 @@ class Pipeline:
         if right:
             return min(right, key=lambda a: (a.num_searches, a.index)).trajectory
         rng = random.Random(derive_seed(self.pcfg.seed, "feedback-trace", idx, rnd))
+        if self.pcfg.protocol == "sage":  # the release draws among attempts that gave some answer
+            attempts = [a for a in attempts if a.trajectory.answer] or attempts
         return attempts[rng.randrange(len(attempts))].trajectory
 
     async def verify(self, idx: int, rnd: int, cand: Candidate) -> tuple[list[Attempt], Verdict]:
@@ -431,9 +444,14 @@ class Pipeline:
             run_id=self.run_name,
         )
         output = OUTPUT_FOR_LABEL[verdict.label]
+        if (verdict.label == "too_easy" and self.pcfg.final_round_relaxed and self.rounds > 1
+                and rnd == self.rounds):
+            # The release's last round keeps every pair some attempt answered; labelled, not disguised.
+            output, qa = "dataset", qa.model_copy(update={"acceptance": "relaxed"})
         if output == "dataset" and (verdict.difficulty or 0) < self.pcfg.min_difficulty_for_dataset:
             output = "too_easy"  # passed its own target but is below the training floor (DESIGN §1.4)
-        written = self.store.finish_pair(idx, verdict.label, rnd, qa, output, normalize_answer(cand.question))
+        key = cand.question if self.pcfg.dedup == "exact" else normalize_answer(cand.question)
+        written = self.store.finish_pair(idx, verdict.label, rnd, qa, output, key)
         if written is not None:
             self.store.append_output(written, qa)  # after the commit: the file never runs ahead of the ledger
         return verdict.label
@@ -452,6 +470,20 @@ class RunResult:
     usage: dict[str, dict[str, float]]
     session_usage: dict[str, dict[str, float]]
     interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that are legal but weaken the data; shown in the summary and kept as ledger events."""
+    out = []
+    if cfg.judge.method == "llm":
+        judge, solver = cfg.judge_llm or cfg.llm, cfg.solver_llm or cfg.llm
+        if (judge.backend, judge.model, judge.base_url) == (solver.backend, solver.model, solver.base_url):
+            out.append(
+                f"the judge is the solver's own model ({judge.backend}:{judge.model or 'default'}): it may "
+                "excuse its own mistakes; set judge_llm to a separate model (the paper's release uses one)"
+            )
+    return out
 
 
 def resolve_run_dir(out: str | None, cfg: Config, *, new_run: bool) -> Any:
@@ -486,6 +518,9 @@ def run_generate(
     own_parts = parts is None
     status = "failed"
     try:
+        warnings = config_warnings(cfg)
+        for w in warnings:
+            store.event("warning", w)
         parts = parts or Components.from_config(cfg)
         pipe = Pipeline(cfg, store, parts, run_name=run_dir.name)
         with _progress_display(progress, pipe) as hook:
@@ -500,6 +535,7 @@ def run_generate(
             store.counts(),
             store.llm_usage(),
             store.llm_usage(session),
+            warnings=warnings,
         )
     except KeyboardInterrupt:
         status = "interrupted"
@@ -576,6 +612,7 @@ def format_summary(res: RunResult) -> str:
         f"files      {d / 'dataset.jsonl'}, {d / 'too_easy.jsonl'}, {d / 'unsolved.jsonl'},\n"
         f"           {d / 'ledger.sqlite'} (sagegen status {d})",
     ]
+    lines += [f"warning    {w}" for w in res.warnings]
     return "\n".join(lines)
 
 
@@ -593,8 +630,9 @@ def format_status(store: RunStore) -> str:
     )
     for label, m in store.label_means().items():
         diff = f"{m['difficulty']:.2f}" if m["difficulty"] is not None else "-"
+        avg = f"{m['avg_at_k']:.2f}" if m["avg_at_k"] is not None else "-"  # unknown for some imports
         lines.append(f"{label}: {int(m['pairs'])} pairs, mean difficulty {diff}, "
-                     f"mean Avg@K {m['avg_at_k']:.2f}, mean round {m['round']:.2f}")
+                     f"mean Avg@K {avg}, mean round {m['round']:.2f}")
     for rnd, s in store.round_stats().items():
         lines.append(f"round {rnd}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
     lines.append(f"attempts {c['attempts']}, trajectories {c['trajectories']}, events {c['events']}")

@@ -196,7 +196,8 @@ class QAPair(Record):
     answer_type: AnswerType
     target: int
     difficulty: int | None
-    avg_at_k: float
+    #: ``None`` only for pairs imported from a source that does not record it (``sagegen import``).
+    avg_at_k: float | None
     label: VerdictLabel
     round: int
     seed_doc_id: str
@@ -204,3 +205,7 @@ class QAPair(Record):
     plan: str = ""
     trace_ids: dict[str, Any] = Field(default_factory=dict)
     run_id: str = ""
+    #: ``strict``: passed (correct and difficulty >= target); ``relaxed``: kept by a final-round
+    #: relaxation although too easy (``pipeline.final_round_relaxed``, the release's last-round filter);
+    #: ``unknown``: imported as accepted from a source that does not say which (``sagegen import``).
+    acceptance: Literal["strict", "relaxed", "unknown"] = "strict"

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sagegen.agents import tags
+from sagegen.agents import feedback_fit, tags
+from sagegen.agents.feedback_fit import Shortening
 from sagegen.config import GeneratorConfig
 from sagegen.llm.base import LLM, Message
 from sagegen.prompts import render
@@ -91,13 +92,15 @@ def seed_messages(doc: Doc, target: int, answer_type: str, cfg: GeneratorConfig)
         {
             "role": "system",
             "content": render(
-                "generator_system.j2", target=target, answer_type=answer_type, max_searches=cfg.max_searches
+                "generator_system.j2", cfg.prompt_set, target=target, answer_type=answer_type,
+                max_searches=cfg.max_searches
             ),
         },
         {
             "role": "user",
             "content": render(
                 "generator_user.j2",
+                cfg.prompt_set,
                 title=doc.title,
                 text=_clip(doc.text, cfg.seed_chars),
                 target=target,
@@ -116,6 +119,40 @@ def feedback_messages(
     cfg: GeneratorConfig,
 ) -> list[Message]:
     """The reviser's opening: the too-easy or the incorrect feedback prompt with both traces."""
+    return feedback_prompt(doc, candidate, own, solver, verdict, cfg)[0]
+
+
+def feedback_prompt(
+    doc: Doc,
+    candidate: Candidate,
+    own: Trajectory,
+    solver: Trajectory,
+    verdict: Verdict,
+    cfg: GeneratorConfig,
+    budget_tokens: int = 0,
+) -> tuple[list[Message], Shortening]:
+    """The feedback opening with whole traces; shortened only past ``budget_tokens`` (``feedback_fit``)."""
+    own_entries, solver_entries = trace_entries(own, cfg), trace_entries(solver, cfg)
+    built: list[list[Message]] = []
+
+    def build() -> int:
+        built[:] = [_feedback_messages(doc, candidate, own_entries, solver_entries, solver, verdict, cfg)]
+        return sum(len(str(m["content"])) for m in built[0])
+
+    shortened = feedback_fit.fit([own_entries, solver_entries], build, budget_tokens)
+    build()
+    return built[0], shortened
+
+
+def _feedback_messages(
+    doc: Doc,
+    candidate: Candidate,
+    own_entries: list[dict[str, Any]],
+    solver_entries: list[dict[str, Any]],
+    solver: Trajectory,
+    verdict: Verdict,
+    cfg: GeneratorConfig,
+) -> list[Message]:
     common: dict[str, Any] = dict(
         title=doc.title,
         text=_clip(doc.text, cfg.seed_chars),
@@ -124,8 +161,8 @@ def feedback_messages(
         plan=candidate.plan,
         target=candidate.target,
         answer_type=candidate.answer_type,
-        own_trace=render_trace(own, cfg),
-        solver_trace=render_trace(solver, cfg),
+        own_trace=render("feedback_trace.j2", entries=own_entries),
+        solver_trace=render("feedback_trace.j2", entries=solver_entries),
     )
     if verdict.label == "too_easy":
         user = render(
@@ -148,8 +185,17 @@ def feedback_messages(
 
 
 def render_trace(traj: Trajectory, cfg: GeneratorConfig) -> str:
-    """A trajectory as compact text for a feedback prompt: model turns, queries and results, clipped."""
+    """A trajectory as text for a feedback prompt: model turns, queries and results (whole by default)."""
+    return render("feedback_trace.j2", entries=trace_entries(traj, cfg))
+
+
+def trace_entries(traj: Trajectory, cfg: GeneratorConfig) -> list[dict[str, Any]]:
+    """The entries of :func:`render_trace`; clipped only by ``feedback_message_chars`` and
+    ``feedback_max_entries`` (both off by default)."""
     entries: list[dict[str, Any]] = []
+    if cfg.nest_previous_prompt and traj.agent == "reviser" and len(traj.messages) > 1:
+        # Its own opening was the previous feedback prompt: show it whole, nesting the earlier rounds.
+        entries.append({"kind": "prompt", "text": str(traj.messages[1].get("content") or "")})
     n = 0
     # The chat transcript has the retrieved text; the first two messages (system, opening) are context
     # the reviser already has or does not need.
@@ -174,9 +220,9 @@ def render_trace(traj: Trajectory, cfg: GeneratorConfig) -> str:
             entries.append(
                 {"kind": "information", "text": _clip(" ".join(content.split()), cfg.feedback_message_chars)}
             )
-    if len(entries) > cfg.feedback_max_entries:
+    if cfg.feedback_max_entries and len(entries) > cfg.feedback_max_entries:
         entries = entries[-cfg.feedback_max_entries :]
-    return render("feedback_trace.j2", entries=entries)
+    return entries
 
 
 async def generate(
@@ -220,9 +266,10 @@ async def revise(
     seed: int | None = None,
     temperature: float = 0.7,
     round: int = 2,
+    budget_tokens: int = 0,
 ) -> Authored:
     """Rewrite a non-passing candidate from execution feedback (DESIGN §1 step 3)."""
-    messages = feedback_messages(doc, candidate, own, solver, verdict, cfg)
+    messages, shortened = feedback_prompt(doc, candidate, own, solver, verdict, cfg, budget_tokens)
     out = await author(
         messages,
         doc,
@@ -237,7 +284,16 @@ async def revise(
         agent="reviser",
         inherited_ids=candidate.supporting_ids,
     )
-    return out
+    return with_shortening(out, shortened)
+
+
+def with_shortening(out: Authored, shortened: Shortening) -> Authored:
+    """Record on the reviser's trajectory that its feedback prompt was shortened to fit (if it was)."""
+    if not shortened:
+        return out
+    event = Step(kind="event", event="feedback_shortened", text=shortened.describe())
+    traj = out.trajectory.model_copy(update={"steps": (event, *out.trajectory.steps)})
+    return Authored(out.candidate, traj)
 
 
 async def author(
@@ -269,7 +325,7 @@ async def author(
     asked = False  # the first ask for a pending question's answer costs no retry
 
     def force_prompt(reason: str, extra: str = "") -> Message:
-        text = render("generator_force.j2", reason=reason, max_searches=cfg.max_searches,
+        text = render("generator_force.j2", cfg.prompt_set, reason=reason, max_searches=cfg.max_searches,
                       answer_type=answer_type)
         return {"role": "user", "content": text + (f"\n{extra}" if extra else "")}
 

@@ -66,8 +66,10 @@ class _Run:
 
     async def loop_tags(self) -> Trajectory:
         self.messages = [
-            {"role": "system", "content": render("solver_system.j2", max_searches=self.cfg.max_searches)},
-            {"role": "user", "content": render("solver_user.j2", question=self.question)},
+            {"role": "system", "content": render("solver_system.j2", self.cfg.prompt_set,
+                                                 max_searches=self.cfg.max_searches)},
+            {"role": "user",
+             "content": render("solver_user.j2", self.cfg.prompt_set, question=self.question)},
         ]
         while True:
             c = await self.call(stop=tags.SOLVER_STOPS)
@@ -174,7 +176,14 @@ class _Run:
     # -- shared pieces ------------------------------------------------------------------
 
     async def force(self, reason: str) -> Trajectory:
-        """Ask for the final answer alone; ``forced`` if one comes, ``failed`` otherwise."""
+        """Ask for the final answer alone; ``forced`` if one comes, ``failed`` otherwise.
+
+        With ``force_answer`` off the attempt ends here without an answer (the release's solver
+        simply stops after its last turn), recorded as event ``no_forced_answer``.
+        """
+        if not self.cfg.force_answer:
+            self.event("no_forced_answer", reason)
+            return self.finish(None, "failed")
         self.event("forced_answer", reason)
         self.push("user", render("solver_force.j2", reason=reason, question=self.question))
         c = await self.call(stop=("</answer>",))

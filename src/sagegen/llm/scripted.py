@@ -137,7 +137,53 @@ def sage_fixture(messages: Sequence[Message]) -> str:
     return f"<think>Found it.</think>\n<answer> {top(infos[0])[0]} </answer>"
 
 
-FIXTURES: dict[str, Responder] = {"sage": sage_fixture}
+def grader_fixture(messages: Sequence[Message]) -> str:
+    """A grader that reads its own prompt: lenient (every word of the correct answer appears in the
+    response) when the prompt says extra detail is fine — the ``sage`` judge's recall rule —, else
+    strict (normalised equality), as the BrowseComp grader asks. Used to pin what each prompt says."""
+    import re
+
+    prompt = str(messages[-1].get("content") or "")
+    resp = re.search(r"\[response\]: (.*)", prompt)
+    gold = re.search(r"\[correct_answer\]: (.*)", prompt)
+
+    def words(s: str) -> list[str]:
+        return re.sub(r"[^a-z0-9 ]", " ", s.lower()).split()
+
+    r, golds = words(resp.group(1)) if resp else [], re.split(r",| OR ", gold.group(1)) if gold else []
+    if "extra detail is fine" in prompt.lower():
+        ok = any(words(g) and set(words(g)) <= set(r) for g in golds)
+    else:
+        ok = any(words(g) == r for g in golds)
+    return (f"extracted_final_answer: {resp.group(1) if resp else 'None'}\nreasoning: compared.\n"
+            f"correct: {'yes' if ok else 'no'}\nconfidence: 100")
+
+
+def sage_release_fixture(messages: Sequence[Message]) -> str:
+    """The ``sage`` fixture for ``--protocol sage`` prompts: generator (``<answering steps>``), one-call
+    reviser (the release's feedback prompt), solver (as ``sage``) and the lenient judge."""
+    import re
+
+    contents = [str(m.get("content") or "") for m in messages]
+    system = contents[0] if messages and messages[0].get("role") == "system" else ""
+    if "[correct_answer" in contents[-1]:
+        return grader_fixture(messages)
+    if "# Data generator agent" in contents[0]:
+        gen = contents[0].split("# Data generator agent", 1)[1].split("# Search agent", 1)[0]
+        q = re.findall(r"<question>(.*?)</question>", gen, re.DOTALL)
+        a = re.findall(r"<answer>(.*?)</answer>", gen, re.DOTALL)
+        question = (q[-1].strip().rstrip("?") + " (revised)?") if q else "Which article was revised?"
+        return (f"<reason>One search found it.</reason>\n<think>Add a hop.</think>\n<question> {question} "
+                f"</question>\n<answer> {a[-1].strip() if a else 'unknown'} </answer>\n"
+                "<search steps> 1. the quote -> the article </search steps>")
+    if "<answering steps>" in system:
+        reply = sage_fixture([{"role": "system", "content": "answering_steps"}, *messages[1:]])
+        return reply.replace("answering_steps", "answering steps")
+    return sage_fixture(messages)
+
+
+FIXTURES: dict[str, Responder] = {"sage": sage_fixture, "sage-release": sage_release_fixture,
+                                  "grader": grader_fixture}
 
 
 def fixture_llm(spec: str) -> ScriptedLLM:

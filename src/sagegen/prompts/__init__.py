@@ -23,6 +23,12 @@ def _load(name: str) -> str:
     return files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
-def render(name: str, **variables: Any) -> str:
-    """Render ``prompts/<name>`` (e.g. ``"solver_system.j2"``) with ``variables``."""
+def render(name: str, prompt_set: str = "default", **variables: Any) -> str:
+    """Render ``prompts/<name>`` (e.g. ``"solver_system.j2"``) with ``variables``.
+
+    A ``prompt_set`` other than ``default`` (a protocol profile, e.g. ``sage``) takes
+    ``prompts/<set>/<name>`` when the set has that template, else the default one.
+    """
+    if prompt_set != "default" and files(__package__).joinpath(prompt_set, name).is_file():
+        name = f"{prompt_set}/{name}"
     return _env().get_template(name).render(**variables).strip()

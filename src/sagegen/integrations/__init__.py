@@ -1,0 +1,1 @@
+"""What plugs into other systems: importers of foreign runs (the authors' release), and the like."""
