@@ -100,6 +100,7 @@ def run(tmp: Path, docs_path: Path, seeds: int, name: str, sets: list[str]) -> d
     stoks = solver["prompt_tokens"] + solver["completion_tokens"]
     return {
         "run": name, "accepted": acc, "too_easy": c.get("too_easy", 0), "incorrect": c.get("incorrect", 0),
+        "failed": c.get("failed", 0), "not_in_dataset": c.get("output.duplicate", 0),
         "precheck_verdicts": pre, "solver_calls": solver["calls"], "solver_tokens": stoks,
         "all_calls": allc, "all_tokens": allt,
         "solver_calls_per_accepted": solver["calls"] / acc if acc else None,
@@ -123,7 +124,9 @@ def main() -> None:
                                 for x in corpus(args.chains)))
         rows = [run(tmp, path, args.seeds, "off", ["pipeline.precheck=off"]),
                 run(tmp, path, args.seeds, "auto", []),
-                run(tmp, path, args.seeds, "compare", ["pipeline.precheck_compare=true"])]
+                run(tmp, path, args.seeds, "compare", ["pipeline.precheck_compare=true"]),
+                run(tmp, path, args.seeds, "off-no-early-stop", ["pipeline.precheck=off", "pipeline.early_stop=false"]),
+                run(tmp, path, args.seeds, "auto-no-early-stop", ["pipeline.early_stop=false"])]
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:

@@ -87,21 +87,46 @@ def default_clusters(n: int) -> int:
     return max(2, min(64, round(math.sqrt(n) / 2)))
 
 
-def spherical_kmeans(x: np.ndarray, k: int, seed: int, iters: int = 20, restarts: int = 4) -> np.ndarray:
+#: Passages the centres are fitted on; the rest are assigned to the nearest centre once. A topic
+#: with a share of 1/64 still has ~300 passages in the sample, and 100k passages cost what 20k do.
+FIT_SAMPLE = 20_000
+
+
+def spherical_kmeans(
+    x: np.ndarray, k: int, seed: int, iters: int = 20, restarts: int = 4, sample: int = FIT_SAMPLE
+) -> np.ndarray:
     """Cluster labels of the unit rows of ``x`` into ``k`` cosine clusters: the best (highest total
-    similarity to its centre) of ``restarts`` runs from k-means++ (D²) starts, all drawn from ``seed``."""
+    similarity to its centre) of ``restarts`` runs from k-means++ (D²) starts on a sample of at most
+    ``sample`` rows, then every row to its nearest centre; all drawn from ``seed``."""
     n = len(x)
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
-    best, best_score = np.zeros(n, dtype=np.int64), -np.inf
+    fit = x if n <= sample else x[np.sort(rng.choice(n, sample, replace=False))]
+    best, best_score = None, -np.inf
     for _ in range(restarts):
-        labels, score = _kmeans_once(x, k, rng, iters)
+        centers, score = _kmeans_once(fit, k, rng, iters)
         if score > best_score:
-            best, best_score = labels, score
-    return best
+            best, best_score = centers, score
+    assert best is not None
+    labels = np.empty(n, dtype=np.int64)
+    for start in range(0, n, 50_000):  # blocks keep the n x k similarity matrix small
+        labels[start : start + 50_000] = np.argmax(x[start : start + 50_000] @ best.T, axis=1)
+    return labels
+
+
+def _cluster_sums(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per-cluster sums of the rows of ``x`` (sorted segments; ``np.add.at`` is ~20x slower)."""
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=k)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    sums = np.zeros((k, x.shape[1]), dtype=np.float32)
+    nonempty = counts > 0
+    sums[nonempty] = np.add.reduceat(x[order], starts[nonempty], axis=0)
+    return sums
 
 
 def _kmeans_once(x: np.ndarray, k: int, rng: np.random.Generator, iters: int) -> tuple[np.ndarray, float]:
+    """One k-means run from a k-means++ start: its centres and total similarity to them."""
     n = len(x)
     centers = np.empty((k, x.shape[1]), dtype=np.float32)
     centers[0] = x[rng.integers(n)]
@@ -117,8 +142,7 @@ def _kmeans_once(x: np.ndarray, k: int, rng: np.random.Generator, iters: int) ->
         if np.array_equal(new, labels):
             break
         labels = new
-        sums = np.zeros_like(centers)
-        np.add.at(sums, labels, x)
+        sums = _cluster_sums(x, labels, k)
         counts = np.bincount(labels, minlength=k)
         for j in np.flatnonzero(counts == 0):  # an empty cluster restarts at the worst-fitting passage
             worst = int(np.argmin(np.einsum("ij,ij->i", x, centers[labels])))
@@ -126,7 +150,7 @@ def _kmeans_once(x: np.ndarray, k: int, rng: np.random.Generator, iters: int) ->
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         centers = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
     score = float(np.einsum("ij,ij->i", x, centers[labels]).sum())
-    return labels, score
+    return centers, score
 
 
 class StratifiedSeeds:
