@@ -125,7 +125,8 @@ def main() -> None:
         rows = [run(tmp, path, args.seeds, "off", ["pipeline.precheck=off"]),
                 run(tmp, path, args.seeds, "auto", []),
                 run(tmp, path, args.seeds, "compare", ["pipeline.precheck_compare=true"]),
-                run(tmp, path, args.seeds, "off-no-early-stop", ["pipeline.precheck=off", "pipeline.early_stop=false"]),
+                run(tmp, path, args.seeds, "off-no-early-stop",
+                    ["pipeline.precheck=off", "pipeline.early_stop=false"]),
                 run(tmp, path, args.seeds, "auto-no-early-stop", ["pipeline.early_stop=false"])]
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
