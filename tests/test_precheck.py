@@ -148,3 +148,30 @@ async def test_first_sub_question_shortcut(tmp_path: Path) -> None:
     v = store2.pair(0).rounds[0].verdict
     assert v.source == "precheck" and "solver" not in script2.roles
     assert store2.trajectory("p0.r1.pre").steps[0].query == "Where was Gustave Eiffel born?"
+
+
+async def test_resume_after_a_failed_revision_repeats_no_call(tmp_path: Path) -> None:
+    from sagegen.errors import LLMError
+
+    gen, rev = writer(EASY)
+
+    def broken(m: Msgs) -> str:
+        raise LLMError("backend down")
+
+    first = RoleScript(generator=gen, reviser=broken, solver=solver)
+    pipe, store = make(tmp_path, small_config(rounds=2), first)
+    await pipe.run()
+    assert store.pair(0).state == "running" and first.roles.count("generator") == 2
+    store.close()
+    cfg = small_config(rounds=2)
+    store2, resumed = RunStore.create_or_resume(tmp_path / "run", cfg.model_dump(mode="json"), cfg.dump())
+    assert resumed
+    second = RoleScript(generator=gen, reviser=rev, solver=solver)
+    llm = second.llm()
+    parts = Components(docs=list(DOCS), retriever=OverlapRetriever(), generator=llm, solver=llm, judge=llm)
+    await Pipeline(cfg, store2, parts).run()
+    # Round 1 (generation + pre-check) comes from the ledger: no generator call, still no solver call
+    # for it; only round 2's revision and its solver attempts run.
+    assert "generator" not in second.roles and second.roles.count("reviser") == 2
+    pair = store2.pair(0)
+    assert pair.state == "pass" and pair.rounds[0].verdict.source == "precheck"

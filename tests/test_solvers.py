@@ -138,3 +138,12 @@ def test_parse_ambiguity() -> None:
     got = parse_ambiguity("**reasoning:** x\n**other_answer:** None\n**ambiguous:** No")
     assert got is not None and not got.ambiguous and got.other_answer is None
     assert parse_ambiguity("ambiguous: maybe") is None
+
+
+async def test_ambiguity_check_skips_passes_below_the_training_floor(tmp_path: Path) -> None:
+    judge, prompts = ambiguity_judge("ambiguous: yes")
+    cfg = config(ambiguity_check=True, min_difficulty_for_dataset=3)
+    pipe, store = make(tmp_path, cfg, [solver_llm(2, "1832")], judge=judge)
+    await pipe.run()
+    assert prompts == [] and store.pair(0).output == "too_easy"
+    assert "ambiguity" not in store.llm_usage()

@@ -220,7 +220,8 @@ class Pipeline:
             rec = self.store.pair(idx)
             if rec is not None and rec.state in FINISHED:
                 self.stats.already_done += 1
-                self.stats.labels[rec.state] = self.stats.labels.get(rec.state, 0) + 1
+                state = "ambiguous" if rec.output == "ambiguous" else rec.state  # as run_pair returned it
+                self.stats.labels[state] = self.stats.labels.get(state, 0) + 1
             else:
                 todo.append(idx)
         self.stats.total = self.pcfg.num_seeds
@@ -331,7 +332,9 @@ class Pipeline:
             if verdict.passed:
                 break
         ambiguous = False
-        if last is not None and last[4].passed and self.ambiguity_llm is not None:
+        # Only pairs bound for the dataset are checked (a pass below the training floor is not).
+        if (last is not None and last[4].passed and self.ambiguity_llm is not None
+                and (last[4].difficulty or 0) >= self.pcfg.min_difficulty_for_dataset):
             ambiguous = await self.ambiguity(idx, last[0], last[1], last[3])
         return self._finish(spec, last, ambiguous=ambiguous)
 
@@ -524,7 +527,7 @@ class Pipeline:
         output = OUTPUT_FOR_LABEL[verdict.label]
         if output == "dataset" and (verdict.difficulty or 0) < self.pcfg.min_difficulty_for_dataset:
             output = "too_easy"  # passed its own target but is below the training floor (DESIGN §1.4)
-        if ambiguous and output == "dataset":
+        if ambiguous:
             output = "ambiguous"  # a verified pass whose question admits another answer (sagegen.solvers)
         written = self.store.finish_pair(idx, verdict.label, rnd, qa, output, normalize_answer(cand.question))
         if written is not None:
