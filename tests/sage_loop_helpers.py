@@ -106,6 +106,17 @@ class RoleScript:
         return ScriptedLLM(responder=self)
 
 
+def loop_pipeline(tmp: Path, cfg: Config, script: RoleScript) -> tuple[Any, Any]:
+    """A Pipeline over DOCS and the overlap retriever with one scripted LLM in every role, and its store."""
+    from sagegen.pipeline import Components, Pipeline
+    from sagegen.store import RunStore
+
+    store, _ = RunStore.create_or_resume(tmp / "run", cfg.model_dump(mode="json"), cfg.dump())
+    llm = script.llm()
+    parts = Components(docs=list(DOCS), retriever=OverlapRetriever(), generator=llm, solver=llm, judge=llm)
+    return Pipeline(cfg, store, parts), store
+
+
 def question_of(messages: Sequence[dict[str, Any]]) -> str:
     """The question a solver was asked."""
     m = re.search(r"Question: (.*)", str(messages[1].get("content", "")))

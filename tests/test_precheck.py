@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sage_loop_helpers import DOCS, OverlapRetriever, RoleScript, answer, final, infos, search
+from sage_loop_helpers import DOCS, OverlapRetriever, RoleScript, answer, final, infos, loop_pipeline, search
 from sage_loop_helpers import small_config as base_config
 from sagegen.config import Config
 from sagegen.pipeline import Components, Pipeline
@@ -27,10 +27,7 @@ def small_config(**pipeline: Any) -> Config:
 
 
 def make(tmp: Path, cfg: Config, script: RoleScript) -> tuple[Pipeline, RunStore]:
-    store, _ = RunStore.create_or_resume(tmp / "run", cfg.model_dump(mode="json"), cfg.dump())
-    llm = script.llm()
-    parts = Components(docs=list(DOCS), retriever=OverlapRetriever(), generator=llm, solver=llm, judge=llm)
-    return Pipeline(cfg, store, parts), store
+    return loop_pipeline(tmp, cfg, script)
 
 
 def writer(first: str, then: str = HARD, ans: str = "1832") -> Any:
