@@ -6,11 +6,12 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sage_loop_helpers import OverlapRetriever, RoleScript, infos, search, small_config
 from sagegen.pipeline import Components, Pipeline
 from sagegen.records import Doc
-from sagegen.seeds import StratifiedSeeds, spherical_kmeans, term_vectors
+from sagegen.seeds import StratifiedSeeds, passage_vectors, spherical_kmeans, term_vectors
 from sagegen.store import RunStore
 
 TOPICS = {
@@ -77,3 +78,29 @@ async def test_pipeline_draws_stratified_seeds(tmp_path: Path) -> None:
     topics = sorted(p.seed_doc_id.split("-")[0] for p in store.pairs())
     assert topics == ["football", "football", "music", "music", "stars", "stars"]
     assert any(e.kind == "seed_clusters" and "3 clusters over terms" in e.message for e in store.events())
+
+
+def test_dense_embeddings_are_used_when_the_retriever_has_them() -> None:
+    faiss = pytest.importorskip("faiss")
+    docs = corpus()
+    vecs = term_vectors([d.contents for d in docs])  # any unit vectors stand in for a model's embeddings
+    index = faiss.IndexFlatIP(vecs.shape[1])
+    index.add(vecs)
+
+    class Dense:  # the attribute sagegen.retrieval.dense.DenseRetriever keeps its FAISS index in
+        pass
+
+    dense = Dense()
+    dense.index = index
+
+    class Hybrid:
+        pass
+
+    hybrid = Hybrid()
+    hybrid.dense = dense
+    for retriever in (dense, hybrid):
+        got, kind = passage_vectors(docs, retriever)
+        assert kind == "dense" and np.allclose(got, vecs, atol=1e-6)
+    assert passage_vectors(docs[:-1], dense)[1] == "terms"  # an index of another corpus is not used
+    strata = StratifiedSeeds(docs, seed=0, clusters=3, retriever=hybrid)
+    assert strata.vectors == "dense" and sorted(strata.sizes()) == [4, 30, 60]

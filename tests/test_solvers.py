@@ -128,6 +128,9 @@ async def test_ambiguity_check(tmp_path: Path, reply: str, output: str) -> None:
     if lines:
         assert json.loads(lines[0])["label"] == "ambiguous"
     assert store.llm_usage()["ambiguity"]["calls"] == 1
+    # A resumed run reads the stored answer back instead of asking again.
+    again = await pipe.ambiguity(0, 1, pair.rounds[0].candidate, [])
+    assert again is (output == "ambiguous") and len(prompts) == 1
 
 
 def read(path: Path) -> list[str]:
