@@ -106,6 +106,17 @@ class RoleScript:
         return ScriptedLLM(responder=self)
 
 
+def loop_pipeline(tmp: Path, cfg: Config, script: RoleScript) -> tuple[Any, Any]:
+    """A Pipeline over DOCS and the overlap retriever with one scripted LLM in every role, and its store."""
+    from sagegen.pipeline import Components, Pipeline
+    from sagegen.store import RunStore
+
+    store, _ = RunStore.create_or_resume(tmp / "run", cfg.model_dump(mode="json"), cfg.dump())
+    llm = script.llm()
+    parts = Components(docs=list(DOCS), retriever=OverlapRetriever(), generator=llm, solver=llm, judge=llm)
+    return Pipeline(cfg, store, parts), store
+
+
 def question_of(messages: Sequence[dict[str, Any]]) -> str:
     """The question a solver was asked."""
     m = re.search(r"Question: (.*)", str(messages[1].get("content", "")))
@@ -129,6 +140,9 @@ def small_config(**pipeline: Any) -> Config:
     cfg.pipeline.concurrency = 1
     cfg.generator.max_searches = 4
     cfg.solver.max_searches = 4
+    # These loop tests script the solver's path; the retriever-only pre-check has its own tests
+    # (test_precheck.py) and would otherwise answer many of them before the solver runs.
+    cfg.pipeline.precheck = "off"
     for k, v in pipeline.items():
         setattr(cfg.pipeline, k, v)
     return cfg
@@ -141,6 +155,8 @@ SCRIPTED_RUN_SETS = (
     "-s", "llm.model=fixture:sage",
     "-s", "judge.method=em",
     "-s", "retrieval.index_dir=idx",
+    # The fixture's questions quote their answer's passage, which the pre-check flags at once.
+    "-s", "pipeline.precheck=off",
 )
 
 

@@ -17,6 +17,7 @@ from sage_loop_helpers import (
     answer,
     final,
     infos,
+    loop_pipeline,
     question_of,
     search,
     small_config,
@@ -46,10 +47,7 @@ def solver_by_question(table: dict[str, tuple[int, str]]) -> Callable[[Msgs], st
 
 
 def make(tmp: Path, cfg: Config, script: RoleScript) -> tuple[Pipeline, RunStore]:
-    store, _ = RunStore.create_or_resume(tmp / "run", cfg.model_dump(mode="json"), cfg.dump())
-    llm = script.llm()
-    parts = Components(docs=list(DOCS), retriever=OverlapRetriever(), generator=llm, solver=llm, judge=llm)
-    return Pipeline(cfg, store, parts), store
+    return loop_pipeline(tmp, cfg, script)
 
 
 def lines(store: RunStore, name: str) -> list[dict[str, Any]]:

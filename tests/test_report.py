@@ -63,7 +63,8 @@ def test_report_is_self_contained_and_escaped(report: Path) -> None:
     assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in html
     assert html.count("<script>") == 1  # ours, the filter
     assert html.count('<details class="pair"') == 6
-    assert html.count("<svg") == 4  # pass-rate lines, funnel, one histogram per target S (2)
+    # pass-rate lines, funnel, one histogram per target S (2), question diversity
+    assert html.count("<svg") == 5
 
 
 def test_svg_charts_draw_the_numbers() -> None:

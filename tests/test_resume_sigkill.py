@@ -91,6 +91,8 @@ def _cmd(out: str, cache: str) -> list[str]:
         "llm.model=fixture:sage@0.03",
         "-s",
         f"llm.cache_path={cache}",
+        "-s",  # the kill must land among solver attempts; the pre-check would leave the fixture none
+        "pipeline.precheck=off",
     ]
 
 

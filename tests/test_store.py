@@ -169,7 +169,7 @@ def test_dedup_and_rebuild_outputs(tmp_path: Path) -> None:
     good = data.read_text()
     data.write_text(good + '{"format_version": 1, "id": "r-9", "quest')  # killed mid-line
     (tmp_path / "run" / "unsolved.jsonl").unlink()
-    assert store.rebuild_outputs() == {"dataset": 1, "too_easy": 2, "unsolved": 1}
+    assert store.rebuild_outputs() == {"dataset": 1, "too_easy": 2, "unsolved": 1, "ambiguous": 0}
     assert data.read_text() == good
     assert [json.loads(x)["id"] for x in (tmp_path / "run" / "too_easy.jsonl").read_text().splitlines()] == [
         "r-1",

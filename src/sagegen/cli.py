@@ -207,6 +207,40 @@ def status(run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/
         print(format_status(store))
 
 
+_Opt = Optional
+
+
+@app.command(rich_help_panel="Generate data")
+def estimate(
+    run: Annotated[Path, typer.Argument(help="The pilot run directory (made first with --pilot N).")],
+    pairs: Annotated[int, typer.Option("--pairs", "-p", help="Target number of accepted pairs.")] = 1000,
+    pilot: Annotated[_Opt[int], typer.Option(help="Run (or extend) a pilot of N seeds at RUN first.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Pairs in flight in the real run.")] = 16,
+    throughput: Annotated[_Opt[float], typer.Option(help="Server completion tokens/s, all streams.")] = None,
+    prompt_throughput: Annotated[_Opt[float], typer.Option(help="Server prompt tokens/s (prefill).")] = None,
+    price_in: Annotated[float, typer.Option(help="Price per million prompt tokens.")] = 0.0,
+    price_out: Annotated[float, typer.Option(help="Price per million completion tokens.")] = 0.0,
+    level: Annotated[float, typer.Option(help="Interval level (bootstrap over the pilot's seeds).")] = 0.9,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Project LLM calls, tokens, wall time and cost of N accepted pairs from a pilot run, with intervals."""
+    from sagegen.estimate import estimate as project
+    from sagegen.estimate import estimate_json, format_estimate, pilot_costs
+
+    if pilot is not None:
+        from sagegen.pipeline import quick_defaults, run_generate
+
+        overrides = ([] if config is not None else quick_defaults()) + list(set_ or [])
+        cfg = resolve_config(config, [*overrides, f"pipeline.num_seeds={pilot}"])
+        run_generate(cfg, run, progress=False)
+    costs, _ = pilot_costs(run)
+    res = project(costs, pairs, concurrency=concurrency, throughput=throughput,
+                  prompt_throughput=prompt_throughput, price_in=price_in, price_out=price_out, level=level)
+    print(estimate_json(res) if json_out else format_estimate(res))
+
+
 _ServeIndex = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--index", help="Serve this index directory (from `sagegen index`)."),
@@ -507,6 +541,13 @@ app.registered_commands.sort(key=lambda c: _HELP_ORDER.index(c.rich_help_panel o
 
 
 def main() -> None:
+    import logging
+
+    # The corpus loader's notices (a skipped unreadable document, the folder summary) go to stderr.
+    corpus_log = logging.getLogger("sagegen.corpus")
+    if not corpus_log.handlers:
+        corpus_log.addHandler(logging.StreamHandler(sys.stderr))
+        corpus_log.setLevel(logging.INFO)
     try:
         app()
     except SagegenError as e:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sagegen.errors import ConfigError
 
@@ -205,6 +205,29 @@ class PipelineConfig(Section):
     #: Skip the remaining attempts once a pair is certainly too easy (DESIGN §4; Avg@K is then over
     #: the attempts that ran, see ``sagegen.pipeline``).
     early_stop: bool = True
+    #: Retriever-only shortcut check before the solver attempts (sagegen.precheck): ``auto`` where it is
+    #: safe (S >= 2, answers that cannot match by chance), ``on`` also for one- or two-digit answers, ``off``.
+    precheck: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("precheck", mode="before")
+    @classmethod
+    def _precheck_words(cls, v: Any) -> Any:
+        # YAML reads a bare on/off as a boolean: take it back as the word the user wrote.
+        return ("on" if v else "off") if isinstance(v, bool) else v
+
+    #: Plan sub-questions searched besides the question: ``first`` (askable from the question alone),
+    #: ``all`` or ``none``.
+    precheck_subquestions: Literal["first", "all", "none"] = "first"
+    #: Run the solver attempts anyway and record whether they agree with the pre-check (the solvers decide).
+    precheck_compare: bool = False
+    #: Correct only when at least this many of the solvers (``solver_llms``) answer right (sagegen.solvers).
+    min_solvers_agree: int = Field(1, ge=1)
+    #: Ask the judge model whether another answer fits a passing pair; if so it goes to ambiguous.jsonl.
+    ambiguity_check: bool = False
+    #: Seed passages: ``random`` (uniform) or ``stratified`` over topic clusters (sagegen.seeds).
+    seed_sampling: Literal["random", "stratified"] = "random"
+    #: Topic clusters for stratified seeds (0 = about sqrt(N)/2 of the N passages, between 2 and 64).
+    seed_clusters: int = Field(0, ge=0)
     #: Passing pairs measured below this many searches go to too_easy.jsonl (label stays "pass");
     #: the paper trains on pairs with >= 2 steps.
     min_difficulty_for_dataset: int = Field(0, ge=0)
@@ -316,6 +339,8 @@ class Config(Section):
     #: Optional separate models for roles; ``None`` means use ``llm``.
     solver_llm: LLMConfig | None = None
     judge_llm: LLMConfig | None = None
+    #: Several solvers, strongest first (sagegen.solvers); replaces ``solver_llm`` when not empty.
+    solver_llms: list[LLMConfig] = Field(default_factory=list)
     solver: SolverConfig = SolverConfig()
     judge: JudgeConfig = JudgeConfig()
     generator: GeneratorConfig = GeneratorConfig()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -94,12 +95,16 @@ class Components:
     generator: LLM
     solver: LLM
     judge: LLM | None
+    #: Further solvers after ``solver`` (``solver_llms``, strongest first; sagegen.solvers).
+    extra_solvers: list[LLM] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Components:
         from sagegen.llm.factory import build_llm
         from sagegen.retrieval.factory import open_corpus_and_retriever
 
+        if cfg.solver_llms and cfg.solver_llm is not None:
+            raise ConfigError("set either solver_llm or solver_llms (the list replaces it), not both")
         docs, retriever = open_corpus_and_retriever(cfg)
         if not docs:
             raise ConfigError(
@@ -116,11 +121,12 @@ class Components:
             return built[key]
 
         judge = get(cfg.judge_llm) if cfg.judge.method == "llm" else None
-        return cls(list(docs), retriever, get(cfg.llm), get(cfg.solver_llm), judge)
+        solvers = [get(c) for c in cfg.solver_llms] or [get(cfg.solver_llm)]
+        return cls(list(docs), retriever, get(cfg.llm), solvers[0], judge, solvers[1:])
 
     def close(self) -> None:
         seen: set[int] = set()
-        for llm in (self.generator, self.solver, self.judge):
+        for llm in (self.generator, self.solver, self.judge, *self.extra_solvers):
             if llm is not None and id(llm) not in seen:
                 seen.add(id(llm))
                 close = getattr(llm, "close", None)
@@ -152,6 +158,7 @@ class Stats:
         return (
             f"accepted {lab.get('pass', 0)} · too easy {lab.get('too_easy', 0)} · "
             f"incorrect {lab.get('incorrect', 0)} · failed {lab.get('failed', 0)}"
+            + (f" · ambiguous {lab['ambiguous']}" if lab.get("ambiguous") else "")
             + (f" · errors {self.errors}" if self.errors else "")
             + f" · calls {self.calls} ({self.cached} cached) · tokens {self.tokens:,}"
         )
@@ -192,6 +199,14 @@ class Pipeline:
         self.gen_llm = AccountingLLM(parts.generator, "generator", store, self.stats)
         self.solver_llm = AccountingLLM(parts.solver, "solver", store, self.stats)
         self.judge_llm = AccountingLLM(parts.judge, "judge", store, self.stats) if parts.judge else None
+        # Solver 1 keeps the role "solver"; further ones are "solver2", "solver3"... (list order = strength).
+        self.solvers = [self.solver_llm] + [
+            AccountingLLM(s, f"solver{i}", store, self.stats) for i, s in enumerate(parts.extra_solvers, 2)
+        ]
+        self.ambiguity_llm = (
+            AccountingLLM(parts.judge or parts.generator, "ambiguity", store, self.stats)
+            if self.pcfg.ambiguity_check else None
+        )
         self.docs_by_id = {d.id: d for d in parts.docs}
         if not cfg.generator.answer_types:
             raise ConfigError("generator.answer_types: must name at least one of number, date, entity")
@@ -206,7 +221,8 @@ class Pipeline:
             rec = self.store.pair(idx)
             if rec is not None and rec.state in FINISHED:
                 self.stats.already_done += 1
-                self.stats.labels[rec.state] = self.stats.labels.get(rec.state, 0) + 1
+                state = "ambiguous" if rec.output == "ambiguous" else rec.state  # as run_pair returned it
+                self.stats.labels[state] = self.stats.labels.get(state, 0) + 1
             else:
                 todo.append(idx)
         self.stats.total = self.pcfg.num_seeds
@@ -269,11 +285,25 @@ class Pipeline:
                 )
             return PairSpec(idx, doc, rec.target, rec.answer_type)
         rng = random.Random(derive_seed(self.pcfg.seed, "pair", idx))
-        doc = self.parts.docs[rng.randrange(len(self.parts.docs))]
+        if self.pcfg.seed_sampling == "stratified":
+            doc = self.parts.docs[self._strata().pick(idx, rng)]
+        else:
+            doc = self.parts.docs[rng.randrange(len(self.parts.docs))]
         target = self.targets.sample(rng)
         answer_type = rng.choice(self.cfg.generator.answer_types)
         self.store.add_pair(idx, doc.id, target, answer_type)
         return PairSpec(idx, doc, target, answer_type)
+
+    def _strata(self) -> Any:
+        """Topic clusters of the corpus for stratified seeds (sagegen.seeds), built on first use."""
+        if getattr(self, "_seed_strata", None) is None:
+            from sagegen.seeds import StratifiedSeeds
+
+            self._seed_strata = StratifiedSeeds(self.parts.docs, self.pcfg.seed, self.pcfg.seed_clusters,
+                                                self.parts.retriever)
+            self.store.event("seed_clusters", f"{len(self._seed_strata.members)} clusters over "
+                             f"{self._seed_strata.vectors} vectors of {len(self.parts.docs)} passages")
+        return self._seed_strata
 
     async def run_pair(self, idx: int) -> str:
         """The SAGE loop for one seed; returns the final state (pass / too_easy / incorrect / failed)."""
@@ -304,7 +334,12 @@ class Pipeline:
             last = (rnd, cand, gen_traj, attempts, verdict)
             if verdict.passed:
                 break
-        return self._finish(spec, last)
+        ambiguous = False
+        # Only pairs bound for the dataset are checked (a pass below the training floor is not).
+        if (last is not None and last[4].passed and self.ambiguity_llm is not None
+                and (last[4].difficulty or 0) >= self.pcfg.min_difficulty_for_dataset):
+            ambiguous = await self.ambiguity(idx, last[0], last[1], last[3])
+        return self._finish(spec, last, ambiguous=ambiguous)
 
     async def _author(
         self,
@@ -363,41 +398,94 @@ class Pipeline:
         return attempts[rng.randrange(len(attempts))].trajectory
 
     async def verify(self, idx: int, rnd: int, cand: Candidate) -> tuple[list[Attempt], Verdict]:
-        """K solver attempts (stored ones reused), each judged; early stop once too easy is certain."""
+        """The shortcut pre-check, then K attempts per solver (stored ones reused), each judged; early
+        stop once the verdict is certain (see the module notes and sagegen.solvers.may_stop)."""
+        from sagegen.solvers import agreement_verdict, may_stop
+
         rec = self.store.pair(idx)
         rrec = next((r for r in rec.rounds if r.round == rnd), None) if rec else None
+        pre = await self.precheck(idx, rnd, cand)
+        if pre is not None and not self.pcfg.precheck_compare:
+            verdict = precheck_verdict(pre)
+            if rrec is None or rrec.verdict != verdict:
+                self.store.set_verdict(idx, rnd, verdict)
+            return [pre], verdict
         done = {a.index: a for a in (rrec.attempts if rrec else ())}
-        attempts: list[Attempt] = []
-        for a in range(self.pcfg.attempts):
-            tid = trace_id(f"p{idx}", f"r{rnd}", f"a{a}")
-            if a in done:
-                traj, judgement = self.store.trajectory(done[a].trace_id), done[a].judgement
-            else:
-                traj, judgement = await self.attempt(idx, rnd, a, tid, cand)
-            attempts.append(Attempt(index=a, trajectory=traj, judgement=judgement))
-            if self.pcfg.early_stop and judgement.correct and traj.num_searches < cand.target:
-                if a + 1 < self.pcfg.attempts and a not in done:
-                    self.store.event(
-                        "early_stop",
-                        f"attempt {a} correct in {traj.num_searches} searches "
-                        f"< target {cand.target}: too easy",
-                        idx,
-                        rnd,
-                    )
-                break
-        verdict = Verdict.from_attempts(attempts, cand.target)
+        k = self.pcfg.attempts
+        per_solver: list[list[Attempt]] = []
+        for s, llm in enumerate(self.solvers):
+            mine: list[Attempt] = []
+            solved_before = any(x.judgement.correct for atts in per_solver for x in atts)
+            for a in range(s * k, (s + 1) * k):
+                tid = trace_id(f"p{idx}", f"r{rnd}", f"a{a}")
+                if a in done:
+                    traj, judgement = self.store.trajectory(done[a].trace_id), done[a].judgement
+                else:
+                    traj, judgement = await self.attempt(idx, rnd, a, tid, cand, llm)
+                mine.append(Attempt(index=a, trajectory=traj, judgement=judgement))
+                if self.pcfg.early_stop and may_stop(s, mine[-1], solved_before, cand.target):
+                    if a + 1 < (s + 1) * k and a not in done:
+                        self.store.event(
+                            "early_stop",
+                            f"attempt {a} correct in {traj.num_searches} searches "
+                            + ("(a stronger solver already solved it)" if solved_before
+                               else f"< target {cand.target}: too easy"),
+                            idx,
+                            rnd,
+                        )
+                    break
+            per_solver.append(mine)
+        attempts = [x for atts in per_solver for x in atts]
+        verdict = agreement_verdict(per_solver, cand.target, self.pcfg.min_solvers_agree)
+        if pre is not None:  # precheck_compare: the solvers decide; record whether they agree
+            agree = verdict.label == "too_easy"
+            self.store.event("precheck_compare", json.dumps(
+                {"agree": agree, "solver_label": verdict.label, "difficulty": verdict.difficulty,
+                 "query": pre.trajectory.steps[0].query, "evidence": pre.trajectory.steps[0].hit_ids[0]}),
+                idx, rnd)
         if rrec is None or rrec.verdict != verdict:
             self.store.set_verdict(idx, rnd, verdict)
         return attempts, verdict
 
+    async def precheck(self, idx: int, rnd: int, cand: Candidate) -> Attempt | None:
+        """The retriever-only shortcut check (sagegen.precheck); an Attempt of agent ``precheck``, or None."""
+        from sagegen.precheck import applies, find_shortcut, shortcut_trajectory
+
+        if not applies(cand, self.pcfg.precheck):
+            return None
+        shortcut = await find_shortcut(cand, self.parts.retriever, self.cfg.solver.topk,
+                                       self.pcfg.precheck_subquestions)
+        if shortcut is None:
+            return None
+        traj = shortcut_trajectory(cand, shortcut, self.cfg.solver.passage_chars)
+        # Stored on every pass (deterministic, no model call), so a resumed run shows the same evidence.
+        self.store.add_trajectory(trace_id(f"p{idx}", f"r{rnd}", "pre"), traj, idx, rnd)
+        judgement = Judgement(correct=True, em=1.0, f1=1.0, extracted=cand.answer, method="precheck",
+                              reason=f"answer in passage {shortcut.evidence.doc.id!r} for {shortcut.query!r}")
+        return Attempt(index=-1, trajectory=traj, judgement=judgement)
+
+    async def ambiguity(self, idx: int, rnd: int, cand: Candidate, attempts: list[Attempt]) -> bool:
+        """Whether the judge model finds another answer that fits (stored as an ``ambiguity`` event)."""
+        from sagegen.solvers import AmbiguityVerdict, check_ambiguity, evidence_ids
+
+        for ev in self.store.events(idx):
+            if ev.kind == "ambiguity" and ev.round == rnd:
+                return AmbiguityVerdict.from_json(ev.message).ambiguous
+        assert self.ambiguity_llm is not None
+        docs = [self.docs_by_id[d] for d in evidence_ids(cand, attempts) if d in self.docs_by_id]
+        got = await check_ambiguity(cand, docs, self.ambiguity_llm, max_tokens=self.cfg.judge.max_tokens)
+        self.store.event("ambiguity", got.to_json(), idx, rnd)
+        return got.ambiguous
+
     async def attempt(
-        self, idx: int, rnd: int, a: int, tid: str, cand: Candidate
+        self, idx: int, rnd: int, a: int, tid: str, cand: Candidate, llm: LLM | None = None
     ) -> tuple[Trajectory, Judgement]:
         from sagegen.agents.solver import solve
         from sagegen.judge import judge_answer
 
         seed = derive_seed(self.pcfg.seed, "solve", idx, rnd, a)
-        traj = await solve(cand.question, self.solver_llm, self.parts.retriever, self.cfg.solver, seed=seed)
+        traj = await solve(cand.question, llm or self.solver_llm, self.parts.retriever, self.cfg.solver,
+                           seed=seed)
         # The solver survives LLM errors (it forces an answer or gives up), but an attempt cut short by
         # a backend that failed after its own retries says nothing about the question: never store it
         # as a verdict; the pair stays unfinished and the next run retries (cached calls are free).
@@ -413,7 +501,11 @@ class Pipeline:
         return traj, judgement
 
     def _finish(
-        self, spec: PairSpec, last: tuple[int, Candidate, Trajectory, list[Attempt], Verdict] | None
+        self,
+        spec: PairSpec,
+        last: tuple[int, Candidate, Trajectory, list[Attempt], Verdict] | None,
+        *,
+        ambiguous: bool = False,
     ) -> str:
         from sagegen.judge import normalize_answer
 
@@ -430,14 +522,16 @@ class Pipeline:
             target=cand.target,
             difficulty=verdict.difficulty,
             avg_at_k=verdict.avg_at_k,
-            label=verdict.label,
+            label="ambiguous" if ambiguous else verdict.label,
             round=rnd,
             seed_doc_id=cand.seed_doc_id,
             supporting_ids=cand.supporting_ids,
             plan=cand.plan,
             trace_ids={
                 "generation": trace_id(f"p{idx}", f"r{rnd}", "gen"),
-                "attempts": [trace_id(f"p{idx}", f"r{rnd}", f"a{a.index}") for a in attempts],
+                "attempts": [trace_id(f"p{idx}", f"r{rnd}", f"a{a.index}") for a in attempts if a.index >= 0],
+                **({"precheck": trace_id(f"p{idx}", f"r{rnd}", "pre")}
+                   if verdict.source == "precheck" else {}),
                 "num_attempts": verdict.num_attempts,
                 "rounds": [trace_id(f"p{idx}", f"r{r}", "gen") for r in range(1, rnd + 1)],
             },
@@ -450,11 +544,19 @@ class Pipeline:
             output, qa = "dataset", qa.model_copy(update={"acceptance": "relaxed"})
         if output == "dataset" and (verdict.difficulty or 0) < self.pcfg.min_difficulty_for_dataset:
             output = "too_easy"  # passed its own target but is below the training floor (DESIGN §1.4)
+        if ambiguous:
+            output = "ambiguous"  # a verified pass whose question admits another answer (sagegen.solvers)
         key = cand.question if self.pcfg.dedup == "exact" else normalize_answer(cand.question)
         written = self.store.finish_pair(idx, verdict.label, rnd, qa, output, key)
         if written is not None:
             self.store.append_output(written, qa)  # after the commit: the file never runs ahead of the ledger
-        return verdict.label
+        return "ambiguous" if ambiguous else verdict.label
+
+
+def precheck_verdict(pre: Attempt) -> Verdict:
+    """Too easy by the retriever alone: one search shows the answer (no solver attempt ran)."""
+    return Verdict(correct=True, difficulty=pre.num_searches, passed=False, avg_at_k=1.0, label="too_easy",
+                   num_attempts=0, source="precheck")
 
 
 # ---------------------------------------------------------------------------- one command
@@ -603,7 +705,9 @@ def format_summary(res: RunResult) -> str:
         + f" → {c.get('output.dataset', 0)} in dataset.jsonl"
         + (f" ({c['duplicate.pass']} repeated questions skipped)" if c.get("duplicate.pass") else ""),
         f"too easy   {c.get('too_easy', 0)}    unsolved {c.get('incorrect', 0)}    "
-        f"generator failed {c.get('failed', 0)}",
+        f"generator failed {c.get('failed', 0)}"
+        + (f"    ambiguous {c['output.ambiguous']} (passed; in ambiguous.jsonl)" if c.get("output.ambiguous")
+           else ""),
         f"LLM calls  {int(tot['calls'])} total ({int(tot['cached'])} cache hits); "
         f"this session {int(ses['calls'])} ({int(ses['cached'])} cache hits)",
         f"tokens     {int(tot['prompt_tokens']):,} prompt + {int(tot['completion_tokens']):,} completion; "

@@ -143,6 +143,8 @@ class Attempt(Record):
 
 
 VerdictLabel = Literal["pass", "too_easy", "incorrect"]
+#: A pair's final label: its verdict's, or ``ambiguous`` for a pass the ambiguity check flagged.
+PairLabel = Literal["pass", "too_easy", "incorrect", "ambiguous"]
 
 
 class Verdict(Record):
@@ -154,6 +156,10 @@ class Verdict(Record):
     avg_at_k: float
     label: VerdictLabel
     num_attempts: int
+    #: What decided it: the solver attempts, or the retriever-only shortcut pre-check (sagegen.precheck).
+    source: Literal["solver", "precheck"] = "solver"
+    #: With several solvers: how many of them answered right at least once (sagegen.solvers).
+    solvers_agree: int | None = None
 
     @classmethod
     def from_attempts(cls, attempts: list[Attempt], target: int) -> Verdict:
@@ -198,7 +204,7 @@ class QAPair(Record):
     difficulty: int | None
     #: ``None`` only for pairs imported from a source that does not record it (``sagegen import``).
     avg_at_k: float | None
-    label: VerdictLabel
+    label: PairLabel
     round: int
     seed_doc_id: str
     supporting_ids: tuple[str, ...] = ()

@@ -62,7 +62,8 @@ from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
 
 LEDGER = "ledger.sqlite"
 CONFIG_FILE = "config.yaml"
-OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl"}
+OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl",
+                "ambiguous": "ambiguous.jsonl"}
 SCHEMA_VERSION = 1
 
 #: Config keys that do not change what a run produces; they may differ on resume.
@@ -408,6 +409,11 @@ class RunStore:
                     now,
                 ),
             )
+
+    def add_trajectory(self, tid: str, trajectory: Trajectory, pair_idx: int, rnd: int) -> None:
+        """Store a trajectory that is no solver attempt (e.g. the pre-check's shortcut trace)."""
+        with self._tx():
+            self._put_trajectory(tid, trajectory, pair_idx, rnd, time.time())
 
     def set_verdict(self, pair_idx: int, rnd: int, verdict: Verdict) -> None:
         with self._tx():

@@ -14,7 +14,7 @@ from sagegen.store import PairRecord, RunStore
 
 ANALYSIS_FILE = "analysis.json"
 #: Bumped when the analysis gains or changes fields, so a stale analysis.json is recomputed.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 
 
 def saved_analysis(run_dir: str | Path) -> dict[str, Any] | None:
@@ -78,6 +78,21 @@ def analyze_pairs(
             [(q.id, q.question) for q in accepted], method=dup_method, threshold=dup_threshold
         ),
         "leaks": M.answer_leaks((p.qa.id, p.qa.question, p.qa.answer) for p in finals if p.qa),
+    }
+    from sagegen.analysis.diversity import question_diversity
+
+    # Diversity of the dataset (accepted pairs); of every finished question while fewer than 2 are accepted.
+    pool = [p.qa for p in pairs if p.qa is not None and p.output == "dataset"]
+    over = "accepted" if len(pool) >= 2 else "finished"
+    if over == "finished":
+        pool = [p.qa for p in finals if p.qa is not None]
+    result["diversity"] = {
+        "over": over,
+        **question_diversity(
+            [(q.id, q.question, q.seed_doc_id) for q in pool],
+            result["duplicates"],
+            method="embedding" if result["duplicates"]["method"] == "embedding" else "terms",
+        ),
     }
     if bench is not None:
         rows = M.load_benchmark(bench)
@@ -202,6 +217,15 @@ def print_analysis(result: dict[str, Any], console: Any) -> None:
         f"{d['exact_duplicates']} exact, {len(d['near_pairs'])} near pairs"
     )
     console.print(f"answer-in-question leaks: {len(result['leaks'])}")
+    dv = result.get("diversity")
+    if dv:
+        console.print(
+            f"diversity of {dv['n']} {dv['over']} questions ({dv['method'] or '–'}): "
+            f"spread {_f(dv['spread'], 3)}, "
+            f"mean nearest-neighbour similarity {_f(dv['mean_nn_similarity'], 3)}, "
+            f"{dv['distinct_entities']} distinct of {dv['entities']} entity mentions, "
+            f"{dv['distinct_seeds']} distinct seed passages"
+        )
     if "contamination" in result:
         c = result["contamination"]
         console.print(

@@ -665,6 +665,17 @@ def render_report(
                 ["a", "b", "similarity"], [[x["a"], x["b"], x["similarity"]] for x in d["near_pairs"][:50]]
             )
         )
+    dv = a.get("diversity")  # absent from analysis.json files written before it existed
+    if dv:
+        html += [
+            f"<p>Diversity of {dv['n']} {_e(dv['over'])} questions ({_e(dv['method'] or '–')} vectors): "
+            "spread "
+            f"{_f(dv['spread'], 3)}, mean nearest-neighbour similarity {_f(dv['mean_nn_similarity'], 3)}, "
+            f"{dv['distinct_entities']} distinct of {dv['entities']} entity mentions, {dv['distinct_seeds']} "
+            "distinct seed passages.</p>",
+            svg_hist({"questions": {int(k): v for k, v in dv["nn_histogram"].items()}},
+                     title="nearest-neighbour similarity of each question", xlabel="similarity × 10"),
+        ]
     html.append(f"<p>Answer appears in its question: {len(a['leaks'])}</p>")
     if a["leaks"]:
         html.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 from sagegen.errors import InputError
 from sagegen.jsonl import iter_json_objects
 from sagegen.records import Doc
+
+_log = logging.getLogger("sagegen.corpus")
 
 #: A located doc: the doc plus where it came from, so a duplicate can name both places.
 Located = tuple[Doc, str]
@@ -149,16 +152,42 @@ def iter_parquet(path: str | Path, batch_size: int = 8192) -> Iterator[Located]:
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 
 
-def iter_folder(path: str | Path, suffixes: Iterable[str] = (".txt", ".md")) -> Iterator[Located]:
-    """Every ``.txt``/``.md`` file under ``path`` (recursively, sorted), one document each.
+#: Besides text: PDF, HTML and DOCX files, read by ``sagegen.corpus.documents``.
+FOLDER_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
+
+
+def iter_folder(path: str | Path, suffixes: Iterable[str] = FOLDER_SUFFIXES) -> Iterator[Located]:
+    """Every ``.txt``/``.md`` file under ``path`` (recursively, sorted), one document each, and every
+    PDF/HTML/DOCX file, one passage per page or section part (``report.pdf#p3-2``,
+    ``sagegen.corpus.documents``).
 
     id = the path relative to the folder (POSIX form); title = the first Markdown heading, else the
-    first line when more lines follow it, else the file name without suffix.
+    first line when more lines follow it, else the file name without suffix. A PDF/HTML/DOCX file that
+    cannot be read is logged by name (logger ``sagegen.corpus``) and skipped; a summary line with the
+    counts of files and passages is logged at the end.
     """
+    from sagegen.corpus.documents import READERS, Unreadable, document_passages
+
     root = Path(path)
     wanted = {s.lower() for s in suffixes}
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    read: dict[str, int] = {}
+    skipped: list[str] = []
+    passages = 0
     for f in files:
+        rel = f.relative_to(root).as_posix()
+        if f.suffix.lower() in READERS:
+            try:
+                docs = list(document_passages(f, rel))
+            except Unreadable as e:
+                _log.warning("skipped %s: %s", f, e)
+                skipped.append(rel)
+                continue
+            read[f.suffix.lower().lstrip(".")] = read.get(f.suffix.lower().lstrip("."), 0) + 1
+            passages += len(docs)
+            for d in docs:
+                yield d, str(f)
+            continue
         try:
             raw = f.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
@@ -178,7 +207,16 @@ def iter_folder(path: str | Path, suffixes: Iterable[str] = (".txt", ".md")) -> 
             if len(lines) > 1 and len(lines[0]) <= 200:
                 title, body = lines[0].strip(), lines[1:]
         text = "\n".join(body).strip()
-        yield Doc(id=f.relative_to(root).as_posix(), title=title.strip(), text=text), str(f)
+        read[f.suffix.lower().lstrip(".")] = read.get(f.suffix.lower().lstrip("."), 0) + 1
+        passages += 1
+        yield Doc(id=rel, title=title.strip(), text=text), str(f)
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(read.items()))
+    _log.log(
+        logging.WARNING if skipped else logging.INFO,
+        "corpus folder %s: %d files read (%s), %d skipped%s, %d passages",
+        root, sum(read.values()), kinds or "none", len(skipped),
+        f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else "", passages,
+    )
 
 
 def check_unique(located: Iterable[Located]) -> Iterator[Doc]:

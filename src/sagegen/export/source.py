@@ -24,6 +24,7 @@ LABEL_FILES = {
     "pass": OUTPUT_FILES["dataset"],
     "too_easy": OUTPUT_FILES["too_easy"],
     "incorrect": OUTPUT_FILES["unsolved"],
+    "ambiguous": OUTPUT_FILES["ambiguous"],  # passes the ambiguity check flagged (sagegen.solvers)
 }
 
 
