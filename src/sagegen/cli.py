@@ -474,6 +474,13 @@ def train(
         files = write_recipe(cfg, data_dir, out_dir)
         print(files["script"].read_text())
         console.print(f"wrote {files['script']} and {files['tool_config']}", highlight=False)
+        if files["checked"]:
+            console.print(f"checked against verl {files['checked']['verl']}: Hydra config and "
+                          "validate_config accept every override", highlight=False)
+        else:
+            console.print("not checked here (no verl; set SAGEGEN_VERL_PYTHON to an interpreter with "
+                          "verl): run_verl.sh checks with the cluster's verl before training",
+                          highlight=False)
         return
     if dry_run:
         raise SagegenError("--dry-run is for --backend verl")
