@@ -54,7 +54,6 @@ def check_with_verl(overrides_: list[str], python: str) -> dict[str, Any]:
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_src_root()), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("HF_HUB_OFFLINE", "1")
     try:
         proc = subprocess.run(
             [python, "-m", "sagegen.integrations.verl_check", *overrides_],
