@@ -14,7 +14,11 @@ fi
 "$dir/bin/python" -m pip install -q -U pip
 # CPU build of torch first, so verl's dependencies never ask for the CUDA one.
 "$dir/bin/python" -m pip install -q "torch==2.13.0"
-"$dir/bin/python" -m pip install -q "verl==$version"
+# verl 0.7.x pins numpy<2 but not pyarrow/datasets, whose current releases need numpy 2; pin them to
+# releases that still run on numpy 1 (checked with 0.7.1: the conformance tests pass).
+extra=()
+case "$version" in 0.7.*) extra=("pyarrow<21" "datasets<4.3") ;; esac
+"$dir/bin/python" -m pip install -q "verl==$version" ${extra[@]+"${extra[@]}"}
 # What sagegen's tool class and reward function import inside verl; the tests put this checkout's
 # src/ on PYTHONPATH rather than installing sagegen here, so the side venv never goes stale.
 "$dir/bin/python" -m pip install -q "pydantic>=2.6" "pyyaml>=6" "jinja2>=3.1" "httpx>=0.27"

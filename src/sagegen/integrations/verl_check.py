@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 #: verl releases whose config the recipe was composed and validated against (README "verl").
-CHECKED_VERL_VERSIONS = ("0.9.1",)
+CHECKED_VERL_VERSIONS = ("0.7.1", "0.9.1")
 
 
 class VerlCheckError(Exception):
