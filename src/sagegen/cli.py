@@ -67,7 +67,8 @@ def solve(
 
 @app.command(name="eval", rich_help_panel="Search agents")
 def eval_(
-    bench: Annotated[Path, typer.Argument(help="FlashRAG JSONL: {id, question, golden_answers} per line.")],
+    bench: Annotated[Path, typer.Argument(help="Benchmark JSONL: FlashRAG {id, question, golden_answers}, "
+                                          "or answer/answers and _id/idx (see --answer-field).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default evals/<bench name>).")] = None,  # noqa: UP045
@@ -76,6 +77,19 @@ def eval_(
     concurrency: Annotated[int, typer.Option(help="Attempts in flight at once.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of attempt 0; attempt j uses seed+j.")] = 0,
     restart: Annotated[bool, typer.Option(help="Discard earlier results in --out.")] = False,
+    id_field: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--id-field", help="Field holding the id [id, _id or idx, else the line number]."),
+    ] = None,
+    question_field: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--question-field", help="Field holding the question [question]."),
+    ] = None,
+    answer_field: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--answer-field", help="Field holding the gold answer(s), a string or a list "
+                     "[golden_answers, answers or answer]."),
+    ] = None,
 ) -> None:
     """Evaluate the search agent on a benchmark: EM, F1, judge accuracy, pass@k, searches, cost.
 
@@ -86,6 +100,7 @@ def eval_(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from sagegen.benchmark_fields import Fields
     from sagegen.evaluate import (
         build_stack,
         completed_ids,
@@ -96,7 +111,7 @@ def eval_(
     )
 
     cfg = resolve_config(config, set_)
-    items = load_benchmark(bench, limit)
+    items = load_benchmark(bench, limit, Fields(id=id_field, question=question_field, answer=answer_field))
     out_dir = out or default_eval_dir(bench)
     if restart:
         already = 0
@@ -366,7 +381,12 @@ def export(
     run: Annotated[Path, typer.Argument(help="A run directory (or a dataset.jsonl of QAPair lines).")],
     format_: Annotated[str, typer.Option("--format", "-f", help="verl | sft | hf | flashrag")] = "verl",
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [RUN/export/FORMAT].")] = None,  # noqa: UP045
-    split: Annotated[float, typer.Option("--split", help="Test fraction for verl/hf (seeded).")] = 0.1,
+    split: Annotated[
+        float, typer.Option("--split", help="Test fraction for verl/hf/flashrag (seeded).")
+    ] = 0.1,
+    dev: Annotated[
+        float, typer.Option("--dev", help="flashrag: also write dev.jsonl with this fraction.")
+    ] = 0.0,
     min_difficulty: Annotated[
         int, typer.Option("--min-difficulty", help="Keep pairs whose measured difficulty is at least this.")
     ] = 2,
@@ -395,7 +415,7 @@ def export(
     summary = export_run(
         run, format_, out, split=split, min_difficulty=min_difficulty, seed=seed,
         labels=("pass", *(include or [])), data_source=data_source, sft_style=sft_style,
-        clean=not all_trajectories, per_pair=per_pair,
+        clean=not all_trajectories, per_pair=per_pair, dev_split=dev,
     )
     print(json.dumps(summary, indent=2, default=str))
 
@@ -518,6 +538,13 @@ def train(
         files = write_recipe(cfg, data_dir, out_dir)
         print(files["script"].read_text())
         console.print(f"wrote {files['script']} and {files['tool_config']}", highlight=False)
+        if files["checked"]:
+            console.print(f"checked against verl {files['checked']['verl']}: Hydra config and "
+                          "validate_config accept every override", highlight=False)
+        else:
+            console.print("not checked here (no verl; set SAGEGEN_VERL_PYTHON to an interpreter with "
+                          "verl): run_verl.sh checks with the cluster's verl before training",
+                          highlight=False)
         return
     if dry_run:
         raise SagegenError("--dry-run is for --backend verl")

@@ -245,13 +245,19 @@ class ServerConfig(Section):
     port: int = Field(8000, ge=0, le=65535)
     #: Env var holding the API key; required when binding beyond loopback.
     api_key_env: str = "SAGEGEN_API_KEY"
-    max_queries: int = Field(512, ge=1)
+    #: Search-R1's GRPO recipe sends 2,560 queries per request (512 prompts x 5 rollouts); the real
+    #: bounds are max_body_bytes and max_hits, this count only keeps /docs honest.
+    max_queries: int = Field(65536, ge=1)
+    #: queries x topk per request, a cap on the response's size in memory (~1 KB of JSON per hit).
+    max_hits: int = Field(200_000, ge=1)
+    #: A request's queries are searched this many at a time so other clients' requests interleave.
+    chunk_queries: int = Field(64, ge=1)
     max_topk: int = Field(100, ge=1)
     max_query_chars: int = Field(4096, ge=1)
     #: topk used when a request omits it (Search-R1 falls back to its configured topk the same way).
     default_topk: int = Field(3, ge=1)
     #: Larger request bodies get 413 before any parsing.
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     #: Retrieval calls run at once in worker threads; 1 because retrievers are not assumed thread-safe.
     max_concurrency: int = Field(1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.agents.solver import solve
+from sagegen.benchmark_fields import Fields, read_fields
 from sagegen.config import Config
 from sagegen.errors import ConfigError, InputError
 from sagegen.jsonl import iter_json_objects
@@ -47,38 +48,22 @@ class BenchItem:
     golden_answers: tuple[str, ...]
 
 
-def load_benchmark(path: str | Path, limit: int | None = None) -> list[BenchItem]:
-    """Read FlashRAG JSONL; a bad line raises ``InputError`` naming the file, line and field."""
+def load_benchmark(
+    path: str | Path, limit: int | None = None, fields: Fields | None = None
+) -> list[BenchItem]:
+    """Read a benchmark JSONL (FlashRAG and other public layouts, ``sagegen.benchmark_fields``);
+    a bad line raises ``InputError`` naming the file, line and field."""
     p = Path(path)
     items: list[BenchItem] = []
     seen: dict[str, int] = {}
     for lineno, row in iter_json_objects(p, what="benchmark file"):
-        qid = row.get("id")
-        if isinstance(qid, int) and not isinstance(qid, bool):
-            qid = str(qid)
-        if not isinstance(qid, str) or not qid:
-            raise InputError("missing or not a string/integer", path=p, line=lineno, field="id")
-        question = row.get("question")
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("missing or empty", path=p, line=lineno, field="question")
-        golden = row.get("golden_answers")
-        if (
-            not isinstance(golden, list)
-            or not golden
-            or not all(isinstance(g, str) and g.strip() for g in golden)
-        ):
-            raise InputError(
-                "expected a non-empty list of non-empty strings",
-                path=p,
-                line=lineno,
-                field="golden_answers",
-            )
+        qid, question, golden = read_fields(row, lineno, p, fields or Fields())
         if qid in seen:
             raise InputError(
                 f"duplicate id {qid!r} (first on line {seen[qid]})", path=p, line=lineno, field="id"
             )
         seen[qid] = lineno
-        items.append(BenchItem(qid, question.strip(), tuple(golden)))
+        items.append(BenchItem(qid, question, tuple(golden)))
         if limit is not None and len(items) >= limit:
             break
     return items

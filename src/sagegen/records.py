@@ -28,17 +28,29 @@ class Doc(Record):
     id: str
     title: str = ""
     text: str
+    #: ``contents`` exactly as a Search-R1-format corpus holds it, kept only when it differs from
+    #: ``title\ntext`` (wiki-18 writes titles in quotes): the server serves these bytes, so
+    #: Search-R1's client formats the same passages as against Search-R1's own server.
+    raw: str | None = None
 
     @property
     def contents(self) -> str:
+        if self.raw is not None:
+            return self.raw
         return f"{self.title}\n{self.text}" if self.title else self.text
 
     @classmethod
     def from_contents(cls, id: str, contents: str) -> Doc:
-        title, _, text = contents.partition("\n")
-        if not _:
-            return cls(id=id, title="", text=title)
-        return cls(id=id, title=title.strip().strip('"'), text=text)
+        """Title = the first line without its quotes, text = the rest; ``contents`` stays byte-exact."""
+        title, sep, text = contents.partition("\n")
+        if not sep:  # no title line: the whole thing is text
+            title, text = "", contents
+        title = title.strip()
+        if len(title) >= 2 and title[0] == title[-1] == '"':
+            title = title[1:-1].strip()
+        text = text.strip()
+        plain = f"{title}\n{text}" if title else text
+        return cls(id=id, title=title, text=text, raw=None if plain == contents else contents)
 
 
 class Hit(Record):

@@ -145,11 +145,19 @@ def parse_action(text: str, finish_reason: str | None = "stop") -> Action:
 
 
 def format_information(hits: Sequence[Hit], passage_chars: int = 0) -> str:
-    """Search-R1's ``<information>`` block: ``Doc i(Title: t) text`` per hit, in rank order."""
+    """Search-R1's ``<information>`` block, byte for byte as its rollout client builds it.
+
+    Search-R1 (``llm_agent/generation.py``) splits each served ``contents`` at its first newline
+    into title and text, writes ``Doc i(Title: title) text`` per hit, one a line, and strips the
+    whole; the title keeps wiki-18's quotes and the text its whitespace. The solver, the generator,
+    the SFT export and both training rollouts (TRL tools, the verl tool) all call this one function,
+    so what a policy is trained on matches what it meets in Search-R1-style RL. ``passage_chars``
+    (0 = off) cuts long texts, an addition of ours.
+    """
     docs = []
     for h in hits:
-        text = " ".join(h.doc.text.split())
+        title, _, text = h.doc.contents.partition("\n")
         if passage_chars and len(text) > passage_chars:
             text = text[:passage_chars].rstrip() + " ..."
-        docs.append({"title": h.doc.title, "text": text})
-    return render("solver_information.j2", docs=docs)
+        docs.append({"title": title, "text": text})
+    return render("solver_information.j2", passages=render("search_r1_passages.j2", docs=docs))

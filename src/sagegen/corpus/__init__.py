@@ -141,4 +141,8 @@ def corpus_hash(docs: Iterable[Doc]) -> str:
             b = field.encode("utf-8", "surrogatepass")
             h.update(len(b).to_bytes(8, "little"))
             h.update(b)
+        if d.raw is not None:  # served bytes (Doc.raw); absent for most corpora, so their hashes stay put
+            b = d.raw.encode("utf-8", "surrogatepass")
+            h.update(b"raw" + len(b).to_bytes(8, "little"))
+            h.update(b)
     return h.hexdigest()

@@ -83,24 +83,13 @@ def _str_field(rec: dict[str, Any], name: str, path: Path, line: int, *, require
     return value
 
 
-def _clean_title(title: str) -> str:
-    # Search-R1's wiki-18 dump writes titles as "\"Title\"" on the first line of `contents`.
-    title = title.strip()
-    if len(title) >= 2 and title[0] == title[-1] == '"':
-        title = title[1:-1].strip()
-    return title
-
-
 def iter_searchr1(path: str | Path) -> Iterator[Located]:
     """Search-R1 / FlashRAG JSONL: ``{"id", "contents"}`` with ``contents`` = title, newline, text."""
     path = Path(path)
     for lineno, rec in iter_json_objects(path, what="corpus file"):
         doc_id = _str_field(rec, "id", path, lineno)
-        contents = _str_field(rec, "contents", path, lineno)
-        title, sep, text = contents.partition("\n")
-        if not sep:  # no title line: the whole thing is text
-            title, text = "", contents
-        yield Doc(id=doc_id, title=_clean_title(title), text=text.strip()), f"{path}:{lineno}"
+        # Search-R1's wiki-18 writes titles as "\"Title\"": the title is cleaned, contents kept as is.
+        yield Doc.from_contents(doc_id, _str_field(rec, "contents", path, lineno)), f"{path}:{lineno}"
 
 
 def iter_jsonl(path: str | Path) -> Iterator[Located]:
@@ -138,11 +127,7 @@ def iter_parquet(path: str | Path, batch_size: int = 8192) -> Iterator[Located]:
             # Rows are reported 1-based as "line" so messages read the same as for JSONL.
             doc_id = _str_field(rec, "id", path, row)
             if searchr1:
-                contents = _str_field(rec, "contents", path, row)
-                title, sep, text = contents.partition("\n")
-                if not sep:
-                    title, text = "", contents
-                doc = Doc(id=doc_id, title=_clean_title(title), text=text.strip())
+                doc = Doc.from_contents(doc_id, _str_field(rec, "contents", path, row))
             else:
                 title = _str_field(rec, "title", path, row, required=False)
                 doc = Doc(id=doc_id, title=title.strip(), text=_str_field(rec, "text", path, row).strip())

@@ -25,6 +25,7 @@ def export_run(
     sft_style: str = "chat",
     clean: bool = True,
     per_pair: int | None = None,
+    dev_split: float = 0.0,
 ) -> dict[str, Any]:
     """Export a run (directory) or a QAPair JSONL file; returns a summary (paths and counts)."""
     if fmt not in FORMATS:
@@ -87,9 +88,17 @@ def export_run(
     elif fmt == "flashrag":
         from sagegen.export.flashrag import write_flashrag
 
-        path = out_dir if out_dir.suffix == ".jsonl" else out_dir / f"{run.run_id or 'sagegen'}.jsonl"
-        write_flashrag(pairs, path, run_id=run.run_id)
-        summary.update(out=str(path), files={"all": str(path)}, counts={"all": len(pairs)})
+        if out_dir.suffix == ".jsonl":  # one named file: every selected pair, a benchmark of the whole run
+            write_flashrag(pairs, out_dir, run_id=run.run_id)
+            summary.update(out=str(out_dir), files={"all": str(out_dir)}, counts={"all": len(pairs)})
+        else:  # FlashRAG's get_dataset reads DIR/{train,dev,test}.jsonl
+            from sagegen.export.flashrag import split_for_flashrag
+
+            splits = split_for_flashrag(pairs, split, dev_split, seed)
+            files = {name: write_flashrag(part, out_dir / f"{name}.jsonl", run_id=run.run_id)
+                     for name, part in splits.items()}
+            summary.update(files={k: str(v) for k, v in files.items()},
+                           counts={k: len(v) for k, v in splits.items()})
     else:
         if not run.has_ledger:
             raise SagegenError(

@@ -1,7 +1,9 @@
 """FlashRAG benchmark JSONL, so a generated set is itself a benchmark for ``sagegen eval``.
 
 One line per pair: ``{"id", "question", "golden_answers": [answer], "metadata": {...}}`` —
-FlashRAG's dataset format (``metadata`` is where FlashRAG keeps extra fields).
+FlashRAG's dataset format (``metadata`` is where FlashRAG keeps extra fields). A directory export
+holds ``train.jsonl``, ``test.jsonl`` and, when asked, ``dev.jsonl``: FlashRAG's ``get_dataset``
+opens ``dataset_path/{split}.jsonl`` for each split its config names.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sagegen.errors import InputError
+from sagegen.errors import InputError, SagegenError
 from sagegen.records import QAPair
 
 
@@ -31,6 +33,23 @@ def flashrag_row(p: QAPair, run_id: str = "") -> dict[str, Any]:
             "run_id": p.run_id or run_id,
         },
     }
+
+
+def split_for_flashrag(
+    pairs: Sequence[QAPair], test_fraction: float, dev_fraction: float = 0.0, seed: int = 0
+) -> dict[str, list[QAPair]]:
+    """Seeded ``train``/``test`` (and ``dev`` when ``dev_fraction`` > 0) splits, fractions of all pairs."""
+    from sagegen.export.source import split_pairs
+
+    if not 0 <= dev_fraction < 1 or test_fraction + dev_fraction >= 1:
+        raise SagegenError(f"--dev {dev_fraction} with --split {test_fraction}: the two must sum to below 1")
+    train, test = split_pairs(pairs, test_fraction, seed)
+    out = {"train": train, "test": test}
+    if dev_fraction:
+        # dev is drawn from what test left, so its share of *all* pairs is dev_fraction
+        train, dev = split_pairs(train, dev_fraction / (1 - test_fraction), seed + 1)
+        out.update(train=train, dev=dev)
+    return out
 
 
 def write_flashrag(pairs: Sequence[QAPair], path: str | Path, *, run_id: str = "") -> Path:

@@ -20,15 +20,20 @@ Two styles, one JSON object per line, each with ``id``, ``question``, ``answer``
   never assistant messages, so TRL's ``assistant_only_loss=True`` masks them; other trainers can
   use the flags.
 
-``searchr1`` (Search-R1 rollout layout, for an SFT warm-up before verl/Search-R1 PPO)::
+``searchr1`` (Search-R1's prompt and tags, for an SFT warm-up before verl/Search-R1 PPO)::
 
-    {"prompt": [{"role": "user", "content": <Search-R1 instruction + question>}],
-     "completion": [{"role": "assistant", "content": "<think>..</think><search> q </search>\\n\\n"
-                     "<information>..</information>\\n\\n<think>..</think><answer> X </answer>"}],
+    {"messages": [{"role": "user", "content": <Search-R1 instruction + question>, "train": false, ...},
+                  {"role": "assistant", "content": "<think>..</think><search> q </search>", "train": true},
+                  {"role": "user", "content": "<information>..</information>", "retrieved": true},
+                  ...,
+                  {"role": "assistant", "content": "<think>..</think><answer> X </answer>", "train": true}],
+     "searchr1_text": "<think>..</think><search> q </search>\\n\\n<information>..</information>\\n\\n...",
      "retrieved_spans": [[start, end], ...]}
 
-  ``retrieved_spans`` are character offsets of each ``<information>…</information>`` block inside
-  the completion: mask the tokens that fall inside them (Search-R1's ``state_masking``).
+  A conversational dataset, so stock TRL (``assistant_only_loss=True``) trains on the model's turns
+  only: each ``<information>`` block is a user turn of its own. ``searchr1_text`` is the same
+  rollout flattened as Search-R1's trainer sees it; ``retrieved_spans`` are the character offsets of
+  its ``<information>…</information>`` blocks, for trainers that mask by span (``state_masking``).
 """
 
 from __future__ import annotations
@@ -89,7 +94,32 @@ def chat_example(traj: Trajectory) -> list[dict[str, Any]]:
     return out
 
 
-def searchr1_example(traj: Trajectory, question: str) -> tuple[str, list[list[int]]]:
+def searchr1_turns(traj: Trajectory) -> list[tuple[str, str]]:
+    """The rollout after the prompt as (``model`` | ``information``, text) turns, in Search-R1 tags."""
+    turns: list[tuple[str, str]] = []
+    text, spans = searchr1_example(traj)
+    pos = 0
+    for a, b in spans:
+        if text[pos:a].strip():
+            turns.append(("model", text[pos:a].strip()))
+        turns.append(("information", text[a:b]))
+        pos = b
+    if text[pos:].strip():
+        turns.append(("model", text[pos:].strip()))
+    return turns
+
+
+def searchr1_messages(traj: Trajectory, prompt: str) -> list[dict[str, Any]]:
+    """Search-R1's prompt and tags as a chat whose retrieved blocks are user turns (never trained)."""
+    msgs = [{"role": "user", "content": prompt, "train": False, "retrieved": False}]
+    for kind, text in searchr1_turns(traj):
+        model = kind == "model"
+        msgs.append({"role": "assistant" if model else "user", "content": text, "train": model,
+                     "retrieved": not model})
+    return msgs
+
+
+def searchr1_example(traj: Trajectory, question: str = "") -> tuple[str, list[list[int]]]:
     """The trajectory flattened into one Search-R1 style completion, plus retrieved-text spans."""
     parts: list[str] = []
     spans: list[list[int]] = []
@@ -203,9 +233,9 @@ def sft_rows(
             if style == "chat":
                 row["messages"] = chat_example(traj)
             else:
-                completion, spans = searchr1_example(traj, qa.question)
-                row["prompt"] = [{"role": "user", "content": searchr1_prompt(qa.question)}]
-                row["completion"] = [{"role": "assistant", "content": completion}]
+                flat, spans = searchr1_example(traj, qa.question)
+                row["messages"] = searchr1_messages(traj, searchr1_prompt(qa.question))
+                row["searchr1_text"] = flat
                 row["retrieved_spans"] = spans
             rows.append(row)
             stats.examples += 1
@@ -227,9 +257,10 @@ ROLES = ("system", "user", "assistant", "tool")
 def check_sft(path: str | Path) -> int:
     """Validate an SFT JSONL (either style) as a trainer will read it; returns the row count.
 
-    ``chat``: ``messages`` is a list of {role, content(str), train(bool), retrieved(bool)}, with at
-    least one trained assistant turn and no trained retrieved text. ``searchr1``: a user ``prompt``,
-    one assistant ``completion`` and ``retrieved_spans`` that each cover one ``<information>`` block.
+    Both styles: ``messages`` is a list of {role, content(str), train(bool), retrieved(bool)}, with
+    at least one trained assistant turn and no trained retrieved text. ``searchr1`` also has
+    ``retrieved_spans`` that each cover one ``<information>`` block of ``searchr1_text``. (Files
+    from earlier releases had ``prompt``/``completion`` instead of ``messages``; still checked.)
     """
     from sagegen.errors import InputError
 
@@ -258,15 +289,18 @@ def check_sft(path: str | Path) -> int:
                         )
                 if not any(m.get("train") for m in msgs):
                     raise InputError("no assistant turn to train on", path=path, line=no, field="messages")
-            else:
-                text = row["completion"][0]["content"]
-                if row["prompt"][0]["role"] != "user" or row["completion"][0]["role"] != "assistant":
-                    raise InputError(
-                        "prompt must be a user turn, completion an assistant turn",
-                        path=path,
-                        line=no,
-                        field="prompt",
-                    )
+            if "retrieved_spans" in row:
+                if "searchr1_text" in row:
+                    text = row["searchr1_text"]
+                else:
+                    text = row["completion"][0]["content"]
+                    if row["prompt"][0]["role"] != "user" or row["completion"][0]["role"] != "assistant":
+                        raise InputError(
+                            "prompt must be a user turn, completion an assistant turn",
+                            path=path,
+                            line=no,
+                            field="prompt",
+                        )
                 for a, b in row["retrieved_spans"]:
                     if not INFO_RE.fullmatch(text[a:b]):
                         raise InputError(

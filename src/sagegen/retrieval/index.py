@@ -3,7 +3,7 @@
 Layout of one index directory (every file plain .npy / JSON / FAISS, nothing pickled)::
 
     manifest.json            format version, kind, corpus hash, n_docs, model, params (written last)
-    passages.jsonl           one {"id","title","text"} per line, in index order
+    passages.jsonl           one {"id","title","text"[,"raw"]} per line, in index order
     passages.offsets.npy     int64 byte offsets (n_docs + 1) into passages.jsonl, memory-mapped
     bm25/                    bm25s arrays (data/indices/indptr .npy, vocab/params .json)   [bm25, hybrid]
     dense/                   embeddings.npy + faiss.index                                  [dense, hybrid]
@@ -61,10 +61,10 @@ class DocStore:
         pos = 0
         with (directory / DocStore.FILE).open("wb") as fh:
             for i, d in enumerate(docs):
-                line = (
-                    json.dumps({"id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False).encode()
-                    + b"\n"
-                )
+                rec = {"id": d.id, "title": d.title, "text": d.text}
+                if d.raw is not None:  # the corpus's own contents bytes (see Doc.raw)
+                    rec["raw"] = d.raw
+                line = json.dumps(rec, ensure_ascii=False).encode() + b"\n"
                 fh.write(line)
                 pos += len(line)
                 offsets[i + 1] = pos
@@ -77,7 +77,7 @@ class DocStore:
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
         rec = json.loads(self._mm[start:end])
         # Stored by us from validated Docs: skip re-validation on the hot path.
-        return Doc.model_construct(id=rec["id"], title=rec["title"], text=rec["text"])
+        return Doc.model_construct(id=rec["id"], title=rec["title"], text=rec["text"], raw=rec.get("raw"))
 
     def __iter__(self):
         for i in range(len(self)):

@@ -36,7 +36,7 @@ import anyio
 import uvicorn
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -47,6 +47,7 @@ from sagegen.config import Config, ServerConfig
 from sagegen.errors import ConfigError
 from sagegen.records import Hit
 from sagegen.retrieval.base import Retriever
+from sagegen.retrieval.batching import encode_json, search_in_chunks
 
 log = logging.getLogger(__name__)
 
@@ -366,19 +367,21 @@ def create_app(
         # Blank queries (an agent's empty <search></search>) get no hits rather than failing the whole
         # batch, which in RL training holds many rollouts' queries.
         live = [i for i, q in enumerate(queries) if q.strip()]
+        if len(queries) * k > cfg.max_hits:
+            return JSONResponse(
+                {
+                    "error": f"queries x topk = {len(queries)} x {k} exceeds server.max_hits={cfg.max_hits}; "
+                    "send fewer queries per request"
+                },
+                status_code=413,
+            )
         if not limiter:
             limiter.append(anyio.CapacityLimiter(cfg.max_concurrency))
         started = time.perf_counter()
         try:
-            found = (
-                await anyio.to_thread.run_sync(
-                    retriever.search, [queries[i] for i in live], k, limiter=limiter[0]
-                )
-                if live
-                else []
+            found = await search_in_chunks(
+                retriever, [queries[i] for i in live], k, limiter=limiter[0], chunk_queries=cfg.chunk_queries
             )
-            if len(found) != len(live):
-                raise RuntimeError(f"retriever returned {len(found)} result lists for {len(live)} queries")
         except Exception as e:  # the retriever's fault, not the client's: a 5xx that clients may retry
             log.exception("retrieval failed for a batch of %d queries", len(queries))
             return JSONResponse({"error": f"retrieval failed: {type(e).__name__}: {e}"}, status_code=500)
@@ -397,7 +400,7 @@ def create_app(
             ]
         else:
             result = [[document(h) for h in hits] for hits in per_query]
-        return JSONResponse({"result": result})
+        return Response(await encode_json({"result": result}), media_type="application/json")
 
     @app.get("/health", summary="Liveness and what is served")
     async def health() -> dict[str, Any]:
@@ -409,6 +412,7 @@ def create_app(
             "auth": bool(api_key),
             "max_topk": cfg.max_topk,
             "max_queries": cfg.max_queries,
+            "max_hits": cfg.max_hits,
             "default_topk": cfg.default_topk,
         }
 
