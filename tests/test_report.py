@@ -91,7 +91,7 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
         assert "".join(f"<td>{c}</td>" for c in row) in dom
     # our inline script ran: it counted the visible pairs
     assert '<span id="shown">6</span>' in dom
-    assert dom.count("<svg") == 4 and "When was the founder of the city of Lyon born?" in dom
+    assert dom.count("<svg") == 5 and "When was the founder of the city of Lyon born?" in dom
 
 
 def test_report_screenshot(report: Path, tmp_path: Path) -> None:
