@@ -267,12 +267,17 @@ def test_read_only_run_dir_and_full_disk(run_cwd: Path, small_fs: Path) -> None:
     sets = [*SCRIPTED_RUN_SETS]
     sets[sets.index("retrieval.index_dir=idx")] = f"retrieval.index_dir={run_cwd / 'idx'}"
     sets += ["-s", f"llm.cache_path={run_cwd / 'cache.sqlite'}"]  # only the run lives on the small disk
-    assert _cli("generate", "--out", "run", "--no-progress", "-n", "1", *sets, cwd=small_fs).returncode == 0
+    no_cache_override = sets[:-2]  # the call cache in the cwd, on the small disk too
+    assert _cli("generate", "--out", "run", "--no-progress", "-n", "1", *no_cache_override,
+                cwd=small_fs).returncode == 0
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     line = _one_line_error(_cli("generate", "--out", "run", "--no-progress", "-n", "2", *sets, cwd=small_fs))
     assert "run" in line and "read-only" in line, line
     line = _one_line_error(_cli("analyze", "run", cwd=small_fs))
     assert "analysis.json" in line and "cannot write" in line, line
+    line = _one_line_error(_cli("generate", "--out", "run", "--no-progress", "-n", "2", *no_cache_override,
+                                cwd=small_fs))
+    assert "llm_cache.sqlite" in line and "read-only" in line and "delete it" not in line, line
     subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     # Fill the disk, then ask for more pairs: the writes fail with a clear line, and what was written stays.
     before = (small_fs / "run" / "dataset.jsonl").read_bytes()

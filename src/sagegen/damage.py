@@ -9,6 +9,7 @@ SQLite and the OS report such problems as exceptions deep inside whatever was re
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -34,7 +35,7 @@ def ledger_error(path: str | Path, exc: sqlite3.Error) -> LedgerError:
     elif "disk i/o error" in low:
         what = ("the disk reported an I/O error; check the device (dmesg), then rerun the same command; "
                 f"if it persists, {_KEEP}")
-    elif "readonly" in low or "read-only" in low:
+    elif "readonly" in low or "read-only" in low or ("unable to open" in low and _read_only(path)):
         what = ("cannot write here (read-only file or directory); copy the run to a writable place and "
                 "rerun there, or use another --out")
     elif "unable to open" in low:
@@ -49,13 +50,26 @@ def ledger_error(path: str | Path, exc: sqlite3.Error) -> LedgerError:
     return LedgerError(f"{path}: {what}")
 
 
-def _nearly_full(path: str | Path, margin: int = 64 << 10) -> bool:
-    """Less than ``margin`` bytes free where ``path`` lives (its folder, or the nearest that exists)."""
+def _existing_dir(path: str | Path) -> Path:
+    """``path``'s folder, or the nearest folder above it that exists."""
     p = Path(path).absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
+    return p if p.is_dir() else p.parent
+
+
+def _nearly_full(path: str | Path, margin: int = 64 << 10) -> bool:
+    """Less than ``margin`` bytes free where ``path`` lives."""
     try:
-        return shutil.disk_usage(p if p.is_dir() else p.parent).free < margin
+        return shutil.disk_usage(_existing_dir(path)).free < margin
+    except OSError:
+        return False
+
+
+def _read_only(path: str | Path) -> bool:
+    """``path`` lives on a file system mounted read-only (SQLite then says only "unable to open")."""
+    try:
+        return bool(os.statvfs(_existing_dir(path)).f_flag & os.ST_RDONLY)
     except OSError:
         return False
 
