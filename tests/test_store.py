@@ -10,6 +10,7 @@ import pytest
 
 from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, small_config, write_corpus
 from sagegen.config import Config
+from sagegen.damage import LedgerError
 from sagegen.errors import ConfigError, SagegenError
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
 from sagegen.store import RunStore, config_diff, derive_seed
@@ -104,8 +105,10 @@ def test_fresh_then_resume_and_the_read_api(tmp_path: Path) -> None:
         assert [e.kind for e in ro.events(0)] == ["early_stop"]
         assert [s["status"] for s in ro.sessions()] == ["completed"]
         assert list(ro.pairs(state="too_easy")) == []
-        with pytest.raises(sqlite3.OperationalError):  # read-only means read-only
+        # read-only means read-only
+        with pytest.raises(LedgerError, match=r"ledger\.sqlite: cannot write") as err:
             ro.event("x", "y")
+        assert isinstance(err.value.__cause__, sqlite3.OperationalError)
 
 
 def test_ledger_is_wal(tmp_path: Path) -> None:

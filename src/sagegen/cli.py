@@ -58,6 +58,9 @@ def solve(
     console.print(f"[bold]question[/] {question}", highlight=False)
     traj = asyncio.run(run_solver(question, llm, retriever, cfg.solver, seed=seed,
                                   on_step=lambda st: console.print(step_markup(st), highlight=False)))
+    from sagegen.outage import check_solver
+
+    check_solver(traj, "solve")  # a backend outage is an error, not an answer
     console.print(f"[bold]answer[/] {traj.answer!r}  [dim]status={traj.status} searches={traj.num_searches} "
                   f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]",
                   highlight=False)
@@ -137,6 +140,11 @@ def eval_(
     console.print(f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}",
                   highlight=False)
     print(json.dumps(summary))
+    if summary.get("unfinished"):  # a backend outage: not scored; a script must not take this for success
+        console.print(f"error: {summary['unfinished']} question(s) unfinished by errors, not stored; rerun "
+                      f"the same command to retry them (last: {summary['last_error'][:300]})",
+                      style="bold red", markup=False, highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command(rich_help_panel="Generate data")
@@ -548,9 +556,11 @@ def train(
         return
     if dry_run:
         raise SagegenError("--dry-run is for --backend verl")
+    from sagegen.runlock import DirLock
     from sagegen.train.grpo import train as run_train
 
-    result = run_train(cfg, data, progress=lambda m: console.print(m, highlight=False, markup=False))
+    with DirLock(out_dir, "training run"):  # two trainers in one folder would overwrite each other
+        result = run_train(cfg, data, progress=lambda m: console.print(m, highlight=False, markup=False))
     summary = result.summary()
     if eval_bench is not None:
         from sagegen.train.compare import compare
@@ -569,6 +579,15 @@ app.registered_commands.sort(key=lambda c: _HELP_ORDER.index(c.rich_help_panel o
 
 def main() -> None:
     import logging
+    import os
+    import sqlite3
+
+    from sagegen.damage import ledger_error, os_error
+    from sagegen.errors import scrub
+
+    # --debug (anywhere on the line) or SAGEGEN_DEBUG=1: let errors raise with their traceback.
+    debug = os.environ.get("SAGEGEN_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
+    sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
 
     # The corpus loader's notices (a skipped unreadable document, the folder summary) go to stderr.
     corpus_log = logging.getLogger("sagegen.corpus")
@@ -577,8 +596,14 @@ def main() -> None:
         corpus_log.setLevel(logging.INFO)
     try:
         app()
-    except SagegenError as e:
-        console.print(f"error: {e}", style="bold red", markup=False, highlight=False)
+    except (SagegenError, sqlite3.DatabaseError, OSError) as e:
+        if debug:
+            raise
+        if isinstance(e, sqlite3.DatabaseError):  # a database other than a run ledger (e.g. the call cache)
+            e = ledger_error("a SQLite database", e)
+        elif isinstance(e, OSError):
+            e = os_error(e)
+        console.print(f"error: {scrub(str(e))}", style="bold red", markup=False, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -170,7 +170,9 @@ class GeneratorConfig(Section):
     max_turn_tokens: int = Field(8192, ge=16)
     #: Retries when the generator's final output cannot be parsed.
     max_format_retries: int = Field(2, ge=0)
-    answer_types: list[Literal["number", "date", "entity"]] = ["number", "date", "entity"]
+    answer_types: list[Literal["number", "date", "entity"]] = Field(
+        ["number", "date", "entity"], min_length=1
+    )
     #: Answers longer than this many words are refused as malformed (answers must be short).
     max_answer_words: int = Field(12, ge=1)
     #: Characters of each retrieved passage shown to the generator (0 = whole passage).
@@ -261,6 +263,10 @@ class ServerConfig(Section):
     #: Retrieval calls run at once in worker threads; 1 because retrievers are not assumed thread-safe.
     max_concurrency: int = Field(1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    #: Seconds a client may take to send a request's headers, then its body; slower ones are cut off
+    #: (a slow-loris guard: uvicorn itself has no header-read timeout).
+    header_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
 
 
 class LoraConfig(Section):
@@ -407,6 +413,10 @@ def load_config(
             raise ConfigError(f"config file {p} does not exist")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{p}: not a text file (byte {e.start} is not UTF-8); pass a YAML config"
+            ) from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if loaded is None:
@@ -418,9 +428,10 @@ def load_config(
         data = _merge(base, data)
     for item in overrides:
         key, value = parse_override(item)
+        _check_section_override(item, key, value)
         _set_path(data, key, value)
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as e:
         where = f"{path}: " if path else ""
         lines = []
@@ -428,3 +439,27 @@ def load_config(
             loc = ".".join(str(x) for x in err["loc"])
             lines.append(f"{where}{loc}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    from sagegen.targets import parse_target
+
+    parse_target(cfg.pipeline.target)  # a bad target fails here, before any command writes a file
+    return cfg
+
+
+def _check_section_override(text: str, key: str, value: Any) -> None:
+    """``-s pipeline=3`` replaces a whole section with a scalar: say so, quoting what was typed."""
+    model: Any = Config
+    for part in key.split("."):
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        field = model.model_fields.get(part) if is_model else None
+        if field is None:
+            return  # an unknown key: model validation names it
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        inner = next((a for a in args if isinstance(a, type) and issubclass(a, Section)), None)
+        model = ann if isinstance(ann, type) and issubclass(ann, Section) else inner
+        if model is None:
+            return  # a plain value: model validation checks its type
+    if value is not None and not isinstance(value, dict):  # null clears an optional section
+        keys = ", ".join(model.model_fields)
+        raise ConfigError(f"override {text!r}: {key!r} is a section, not a value; set one of its keys "
+                          f"instead, as in -s {key}.<key>=VALUE (its keys: {keys})")

@@ -25,15 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sagegen import outage
 from sagegen.agents.solver import solve
 from sagegen.benchmark_fields import Fields, read_fields
 from sagegen.config import Config
-from sagegen.errors import ConfigError, InputError
+from sagegen.errors import ConfigError, InputError, SagegenError
 from sagegen.jsonl import iter_json_objects
 from sagegen.judge import judge_answer
 from sagegen.llm.base import LLM, Message
 from sagegen.records import FORMAT_VERSION, Completion
 from sagegen.retrieval.base import Retriever
+from sagegen.runlock import DirLock
 
 RESULTS = "results.jsonl"
 TRAJECTORIES = "trajectories.jsonl"
@@ -195,7 +197,27 @@ async def evaluate(
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with DirLock(out, "eval"):  # one writer per eval folder: two would append every result twice
+        return await _evaluate_locked(items, llm, retriever, cfg, out, judge_llm=judge_llm, k=k,
+                                      concurrency=concurrency, seed=seed, bench_path=bench_path,
+                                      restart=restart, on_result=on_result)
+
+
+async def _evaluate_locked(
+    items: Sequence[BenchItem],
+    llm: LLM,
+    retriever: Retriever,
+    cfg: Config,
+    out: Path,
+    *,
+    judge_llm: LLM | None,
+    k: int,
+    concurrency: int,
+    seed: int,
+    bench_path: str | Path | None,
+    restart: bool,
+    on_result: ProgressHook | None,
+) -> dict[str, Any]:
     if restart:
         for name in (RESULTS, TRAJECTORIES, SUMMARY, META):
             (out / name).unlink(missing_ok=True)
@@ -209,15 +231,23 @@ async def evaluate(
         async with sem:  # FIFO: earlier questions get slots first, so results land roughly in order
             t0 = time.perf_counter()
             traj = await solve(item.question, solver_llm, retriever, cfg.solver, seed=seed + j)
+            outage.check_solver(traj, f"question {item.id!r} attempt {j}")  # an outage is no answer
             t1 = time.perf_counter()
             jm = await judge_answer(item.question, traj.answer, item.golden_answers, judge, cfg.judge)
+            outage.check_judge(jm, f"question {item.id!r} attempt {j}")
             t2 = time.perf_counter()
         return traj, jm, t1 - t0, t2 - t1
 
     async def one(item: BenchItem) -> dict[str, Any]:
         solver_llm = CountingLLM(llm)
         judge = CountingLLM(judge_llm) if judge_llm is not None else None
-        runs = await asyncio.gather(*(attempt(item, j, solver_llm, judge) for j in range(k)))
+        jobs = [asyncio.ensure_future(attempt(item, j, solver_llm, judge)) for j in range(k)]
+        try:
+            runs = await asyncio.gather(*jobs)
+        except BaseException:  # one attempt hit an outage: the question is unfinished, stop its others
+            for job in jobs:
+                job.cancel()  # not awaited: gather has retrieved their outcomes, and nothing waits on them
+            raise
         attempts = []
         for j, (traj, jm, s_solve, s_judge) in enumerate(runs):
             attempts.append(
@@ -282,9 +312,19 @@ async def evaluate(
 
     t_start = time.perf_counter()
     tasks = [asyncio.create_task(one(it)) for it in todo]
+    # A backend that is down fails every question: stop after this many in a row (as generate does).
+    max_in_a_row, in_a_row = max(3, concurrency), 0
+    last_error = ""
     try:
         for t in asyncio.as_completed(tasks):
-            row = await t
+            try:
+                row = await t
+            except SagegenError as e:  # not stored: the next run retries this question
+                in_a_row, last_error = in_a_row + 1, str(e)
+                if in_a_row >= max_in_a_row:
+                    break
+                continue
+            in_a_row = 0
             done[row["id"]] = row
     finally:
         for t in tasks:
@@ -293,6 +333,8 @@ async def evaluate(
     rows = [done[it.id] for it in items if it.id in done]
     summary = summarize(rows, k=k)
     summary["new_questions"] = len(todo)
+    summary["unfinished"] = len([it for it in todo if it.id not in done])
+    summary["last_error"] = last_error
     summary["wall_seconds_this_run"] = round(wall, 2)
     summary["config_hash"] = hashlib.sha256(
         json.dumps(_fingerprint(cfg, Path(bench_path or "-"), k, seed), sort_keys=True).encode()

@@ -38,11 +38,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sagegen import outage
 from sagegen.agents.feedback_fit import context_budget_tokens
 from sagegen.agents.generator import Authored, generate, revise
 from sagegen.config import Config, LLMConfig
-from sagegen.errors import ConfigError, LLMError, SagegenError
-from sagegen.llm.base import LLM, Message
+from sagegen.damage import LedgerError
+from sagegen.errors import ConfigError, SagegenError
+from sagegen.llm.base import LLM, Message, collect_tries
 from sagegen.records import Attempt, Candidate, Doc, Judgement, QAPair, Trajectory, Verdict
 from sagegen.retrieval.base import Retriever
 from sagegen.store import RunStore, derive_seed, trace_id
@@ -64,13 +66,16 @@ class AccountingLLM:
 
     async def complete(self, messages: list[Message] | Any, **kw: Any) -> Any:
         t0 = time.monotonic()
-        try:
-            comp = await self.inner.complete(messages, **kw)
-        except SagegenError as e:
-            if self.store is not None:
-                self.store.record_call(self.role, self.name, 0, 0, time.monotonic() - t0, False, str(e)[:500])
-            raise
-        secs = comp.seconds or (time.monotonic() - t0)
+        with collect_tries() as tries:  # every request the backend sends for this call, retries included
+            try:
+                comp = await self.inner.complete(messages, **kw)
+            except SagegenError as e:
+                if self.store is not None:
+                    self.store.record_call(self.role, self.name, 0, 0, time.monotonic() - t0, False,
+                                           str(e)[:500], tries=tries)
+                raise
+        # Model time of a call counts its failed tries and the waits between them, not just the last try.
+        secs = sum(t.seconds + t.wait for t in tries) if tries else (comp.seconds or (time.monotonic() - t0))
         if self.store is not None:
             self.store.record_call(
                 self.role,
@@ -79,6 +84,7 @@ class AccountingLLM:
                 comp.completion_tokens,
                 secs if not comp.cached else 0.0,
                 comp.cached,
+                tries=tries,
             )
         self.stats.calls += 1
         self.stats.cached += int(comp.cached)
@@ -98,9 +104,9 @@ class Components:
     #: Further solvers after ``solver`` (``solver_llms``, strongest first; sagegen.solvers).
     extra_solvers: list[LLM] = field(default_factory=list)
 
-    @classmethod
-    def from_config(cls, cfg: Config) -> Components:
-        from sagegen.llm.factory import build_llm
+    @staticmethod
+    def open_corpus(cfg: Config) -> tuple[list[Doc], Retriever]:
+        """The seed passages and the retriever; errors (a mistyped path, no local corpus) come first."""
         from sagegen.retrieval.factory import open_corpus_and_retriever
 
         if cfg.solver_llms and cfg.solver_llm is not None:
@@ -111,6 +117,13 @@ class Components:
                 "the generator samples seed passages from a local corpus: set corpus.path (the retriever "
                 f"kind {cfg.retrieval.kind!r} has none), or leave it unset for the bundled corpus"
             )
+        return list(docs), retriever
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Components:
+        from sagegen.llm.factory import build_llm
+
+        docs, retriever = cls.open_corpus(cfg)
         built: dict[str, LLM] = {}
 
         def get(c: LLMConfig | None) -> LLM:
@@ -247,6 +260,8 @@ class Pipeline:
                     self.stats.labels[label] = self.stats.labels.get(label, 0) + 1
                     self.stats.done += 1
                     in_a_row = 0
+                except LedgerError:
+                    raise  # the ledger cannot be written (disk full, read-only): nothing can go on
                 except SagegenError as e:
                     # An LLM or retrieval failure after retries: log it, leave the pair unfinished so
                     # the next run retries it, and carry on with the others.
@@ -486,17 +501,13 @@ class Pipeline:
         seed = derive_seed(self.pcfg.seed, "solve", idx, rnd, a)
         traj = await solve(cand.question, llm or self.solver_llm, self.parts.retriever, self.cfg.solver,
                            seed=seed)
-        # The solver survives LLM errors (it forces an answer or gives up), but an attempt cut short by
-        # a backend that failed after its own retries says nothing about the question: never store it
-        # as a verdict; the pair stays unfinished and the next run retries (cached calls are free).
-        errors = [s.text for s in traj.steps if s.kind == "event" and s.event == "llm_error"]
+        # An outage is never stored as a verdict: the pair stays unfinished and the next run retries
+        # it (cached calls are free). See sagegen.outage.
         where = f"pair {idx} round {rnd} attempt {a}"
-        if errors:
-            raise LLMError(f"{where}: the solver's LLM failed: {errors[0][:300]}")
+        outage.check_solver(traj, where)
         judgement = await judge_answer(cand.question, traj.answer, [cand.answer], self.judge_llm,
                                        self.cfg.judge)
-        if judgement.method == "f1_fallback" and "judge call failed" in judgement.reason:
-            raise LLMError(f"{where}: the judge's LLM failed: {judgement.reason[:300]}")
+        outage.check_judge(judgement, where)
         self.store.add_attempt(idx, rnd, a, seed, tid, traj, judgement)
         return traj, judgement
 
@@ -611,19 +622,27 @@ def run_generate(
     """
     from pathlib import Path
 
+    from sagegen.runlock import DirLock
+
     run_dir = Path(run_dir)
-    store, resumed = RunStore.create_or_resume(run_dir, cfg.model_dump(mode="json"), cfg.dump(), force=force)
-    # The JSONL files are views of the ledger: rebuilding them drops a line half-written by a killed run.
-    store.rebuild_outputs()
-    session = store.begin_session()
-    t0 = time.monotonic()
     own_parts = parts is None
+    # Whatever can refuse the input comes before any run file is written (the config was validated
+    # when loaded): the corpus is opened and the LLMs are built, so a mistyped path leaves nothing.
+    parts = parts or Components.from_config(cfg)
+    lock: DirLock | None = None
+    store: RunStore | None = None
     status = "failed"
     try:
+        lock = DirLock(run_dir, "run").acquire()  # one writer per run; released however this process ends
+        store, resumed = RunStore.create_or_resume(run_dir, cfg.model_dump(mode="json"), cfg.dump(),
+                                                   force=force)
+        # The JSONL files are views of the ledger: rebuilding them drops a line half-written by a killed run.
+        store.rebuild_outputs()
+        session = store.begin_session()
+        t0 = time.monotonic()
         warnings = config_warnings(cfg)
         for w in warnings:
             store.event("warning", w)
-        parts = parts or Components.from_config(cfg)
         pipe = Pipeline(cfg, store, parts, run_name=run_dir.name)
         with _progress_display(progress, pipe) as hook:
             pipe.on_progress = hook
@@ -643,10 +662,13 @@ def run_generate(
         status = "interrupted"
         raise
     finally:
-        with contextlib.suppress(Exception):
-            store.end_session(status)
-        store.close()
-        if own_parts and parts is not None:
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.end_session(status)
+            store.close()
+        if lock is not None:
+            lock.release()
+        if own_parts:
             parts.close()
 
 
@@ -740,11 +762,18 @@ def format_status(store: RunStore) -> str:
     for rnd, s in store.round_stats().items():
         lines.append(f"round {rnd}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
     lines.append(f"attempts {c['attempts']}, trajectories {c['trajectories']}, events {c['events']}")
+    tries = store.try_stats()
     for role, u in store.llm_usage().items():
         lines.append(
             f"llm {role}: {int(u['calls'])} calls ({int(u['cached'])} cached, {int(u['errors'])} errors), "
             f"{int(u['prompt_tokens']):,}+{int(u['completion_tokens']):,} tokens, {u['seconds']:.1f} s"
         )
+        if role in tries:  # requests sent: retries and the time spent waiting between them count too
+            t = tries[role]
+            codes = ", ".join(f"{'no response' if k is None else k}: {n}" for k, n in
+                              sorted(t["statuses"].items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+            lines.append(f"  requests {t['tries']} ({t['retries']} retries, {t['wait']:.1f} s waiting; "
+                         f"{codes})")
     for s in store.sessions():
         dur = (s["ended"] - s["started"]) if s["ended"] else None
         lines.append(f"session {s['id']}: {s['status']}" + (f", {dur:.1f} s" if dur is not None else ""))

@@ -52,11 +52,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sagegen.damage import LedgerError, ledger_error
 from sagegen.errors import ConfigError, SagegenError
 from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
 
@@ -64,7 +65,8 @@ LEDGER = "ledger.sqlite"
 CONFIG_FILE = "config.yaml"
 OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl",
                 "ambiguous": "ambiguous.jsonl"}
-SCHEMA_VERSION = 1
+#: 2 added ``llm_tries``; a version-1 ledger is migrated (the table is created) when next written.
+SCHEMA_VERSION = 2
 
 #: Config keys that do not change what a run produces; they may differ on resume.
 #: (``pipeline.num_seeds`` may grow to extend a run.)
@@ -124,6 +126,11 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, role TEXT NOT NULL, model TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL,
     cached INTEGER NOT NULL, error TEXT, session INTEGER, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_tries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, call_id INTEGER NOT NULL, role TEXT NOT NULL, try INTEGER NOT NULL,
+    status INTEGER, error TEXT, seconds REAL NOT NULL, wait REAL NOT NULL, session INTEGER,
+    created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, pair_idx INTEGER, round INTEGER, kind TEXT NOT NULL,
@@ -241,15 +248,25 @@ class RunStore:
         path = run_dir / LEDGER
         if not path.is_file():
             raise SagegenError(f"{run_dir}: not a sagegen run directory (no {LEDGER})")
+        _check_file(path)
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            # On a read-only directory nobody can be writing, and SQLite could not create the WAL
+            # index (-shm) a reader needs: read the file as immutable instead.
+            ro = "mode=ro" + ("&immutable=1" if not os.access(run_dir, os.W_OK) else "")
+            conn = _connect(path, f"file:{path}?{ro}", uri=True)
         else:
-            conn = sqlite3.connect(path, isolation_level=None)
+            conn = _connect(path, path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout=10000")
-        return cls(run_dir, conn, readonly)
+        store = cls(run_dir, conn, readonly)
+        try:
+            _check_ledger(conn, path, created=False)
+        except BaseException:
+            conn.close()
+            raise
+        return store
 
     @classmethod
     def create_or_resume(
@@ -265,15 +282,26 @@ class RunStore:
         if path.is_file() and force:
             for name in [LEDGER, f"{LEDGER}-wal", f"{LEDGER}-shm", CONFIG_FILE, *OUTPUT_FILES.values()]:
                 (run_dir / name).unlink(missing_ok=True)
-        resumed = path.is_file()
         run_dir.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None)
+        if path.is_file():
+            _check_file(path)
+        conn = _connect(path, path)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
         store = cls(run_dir, conn, readonly=False)
-        conn.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: also upgrades a ledger missing a table
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            # A ledger without a recorded config holds no run yet (0 bytes, or killed while being
+            # created): nothing in it can be lost, so it is simply started as a new run.
+            resumed = _check_ledger(conn, path, created=True)
+            conn.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: also upgrades a ledger missing a table
+        except BaseException:
+            conn.close()
+            raise
+        if resumed and store._meta("schema_version") != str(SCHEMA_VERSION):
+            with store._tx():  # the executescript above made what an older ledger lacked
+                store._set_meta("schema_version", str(SCHEMA_VERSION))
         if not resumed:
             with store._tx():
                 store._set_meta("schema_version", str(SCHEMA_VERSION))
@@ -328,6 +356,9 @@ class RunStore:
 
     def begin_session(self) -> int:
         with self._tx():
+            # Only the lock holder writes (sagegen.runlock), so a session still "running" is one whose
+            # process died (SIGKILL, OOM, power): say so instead of showing it running forever.
+            self.conn.execute("UPDATE sessions SET status='interrupted' WHERE status='running'")
             cur = self.conn.execute(
                 "INSERT INTO sessions(started, status) VALUES (?, 'running')", (time.time(),)
             )
@@ -470,9 +501,13 @@ class RunStore:
         seconds: float,
         cached: bool,
         error: str | None = None,
+        *,
+        tries: Sequence[Any] = (),
     ) -> None:
+        """One call and (``tries``: objects with status/seconds/wait/error) each request it sent."""
+        now = time.time()
         with self._tx():
-            self.conn.execute(
+            cur = self.conn.execute(
                 "INSERT INTO llm_calls(role, model, prompt_tokens, completion_tokens, seconds, cached, "
                 "error, session, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -484,8 +519,14 @@ class RunStore:
                     int(cached),
                     error,
                     self.session_id,
-                    time.time(),
+                    now,
                 ),
+            )
+            self.conn.executemany(
+                "INSERT INTO llm_tries(call_id, role, try, status, error, seconds, wait, session, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(cur.lastrowid, role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id, now)
+                 for i, t in enumerate(tries)],
             )
 
     def event(self, kind: str, message: str, pair_idx: int | None = None, rnd: int | None = None) -> None:
@@ -643,6 +684,26 @@ class RunStore:
             out[row["role"]] = {k: row[k] or 0 for k in keys}
         return out
 
+    def try_stats(self) -> dict[str, dict[str, Any]]:
+        """Per role: requests sent (``tries``), ``retries`` (tries beyond the first of each call), seconds
+        spent waiting between them, and requests by HTTP status (``None``: no response)."""
+        has = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='llm_tries'"
+        ).fetchone()
+        if has is None:  # a version-1 ledger read before any writer migrated it
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.conn.execute(
+            "SELECT role, COUNT(*) AS tries, COUNT(DISTINCT call_id) AS calls, SUM(wait) AS wait "
+            "FROM llm_tries GROUP BY role ORDER BY role"
+        ):
+            out[row["role"]] = {"tries": row["tries"], "retries": row["tries"] - row["calls"],
+                                "wait": row["wait"] or 0.0, "statuses": {}}
+        by_status = "SELECT role, status, COUNT(*) AS n FROM llm_tries GROUP BY role, status"
+        for row in self.conn.execute(by_status):
+            out[row["role"]]["statuses"][row["status"]] = row["n"]
+        return out
+
     def sessions(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM sessions ORDER BY id")]
 
@@ -654,6 +715,115 @@ class RunStore:
             EventRecord(r["pair_idx"], r["round"], r["kind"], r["message"], r["created"])
             for r in self.conn.execute(sql + " ORDER BY id", args)
         ]
+
+
+class _LedgerConnection(sqlite3.Connection):
+    """A connection whose SQLite errors name the ledger file and say what to do (sagegen.damage)."""
+
+    ledger_path: Path
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            raise ledger_error(self.ledger_path, e) from e
+
+    def executescript(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().executescript(*args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            raise ledger_error(self.ledger_path, e) from e
+
+
+def _connect(path: Path, target: str | Path, *, uri: bool = False) -> _LedgerConnection:
+    try:
+        conn = sqlite3.connect(target, uri=uri, isolation_level=None, factory=_LedgerConnection)
+    except sqlite3.DatabaseError as e:
+        raise ledger_error(path, e) from e
+    conn.ledger_path = path
+    return conn
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_file(path: Path) -> None:
+    """A cut-short ledger is caught here, from its header, before any read meets the missing pages.
+
+    The header (bytes 16-17: page size, 28-31: page count, valid when 92-95 equals the change counter
+    at 24-27) says how long the file must be; in WAL mode newer pages live in the -wal file and the
+    header is only rewritten with the pages, so a shorter main file is always damage.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return  # an empty ledger holds no run: the caller says so, or starts one
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        raise LedgerError(f"{path}: damaged (not a SQLite database): move the run directory aside to "
+                          "keep it (its JSONL files hold the finished pairs) and rerun, or pass --force to "
+                          "start over")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    if head[92:96] == head[24:28] and pages and size < pages * page_size:
+        raise LedgerError(f"{path}: damaged (truncated: {size} of {pages * page_size} bytes): move the run "
+                          "directory aside to keep it (its JSONL files hold the finished pairs) and rerun, "
+                          "or pass --force to start over")
+
+
+def _expected_columns() -> dict[str, list[str]]:
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.executescript(_SCHEMA)
+        tables = [r[0] for r in mem.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: [r[1] for r in mem.execute(f"PRAGMA table_info({t})")] for t in tables
+                if not t.startswith("sqlite_")}
+    finally:
+        mem.close()
+
+
+def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> bool:
+    """Refuse a ledger this version cannot use; True when it holds a run (its config is recorded).
+
+    Checked: it is a SQLite database, its schema version is one we know, and every table it has
+    carries the columns we read and write. A missing table is added by the writer (tables only
+    ever get added); a missing column or a newer schema is refused, naming what and what to do.
+    """
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" not in have:
+        if created:
+            return False
+        raise LedgerError(f"{path}: holds no run (an empty or unfinished ledger); rerun the generate "
+                          "command that made it, or pass --force to start over")
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    config = conn.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+    if row is not None:
+        version = row[0]
+        if not str(version).isdigit():
+            raise LedgerError(f"{path}: unknown ledger schema version {version!r} (this sagegen writes "
+                              f"{SCHEMA_VERSION}); the file was altered or is not a sagegen ledger")
+        if int(version) > SCHEMA_VERSION:
+            raise LedgerError(f"{path}: ledger schema version {version} is newer than this sagegen's "
+                              f"({SCHEMA_VERSION}); upgrade sagegen to read it")
+        if int(version) < 1:
+            raise LedgerError(f"{path}: ledger schema version {version} predates this sagegen's "
+                              f"({SCHEMA_VERSION}) and cannot be migrated; pass --force to start over")
+    for table, columns in _expected_columns().items():
+        if table not in have:
+            continue
+        present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise LedgerError(f"{path}: table {table} lacks column(s) {', '.join(missing)} (schema version "
+                              f"{SCHEMA_VERSION} has them): the ledger was altered or written by another "
+                              "program; move the run aside and rerun, or pass --force to start over")
+    if config is None:
+        if created:
+            return False
+        raise LedgerError(f"{path}: holds no run configuration (an unfinished ledger); pass --force "
+                          "to start over")
+    return True
 
 
 @dataclass

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from sagegen.errors import scrub
 from sagegen.records import Completion
 
 Message = dict[str, Any]  # {"role": "system"|"user"|"assistant"|"tool", "content": str, ...}
@@ -27,3 +31,39 @@ class LLM(Protocol):
     ) -> Completion:
         """One chat completion. Raises ``sagegen.errors.LLMError`` once retries are spent."""
         ...
+
+
+# ---------------------------------------------------------------------------- tries of one call
+
+
+@dataclass(frozen=True)
+class Try:
+    """One request of a call: its HTTP status (None: no response), error text, seconds, wait after it."""
+
+    status: int | None
+    seconds: float
+    wait: float = 0.0
+    error: str = ""
+
+
+#: The tries of the call in progress, set by whoever accounts for calls (the run's ledger wrapper).
+#: A context variable so concurrent calls on one backend (asyncio tasks) never mix their tries.
+_TRIES: contextvars.ContextVar[list[Try] | None] = contextvars.ContextVar("sagegen_llm_tries", default=None)
+
+
+def note_try(status: int | None, seconds: float, wait: float = 0.0, error: str = "") -> None:
+    """Backends call this once per request they send (retries included); a no-op when nobody listens."""
+    tries = _TRIES.get()
+    if tries is not None:
+        tries.append(Try(status, seconds, wait, scrub(error)[:300]))
+
+
+@contextlib.contextmanager
+def collect_tries() -> Iterator[list[Try]]:
+    """``with collect_tries() as tries: await llm.complete(...)`` — the requests that call made."""
+    tries: list[Try] = []
+    token = _TRIES.set(tries)
+    try:
+        yield tries
+    finally:
+        _TRIES.reset(token)

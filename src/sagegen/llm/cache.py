@@ -77,8 +77,14 @@ class CallCache:
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.execute(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise LLMError(
-                f"LLM call cache {self.path}: cannot open ({e}); delete it to start afresh") from None
+            from sagegen.damage import ledger_error
+
+            # A full or read-only disk is said as such; only a damaged file is worth deleting.
+            low = str(e).lower()
+            if "not a database" in low or "malformed" in low:
+                raise LLMError(
+                    f"LLM call cache {self.path}: cannot open ({e}); delete it to start afresh") from None
+            raise LLMError(f"LLM call cache {ledger_error(self.path, e)}") from None
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Completion | None:

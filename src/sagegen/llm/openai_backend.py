@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sagegen.config import LLMConfig
-from sagegen.errors import ConfigError, LLMError
-from sagegen.llm.base import Message
+from sagegen.errors import BackendError, ConfigError, LLMError, register_secret
+from sagegen.llm.base import Message, note_try
 from sagegen.llm.scripted import _apply_stop
 from sagegen.records import Completion
 
@@ -38,12 +38,12 @@ PLACEHOLDER_KEY = "sk-no-key-required"
 MAX_WIRE_STOPS = 4
 
 
-class _Retryable(Exception):
+class _Retryable(BackendError):
     """A failure worth another try; ``wait`` is the server's ``Retry-After`` when it sent one."""
 
-    def __init__(self, message: str, wait: float | None = None):
-        super().__init__(message)
-        self.wait = wait
+    def __init__(self, message: str, wait: float | None = None, status: int | None = None):
+        super().__init__(message, wait)
+        self.status = status
 
 
 class OpenAIBackend:
@@ -67,6 +67,7 @@ class OpenAIBackend:
                     f"{where} needs an API key (set it, or point llm.base_url at a local server)"
                 )
         self._key = key
+        register_secret(key)  # masked in every error text, retry warnings included
         # One SDK client per event loop: its connection pool is bound to the loop that opened it.
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -141,12 +142,18 @@ class OpenAIBackend:
             try:
                 data = await self._request(params)
                 comp = self._to_completion(data, stops, time.monotonic() - t0)
+                note_try(200, time.monotonic() - t0)
                 return comp
+            except LLMError as e:  # not retried (a 4xx other than the retryable ones)
+                note_try(getattr(e, "status", None), time.monotonic() - t0, 0.0, str(e))
+                raise
             except _Retryable as e:
                 last = str(e)
                 if attempt + 1 >= attempts:
+                    note_try(e.status, time.monotonic() - t0, 0.0, last)
                     break
                 wait = self._wait(attempt, e.wait)
+                note_try(e.status, time.monotonic() - t0, wait, last)
                 self.retries += 1
                 log.warning("%s: %s; retry %d/%d in %.1fs", self.name, last, attempt + 1,
                             attempts - 1, wait)
@@ -188,20 +195,23 @@ class OpenAIBackend:
             status = e.status_code
             msg = f"HTTP {status}: {_error_text(e)}"
             if status in RETRYABLE_STATUS or status >= 500:
-                raise _Retryable(msg, _retry_after(e.response.headers)) from None
-            raise LLMError(self._scrub(
+                raise _Retryable(msg, _retry_after(e.response.headers), status) from None
+            fatal = LLMError(self._scrub(
                 f"{self.name} at {self.base_url or 'api.openai.com'}: {msg} (not retried)"
-            )) from None
+            ))
+            fatal.status = status  # type: ignore[attr-defined]
+            raise fatal from None
         except openai.OpenAIError as e:
             raise _Retryable(f"{type(e).__name__}: {e}") from None
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise _Retryable(
-                f"HTTP {status} with a body that is not JSON ({len(body)} bytes: {_snippet(body)})"
+                f"HTTP {status} with a body that is not JSON ({len(body)} bytes: {_snippet(body)})",
+                status=status,
             ) from None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise _Retryable(f"HTTP {status} body is not a chat completion: {_snippet(body)}")
+            raise _Retryable(f"HTTP {status} body is not a chat completion: {_snippet(body)}", status=status)
         return data
 
     def _to_completion(self, data: dict[str, Any], stops: list[str], seconds: float) -> Completion:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from sagegen.config import HTTPRetrieverConfig
-from sagegen.errors import SagegenError
+from sagegen.errors import SagegenError, register_secret
 from sagegen.records import Doc, Hit
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -81,6 +81,7 @@ class HTTPRetriever:
         self._shown_url = _redact(self.url)
         headers = {"Accept": "application/json", "User-Agent": "sagegen-http-retriever"}
         key = os.environ.get(cfg.api_key_env, "").strip() if cfg.api_key_env else ""
+        register_secret(key)  # masked in any error text (sagegen.errors.scrub)
         if key:
             # Sent as a bearer token; our server also accepts X-API-Key. Search-R1's ignores it.
             headers["Authorization"] = f"Bearer {key}"

@@ -48,6 +48,7 @@ from sagegen.errors import ConfigError
 from sagegen.records import Hit
 from sagegen.retrieval.base import Retriever
 from sagegen.retrieval.batching import encode_json, search_in_chunks
+from sagegen.retrieval.server_guard import LoopbackHostOnly, guarded_protocol
 
 log = logging.getLogger(__name__)
 
@@ -417,6 +418,8 @@ def create_app(
         }
 
     app.add_middleware(_GuardMiddleware, api_key=api_key, max_body_bytes=cfg.max_body_bytes)
+    if not api_key:  # keyless means loopback-only: refuse other Host names (DNS rebinding)
+        app.add_middleware(LoopbackHostOnly)
     return app
 
 
@@ -457,7 +460,8 @@ class PreparedServer:
     def __init__(self, app: FastAPI, sock: socket.socket, cfg: ServerConfig) -> None:
         self.app, self.sock = app, sock
         self.url = socket_url(sock)
-        config = uvicorn.Config(app, log_level=cfg.log_level, lifespan="off", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(app, log_level=cfg.log_level, lifespan="off", timeout_graceful_shutdown=5,
+                                http=guarded_protocol(cfg.header_timeout, cfg.body_timeout))
         self.server = uvicorn.Server(config)
 
     def run(self) -> None:
@@ -512,6 +516,7 @@ def running_server(
     port: int = 0,
     log_level: str = "warning",
     startup_timeout: float = 30.0,
+    limits: ServerConfig | None = None,
 ) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread; yields its base URL (``http://host:port``).
 
@@ -519,8 +524,10 @@ def running_server(
     stopped and joined on exit.
     """
     sock = bind_socket(host, port)
+    limits = limits or ServerConfig()  # its read deadlines, as `sagegen serve` applies them
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level=log_level, lifespan="off", timeout_graceful_shutdown=2)
+        uvicorn.Config(app, log_level=log_level, lifespan="off", timeout_graceful_shutdown=2,
+                       http=guarded_protocol(limits.header_timeout, limits.body_timeout))
     )
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="sagegen-server", daemon=True

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from sagegen.config import WebSearchConfig
-from sagegen.errors import ConfigError, SagegenError
+from sagegen.errors import ConfigError, SagegenError, register_secret
 from sagegen.records import Doc, Hit
 
 SERPER_URL = "https://google.serper.dev/search"
@@ -39,6 +39,7 @@ class WebSearchRetriever:
                     f"retrieval.web: provider serper needs an API key in the environment variable "
                     f"{env or '(retrieval.web.api_key_env is unset)'}"
                 )
+            register_secret(key)
             self._headers = {"X-API-KEY": key, "Content-Type": "application/json"}
         else:
             if not cfg.url:
@@ -50,6 +51,7 @@ class WebSearchRetriever:
             env = cfg.api_key_env
             # SearXNG is usually open; a key (for a proxy in front of it) is optional.
             key = os.environ.get(env) if env else None
+            register_secret(key)
             self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = client or httpx.Client(timeout=cfg.timeout, follow_redirects=True)
 
