@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpers import sigint_default
 from sage_loop_helpers import DOCS, write_corpus
 from sagegen.records import Doc
 
@@ -197,7 +198,8 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
 def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
     _corpus(tmp_path / "corpus.jsonl")
     cmd = _cmd("runs/int", "int.sqlite")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
     ledger = tmp_path / "runs" / "int" / "ledger.sqlite"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -530,13 +530,15 @@ def _start_serve(args: list[str], cwd: Path) -> tuple[Any, str]:
     import subprocess
     import sys
 
+    from helpers import sigint_default
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "sagegen.cli", "serve", *args, "--port", "0"],
         cwd=cwd,
         env=_cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        text=True,        preexec_fn=sigint_default,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
