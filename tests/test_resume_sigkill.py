@@ -61,7 +61,7 @@ def _corpus(path: Path) -> None:
     write_corpus(path, docs)
 
 
-def _cmd(out: str, cache: str) -> list[str]:
+def _cmd(out: str, cache: str, delay: float = 0.03) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -89,7 +89,7 @@ def _cmd(out: str, cache: str) -> list[str]:
         "-s",
         "llm.backend=scripted",
         "-s",
-        "llm.model=fixture:sage@0.03",
+        f"llm.model=fixture:sage@{delay}",
         "-s",
         f"llm.cache_path={cache}",
         "-s",  # the kill must land among solver attempts; the pre-check would leave the fixture none
@@ -197,7 +197,8 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
     _corpus(tmp_path / "corpus.jsonl")
-    cmd = _cmd("runs/int", "int.sqlite")
+    # Slower calls than the SIGKILL test: on a busy machine a 30 ms run could end between two polls.
+    cmd = _cmd("runs/int", "int.sqlite", delay=0.15)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=sigint_default)
     ledger = tmp_path / "runs" / "int" / "ledger.sqlite"
