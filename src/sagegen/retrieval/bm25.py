@@ -15,6 +15,7 @@ The default ``lucene`` idf ``log(1 + (N - df + 0.5)/(df + 0.5))`` is never negat
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,29 +37,81 @@ def build_bm25(
     import bm25s
 
     tok = Tokenizer(cfg.stopwords, cfg.stemmer)
-    vocab: dict[str, int] = {}  # token -> id
-    word_id: dict[str, int] = {}  # surface word -> token id, -1 for stopwords: one lookup per word
-    corpus_ids: list[list[int]] = []
     n = len(docs)
     step = max(1, n // 100)
-
-    def new_word(w: str) -> int:
-        t = tok.norm(w)
-        word_id[w] = -1 if t is None else vocab.setdefault(t, len(vocab))
-        return word_id[w]
-
+    per_doc: list[list[str]] = []
     for i, d in enumerate(docs):
-        ids = [word_id[w] if w in word_id else new_word(w) for w in tok.words(d.contents)]
-        corpus_ids.append([t for t in ids if t >= 0])
+        per_doc.append(tok.words(d.contents))
         if progress and (i % step == 0 or i == n - 1):
             progress("bm25: tokenize", i + 1, n)
+    words = list(itertools.chain.from_iterable(per_doc))
+    lengths = np.fromiter(map(len, per_doc), dtype=np.int64, count=n)
+    del per_doc
+    # Token ids in order of first occurrence (what a word-by-word pass gives), -1 for stopwords;
+    # each distinct surface word is stemmed once, then every word is one C-level dict lookup.
+    vocab: dict[str, int] = {}
+    word_id: dict[str, int] = {}
+    for w in dict.fromkeys(words):
+        t = tok.norm(w)
+        word_id[w] = -1 if t is None else vocab.setdefault(t, len(vocab))
+    ids = np.fromiter(map(word_id.__getitem__, words), dtype=np.int64, count=len(words))
+    del words
+    doc_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    keep = ids >= 0
+    ids, doc_of = ids[keep], doc_of[keep]
     model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
     if progress:
         progress("bm25: score matrix", 0, 1)
-    model.index((corpus_ids, vocab), show_progress=False)
+    if ids.size:
+        _index_arrays(model, ids, doc_of, np.bincount(doc_of, minlength=n), vocab)
+    else:  # nothing but stopwords: bm25s' own path, edge cases included
+        model.index(([[] for _ in range(n)], vocab), show_progress=False)
     model.save(str(out_dir), show_progress=False)
     if progress:
         progress("bm25: score matrix", 1, 1)
+
+
+def _index_arrays(
+    model: Any, ids: np.ndarray, doc_of: np.ndarray, doc_len: np.ndarray, vocab: dict[str, int]
+) -> None:
+    """What ``model.index((corpus_ids, vocab))`` computes, from flat arrays instead of per-document lists.
+
+    bm25s counts terms with one ``Counter`` and one set intersection per document (most of a 100k
+    build); here one ``np.unique`` over (term, doc) keys gives the term frequencies already in the
+    CSC order bm25s produces (column by column, documents ascending). The idf, the term-frequency
+    component and the non-occurrence correction are bm25s' own functions, fed the same dtypes, so
+    the saved arrays are bit-identical (tests/test_bm25.py compares them for every method).
+    """
+    from bm25s import scoring
+
+    n_docs, n_vocab = len(doc_len), len(vocab)
+    keys, tf = np.unique(ids * n_docs + doc_of, return_counts=True)
+    term, doc = keys // n_docs, keys % n_docs
+    df = np.bincount(term, minlength=n_vocab)
+    avg_doc_len = doc_len.mean()
+    doc_frequencies = dict(enumerate(df.tolist()))
+    idf_fn = scoring._select_idf_scorer(model.idf_method)
+    tfc_fn = scoring._select_tfc_scorer(model.method)
+    nonocc = None
+    if model.method in model.methods_requiring_nonoccurrence:
+        nonocc = scoring._build_nonoccurrence_array(
+            doc_frequencies=doc_frequencies, n_docs=n_docs, compute_idf_fn=idf_fn, calculate_tfc_fn=tfc_fn,
+            l_d=avg_doc_len, l_avg=avg_doc_len, k1=model.k1, b=model.b, delta=model.delta, dtype=model.dtype,
+        )
+    idf = scoring._build_idf_array(doc_frequencies, n_docs, compute_idf_fn=idf_fn, dtype=model.dtype)
+    tfc = tfc_fn(tf_array=tf.astype(model.dtype), l_d=doc_len[doc], l_avg=avg_doc_len, k1=model.k1, b=model.b,
+                 delta=model.delta)
+    scores = idf[term] * tfc
+    if nonocc is not None:
+        scores -= nonocc[term]
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    model.nonoccurrence_array = nonocc
+    model.scores = {"data": scores.astype(model.dtype), "indices": doc.astype(model.int_dtype),
+                    "indptr": indptr, "num_docs": n_docs}
+    # As index() does with create_empty_token: "" scores nothing and keeps empty queries valid.
+    model.vocab_dict = {**vocab, "": n_vocab}
+    model.unique_token_ids_set = set(model.vocab_dict.values())
 
 
 class BM25Retriever:
