@@ -15,7 +15,7 @@ The default ``lucene`` idf ``log(1 + (N - df + 0.5)/(df + 0.5))`` is never negat
 
 from __future__ import annotations
 
-import itertools
+import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,23 +39,17 @@ def build_bm25(
     tok = Tokenizer(cfg.stopwords, cfg.stemmer)
     n = len(docs)
     step = max(1, n // 100)
-    per_doc: list[list[str]] = []
+    vocab: dict[str, int] = {}  # token -> id, in order of first occurrence
+    word_id = _WordIds(tok, vocab)
+    flat = array.array("q")  # every word's token id, documents one after another; -1 for stopwords
+    lengths = np.zeros(n, dtype=np.int64)
     for i, d in enumerate(docs):
-        per_doc.append(tok.words(d.contents))
+        words = tok.words(d.contents)
+        lengths[i] = len(words)
+        flat.extend(map(word_id.__getitem__, words))  # a C loop; Python runs only for unseen words
         if progress and (i % step == 0 or i == n - 1):
             progress("bm25: tokenize", i + 1, n)
-    words = list(itertools.chain.from_iterable(per_doc))
-    lengths = np.fromiter(map(len, per_doc), dtype=np.int64, count=n)
-    del per_doc
-    # Token ids in order of first occurrence (what a word-by-word pass gives), -1 for stopwords;
-    # each distinct surface word is stemmed once, then every word is one C-level dict lookup.
-    vocab: dict[str, int] = {}
-    word_id: dict[str, int] = {}
-    for w in dict.fromkeys(words):
-        t = tok.norm(w)
-        word_id[w] = -1 if t is None else vocab.setdefault(t, len(vocab))
-    ids = np.fromiter(map(word_id.__getitem__, words), dtype=np.int64, count=len(words))
-    del words
+    ids = np.frombuffer(flat, dtype=np.int64)
     doc_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
     keep = ids >= 0
     ids, doc_of = ids[keep], doc_of[keep]
@@ -69,6 +63,19 @@ def build_bm25(
     model.save(str(out_dir), show_progress=False)
     if progress:
         progress("bm25: score matrix", 1, 1)
+
+
+class _WordIds(dict):  # type: ignore[type-arg]
+    """Surface word -> token id (-1 for a stopword); a word is stemmed once, on its first lookup."""
+
+    def __init__(self, tok: Tokenizer, vocab: dict[str, int]) -> None:
+        super().__init__()
+        self.tok, self.vocab = tok, vocab
+
+    def __missing__(self, word: str) -> int:
+        t = self.tok.norm(word)
+        out = self[word] = -1 if t is None else self.vocab.setdefault(t, len(self.vocab))
+        return out
 
 
 def _index_arrays(
