@@ -1,9 +1,11 @@
 """BM25 on ``bm25s``: eager sparse scores saved as plain ``.npy``/JSON, loaded memory-mapped.
 
 bm25s precomputes every (term, doc) score at index time into a CSC matrix; a query is then a
-sum of a few matrix columns. We let bm25s build and save that matrix and do the (tiny) query-time
-sum and top-k ourselves, so tokenization is exactly :class:`~sagegen.retrieval.tokenize.Tokenizer`
-for documents and queries alike and no pickle is ever read.
+sum of a few matrix columns. bm25s' own functions score that matrix and bm25s saves it, but we
+count the terms (vectorised, :func:`_index_arrays`: bm25s' per-document loop was most of a 100k
+build) and do the (tiny) query-time sum and top-k ourselves, so tokenization is exactly
+:class:`~sagegen.retrieval.tokenize.Tokenizer` for documents and queries alike and no pickle is
+ever read.
 
 Scoring variants (``retrieval.bm25.method``) are bm25s'. ``robertson`` ranks documents exactly as
 ``rank_bm25.BM25Okapi`` does: its term weight is BM25Okapi's divided by the constant ``k1 + 1``,
