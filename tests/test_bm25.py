@@ -134,3 +134,18 @@ def test_vectorised_build_saves_what_bm25s_own_index_saves(tmp_path: Path, metho
             assert x.dtype == y.dtype and np.array_equal(x, y), name
         else:
             assert json.loads(a.read_text()) == json.loads(b.read_text()), name
+
+
+def test_without_bm25s_scoring_helpers_the_build_falls_back_to_bm25s_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sagegen.retrieval import bm25
+
+    docs = [*load_corpus()[:300], Doc(id="stop", title="", text="the of and")]
+    bm25.build_bm25(docs, BM25Config(), tmp_path / "fast")
+    monkeypatch.setattr(bm25, "_has_scoring_functions", lambda: False)
+    bm25.build_bm25(docs, BM25Config(), tmp_path / "slow")
+    for f in sorted((tmp_path / "fast").iterdir()):
+        assert f.read_bytes() == (tmp_path / "slow" / f.name).read_bytes(), f.name
+    r = _small_index(tmp_path / "idx", docs)
+    assert r.search(["the of and"], k=3) == [[]]

@@ -58,13 +58,22 @@ def build_bm25(
     model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
     if progress:
         progress("bm25: score matrix", 0, 1)
-    if ids.size:
+    if ids.size and _has_scoring_functions():
         _index_arrays(model, ids, doc_of, np.bincount(doc_of, minlength=n), vocab)
-    else:  # nothing but stopwords: bm25s' own path, edge cases included
-        model.index(([[] for _ in range(n)], vocab), show_progress=False)
+    else:  # nothing but stopwords, or a bm25s without those helpers: bm25s' own (slower) path
+        per_doc = np.split(ids, np.cumsum(np.bincount(doc_of, minlength=n))[:-1])
+        model.index(([d.tolist() for d in per_doc], vocab), show_progress=False)
     model.save(str(out_dir), show_progress=False)
     if progress:
         progress("bm25: score matrix", 1, 1)
+
+
+def _has_scoring_functions() -> bool:
+    # _index_arrays calls bm25s' module-private scoring helpers (as of bm25s 0.3.16); else the slow path.
+    from bm25s import scoring
+
+    names = ("_select_idf_scorer", "_select_tfc_scorer", "_build_idf_array", "_build_nonoccurrence_array")
+    return all(hasattr(scoring, f) for f in names)
 
 
 class _WordIds(dict):  # type: ignore[type-arg]
