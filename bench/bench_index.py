@@ -30,14 +30,17 @@ from sagegen.retrieval.tokenize import Tokenizer
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SAGEGEN_SHARED_DATA", REPO.parent / "shared" / "data"))
 GOAL_S = 30.0
+GOAL_CPU_S = 10.0  # issue 12: CPU time is the figure that does not depend on the machine's load
 
 
 def timed_build(docs: list[Doc], kind: str, rcfg: RetrievalConfig, tmp: Path) -> tuple[float, float]:
     t, c = time.perf_counter(), time.process_time()
     build_index(docs, kind, rcfg, tmp / kind)
-    build = time.perf_counter() - t
+    build, cpu = time.perf_counter() - t, time.process_time() - c
     # Wall time depends on what else runs on the machine; CPU time of this process is the stable figure.
-    print(f"  [{kind}: {len(docs):,} passages, wall {build:.2f}s, cpu {time.process_time() - c:.2f}s]")
+    met = "met" if cpu < GOAL_CPU_S else "MISSED"
+    goal = f"; cpu goal < {GOAL_CPU_S:.0f}s: {met}" if len(docs) >= 100_000 else ""
+    print(f"  [{kind}: {len(docs):,} passages, wall {build:.2f}s, cpu {cpu:.2f}s{goal}]")
     t = time.perf_counter()
     r = open_index(tmp / kind, rcfg)
     r.search(["capital of France"], k=3)

@@ -1,9 +1,11 @@
 """BM25 on ``bm25s``: eager sparse scores saved as plain ``.npy``/JSON, loaded memory-mapped.
 
 bm25s precomputes every (term, doc) score at index time into a CSC matrix; a query is then a
-sum of a few matrix columns. We let bm25s build and save that matrix and do the (tiny) query-time
-sum and top-k ourselves, so tokenization is exactly :class:`~sagegen.retrieval.tokenize.Tokenizer`
-for documents and queries alike and no pickle is ever read.
+sum of a few matrix columns. bm25s' own functions score that matrix and bm25s saves it, but we
+count the terms (vectorised, :func:`_index_arrays`: bm25s' per-document loop was most of a 100k
+build) and do the (tiny) query-time sum and top-k ourselves, so tokenization is exactly
+:class:`~sagegen.retrieval.tokenize.Tokenizer` for documents and queries alike and no pickle is
+ever read.
 
 Scoring variants (``retrieval.bm25.method``) are bm25s'. ``robertson`` ranks documents exactly as
 ``rank_bm25.BM25Okapi`` does: its term weight is BM25Okapi's divided by the constant ``k1 + 1``,
@@ -15,6 +17,7 @@ The default ``lucene`` idf ``log(1 + (N - df + 0.5)/(df + 0.5))`` is never negat
 
 from __future__ import annotations
 
+import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,29 +39,97 @@ def build_bm25(
     import bm25s
 
     tok = Tokenizer(cfg.stopwords, cfg.stemmer)
-    vocab: dict[str, int] = {}  # token -> id
-    word_id: dict[str, int] = {}  # surface word -> token id, -1 for stopwords: one lookup per word
-    corpus_ids: list[list[int]] = []
     n = len(docs)
     step = max(1, n // 100)
-
-    def new_word(w: str) -> int:
-        t = tok.norm(w)
-        word_id[w] = -1 if t is None else vocab.setdefault(t, len(vocab))
-        return word_id[w]
-
+    vocab: dict[str, int] = {}  # token -> id, in order of first occurrence
+    word_id = _WordIds(tok, vocab)
+    flat = array.array("q")  # every word's token id, documents one after another; -1 for stopwords
+    lengths = np.zeros(n, dtype=np.int64)
     for i, d in enumerate(docs):
-        ids = [word_id[w] if w in word_id else new_word(w) for w in tok.words(d.contents)]
-        corpus_ids.append([t for t in ids if t >= 0])
+        words = tok.words(d.contents)
+        lengths[i] = len(words)
+        flat.extend(map(word_id.__getitem__, words))  # a C loop; Python runs only for unseen words
         if progress and (i % step == 0 or i == n - 1):
             progress("bm25: tokenize", i + 1, n)
+    ids = np.frombuffer(flat, dtype=np.int64)
+    doc_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    keep = ids >= 0
+    ids, doc_of = ids[keep], doc_of[keep]
     model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
     if progress:
         progress("bm25: score matrix", 0, 1)
-    model.index((corpus_ids, vocab), show_progress=False)
+    if ids.size and _has_scoring_functions():
+        _index_arrays(model, ids, doc_of, np.bincount(doc_of, minlength=n), vocab)
+    else:  # nothing but stopwords, or a bm25s without those helpers: bm25s' own (slower) path
+        per_doc = np.split(ids, np.cumsum(np.bincount(doc_of, minlength=n))[:-1])
+        model.index(([d.tolist() for d in per_doc], vocab), show_progress=False)
     model.save(str(out_dir), show_progress=False)
     if progress:
         progress("bm25: score matrix", 1, 1)
+
+
+def _has_scoring_functions() -> bool:
+    # _index_arrays calls bm25s' module-private scoring helpers (as of bm25s 0.3.16); else the slow path.
+    from bm25s import scoring
+
+    names = ("_select_idf_scorer", "_select_tfc_scorer", "_build_idf_array", "_build_nonoccurrence_array")
+    return all(hasattr(scoring, f) for f in names)
+
+
+class _WordIds(dict):  # type: ignore[type-arg]
+    """Surface word -> token id (-1 for a stopword); a word is stemmed once, on its first lookup."""
+
+    def __init__(self, tok: Tokenizer, vocab: dict[str, int]) -> None:
+        super().__init__()
+        self.tok, self.vocab = tok, vocab
+
+    def __missing__(self, word: str) -> int:
+        t = self.tok.norm(word)
+        out = self[word] = -1 if t is None else self.vocab.setdefault(t, len(self.vocab))
+        return out
+
+
+def _index_arrays(
+    model: Any, ids: np.ndarray, doc_of: np.ndarray, doc_len: np.ndarray, vocab: dict[str, int]
+) -> None:
+    """What ``model.index((corpus_ids, vocab))`` computes, from flat arrays instead of per-document lists.
+
+    bm25s counts terms with one ``Counter`` and one set intersection per document (most of a 100k
+    build); here one ``np.unique`` over (term, doc) keys gives the term frequencies already in the
+    CSC order bm25s produces (column by column, documents ascending). The idf, the term-frequency
+    component and the non-occurrence correction are bm25s' own functions, fed the same dtypes, so
+    the saved arrays are bit-identical (tests/test_bm25.py compares them for every method).
+    """
+    from bm25s import scoring
+
+    n_docs, n_vocab = len(doc_len), len(vocab)
+    keys, tf = np.unique(ids * n_docs + doc_of, return_counts=True)
+    term, doc = keys // n_docs, keys % n_docs
+    df = np.bincount(term, minlength=n_vocab)
+    avg_doc_len = doc_len.mean()
+    doc_frequencies = dict(enumerate(df.tolist()))
+    idf_fn = scoring._select_idf_scorer(model.idf_method)
+    tfc_fn = scoring._select_tfc_scorer(model.method)
+    nonocc = None
+    if model.method in model.methods_requiring_nonoccurrence:
+        nonocc = scoring._build_nonoccurrence_array(
+            doc_frequencies=doc_frequencies, n_docs=n_docs, compute_idf_fn=idf_fn, calculate_tfc_fn=tfc_fn,
+            l_d=avg_doc_len, l_avg=avg_doc_len, k1=model.k1, b=model.b, delta=model.delta, dtype=model.dtype,
+        )
+    idf = scoring._build_idf_array(doc_frequencies, n_docs, compute_idf_fn=idf_fn, dtype=model.dtype)
+    tfc = tfc_fn(tf_array=tf.astype(model.dtype), l_d=doc_len[doc], l_avg=avg_doc_len, k1=model.k1, b=model.b,
+                 delta=model.delta)
+    scores = idf[term] * tfc
+    if nonocc is not None:
+        scores -= nonocc[term]
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    model.nonoccurrence_array = nonocc
+    model.scores = {"data": scores.astype(model.dtype), "indices": doc.astype(model.int_dtype),
+                    "indptr": indptr, "num_docs": n_docs}
+    # As index() does with create_empty_token: "" scores nothing and keeps empty queries valid.
+    model.vocab_dict = {**vocab, "": n_vocab}
+    model.unique_token_ids_set = set(model.vocab_dict.values())
 
 
 class BM25Retriever:

@@ -1,0 +1,238 @@
+"""LLM-call throughput of ``sagegen generate`` against a simulated OpenAI-compatible server.
+
+The server (bench/sim_llm_server.py, a separate process on loopback) models a GPU inference server:
+``--slots`` requests decode at once, each for ``ttft + prompt/prefill + completion/decode`` seconds,
+and its replies follow sagegen's protocol per role, so the real pipeline (generator, K solver
+attempts, LLM judge, feedback rounds; ``llm.backend=openai``, cache off, bundled corpus, BM25) runs
+unchanged in this process at each concurrency (``pipeline.concurrency`` = calls in flight, since a
+pair's calls are sequential).
+
+Then a minimal baseline client in the same process replays exactly the same request bodies, pair
+by pair in the same order with the same number of pairs in flight, over plain asyncio streams
+(one keep-alive connection per lane, ``json`` in and out, nothing else): the reference for what
+an orchestrator needs.
+
+Figures per row:
+
+- ``cap%``: the share of the server's capacity used, summed service time / (span × slots);
+  capacity = slots / mean service time. Below ``slots`` in flight it cannot reach 100%.
+- ``reach%``: the same against the slots this concurrency can fill, min(in flight, slots).
+- ``over%``: span / ideal − 1. The ideal schedule runs each pair's calls back to back with zero
+  client time, pairs taken in order by ``in flight`` lanes (list scheduling), and never beats
+  total service / slots. Calls are attributed to pairs through the ``G<seed>`` marker the
+  simulated generator writes into each question (see sim_llm_server.py).
+- ``cpu ms/call``: CPU time of this process over the run / calls (everything: agents, retrieval,
+  ledger, HTTP client, JSON).
+
+    python bench/bench_generate.py --quick            # 1/16/64/256 in flight, small runs, time ×0.25
+    python bench/bench_generate.py                    # 1/16/64/256/1024, R=3, K=4, real-time latencies
+    python bench/bench_generate.py --ceiling          # the simulated server's own request ceiling
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sagegen.config import load_config
+from sagegen.pipeline import Components, run_generate
+from sagegen.store import derive_seed
+
+HERE = Path(__file__).resolve().parent
+KEY_ENV = "SAGEGEN_BENCH_SIM_KEY"
+
+
+class Sim:
+    """The simulated server in its own process (so its CPU never competes with the client's GIL)."""
+
+    def __init__(self, args: argparse.Namespace, scale: float, log: Path | None = None) -> None:
+        cmd = [sys.executable, str(HERE / "sim_llm_server.py"), "--slots", str(args.slots),
+               "--decode", str(args.decode), "--prefill", str(args.prefill), "--ttft", str(args.ttft),
+               "--time-scale", str(scale)]
+        if log is not None:
+            cmd += ["--log", str(log)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("port "):
+            self.proc.kill()
+            raise SystemExit(f"the simulated server did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/stats", timeout=30) as r:
+            return json.loads(r.read())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def ideal_span(chains: list[list[float]], lanes: int, slots: int) -> float:
+    heap = [0.0] * min(lanes, max(1, len(chains)))
+    for chain in chains:
+        heapq.heapreplace(heap, heap[0] + sum(chain))
+    return max(max(heap), sum(map(sum, chains)) / slots)
+
+
+def chains_from_log(log: Path, seed: int, n: int, rounds: int) -> tuple[list[list[dict[str, Any]]], int]:
+    """Logged requests grouped by pair (pair order), each in arrival order; and how many had no pair."""
+    owner = {derive_seed(seed, "gen", i, r): i for i in range(n) for r in range(1, rounds + 1)}
+    by_pair: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    lost = 0
+    with log.open(encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            idx = owner.get(rec["key"])
+            if idx is None:
+                lost += 1
+            else:
+                by_pair[idx].append(rec)
+    return [sorted(by_pair[i], key=lambda r: r["t"]) for i in sorted(by_pair)], lost
+
+
+def run_sagegen(sim: Sim, level: int, n: int, args: argparse.Namespace, tmp: Path) -> float:
+    cfg = load_config(None, [
+        "llm.backend=openai", f"llm.base_url={sim.url}/v1", "llm.model=sim", "llm.cache=false",
+        f"llm.api_key_env={KEY_ENV}", "llm.timeout=900", "judge.method=llm",
+        f"pipeline.num_seeds={n}", f"pipeline.concurrency={level}", f"pipeline.rounds={args.rounds}",
+        f"pipeline.attempts={args.k}", "pipeline.strategy=feedback", f"pipeline.seed={args.seed}",
+        f"retrieval.index_dir={args.index_dir}",
+    ])
+    parts = Components.from_config(cfg)  # corpus and index opened before the clock starts
+    import openai  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
+    try:
+        c = time.process_time()
+        run_generate(cfg, tmp / f"run-{level}", parts=parts, progress=False)
+        return time.process_time() - c
+    finally:
+        parts.close()
+
+
+async def _baseline(port: int, lanes: int, chains: list[list[dict[str, Any]]]) -> None:
+    todo = iter(chains)
+    length = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+    async def lane() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for chain in todo:  # one shared iterator: each lane takes the next pair, as the pipeline does
+            for rec in chain:
+                data = json.dumps(rec["body"]).encode()
+                writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+                head = await reader.readuntil(b"\r\n\r\n")
+                m = length.search(head)
+                reply = json.loads(await reader.readexactly(int(m.group(1)) if m else 0))
+                reply["choices"][0]["message"]["content"]  # what an orchestrator reads next
+        writer.close()
+
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+
+
+def run_baseline(sim: Sim, lanes: int, chains: list[list[dict[str, Any]]]) -> float:
+    c = time.process_time()
+    asyncio.run(_baseline(sim.port, lanes, chains))
+    return time.process_time() - c
+
+
+def row(name: str, level: int, st: dict[str, Any], cpu: float, ideal: float, slots: int) -> str:
+    span = st["span_s"]
+    cap = st["service_s"] / (span * slots)
+    reach = st["service_s"] / (span * min(level, slots))
+    return (f"{name:9} {level:5} {st['requests']:7} {span:8.1f} {ideal:8.1f} {100 * cap:6.1f} "
+            f"{100 * reach:7.1f} {100 * (span / ideal - 1):6.1f} {1000 * cpu / st['requests']:8.2f} "
+            f"{st['requests'] / span:8.1f} {1000 * st['cpu_s'] / st['requests']:7.2f}")
+
+
+def ceiling(args: argparse.Namespace) -> None:
+    """Requests/s of the simulated server with zero service time, and its CPU per request."""
+    sim = Sim(args, 0.0)
+    try:
+        body = {"model": "sim", "seed": 1, "messages": [
+            {"role": "system", "content": "Answer the given question. " * 80},
+            {"role": "user", "content": "In which year did the archive catalogued as item G7 open?"}]}
+        chains = [[{"body": dict(body, seed=i)}] * 20 for i in range(args.ceiling_requests // 20)]
+        t = time.monotonic()
+        cpu = run_baseline(sim, args.slots, chains)
+        wall = time.monotonic() - t
+        st = sim.stats()
+    finally:
+        sim.close()
+    print(f"ceiling: {st['requests']} requests in {wall:.2f}s = {st['requests'] / wall:,.0f}/s with "
+          f"{args.slots} connections; server CPU {1000 * st['cpu_s'] / st['requests']:.3f} ms/request "
+          f"(= {st['requests'] / st['cpu_s']:,.0f} requests per CPU-second); client CPU "
+          f"{1000 * cpu / st['requests']:.3f} ms/request; load average {os.getloadavg()[0]:.2f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="Small runs: 1/16/64/256, R=2, K=2, time x0.25.")
+    ap.add_argument("--levels", default=None, help="Comma-separated calls in flight.")
+    ap.add_argument("--pairs", type=int, default=0, help="Pairs per level (0 = 2 x in flight, 8..2048).")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--k", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slots", type=int, default=256)
+    ap.add_argument("--ttft", type=float, default=0.1)
+    ap.add_argument("--prefill", type=float, default=20_000.0)
+    ap.add_argument("--decode", type=float, default=60.0)
+    ap.add_argument("--time-scale", type=float, default=None)
+    ap.add_argument("--index-dir", default=".sagegen/indexes", help="The bundled corpus' BM25 index.")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--ceiling", action="store_true", help="Only measure the simulated server's ceiling.")
+    ap.add_argument("--ceiling-requests", type=int, default=20_000)
+    args = ap.parse_args()
+    os.environ.setdefault(KEY_ENV, "sim-key")
+    if args.ceiling:
+        ceiling(args)
+        return 0
+    q = args.quick
+    levels = [int(x) for x in (args.levels or ("1,16,64,256" if q else "1,16,64,256,1024")).split(",")]
+    args.rounds = args.rounds or (2 if q else 3)
+    args.k = args.k or (2 if q else 4)
+    scale = args.time_scale if args.time_scale is not None else (0.25 if q else 1.0)
+    print(f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.2f}  slots {args.slots}  time x{scale}  "
+          f"R={args.rounds} K={args.k} feedback, cache off")
+    print("client     inflt   calls   span_s  ideal_s   cap%  reach%  over%  cpu_ms/c   req/s  srv_ms/c")
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for level in levels:
+            n = args.pairs or (max(2, level) if q else min(2048, max(8, 2 * level)))
+            log = tmp / f"log-{level}.jsonl"
+            sim = Sim(args, scale, log)
+            try:
+                cpu = run_sagegen(sim, level, n, args, tmp)
+                st = sim.stats()
+            finally:
+                sim.close()
+            chains, lost = chains_from_log(log, args.seed, n, args.rounds)
+            ideal = ideal_span([[r["service"] for r in c] for c in chains], level, args.slots)
+            print(row("sagegen", level, st, cpu, ideal, args.slots)
+                  + (f"  ({lost} calls not attributed)" if lost else ""), flush=True)
+            if args.no_baseline:
+                continue
+            sim = Sim(args, scale)
+            try:
+                cpu = run_baseline(sim, level, chains)
+                st = sim.stats()
+            finally:
+                sim.close()
+            print(row("baseline", level, st, cpu, ideal, args.slots), flush=True)
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
