@@ -7,7 +7,8 @@ default. The resolved config is saved with every run (see ``Config.dump``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -454,7 +455,8 @@ def _check_section_override(text: str, key: str, value: Any) -> None:
         if field is None:
             return  # an unknown key: model validation names it
         ann = field.annotation
-        args = getattr(ann, "__args__", ())
+        # ``X | None`` is an optional section; ``list[X]`` (e.g. solver_llms) is a value, a list of them.
+        args = getattr(ann, "__args__", ()) if get_origin(ann) in (Union, UnionType) else ()
         inner = next((a for a in args if isinstance(a, type) and issubclass(a, Section)), None)
         model = ann if isinstance(ann, type) and issubclass(ann, Section) else inner
         if model is None:
