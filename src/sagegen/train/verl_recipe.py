@@ -70,21 +70,10 @@ def check_with_verl(overrides_: list[str], python: str) -> dict[str, Any]:
 
 
 def tool_schema() -> dict[str, Any]:
-    """The ``search(query)`` function the policy sees: the solver's native tool, texts from templates."""
-    from sagegen.prompts import render
+    """The ``search(query)`` function the policy sees: the solver's own native tool, one definition."""
+    from sagegen.agents.solver import search_tool_spec
 
-    return {
-        "type": "function",
-        "function": {
-            "name": "search",
-            "description": render("solver_tool_search.j2"),
-            "parameters": {
-                "type": "object",
-                "properties": {"query": {"type": "string", "description": render("solver_tool_query.j2")}},
-                "required": ["query"],
-            },
-        },
-    }
+    return search_tool_spec()
 
 
 def tool_config(cfg: Config) -> dict[str, Any]:
