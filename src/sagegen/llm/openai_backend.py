@@ -4,7 +4,8 @@ Direct async HTTP on httpx: the request JSON is built and the reply parsed here,
 between (the ``openai`` SDK cost ~8 ms of CPU per call at 256 in flight, walking every message and
 scanning a pool smaller than the concurrency; see bench/bench_generate.py). One ``httpx.AsyncClient``
 per backend and event loop, its pool unbounded and fully kept alive, so it grows to the calls in
-flight and no call waits for a connection or reopens one. The client is closed inside the loop that
+flight and no call waits for a connection (httpcore still opens some anew in a burst, see the
+issue-12 note). The client is closed inside the loop that
 opened it, when the loop ends (``asyncio.run`` closes async generators) or on ``aclose()``.
 
 The retry loop is ours, so that every retry is bounded, logged, honours ``Retry-After`` with a
@@ -114,7 +115,7 @@ class OpenAIBackend:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             # No cap on connections and every one kept alive: the pool follows the calls in flight
-            # (the pipeline's concurrency bounds them), so none waits for a slot or reconnects.
+            # (the pipeline's concurrency bounds them), so none waits for a slot.
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=None,
                                   keepalive_expiry=KEEPALIVE_EXPIRY)
             client = httpx.AsyncClient(limits=limits, timeout=self.cfg.timeout, headers=self._headers)
