@@ -286,20 +286,23 @@ async def test_real_llama_cpp_server_through_fault_proxy(llama_server: str) -> N
 # --- the connection pool and its lifetime (a keep-alive server that counts connections) -----------
 
 def test_pool_follows_the_calls_in_flight() -> None:
-    # 150 calls at once: more than httpx's default pool (100 connections), so a default-sized client
-    # would hold 50 calls back and the server's barrier would never fill.
+    # 150 calls at once: more than httpx's default pool (100 connections, 20 kept alive), so a
+    # default-sized client would hold calls back (the barrier never fills) and reconnect next wave.
     n = 150
 
-    async def wave(llm: OpenAIBackend) -> list[str]:
-        comps = await asyncio.gather(*(llm.complete([{"role": "user", "content": f"q{i}"}])
-                                       for i in range(n)))
-        return [c.text for c in comps]
+    async def waves(llm: OpenAIBackend) -> list[str]:
+        texts = []
+        for _ in range(2):
+            comps = await asyncio.gather(*(llm.complete([{"role": "user", "content": f"q{i}"}])
+                                           for i in range(n)))
+            texts += [c.text for c in comps]
+        return texts
 
     with KeepAliveServer(barrier=n) as srv:
-        texts = asyncio.run(wave(backend(srv.url, None)))
-        assert sorted(texts) == sorted(f"echo: q{i}" for i in range(n))
-        assert srv.requests == n and srv.peak == n  # all in flight at once, none queued
-        assert srv.opened == n  # one connection per call in flight
+        texts = asyncio.run(waves(backend(srv.url, None)))
+        assert sorted(texts) == sorted([f"echo: q{i}" for i in range(n)] * 2)
+        assert srv.requests == 2 * n and srv.peak == n  # all in flight at once, none queued
+        assert srv.opened == n  # the second wave reused every connection of the first
 
 
 def test_client_is_closed_inside_its_loop() -> None:
