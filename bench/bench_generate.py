@@ -112,7 +112,7 @@ def run_sagegen(sim: Sim, level: int, n: int, args: argparse.Namespace, tmp: Pat
         f"retrieval.index_dir={args.index_dir}",
     ])
     parts = Components.from_config(cfg)  # corpus and index opened before the clock starts
-    import openai  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
+    import httpx  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
     try:
         c = time.process_time()
         run_generate(cfg, tmp / f"run-{level}", parts=parts, progress=False)

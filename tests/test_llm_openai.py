@@ -7,6 +7,7 @@ test puts the same proxy in front of llama-cpp-python's own OpenAI-compatible se
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import socket
 import time
@@ -16,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from helpers.fault_server import BADJSON, NONJSON, NOTCOMPLETION, RESET, TRUNCATE, FaultServer, sleep, status
+from helpers.keepalive_server import KeepAliveServer
 from helpers.llama_server import running_llama_server
 from sagegen.config import LLMConfig
 from sagegen.errors import ConfigError, LLMError
+from sagegen.llm.base import collect_tries
 from sagegen.llm.factory import build_llm
 from sagegen.llm.openai_backend import OpenAIBackend, _retry_after
 
@@ -278,3 +281,67 @@ async def test_real_llama_cpp_server_through_fault_proxy(llama_server: str) -> N
 
         short = await llm.complete(msgs, max_tokens=4, temperature=0.0)
         assert short.completion_tokens <= 4 and short.finish_reason == "length"
+
+
+# --- the connection pool and its lifetime (a keep-alive server that counts connections) -----------
+
+def test_pool_follows_the_calls_in_flight() -> None:
+    # 150 calls at once: more than httpx's default pool (100 connections, 20 kept alive), so a
+    # default-sized client would hold calls back (the barrier never fills) and reconnect next wave.
+    n = 150
+
+    async def waves(llm: OpenAIBackend) -> list[str]:
+        texts = []
+        for _ in range(2):
+            comps = await asyncio.gather(*(llm.complete([{"role": "user", "content": f"q{i}"}])
+                                           for i in range(n)))
+            texts += [c.text for c in comps]
+        return texts
+
+    with KeepAliveServer(barrier=n) as srv:
+        texts = asyncio.run(waves(backend(srv.url, None)))
+        assert sorted(texts) == sorted([f"echo: q{i}" for i in range(n)] * 2)
+        assert srv.requests == 2 * n and srv.peak == n  # all in flight at once, none queued
+        assert srv.opened == n  # the second wave reused every connection of the first
+
+
+def test_client_is_closed_inside_its_loop() -> None:
+    llm = backend("http://127.0.0.1:1/v1", None)  # replaced below; the object outlives both loops
+
+    async def some_calls() -> None:
+        await asyncio.gather(*(llm.complete(MSGS) for _ in range(3)))
+
+    with KeepAliveServer(barrier=3) as srv:
+        llm._endpoint = srv.url + "/chat/completions"
+        asyncio.run(some_calls())
+        # The loop's own shutdown closed the connections (llm is still referenced: not garbage
+        # collection), so nothing is left to fail later with "Event loop is closed".
+        assert srv.opened == 3 and srv.wait_closed(), (srv.opened, srv.closed)
+        asyncio.run(some_calls())  # a new loop gets a new client, closed the same way
+        assert srv.opened == 6 and srv.wait_closed(), (srv.opened, srv.closed)
+
+        async def explicit() -> None:
+            await some_calls()
+            await llm.aclose()
+            assert srv.wait_closed(), (srv.opened, srv.closed)  # closed before the loop ends
+            await some_calls()  # and usable again afterwards
+        asyncio.run(explicit())
+        assert srv.opened == 12 and srv.wait_closed()
+    llm.close()  # after the loop: nothing to do but drop the references, and no error
+
+
+@pytest.mark.parametrize("body", [
+    '{"choices": [{"message": null}]}', '{"choices": [42]}', '[{"choices": []}]',
+    '{"choices": [{"message": {"content": 5}}]}',
+    '{"choices": [{"message": {"content": "x", "tool_calls": [7]}}]}',
+    '{"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "many"}}',
+], ids=["null-message", "number-choice", "list", "number-content", "bad-tool-call", "bad-usage"])
+async def test_json_that_is_not_a_chat_completion_is_a_recorded_retry(key_env: str, body: str) -> None:
+    with FaultServer([status(200, body=body)] * 2) as srv:
+        llm = backend(srv.url, key_env)
+        with collect_tries() as tries:
+            comp = await llm.complete(MSGS)
+    assert comp.text == "echo: ping" and len(srv.requests) == 3
+    assert [t.status for t in tries] == [200, 200, 200]
+    assert "not a chat completion" in tries[0].error or "without a message" in tries[0].error
+    assert tries[0].wait > 0 and not tries[2].error
