@@ -110,18 +110,6 @@ def seed_messages(doc: Doc, target: int, answer_type: str, cfg: GeneratorConfig)
     ]
 
 
-def feedback_messages(
-    doc: Doc,
-    candidate: Candidate,
-    own: Trajectory,
-    solver: Trajectory,
-    verdict: Verdict,
-    cfg: GeneratorConfig,
-) -> list[Message]:
-    """The reviser's opening: the too-easy or the incorrect feedback prompt with both traces."""
-    return feedback_prompt(doc, candidate, own, solver, verdict, cfg)[0]
-
-
 def feedback_prompt(
     doc: Doc,
     candidate: Candidate,
