@@ -80,29 +80,35 @@ def resume_line(event: RunStarted) -> str:
 @contextlib.contextmanager
 def generate_display(console: Console, *, live: bool = True) -> Iterator[Any]:
     """An event sink for ``run_generate``: a live bar (pairs, elapsed, ETA) over the status line,
-    refreshed on every event (each LLM call, not only each pair); with ``live=False`` only the
-    resume line. A console that is not a terminal gets no bar (logs stay clean)."""
+    refreshed on every event (each LLM call, not only each pair), shown from the moment the run is
+    open (corpus and models loaded); with ``live=False`` only the resume line. A console that is not
+    a terminal gets no bar (logs stay clean)."""
     view = GenerateView()
     bar = Progress(TextColumn("[bold]pairs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn(), console=console)
-    task = bar.add_task("pairs", total=None)
     line = Text("")
+    screen = Live(Group(bar, line), console=console, refresh_per_second=4, transient=False,
+                  redirect_stderr=False) if live and console.is_terminal else None
+    task = None
 
     def sink(event: Event) -> None:
+        nonlocal task
         view.update(event)
         if isinstance(event, RunStarted):
             if event.already_done:
                 console.print(resume_line(event), highlight=False)
-            bar.update(task, total=event.total)
-        bar.update(task, completed=view.completed)
+            task = bar.add_task("pairs", total=event.total)
+            if screen is not None:
+                screen.start()
+        if task is not None:
+            bar.update(task, completed=view.completed)
         line.plain = view.line()
 
-    if not live or not console.is_terminal:
+    try:
         yield sink
-        return
-    with Live(Group(bar, line), console=console, refresh_per_second=4, transient=False,
-              redirect_stderr=False):
-        yield sink
+    finally:
+        if screen is not None:
+            screen.stop()
 
 
 # ---------------------------------------------------------------------------- generate: the end
