@@ -124,3 +124,37 @@ def test_index_interrupted_says_what_was_kept(monkeypatch) -> None:
     res = CliRunner().invoke(app, ["index"], env={"COLUMNS": "200"})
     assert res.exit_code == 130  # click's answer to Ctrl-C, as the shell's
     assert "no partial index was kept" in res.output and "rerun the same command" in res.output
+
+
+def test_a_pipeline_builds_in_a_child_process_from_config_and_run_dir(tmp_path: Path) -> None:
+    # What a multi-process executor does: the parent opens the run, a child runs one pair from
+    # (cfg, run_dir) alone and writes it to the same ledger.
+    import subprocess
+    import sys
+
+    from sage_loop_helpers import SCRIPTED_RUN_SETS, write_corpus
+    from sagegen.config import load_config
+    from sagegen.store import RunStore
+
+    write_corpus(tmp_path / "corpus.jsonl")
+    sets = [s for s in SCRIPTED_RUN_SETS if s != "-s"] + ["pipeline.num_seeds=2", "pipeline.target=2"]
+    cfg = load_config(None, sets)
+    store, _ = RunStore.create_or_resume(tmp_path / "run", cfg.model_dump(mode="json"), cfg.dump())
+    store.close()
+    child = (
+        "import asyncio, sys\n"
+        "from sagegen.config import load_config\n"
+        "from sagegen.pipeline import Pipeline\n"
+        "from sagegen.session import Components\n"
+        "from sagegen.store import RunStore\n"
+        f"cfg = load_config(None, {sets!r})\n"
+        "store = RunStore.open('run', readonly=False)\n"
+        "print(asyncio.run(Pipeline(cfg, store, Components.from_config(cfg)).run_pair(1)))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", child], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with RunStore.open(tmp_path / "run") as store:
+        pair = store.pair(1)
+        assert pair is not None and pair.state == p.stdout.strip().splitlines()[-1] != ""
+        assert store.pair(0) is None and store.llm_usage()  # only pair 1 ran; its calls are in the ledger
