@@ -25,6 +25,10 @@ The remaining attempts are skipped; the verdict's ``num_attempts`` says how many
 so the Avg@K of the dataset is exact; compare Avg@K of rejected pairs only with early stop off.
 Attempts run one after another within a pair (that is what makes early stop deterministic);
 parallelism comes from ``pipeline.concurrency`` pairs in flight.
+
+This module is the loop and its typed results only: the run's wiring and life (lock, ledger,
+sessions) are ``sagegen.session``; what happens reaches the caller as ``sagegen.events``, and the
+command line draws it (``sagegen.cli_display``).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from sagegen.events import (
 )
 from sagegen.llm.accounting import AccountingLLM
 from sagegen.llm.base import LLM
-from sagegen.records import Attempt, Candidate, Judgement, QAPair, Trajectory, Verdict
+from sagegen.records import Attempt, Candidate, Doc, Judgement, QAPair, Trajectory, Verdict
 from sagegen.store import RunStore, derive_seed, trace_id
 from sagegen.targets import parse_target
 
@@ -95,7 +99,7 @@ class Stats:
 @dataclass(frozen=True)
 class PairSpec:
     index: int
-    doc: Any  # sagegen.records.Doc
+    doc: Doc
     target: int
     answer_type: str
 
