@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sagegen.config import load_config
 from sagegen.estimate import FIELDS, estimate, pilot_costs
-from sagegen.pipeline import run_generate
+from sagegen.session import run_generate
 from sagegen.store import RunStore
 
 SETS = ["llm.backend=scripted", "llm.model=fixture:sage", "llm.cache=false", "judge.method=em",
@@ -35,7 +35,7 @@ def main() -> None:
         runs = {}
         for name, n in (("pilot", args.pilot), ("full", args.full)):
             cfg = load_config(None, [*SETS, f"retrieval.index_dir={tmp / 'idx'}", f"pipeline.num_seeds={n}"])
-            run_generate(cfg, tmp / name, progress=False)
+            run_generate(cfg, tmp / name)
             runs[name] = tmp / name
         costs, _ = pilot_costs(runs["pilot"])
         pred = estimate(costs, args.pairs, price_in=0.30, price_out=2.50)

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.config import load_config
-from sagegen.pipeline import Components, run_generate
+from sagegen.session import Components, run_generate
 from sagegen.store import derive_seed
 
 HERE = Path(__file__).resolve().parent
@@ -115,7 +115,7 @@ def run_sagegen(sim: Sim, level: int, n: int, args: argparse.Namespace, tmp: Pat
     import httpx  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
     try:
         c = time.process_time()
-        run_generate(cfg, tmp / f"run-{level}", parts=parts, progress=False)
+        run_generate(cfg, tmp / f"run-{level}", parts=parts)
         return time.process_time() - c
     finally:
         parts.close()

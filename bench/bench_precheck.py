@@ -24,9 +24,9 @@ from pathlib import Path
 
 from sagegen.config import load_config
 from sagegen.llm.scripted import ScriptedLLM
-from sagegen.pipeline import Components, run_generate
 from sagegen.records import Doc
 from sagegen.retrieval.factory import open_corpus_and_retriever
+from sagegen.session import Components, run_generate
 from sagegen.store import RunStore
 
 FIRST = ["Ada", "Bela", "Cyra", "Dov", "Eli", "Fen", "Gus", "Hal", "Ira", "Jon"]
@@ -86,7 +86,7 @@ def run(tmp: Path, docs_path: Path, seeds: int, name: str, sets: list[str]) -> d
     llm = ScriptedLLM(responder=responder)
     parts = Components(list(docs), retriever, llm, llm, llm)
     t0 = time.perf_counter()
-    res = run_generate(cfg, tmp / name, progress=False, parts=parts)
+    res = run_generate(cfg, tmp / name, parts=parts)
     secs = time.perf_counter() - t0
     with RunStore.open(tmp / name) as store:
         u = store.llm_usage()

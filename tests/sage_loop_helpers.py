@@ -108,7 +108,8 @@ class RoleScript:
 
 def loop_pipeline(tmp: Path, cfg: Config, script: RoleScript) -> tuple[Any, Any]:
     """A Pipeline over DOCS and the overlap retriever with one scripted LLM in every role, and its store."""
-    from sagegen.pipeline import Components, Pipeline
+    from sagegen.pipeline import Pipeline
+    from sagegen.session import Components
     from sagegen.store import RunStore
 
     store, _ = RunStore.create_or_resume(tmp / "run", cfg.model_dump(mode="json"), cfg.dump())

@@ -83,6 +83,7 @@ def test_round_verdicts_and_funnel(pairs: list) -> None:
     assert funnel(pairs) == {
         "seeds": 6,
         "accepted": 2,
+        "ambiguous": 0,
         "duplicate": 1,
         "too_easy": 1,
         "incorrect": 1,

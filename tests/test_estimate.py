@@ -11,7 +11,7 @@ from sage_loop_helpers import DOCS, run_cli, write_corpus
 from sagegen.config import load_config
 from sagegen.errors import InputError
 from sagegen.estimate import SeedCost, estimate, format_estimate, pilot_costs
-from sagegen.pipeline import run_generate
+from sagegen.session import run_generate
 from sagegen.store import RunStore
 
 SETS = ["llm.backend=scripted", "llm.model=fixture:sage", "judge.method=em", "pipeline.precheck=off",
@@ -23,7 +23,7 @@ def pilot(tmp_path: Path) -> Path:
     corpus = write_corpus(tmp_path / "corpus.jsonl")
     cfg = load_config(None, [*SETS, f"corpus.path={corpus}", f"retrieval.index_dir={tmp_path / 'idx'}",
                              "pipeline.num_seeds=12"])
-    run_generate(cfg, tmp_path / "run", progress=False)
+    run_generate(cfg, tmp_path / "run")
     return tmp_path / "run"
 
 

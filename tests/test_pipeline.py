@@ -24,7 +24,8 @@ from sage_loop_helpers import (
 )
 from sagegen.config import Config
 from sagegen.errors import LLMError
-from sagegen.pipeline import Components, Pipeline, run_generate
+from sagegen.pipeline import Pipeline
+from sagegen.session import Components, run_generate
 from sagegen.store import RunStore
 
 Msgs = Sequence[dict[str, Any]]
@@ -293,14 +294,14 @@ def test_run_generate_resumes_and_rebuilds_outputs(tmp_path: Path) -> None:
         llm = script.llm()
         return Components(list(DOCS), OverlapRetriever(), llm, llm, llm)
 
-    res = run_generate(cfg, tmp_path / "run", parts=parts(), progress=False)
+    res = run_generate(cfg, tmp_path / "run", parts=parts())
     assert not res.resumed and res.counts["pass"] == 3 and res.counts["output.duplicate"] == 2
     data = tmp_path / "run" / "dataset.jsonl"
     before = data.read_text()
     with open(data, "a") as f:
         f.write('{"half a line')  # a kill in mid-append
     p2 = parts()
-    res2 = run_generate(cfg, tmp_path / "run", parts=p2, progress=False)
+    res2 = run_generate(cfg, tmp_path / "run", parts=p2)
     assert res2.resumed and res2.stats.already_done == 3 and res2.stats.calls == 0
     assert p2.generator.calls == []  # type: ignore[attr-defined]
     assert data.read_text() == before

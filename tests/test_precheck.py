@@ -10,9 +10,10 @@ from typing import Any
 from sage_loop_helpers import DOCS, OverlapRetriever, RoleScript, answer, final, infos, loop_pipeline, search
 from sage_loop_helpers import small_config as base_config
 from sagegen.config import Config
-from sagegen.pipeline import Components, Pipeline
+from sagegen.pipeline import Pipeline
 from sagegen.precheck import answer_pattern, applies, sub_questions
 from sagegen.records import Candidate
+from sagegen.session import Components
 from sagegen.store import RunStore
 
 Msgs = Sequence[dict[str, Any]]

@@ -21,10 +21,10 @@ from sagegen.agents.solver import solve
 from sagegen.config import Config, JudgeConfig, load_config
 from sagegen.judge import judge_answer, parse_grader
 from sagegen.llm.scripted import ScriptedLLM, fixture_llm
-from sagegen.pipeline import Components, config_warnings, run_generate
 from sagegen.profiles import load_profile, profile_text
 from sagegen.profiles import sage as sage_profile
 from sagegen.records import Candidate, Trajectory, Verdict
+from sagegen.session import Components, config_warnings, run_generate
 from sagegen.store import RunStore
 
 
@@ -187,7 +187,7 @@ def _run(tmp: Path, respond: Any, *overrides: str) -> RunStore:
     cfg = sage_config("judge.method=em", "pipeline.concurrency=1", *overrides)
     llm = ScriptedLLM(responder=respond)
     parts = Components(list(DOCS), OverlapRetriever(), llm, llm, None)
-    run_generate(cfg, tmp / "run", progress=False, parts=parts)
+    run_generate(cfg, tmp / "run", parts=parts)
     return RunStore.open(tmp / "run")
 
 

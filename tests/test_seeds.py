@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from sage_loop_helpers import OverlapRetriever, RoleScript, infos, search, small_config
-from sagegen.pipeline import Components, Pipeline
+from sagegen.pipeline import Pipeline
 from sagegen.records import Doc
 from sagegen.seeds import StratifiedSeeds, passage_vectors, spherical_kmeans, term_vectors
+from sagegen.session import Components
 from sagegen.store import RunStore
 
 TOPICS = {

@@ -23,7 +23,8 @@ from sage_loop_helpers import (
 from sagegen.config import Config, load_config
 from sagegen.errors import ConfigError
 from sagegen.llm.scripted import ScriptedLLM
-from sagegen.pipeline import Components, Pipeline
+from sagegen.pipeline import Pipeline
+from sagegen.session import Components
 from sagegen.solvers import parse_ambiguity
 from sagegen.store import RunStore
 

@@ -19,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True)
 
@@ -31,6 +32,34 @@ SetOpt = Annotated[
 
 def resolve_config(config: Path | None, overrides: list[str] | None) -> Config:
     return load_config(config, overrides or [])
+
+
+def flag_overrides(
+    set_: list[str] | None, flags: dict[str, object], base: list[str] | None = None
+) -> list[str]:
+    """``base``, then the ``-s`` values, then one ``key=value`` per flag given (a flag wins over ``-s``).
+
+    Values go JSON-quoted: JSON strings are valid YAML scalars, so paths, hosts and ranges survive the
+    override parser unchanged.
+    """
+    import json
+
+    given = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    return [*(base or []), *(set_ or []), *given]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[bool, typer.Option("--version", "-V", help="Print the version and exit.",
+                                          callback=_print_version, is_eager=True)] = False,
+) -> None:
+    """Options of ``sagegen`` itself, given before the command."""
 
 
 @app.command(rich_help_panel="Other")
@@ -51,7 +80,8 @@ def solve(
     import asyncio
 
     from sagegen.agents.solver import solve as run_solver
-    from sagegen.evaluate import build_stack, step_markup
+    from sagegen.cli_display import step_markup
+    from sagegen.evaluate import build_stack
 
     cfg = resolve_config(config, set_)
     llm, _, retriever = build_stack(cfg, with_judge=False)
@@ -104,14 +134,8 @@ def eval_(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sagegen.benchmark_fields import Fields
-    from sagegen.evaluate import (
-        build_stack,
-        completed_ids,
-        default_eval_dir,
-        evaluate,
-        load_benchmark,
-        summary_table,
-    )
+    from sagegen.cli_display import summary_table
+    from sagegen.evaluate import build_stack, completed_ids, default_eval_dir, evaluate, load_benchmark
 
     cfg = resolve_config(config, set_)
     items = load_benchmark(bench, limit, Fields(id=id_field, question=question_field, answer=answer_field))
@@ -147,15 +171,32 @@ def eval_(
         raise typer.Exit(1)
 
 
+def _shown(key: str) -> str:
+    """A ``generate`` flag's default for ``--help``: the demo setting, and the config's (with -c)."""
+    from sagegen.session import quick_defaults
+
+    section, name = key.split(".")
+    demo = dict(kv.split("=", 1) for kv in quick_defaults()).get(key)
+    paper = getattr(getattr(Config(), section), name)
+    return f"{demo} demo, {paper} with -c" if demo is not None and demo != str(paper) else str(paper)
+
+
 @app.command(rich_help_panel="Generate data")
 def generate(
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run dir (runs/default).")] = None,  # noqa: UP045
-    num: Annotated[Optional[int], typer.Option("-n", "--num", help="Seed passages (pairs).")] = None,  # noqa: UP045
-    target: Annotated[Optional[str], typer.Option(help="Target searches S: 3, or a range 3-7.")] = None,  # noqa: UP045
-    rounds: Annotated[Optional[int], typer.Option(help="Rounds R (generation + feedback).")] = None,  # noqa: UP045
-    k: Annotated[Optional[int], typer.Option("--k", help="Solver attempts K per candidate.")] = None,  # noqa: UP045
-    strategy: Annotated[Optional[str], typer.Option(help="feedback | resample | none")] = None,  # noqa: UP045
-    concurrency: Annotated[Optional[int], typer.Option(help="Pairs in flight.")] = None,  # noqa: UP045
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run dir.",  # noqa: UP045
+                                                show_default="runs/default")] = None,
+    num: Annotated[Optional[int], typer.Option("-n", "--num", help="Seed passages (pairs).",  # noqa: UP045
+                                               show_default=_shown("pipeline.num_seeds"))] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target searches S: 3, or a range 3-7.",  # noqa: UP045
+                                                  show_default=_shown("pipeline.target"))] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Rounds R (generation + feedback).",  # noqa: UP045
+                                                  show_default=_shown("pipeline.rounds"))] = None,
+    k: Annotated[Optional[int], typer.Option("--k", help="Solver attempts K per candidate.",  # noqa: UP045
+                                             show_default=_shown("pipeline.attempts"))] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="feedback | resample | none",  # noqa: UP045
+                                                    show_default=_shown("pipeline.strategy"))] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Pairs in flight.",  # noqa: UP045
+                                                       show_default=_shown("pipeline.concurrency"))] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
@@ -169,22 +210,20 @@ def generate(
     Without -c it starts from small demo settings (minutes on 2 CPU cores with the embedded model);
     a config file starts from the paper's settings. -s and the flags override either.
     """
-    from sagegen.pipeline import format_summary, quick_defaults, resolve_run_dir, run_generate
+    from sagegen.cli_display import format_summary, generate_display
+    from sagegen.profiles import load_profile
+    from sagegen.session import quick_defaults, resolve_run_dir, run_generate
 
     # Without a config file the run starts from small demo settings (minutes on 2 cores); -s and the
     # flags still override them, and -c FILE gives the paper's defaults (R=3, K=4, ...).
-    overrides = ([] if config is not None else quick_defaults()) + list(set_ or [])
-    for key, value in (("pipeline.num_seeds", num), ("pipeline.target", target), ("pipeline.rounds", rounds),
-                       ("pipeline.attempts", k), ("pipeline.strategy", strategy),
-                       ("pipeline.concurrency", concurrency)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    from sagegen.profiles import load_profile
-
+    flags = {"pipeline.num_seeds": num, "pipeline.target": target, "pipeline.rounds": rounds,
+             "pipeline.attempts": k, "pipeline.strategy": strategy, "pipeline.concurrency": concurrency}
+    overrides = flag_overrides(set_, flags, base=[] if config is not None else quick_defaults())
     cfg = load_config(config, overrides, base=load_profile(protocol))
     run_dir = resolve_run_dir(str(out) if out else None, cfg, new_run=new_run)
     try:
-        res = run_generate(cfg, run_dir, force=force, progress=not no_progress)
+        with generate_display(console, live=not no_progress) as on_event:
+            res = run_generate(cfg, run_dir, force=force, on_event=on_event)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted: everything finished so far is in {run_dir}; "
                       "rerun the same command to resume[/]", highlight=False, soft_wrap=True)
@@ -210,8 +249,8 @@ def import_(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run at --out.")] = False,
 ) -> None:
     """Import the authors' release outputs into a run ledger (then status / analyze / report / export)."""
+    from sagegen.cli_display import format_status
     from sagegen.integrations.sage_release import import_release
-    from sagegen.pipeline import format_status
     from sagegen.store import RunStore
 
     summary = import_release(files, out, force=force)
@@ -223,7 +262,7 @@ def import_(
 @app.command(rich_help_panel="Generate data")
 def status(run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/default.")]) -> None:
     """Show a run's progress: pairs per state and round, accept rate, LLM calls, tokens and time."""
-    from sagegen.pipeline import format_status
+    from sagegen.cli_display import format_status
     from sagegen.store import RunStore
 
     with RunStore.open(run) as store:
@@ -253,11 +292,11 @@ def estimate(
     from sagegen.estimate import estimate_json, format_estimate, pilot_costs
 
     if pilot is not None:
-        from sagegen.pipeline import quick_defaults, run_generate
+        from sagegen.session import quick_defaults, run_generate
 
-        overrides = ([] if config is not None else quick_defaults()) + list(set_ or [])
-        cfg = resolve_config(config, [*overrides, f"pipeline.num_seeds={pilot}"])
-        run_generate(cfg, run, progress=False)
+        base = [] if config is not None else quick_defaults()
+        cfg = resolve_config(config, flag_overrides(set_, {"pipeline.num_seeds": pilot}, base=base))
+        run_generate(cfg, run)
     costs, _ = pilot_costs(run)
     res = project(costs, pairs, concurrency=concurrency, throughput=throughput,
                   prompt_throughput=prompt_throughput, price_in=price_in, price_out=price_out, level=level)
@@ -297,16 +336,12 @@ def serve(
     set_: SetOpt = None,
 ) -> None:
     """Serve a retriever over HTTP: Search-R1's POST /retrieve, GET /health, API docs at /docs."""
-    import json
-
     from sagegen.retrieval.server import serve_from_config
 
     if index is not None and (corpus is not None or kind is not None):
         raise SagegenError("--index serves a built index as it is; do not combine it with --corpus or --kind")
-    # JSON strings are valid YAML scalars, so paths and hosts survive the override parser unchanged.
     flags = {"corpus.path": corpus, "retrieval.kind": kind, "server.host": host, "server.port": port}
-    overrides = [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
-    cfg = resolve_config(config, overrides)
+    cfg = resolve_config(config, flag_overrides(set_, flags))
 
     def ready(url: str) -> None:
         print(f"sagegen retrieval server: {url}/retrieve  (health {url}/health, docs {url}/docs)", flush=True)
@@ -443,11 +478,7 @@ _IndexOut = Annotated[
 
 
 def _retrieval_overrides(set_: list[str] | None, corpus: str | None, kind: str | None) -> list[str]:
-    import json
-
-    # JSON strings are valid YAML scalars, so paths survive the override parser unchanged.
-    flags = {"corpus.path": corpus, "retrieval.kind": kind}
-    return [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
+    return flag_overrides(set_, {"corpus.path": corpus, "retrieval.kind": kind})
 
 
 @app.command(rich_help_panel="Corpora and retrieval")
@@ -460,10 +491,17 @@ def index(
     set_: SetOpt = None,
 ) -> None:
     """Build the search index of a corpus (atomically; an up-to-date index is reused)."""
-    from sagegen.retrieval.show import run_index
+    from sagegen.cli_retrieval import run_index
 
     cfg = resolve_config(config, _retrieval_overrides(set_, corpus, kind))
-    summary = run_index(cfg, console, out=out, force=force)
+    try:
+        summary = run_index(cfg, console, out=out, force=force)
+    except KeyboardInterrupt:
+        # An index is built in a temporary folder and moved into place only when complete.
+        console.print("[yellow]interrupted: no partial index was kept (an index already in place is "
+                      "untouched); rerun the same command to build it from the start[/]",
+                      highlight=False, soft_wrap=True)
+        raise
     print(summary["path"])
 
 
@@ -479,7 +517,7 @@ def search(
     set_: SetOpt = None,
 ) -> None:
     """Search the corpus index (built first if missing) and show the top passages."""
-    from sagegen.retrieval.show import run_search
+    from sagegen.cli_retrieval import run_search
 
     if k is not None and k < 1:
         raise SagegenError("-k must be at least 1")
@@ -530,8 +568,7 @@ def train(
     flags = {"train.backend": backend, "train.steps": steps, "train.sft_warmup_steps": sft_warmup,
              "train.sft_data": str(sft_data) if sft_data else None,
              "train.output_dir": str(out) if out else None}
-    overrides = [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
-    cfg = resolve_config(config, overrides)
+    cfg = resolve_config(config, flag_overrides(set_, flags))
     out_dir = Path(cfg.train.output_dir)
     if cfg.train.backend == "verl":
         from sagegen.train.verl_recipe import convert_for_tools, write_recipe

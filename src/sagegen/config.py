@@ -136,7 +136,7 @@ class SolverConfig(Section):
     max_searches: int = Field(10, ge=0)
     topk: int = Field(3, ge=1)
     #: Sized for real backends (a reasoning turn of a strong model); the embedded demo keeps small caps
-    #: (``sagegen.pipeline.quick_defaults``).
+    #: (``sagegen.session.quick_defaults``).
     max_turn_tokens: int = Field(2048, ge=16)
     #: Characters of each passage shown to the model (0 = whole passage).
     passage_chars: int = Field(0, ge=0)
@@ -167,7 +167,7 @@ class GeneratorConfig(Section):
     max_searches: int = Field(20, ge=0)
     topk: int = Field(3, ge=1)
     #: Sized for real backends (a strong model's revision runs to thousands of tokens); the embedded
-    #: demo keeps small caps (``sagegen.pipeline.quick_defaults``).
+    #: demo keeps small caps (``sagegen.session.quick_defaults``).
     max_turn_tokens: int = Field(8192, ge=16)
     #: Retries when the generator's final output cannot be parsed.
     max_format_retries: int = Field(2, ge=0)

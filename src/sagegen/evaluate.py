@@ -10,7 +10,9 @@ question's trajectories twice in ``trajectories.jsonl``: readers keep the last p
 
 Metrics: EM, F1 and judge accuracy are means over all attempts (avg@K); ``pass_at_k`` is the
 share of questions with at least one attempt judged correct; cost is counted per question
-(LLM calls, prompt/completion tokens, cached calls, seconds of solver+judge time).
+(LLM calls, prompt/completion tokens, cached calls, model seconds) and timed on the wall: a
+question's own seconds from its first attempt to its last judgement, and the run's wall time per
+question (its attempts and questions run side by side, so neither is a sum of concurrent waits).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from sagegen.config import Config
 from sagegen.errors import ConfigError, InputError, SagegenError
 from sagegen.jsonl import iter_json_objects
 from sagegen.judge import judge_answer
-from sagegen.llm.base import LLM, Message
-from sagegen.records import FORMAT_VERSION, Completion
+from sagegen.llm.accounting import AccountingLLM
+from sagegen.llm.base import LLM
+from sagegen.records import FORMAT_VERSION, Judgement, Trajectory
 from sagegen.retrieval.base import Retriever
 from sagegen.runlock import DirLock
 
@@ -69,35 +72,6 @@ def load_benchmark(
         if limit is not None and len(items) >= limit:
             break
     return items
-
-
-class CountingLLM:
-    """Counts one question's calls and tokens on top of a shared backend (per-question cost)."""
-
-    def __init__(self, inner: LLM):
-        self.inner = inner
-        self.name = inner.name
-        self.calls = self.cached = self.prompt_tokens = self.completion_tokens = 0
-        self.seconds = 0.0  # generation time reported by the backend, fresh (uncached) calls only
-
-    async def complete(self, messages: Sequence[Message], **kwargs: Any) -> Completion:
-        self.calls += 1  # failed calls cost too
-        c = await self.inner.complete(messages, **kwargs)
-        self.cached += int(c.cached)
-        self.prompt_tokens += c.prompt_tokens
-        self.completion_tokens += c.completion_tokens
-        if not c.cached:
-            self.seconds += c.seconds
-        return c
-
-    def cost(self, prefix: str) -> dict[str, float]:
-        return {
-            f"{prefix}_calls": self.calls,
-            f"{prefix}_cached": self.cached,
-            f"{prefix}_prompt_tokens": self.prompt_tokens,
-            f"{prefix}_completion_tokens": self.completion_tokens,
-            f"{prefix}_llm_seconds": round(self.seconds, 3),
-        }
 
 
 def completed_ids(out_dir: Path) -> dict[str, dict[str, Any]]:
@@ -221,100 +195,43 @@ async def _evaluate_locked(
     if restart:
         for name in (RESULTS, TRAJECTORIES, SUMMARY, META):
             (out / name).unlink(missing_ok=True)
-    check_meta(out, _fingerprint(cfg, Path(bench_path or "-"), k, seed))
+    fingerprint = _fingerprint(cfg, Path(bench_path or "-"), k, seed)
+    check_meta(out, fingerprint)
     done = completed_ids(out)
     todo = [it for it in items if it.id not in done]
     sem = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
 
-    async def attempt(item: BenchItem, j: int, solver_llm: CountingLLM, judge: CountingLLM | None):
-        async with sem:  # FIFO: earlier questions get slots first, so results land roughly in order
-            t0 = time.perf_counter()
-            traj = await solve(item.question, solver_llm, retriever, cfg.solver, seed=seed + j)
-            outage.check_solver(traj, f"question {item.id!r} attempt {j}")  # an outage is no answer
-            t1 = time.perf_counter()
-            jm = await judge_answer(item.question, traj.answer, item.golden_answers, judge, cfg.judge)
-            outage.check_judge(jm, f"question {item.id!r} attempt {j}")
-            t2 = time.perf_counter()
-        return traj, jm, t1 - t0, t2 - t1
-
     async def one(item: BenchItem) -> dict[str, Any]:
-        solver_llm = CountingLLM(llm)
-        judge = CountingLLM(judge_llm) if judge_llm is not None else None
-        jobs = [asyncio.ensure_future(attempt(item, j, solver_llm, judge)) for j in range(k)]
-        try:
-            runs = await asyncio.gather(*jobs)
-        except BaseException:  # one attempt hit an outage: the question is unfinished, stop its others
-            for job in jobs:
-                job.cancel()  # not awaited: gather has retrieved their outcomes, and nothing waits on them
-            raise
-        attempts = []
-        for j, (traj, jm, s_solve, s_judge) in enumerate(runs):
-            attempts.append(
-                {
-                    "index": j,
-                    "seed": seed + j,
-                    "answer": traj.answer,
-                    "status": traj.status,
-                    "num_searches": traj.num_searches,
-                    "em": jm.em,
-                    "f1": jm.f1,
-                    "correct": jm.correct,
-                    "judge_method": jm.method,
-                    "judge_extracted": jm.extracted,
-                    "judge_reason": jm.reason,
-                    "events": [s.event for s in traj.steps if s.kind == "event"],
-                    "solver_seconds": round(s_solve, 3),
-                    "judge_seconds": round(s_judge, 3),
-                }
-            )
-        solver_cost = solver_llm.cost("solver")
-        # Same keys with zeros when no judge model is used (judge.method em/f1).
-        judge_cost = (
-            judge.cost("judge") if judge else {k.replace("solver_", "judge_", 1): 0 for k in solver_cost}
-        )
-        cost = solver_cost | judge_cost
-        cost["seconds"] = round(sum(a["solver_seconds"] + a["judge_seconds"] for a in attempts), 3)
-        row = {
-            "format_version": FORMAT_VERSION,
-            "id": item.id,
-            "question": item.question,
-            "golden_answers": list(item.golden_answers),
-            "em": _mean(a["em"] for a in attempts),
-            "f1": _mean(a["f1"] for a in attempts),
-            "acc": _mean(float(a["correct"]) for a in attempts),
-            "pass_at_k": any(a["correct"] for a in attempts),
-            "mean_searches": _mean(a["num_searches"] for a in attempts),
-            "attempts": attempts,
-            "cost": cost,
-        }
-        async with lock:  # trajectories first: a results line promises its trajectories are on disk
-            with (out / TRAJECTORIES).open("a", encoding="utf-8") as f:
-                for j, (traj, *_rest) in enumerate(runs):
-                    f.write(
-                        json.dumps(
-                            {
-                                "id": item.id,
-                                "attempt": j,
-                                "seed": seed + j,
-                                "trajectory": traj.model_dump(mode="json"),
-                            }
-                        )
-                        + "\n"
-                    )
-            with (out / RESULTS).open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        row, runs = await _question(item, llm, judge_llm, retriever, cfg, k=k, seed=seed, sem=sem)
+        async with lock:
+            _append(out, item, row, runs, seed)
         if on_result is not None:
             on_result(row)
         return row
 
     t_start = time.perf_counter()
-    tasks = [asyncio.create_task(one(it)) for it in todo]
-    # A backend that is down fails every question: stop after this many in a row (as generate does).
-    max_in_a_row, in_a_row = max(3, concurrency), 0
-    last_error = ""
+    last_error = await _run_stopping_on_outage([one(it) for it in todo], done, max(3, concurrency))
+    wall = time.perf_counter() - t_start
+    rows = [done[it.id] for it in items if it.id in done]
+    new_done = sum(1 for it in todo if it.id in done)
+    summary = summarize(rows, k=k)
+    summary["new_questions"] = len(todo)
+    summary["unfinished"] = len(todo) - new_done
+    summary["last_error"] = last_error
+    summary["wall_seconds_this_run"] = round(wall, 2)
+    # Wall time per question this run: what a user waits, concurrency included (not the sum of waits).
+    summary["wall_seconds_per_question_this_run"] = round(wall / new_done, 2) if new_done else None
+    summary["config_hash"] = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+async def _run_stopping_on_outage(jobs: list[Any], done: dict[str, dict[str, Any]], max_in_a_row: int) -> str:
+    """Run the question jobs, adding each row to ``done``; a backend that is down fails every question,
+    so stop after ``max_in_a_row`` failures in a row (as generate does). Returns the last error."""
+    tasks = [asyncio.ensure_future(j) for j in jobs]
+    in_a_row, last_error = 0, ""
     try:
         for t in asyncio.as_completed(tasks):
             try:
@@ -329,18 +246,87 @@ async def _evaluate_locked(
     finally:
         for t in tasks:
             t.cancel()
-    wall = time.perf_counter() - t_start
-    rows = [done[it.id] for it in items if it.id in done]
-    summary = summarize(rows, k=k)
-    summary["new_questions"] = len(todo)
-    summary["unfinished"] = len([it for it in todo if it.id not in done])
-    summary["last_error"] = last_error
-    summary["wall_seconds_this_run"] = round(wall, 2)
-    summary["config_hash"] = hashlib.sha256(
-        json.dumps(_fingerprint(cfg, Path(bench_path or "-"), k, seed), sort_keys=True).encode()
-    ).hexdigest()[:12]
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    return last_error
+
+
+async def _question(
+    item: BenchItem, llm: LLM, judge_llm: LLM | None, retriever: Retriever, cfg: Config, *, k: int, seed: int,
+    sem: asyncio.Semaphore,
+) -> tuple[dict[str, Any], list[tuple[Trajectory, Judgement, float, float]]]:
+    """K attempts at one question (concurrent, each under ``sem``), judged; its result row."""
+    solver_llm = AccountingLLM(llm, "solver")
+    judge = AccountingLLM(judge_llm, "judge") if judge_llm is not None else None
+
+    async def attempt(j: int) -> tuple[Trajectory, Judgement, float, float]:
+        async with sem:  # FIFO: earlier questions get slots first, so results land roughly in order
+            where = f"question {item.id!r} attempt {j}"
+            t0 = time.perf_counter()
+            traj = await solve(item.question, solver_llm, retriever, cfg.solver, seed=seed + j)
+            outage.check_solver(traj, where)  # an outage is no answer
+            t1 = time.perf_counter()
+            jm = await judge_answer(item.question, traj.answer, item.golden_answers, judge, cfg.judge)
+            outage.check_judge(jm, where)
+        return traj, jm, t1 - t0, time.perf_counter() - t1
+
+    t0 = time.perf_counter()
+    jobs = [asyncio.ensure_future(attempt(j)) for j in range(k)]
+    try:
+        runs = await asyncio.gather(*jobs)
+    except BaseException:  # one attempt hit an outage: the question is unfinished, stop its others
+        for job in jobs:
+            job.cancel()  # not awaited: gather has retrieved their outcomes, and nothing waits on them
+        raise
+    attempts = [_attempt_row(j, seed, *run) for j, run in enumerate(runs)]
+    solver_cost = solver_llm.cost("solver")
+    # Same keys with zeros when no judge model is used (judge.method em/f1).
+    judge_cost = judge.cost("judge") if judge else {c.replace("solver_", "judge_", 1): 0 for c in solver_cost}
+    # The question's own wall time, first attempt to last judgement (its attempts run side by side).
+    cost = solver_cost | judge_cost | {"seconds": round(time.perf_counter() - t0, 3)}
+    row = {
+        "format_version": FORMAT_VERSION,
+        "id": item.id,
+        "question": item.question,
+        "golden_answers": list(item.golden_answers),
+        "em": _mean(a["em"] for a in attempts),
+        "f1": _mean(a["f1"] for a in attempts),
+        "acc": _mean(float(a["correct"]) for a in attempts),
+        "pass_at_k": any(a["correct"] for a in attempts),
+        "mean_searches": _mean(a["num_searches"] for a in attempts),
+        "attempts": attempts,
+        "cost": cost,
+    }
+    return row, runs
+
+
+def _attempt_row(j: int, seed: int, traj: Trajectory, jm: Judgement, s_solve: float, s_judge: float) -> dict:
+    return {
+        "index": j,
+        "seed": seed + j,
+        "answer": traj.answer,
+        "status": traj.status,
+        "num_searches": traj.num_searches,
+        "em": jm.em,
+        "f1": jm.f1,
+        "correct": jm.correct,
+        "judge_method": jm.method,
+        "judge_extracted": jm.extracted,
+        "judge_reason": jm.reason,
+        "events": [s.event for s in traj.steps if s.kind == "event"],
+        "solver_seconds": round(s_solve, 3),
+        "judge_seconds": round(s_judge, 3),
+    }
+
+
+def _append(out: Path, item: BenchItem, row: dict[str, Any], runs: list[Any], seed: int) -> None:
+    """Trajectories first: a results line promises its trajectories are on disk."""
+    with (out / TRAJECTORIES).open("a", encoding="utf-8") as f:
+        for j, (traj, *_rest) in enumerate(runs):
+            rec = {"id": item.id, "attempt": j, "seed": seed + j, "trajectory": traj.model_dump(mode="json")}
+            f.write(json.dumps(rec) + "\n")
+    with (out / RESULTS).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _mean(xs: Any) -> float:
@@ -406,41 +392,6 @@ def summarize(rows: Sequence[dict[str, Any]], *, k: int) -> dict[str, Any]:
     }
 
 
-def summary_table(summary: dict[str, Any], title: str = "eval") -> Any:
-    """A rich Table of the summary (imported lazily: the library core does not need rich)."""
-    from rich.table import Table
-
-    t = Table(title=title, show_header=True)
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    k = summary["k"]
-    rows = [
-        ("questions", str(summary["questions"])),
-        (f"attempts (K={k})", str(summary["attempts"])),
-        (f"EM (avg@{k})", f"{summary['em']:.3f}"),
-        (f"F1 (avg@{k})", f"{summary['f1']:.3f}"),
-        (f"judge acc (avg@{k})", f"{summary['judge_acc']:.3f}"),
-        (f"pass@{k} (judge)", f"{summary['pass_at_k']:.3f}"),
-        (f"pass@{k} (EM)", f"{summary['em_pass_at_k']:.3f}"),
-        ("mean searches", f"{summary['mean_searches']:.2f}"),
-        (
-            "answered / forced / failed",
-            f"{summary['answered']:.2f} / {summary['forced']:.2f} / {summary['failed']:.2f}",
-        ),
-        ("judge methods", ", ".join(f"{m}={c}" for m, c in summary["judge_methods"].items()) or "-"),
-    ]
-    pq = summary["per_question"]
-    rows += [
-        ("LLM calls / question", f"{pq['solver_calls']:.1f} solver + {pq['judge_calls']:.1f} judge"),
-        ("tokens / question", f"{pq['prompt_tokens']:.0f} prompt + {pq['completion_tokens']:.0f} completion"),
-        ("cached calls / question", f"{pq['cached_calls']:.1f}"),
-        ("seconds / question", f"{pq['seconds']:.1f} ({pq.get('llm_seconds', 0):.1f} generating)"),
-    ]
-    for name, value in rows:
-        t.add_row(name, value)
-    return t
-
-
 def default_eval_dir(bench: Path) -> Path:
     """``evals/<name>``; a generic file name (``questions.jsonl``) gets its folder's name too."""
     stem = bench.stem
@@ -465,19 +416,3 @@ def build_stack(cfg: Config, *, with_judge: bool) -> tuple[LLM, LLM | None, Retr
         judge_cfg = cfg.judge_llm or cfg.llm
         judge_llm = llm if judge_cfg == solver_cfg else build_llm(judge_cfg)
     return llm, judge_llm, build_retriever(cfg)
-
-
-def step_markup(step: Any) -> str:
-    """One trajectory step as a line of rich markup, for ``sagegen solve``'s live view."""
-    from rich.markup import escape
-
-    if step.kind == "search":
-        return f"[bold cyan]search[/] {escape(step.query or '')!s} [dim]→ {escape(step.text)}[/]"
-    if step.kind == "event":
-        detail = f" [dim]{escape(step.text[:160])}[/]" if step.text else ""
-        return f"[bold yellow]event[/] {escape(step.event or '')}{detail}"
-    text = " ".join(step.text.split())
-    return (
-        f"[bold green]model[/] [dim]({step.completion_tokens} tok, {step.seconds:.1f}s)[/] "
-        f"{escape(text[:400])}"
-    )

@@ -184,4 +184,5 @@ async def judge_answer(
         extracted=predicted,
         reason="; ".join(problems),
         method="f1_fallback",
+        llm_failed=any(p.startswith("judge call failed") for p in problems),
     )

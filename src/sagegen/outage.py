@@ -16,12 +16,11 @@ from sagegen.records import Judgement, Trajectory
 
 def check_solver(traj: Trajectory, where: str) -> None:
     """Raise when a backend failure cut the solver's trajectory short."""
-    errors = [s.text for s in traj.steps if s.kind == "event" and s.event == "llm_error"]
-    if errors:
-        raise LLMError(f"{where}: the solver's LLM failed: {errors[0][:300]}")
+    if traj.backend_error is not None:
+        raise LLMError(f"{where}: the solver's LLM failed: {traj.backend_error[:300]}")
 
 
 def check_judge(judgement: Judgement, where: str) -> None:
     """Raise when the judgement is only the F1 fallback taken because the judge's LLM failed."""
-    if judgement.method == "f1_fallback" and "judge call failed" in judgement.reason:
+    if judgement.llm_failed:
         raise LLMError(f"{where}: the judge's LLM failed: {judgement.reason[:300]}")

@@ -109,6 +109,11 @@ class Trajectory(Record):
     messages: tuple[dict[str, Any], ...] = ()
 
     @property
+    def backend_error(self) -> str | None:
+        """The first LLM failure (after the backend's retries) that cut this run short, if any."""
+        return next((s.text for s in self.steps if s.kind == "event" and s.event == "llm_error"), None)
+
+    @property
     def num_searches(self) -> int:
         return sum(1 for s in self.steps if s.kind == "search")
 
@@ -142,6 +147,8 @@ class Judgement(Record):
     extracted: str | None = None
     reason: str = ""
     method: str = "llm"  # "llm", "em", "f1"
+    #: The judge's LLM failed (after retries) on some try, so this is no real judgement (sagegen.outage).
+    llm_failed: bool = False
 
 
 class Attempt(Record):

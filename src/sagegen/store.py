@@ -642,6 +642,13 @@ class RunStore:
         out["finished"] = sum(out.get(s, 0) for s in ("pass", "too_easy", "incorrect", "failed"))
         return out
 
+    def outcomes(self) -> dict[str, int]:
+        """Pairs per outcome (``sagegen.outcomes``): the one count status, summary and funnel show."""
+        from sagegen.outcomes import outcome_counts
+
+        rows = self.conn.execute("SELECT state, output FROM pairs")
+        return outcome_counts((r["state"], r["output"]) for r in rows)
+
     def round_stats(self) -> dict[int, dict[str, int]]:
         """Per round number: how many rounds were generated, failed to generate, and each verdict label."""
         stats: dict[int, dict[str, int]] = {}

@@ -36,24 +36,10 @@ def saved_analysis(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def funnel(pairs: list[PairRecord]) -> dict[str, int]:
-    """Where every seed ended: accepted (written to the dataset), duplicates, too easy, incorrect, failed."""
-    out = {
-        "seeds": len(pairs),
-        "accepted": 0,
-        "duplicate": 0,
-        "too_easy": 0,
-        "incorrect": 0,
-        "failed": 0,
-        "unfinished": 0,
-    }
-    for p in pairs:
-        if p.state == "pass":
-            out["duplicate" if p.output == "duplicate" else "accepted"] += 1
-        elif p.state in ("too_easy", "incorrect", "failed"):
-            out[p.state] += 1
-        else:
-            out["unfinished"] += 1
-    return out
+    """Where every seed ended, by the file it went to (``sagegen.outcomes``, as status and the summary)."""
+    from sagegen.outcomes import outcome_counts
+
+    return outcome_counts((p.state, p.output) for p in pairs)
 
 
 def analyze_pairs(

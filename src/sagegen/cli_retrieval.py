@@ -1,4 +1,4 @@
-"""The library side of ``sagegen index`` and ``sagegen search``: progress bars and result rendering."""
+"""The screens of ``sagegen index`` and ``sagegen search``: progress bars and result rendering."""
 
 from __future__ import annotations
 

@@ -1,0 +1,77 @@
+"""What the core tells whoever watches a run: small typed events, handed to one callback.
+
+The core (pipeline, session, evaluate, the accounting wrapper) knows no screen: it calls an
+:data:`EventSink` with these records as things happen, and the command line (``sagegen.cli_display``)
+draws them. An LLM call reports when it finishes, so calls and tokens move while a pair is in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """The run is open: ``already_done`` of ``total`` pairs were finished by earlier sessions."""
+
+    total: int
+    already_done: int
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PairStarted:
+    index: int
+
+
+@dataclass(frozen=True)
+class RoundFinished:
+    """One round of a pair is verified (``label``), or its generation wrote no pair (``label`` None)."""
+
+    index: int
+    round: int
+    label: str | None
+
+
+@dataclass(frozen=True)
+class PairFinished:
+    index: int
+    label: str
+
+
+@dataclass(frozen=True)
+class PairFailed:
+    """An LLM or retrieval failure after retries left the pair unfinished (the next run retries it)."""
+
+    index: int
+    error: str
+
+
+@dataclass(frozen=True)
+class LLMCallFinished:
+    """One model call of a role, retries included; ``error`` set when it failed after them."""
+
+    role: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class RunWarning:
+    message: str
+
+
+Event = RunStarted | PairStarted | RoundFinished | PairFinished | PairFailed | LLMCallFinished | RunWarning
+EventSink = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """The sink of a run nobody watches."""

@@ -1,0 +1,193 @@
+"""A run's wiring and life: its parts built from the config, its directory, lock, ledger and sessions.
+
+:func:`run_generate` is ``sagegen generate`` without a screen: it opens (or resumes) the run
+directory under its lock, runs :class:`sagegen.pipeline.Pipeline` and returns a :class:`RunResult`;
+what happens on the way reaches the caller as events (``sagegen.events``), which the command line
+draws (``sagegen.cli_display``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sagegen.config import Config, LLMConfig
+from sagegen.errors import ConfigError
+from sagegen.events import EventSink, RunWarning
+from sagegen.llm.base import LLM
+from sagegen.pipeline import Pipeline, Stats
+from sagegen.records import Doc
+from sagegen.retrieval.base import Retriever
+from sagegen.store import RunStore
+
+
+@dataclass
+class Components:
+    """What a run needs besides its config and ledger: the corpus, one retriever, an LLM per role."""
+
+    docs: list[Doc]
+    retriever: Retriever
+    generator: LLM
+    solver: LLM
+    judge: LLM | None
+    #: Further solvers after ``solver`` (``solver_llms``, strongest first; sagegen.solvers).
+    extra_solvers: list[LLM] = field(default_factory=list)
+
+    @staticmethod
+    def open_corpus(cfg: Config) -> tuple[list[Doc], Retriever]:
+        """The seed passages and the retriever; errors (a mistyped path, no local corpus) come first."""
+        from sagegen.retrieval.factory import open_corpus_and_retriever
+
+        if cfg.solver_llms and cfg.solver_llm is not None:
+            raise ConfigError("set either solver_llm or solver_llms (the list replaces it), not both")
+        docs, retriever = open_corpus_and_retriever(cfg)
+        if not docs:
+            raise ConfigError(
+                "the generator samples seed passages from a local corpus: set corpus.path (the retriever "
+                f"kind {cfg.retrieval.kind!r} has none), or leave it unset for the bundled corpus"
+            )
+        return list(docs), retriever
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Components:
+        from sagegen.llm.factory import build_llm
+
+        docs, retriever = cls.open_corpus(cfg)
+        built: dict[str, LLM] = {}
+
+        def get(c: LLMConfig | None) -> LLM:
+            c = c or cfg.llm
+            key = c.model_dump_json()
+            if key not in built:  # one instance per distinct config: the embedded model loads once
+                built[key] = build_llm(c)
+            return built[key]
+
+        judge = get(cfg.judge_llm) if cfg.judge.method == "llm" else None
+        solvers = [get(c) for c in cfg.solver_llms] or [get(cfg.solver_llm)]
+        return cls(list(docs), retriever, get(cfg.llm), solvers[0], judge, solvers[1:])
+
+    def close(self) -> None:
+        seen: set[int] = set()
+        for llm in (self.generator, self.solver, self.judge, *self.extra_solvers):
+            if llm is not None and id(llm) not in seen:
+                seen.add(id(llm))
+                close = getattr(llm, "close", None)
+                if callable(close):
+                    with contextlib.suppress(Exception):
+                        close()
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    resumed: bool
+    stats: Stats
+    seconds: float
+    counts: dict[str, int]
+    #: Pairs per outcome (``sagegen.outcomes``): what the output files hold.
+    outcomes: dict[str, int]
+    usage: dict[str, dict[str, float]]
+    session_usage: dict[str, dict[str, float]]
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+    #: The generator is the embedded demo model (llamacpp, no model named: SmolLM2-135M).
+    demo: bool = False
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that are legal but weaken the data; kept as ledger events, shown in the end-of-run advice."""
+    out = []
+    if cfg.judge.method == "llm":
+        judge, solver = cfg.judge_llm or cfg.llm, cfg.solver_llm or cfg.llm
+        if (judge.backend, judge.model, judge.base_url) == (solver.backend, solver.model, solver.base_url):
+            out.append(
+                f"the judge is the solver's own model ({judge.backend}:{judge.model or 'default'}): it may "
+                "excuse its own mistakes; set judge_llm to a separate model (the paper's release uses one)"
+            )
+    return out
+
+
+def resolve_run_dir(out: str | None, cfg: Config, *, new_run: bool) -> Path:
+    """``--out`` or ``runs/default``; ``--new-run`` picks a fresh ``NAME-2``, ``NAME-3``... instead."""
+    base = Path(out) if out else Path("runs") / "default"
+    if not new_run or not (base / "ledger.sqlite").exists():
+        return base
+    n = 2
+    while (base.parent / f"{base.name}-{n}").exists():
+        n += 1
+    return base.parent / f"{base.name}-{n}"
+
+
+def run_generate(
+    cfg: Config, run_dir: str | Path, *, force: bool = False, on_event: EventSink | None = None,
+    parts: Components | None = None,
+) -> RunResult:
+    """``sagegen generate``: open or resume the run at ``run_dir`` and run the SAGE loop to the end.
+
+    Ctrl-C cancels the pairs in flight (each ledger write is atomic, nothing is corrupted) and
+    re-raises ``KeyboardInterrupt``; rerunning the same command resumes.
+    """
+    from sagegen.runlock import DirLock
+
+    run_dir = Path(run_dir)
+    own_parts = parts is None
+    # Whatever can refuse the input comes before any run file is written (the config was validated
+    # when loaded): the corpus is opened and the LLMs are built, so a mistyped path leaves nothing.
+    parts = parts or Components.from_config(cfg)
+    lock: DirLock | None = None
+    store: RunStore | None = None
+    status = "failed"
+    try:
+        lock = DirLock(run_dir, "run").acquire()  # one writer per run; released however this process ends
+        store, resumed = RunStore.create_or_resume(run_dir, cfg.model_dump(mode="json"), cfg.dump(),
+                                                   force=force)
+        # The JSONL files are views of the ledger: rebuilding them drops a line half-written by a killed run.
+        store.rebuild_outputs()
+        session = store.begin_session()
+        t0 = time.monotonic()
+        warnings = config_warnings(cfg)
+        pipe = Pipeline(cfg, store, parts, run_name=run_dir.name, on_event=on_event)
+        for w in warnings:
+            store.event("warning", w)
+            pipe.emit(RunWarning(w))
+        stats = asyncio.run(pipe.run())
+        status = "completed" if not stats.errors else "errors"
+        return RunResult(run_dir, resumed, stats, time.monotonic() - t0, store.counts(), store.outcomes(),
+                         store.llm_usage(), store.llm_usage(session), warnings=warnings,
+                         demo=cfg.llm.backend == "llamacpp" and not cfg.llm.model)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.end_session(status)
+            store.close()
+        if lock is not None:
+            lock.release()
+        if own_parts:
+            parts.close()
+
+
+def quick_defaults() -> list[str]:
+    """Settings of the no-config ``sagegen generate``: the paper's loop, scaled to finish in minutes
+    on 2 CPU cores with the embedded SmolLM2 (few seeds, short turns, a small search budget)."""
+    return [
+        "pipeline.num_seeds=4",
+        "pipeline.target=2",
+        "pipeline.rounds=2",
+        "pipeline.attempts=2",
+        "pipeline.concurrency=2",
+        "generator.max_searches=4",
+        "generator.max_turn_tokens=160",
+        "generator.max_format_retries=1",
+        "generator.seed_chars=1200",
+        "generator.passage_chars=400",
+        "solver.max_searches=4",
+        "solver.max_turn_tokens=128",
+        "solver.passage_chars=400",
+        "judge.max_tokens=128",
+    ]
