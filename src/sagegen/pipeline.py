@@ -364,7 +364,7 @@ class Pipeline:
         last: tuple[int, Candidate, Trajectory, list[Attempt], Verdict] | None,
     ) -> Authored:
         seed = derive_seed(self.pcfg.seed, "gen", spec.index, rnd)
-        temp = self.cfg.llm.temperature
+        temp = self.cfg.generator.temperature
         if kind == "feedback" and last is not None:
             _, cand, own, attempts, verdict = last
             solver_traj = self.pick_solver_trace(spec.index, rnd, attempts)
