@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         "corpus": {"limit": 2000},  # the bundled corpus, cut so the BM25 build takes a second
         "retrieval": {"kind": "bm25", "index_dir": str(idx)},
         # No call cache: the point is to run the model.
-        "llm": {"backend": "llamacpp", "cache": False, "n_ctx": 4096, "temperature": 0.7},
+        "llm": {"backend": "llamacpp", "cache": False, "n_ctx": 4096},
         "solver": {"max_searches": 2, "max_turn_tokens": 64, "passage_chars": 300},
         "judge": {"max_tokens": 64},
     })

@@ -6,14 +6,32 @@ default. The resolved config is saved with every run (see ``Config.dump``).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sagegen.errors import ConfigError
+
+#: Marks a field (or a whole section) that may change when a run is resumed: it changes how a run
+#: goes (speed, retries, where caches live), never what it produces. The ledger's resume check
+#: (``sagegen.store``) and eval's fingerprint (``sagegen.evaluate``) both drop exactly these.
+VOLATILE: dict[str, Any] = {"volatile": True}
+
+
+def absent_as(value: Any) -> dict[str, Any]:
+    """Marks a field added with a default that changes behaviour: a stored config without the key
+    (a run made by an older sagegen) behaved as ``value``, so resuming it with the new default is refused.
+    An unmarked field absent from a stored config is taken as its default."""
+    return {"absent_as": value}
+
+
+#: Passages per search (DESIGN: top-3, as in the paper). In a Config ``retrieval.topk`` owns it; the role
+#: sections default to the same number so that one built alone (tests, library use) searches alike.
+DEFAULT_TOPK = 3
 
 
 class Section(BaseModel):
@@ -65,30 +83,33 @@ class HybridConfig(Section):
 class HTTPRetrieverConfig(Section):
     url: str = "http://127.0.0.1:8000/retrieve"
     api_key_env: str | None = "SAGEGEN_API_KEY"
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(30.0, gt=0, json_schema_extra=VOLATILE)
     #: Retries on connection errors, timeouts, 429 and 5xx (never on other 4xx), with exponential backoff.
-    max_retries: int = Field(3, ge=0)
-    backoff: float = Field(0.5, ge=0)
+    max_retries: int = Field(3, ge=0, json_schema_extra=VOLATILE)
+    backoff: float = Field(0.5, ge=0, json_schema_extra=VOLATILE)
     #: Queries sent per request; larger batches are split (our server refuses more than server.max_queries).
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, json_schema_extra=VOLATILE)
 
 
 class WebSearchConfig(Section):
     provider: Literal["serper", "searxng"] = "serper"
     url: str | None = None
     api_key_env: str | None = "SERPER_API_KEY"
-    timeout: float = Field(20.0, gt=0)
+    timeout: float = Field(20.0, gt=0, json_schema_extra=VOLATILE)
 
 
 class RetrievalConfig(Section):
     kind: Literal["bm25", "dense", "hybrid", "http", "web"] = "bm25"
     #: Where indexes live; each corpus/retriever/params combination gets its own subfolder.
-    index_dir: str = ".sagegen/indexes"
+    index_dir: str = Field(".sagegen/indexes", json_schema_extra=VOLATILE)
     #: An explicit index directory (overrides ``index_dir/<kind>-<hash>``).
     index_path: str | None = None
     #: An index that no longer matches the corpus/params is rebuilt (true) or refused with an error (false).
-    rebuild_stale: bool = True
-    topk: int = Field(3, ge=1)
+    rebuild_stale: bool = Field(True, json_schema_extra=VOLATILE)
+    #: Passages per search for every agent: the generator, the solver (also in training rollouts and the
+    #: verl recipe), the pre-check, ``sagegen search`` and the server's default. ``solver.topk``,
+    #: ``generator.topk`` and ``server.default_topk`` take this value unless set themselves.
+    topk: int = Field(DEFAULT_TOPK, ge=1)
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
     hybrid: HybridConfig = HybridConfig()
@@ -107,14 +128,14 @@ class LLMConfig(Section):
     base_url: str | None = None
     #: Name of the environment variable holding the API key (the key itself never goes in config).
     api_key_env: str | None = "OPENAI_API_KEY"
-    temperature: float = Field(0.7, ge=0)
-    max_tokens: int = Field(512, ge=1)
-    timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)
+    # Sampling (temperature, token caps) belongs to the role, not to the model: generator.temperature,
+    # solver.temperature, judge.temperature, and each role's *_tokens cap (see RETIRED_KEYS).
+    timeout: float = Field(120.0, gt=0, json_schema_extra=VOLATILE)
+    max_retries: int = Field(4, ge=0, json_schema_extra=VOLATILE)
     #: First backoff wait in seconds; doubles per retry (with jitter) up to ``retry_max_wait``.
-    retry_backoff: float = Field(1.0, gt=0)
+    retry_backoff: float = Field(1.0, gt=0, json_schema_extra=VOLATILE)
     #: Cap on any single wait between retries, including a server's ``Retry-After``.
-    retry_max_wait: float = Field(60.0, gt=0)
+    retry_max_wait: float = Field(60.0, gt=0, json_schema_extra=VOLATILE)
     #: Newer OpenAI models (o-series, gpt-5) only accept ``max_completion_tokens``.
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     #: Extra JSON fields sent with every OpenAI-compatible request (e.g. vLLM's ``top_k``).
@@ -123,24 +144,26 @@ class LLMConfig(Section):
     send_seed: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     n_ctx: int = Field(8192, ge=512)
-    n_threads: int | None = None
+    n_threads: int | None = Field(None, json_schema_extra=VOLATILE)
     #: llama.cpp layers to offload to a GPU (0 = CPU only, -1 = all).
     n_gpu_layers: int = 0
     #: Persistent call cache (SQLite); a rerun never pays twice for the same call.
-    cache: bool = True
-    cache_path: str = ".sagegen/llm_cache.sqlite"
+    cache: bool = Field(True, json_schema_extra=VOLATILE)
+    cache_path: str = Field(".sagegen/llm_cache.sqlite", json_schema_extra=VOLATILE)
 
 
 class SolverConfig(Section):
     protocol: Literal["tags", "tools"] = "tags"
     max_searches: int = Field(10, ge=0)
-    topk: int = Field(3, ge=1)
+    #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a solver that differs).
+    topk: int = Field(DEFAULT_TOPK, ge=1)
     #: Sized for real backends (a reasoning turn of a strong model); the embedded demo keeps small caps
     #: (``sagegen.session.quick_defaults``).
     max_turn_tokens: int = Field(2048, ge=16)
     #: Characters of each passage shown to the model (0 = whole passage).
     passage_chars: int = Field(0, ge=0)
-    #: Sampling temperature of solver turns; K attempts need > 0 (and distinct seeds) to differ.
+    #: Sampling temperature of solver turns, for every solver model (solver_llm, solver_llms);
+    #: K attempts need > 0 (and distinct seeds) to differ.
     temperature: float = Field(0.7, ge=0)
     #: Prompt templates: ``default`` (prompts/*.j2) or a profile's set (``sage``: prompts/sage/*.j2).
     prompt_set: Literal["default", "sage"] = "default"
@@ -155,7 +178,9 @@ class JudgeConfig(Section):
     f1_threshold: float = Field(0.8, ge=0, le=1)
     #: An exact match is accepted without calling the LLM judge.
     em_shortcut: bool = True
+    #: Token cap of a judge reply (also of the ambiguity check, which asks the judge model).
     max_tokens: int = Field(512, ge=16)
+    #: Sampling temperature of judge calls, whichever model judges (judge_llm or llm).
     temperature: float = Field(0.0, ge=0)
     prompt_set: Literal["default", "sage"] = "default"
     #: Which ``correct:`` line of a grader reply decides: the last (a model may restate the format
@@ -165,7 +190,10 @@ class JudgeConfig(Section):
 
 class GeneratorConfig(Section):
     max_searches: int = Field(20, ge=0)
-    topk: int = Field(3, ge=1)
+    #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a generator that differs).
+    topk: int = Field(DEFAULT_TOPK, ge=1)
+    #: Sampling temperature of generator and reviser calls (formerly ``llm.temperature``).
+    temperature: float = Field(0.7, ge=0)
     #: Sized for real backends (a strong model's revision runs to thousands of tokens); the embedded
     #: demo keeps small caps (``sagegen.session.quick_defaults``).
     max_turn_tokens: int = Field(8192, ge=16)
@@ -197,20 +225,22 @@ class GeneratorConfig(Section):
 
 
 class PipelineConfig(Section):
-    num_seeds: int = Field(8, ge=1)
+    #: Volatile: a resumed run may be asked for more (or fewer) pairs.
+    num_seeds: int = Field(8, ge=1, json_schema_extra=VOLATILE)
     #: An int S, "lo-hi" (uniform), or {"3": 0.2, "4": 0.8} (a distribution / curriculum).
     target: int | str | dict[str, float] = 3
     rounds: int = Field(3, ge=1)
     attempts: int = Field(4, ge=1)
     strategy: Literal["feedback", "resample", "none"] = "feedback"
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(4, ge=1, json_schema_extra=VOLATILE)
     seed: int = 0
     #: Skip the remaining attempts once a pair is certainly too easy (DESIGN §4; Avg@K is then over
     #: the attempts that ran, see ``sagegen.pipeline``).
     early_stop: bool = True
     #: Retriever-only shortcut check before the solver attempts (sagegen.precheck): ``auto`` where it is
     #: safe (S >= 2, answers that cannot match by chance), ``on`` also for one- or two-digit answers, ``off``.
-    precheck: Literal["auto", "on", "off"] = "auto"
+    #: Runs made before the pre-check existed did not have it: absent from their config means ``off``.
+    precheck: Literal["auto", "on", "off"] = Field("auto", json_schema_extra=absent_as("off"))
 
     @field_validator("precheck", mode="before")
     @classmethod
@@ -257,8 +287,9 @@ class ServerConfig(Section):
     chunk_queries: int = Field(64, ge=1)
     max_topk: int = Field(100, ge=1)
     max_query_chars: int = Field(4096, ge=1)
-    #: topk used when a request omits it (Search-R1 falls back to its configured topk the same way).
-    default_topk: int = Field(3, ge=1)
+    #: topk used when a request omits it (Search-R1 falls back to its configured topk the same way);
+    #: unset, it is ``retrieval.topk``.
+    default_topk: int = Field(DEFAULT_TOPK, ge=1)
     #: Larger request bodies get 413 before any parsing.
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     #: Retrieval calls run at once in worker threads; 1 because retrievers are not assumed thread-safe.
@@ -358,8 +389,18 @@ class Config(Section):
     judge: JudgeConfig = JudgeConfig()
     generator: GeneratorConfig = GeneratorConfig()
     pipeline: PipelineConfig = PipelineConfig()
-    server: ServerConfig = ServerConfig()
+    #: How ``sagegen serve`` listens: never part of what a run produces.
+    server: ServerConfig = Field(ServerConfig(), json_schema_extra=VOLATILE)
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _inherit_topk(self) -> Config:
+        # retrieval.topk owns "passages per search"; a role's own key counts only where it was set.
+        for section, key in ((self.solver, "topk"), (self.generator, "topk"), (self.server, "default_topk")):
+            if key not in section.model_fields_set:
+                setattr(section, key, self.retrieval.topk)
+                section.model_fields_set.discard(key)  # still inherited when the config is validated again
+        return self
 
     def dump(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -431,6 +472,11 @@ def load_config(
         key, value = parse_override(item)
         _check_section_override(item, key, value)
         _set_path(data, key, value)
+    legacy = legacy_key_errors(data)
+    if legacy:  # a key that moved or went away is named with its new place, never silently ignored
+        where = f"{path}: " if path else ""
+        lines = [f"{where}{x}" for x in legacy]
+        raise ConfigError("configuration uses keys that changed:\n  " + "\n  ".join(lines))
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
@@ -465,3 +511,148 @@ def _check_section_override(text: str, key: str, value: Any) -> None:
         keys = ", ".join(model.model_fields)
         raise ConfigError(f"override {text!r}: {key!r} is a section, not a value; set one of its keys "
                           f"instead, as in -s {key}.<key>=VALUE (its keys: {keys})")
+
+
+# --- keys of older configs, and what a stored config means today -------------------------------------
+
+#: Keys older configs may hold that now live elsewhere; a stored run's value is read at the new place.
+MOVED_KEYS: dict[str, str] = {
+    "llm.temperature": "generator.temperature",  # it was only ever the generator's temperature
+}
+_NO_LLM_TOKENS = (
+    "each role has its own cap: generator.max_turn_tokens, solver.max_turn_tokens, judge.max_tokens"
+)
+#: Keys that are gone, with what to set instead. None of them ever applied, so a stored run's value is
+#: dropped (``*`` is any entry of a list).
+RETIRED_KEYS: dict[str, str] = {
+    "llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
+    "solver_llm.temperature": "it never applied: solver turns sample at solver.temperature",
+    "solver_llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
+    "solver_llms.*.temperature": "it never applied: solver turns sample at solver.temperature",
+    "solver_llms.*.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
+    "judge_llm.temperature": "it never applied: judge calls sample at judge.temperature",
+    "judge_llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
+}
+
+
+def _find(data: Any, parts: list[str], prefix: str = "") -> list[tuple[str, dict[str, Any], str]]:
+    """Where a dotted key (``*`` = any list entry) occurs in ``data``: (path, parent mapping, last key)."""
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        items = enumerate(data) if isinstance(data, list) else ()
+        return [hit for i, item in items for hit in _find(item, rest, f"{prefix}{i}.")]
+    if not isinstance(data, dict) or head not in data:
+        return []
+    if not rest:
+        return [(prefix + head, data, head)]
+    return _find(data[head], rest, f"{prefix}{head}.")
+
+
+def legacy_key_errors(data: dict[str, Any]) -> list[str]:
+    """One line per moved or retired key in a config mapping, naming where its meaning went."""
+    lines = []
+    for key, new in MOVED_KEYS.items():
+        lines += [f"{path}: moved to {new}; set that instead" for path, _, _ in _find(data, key.split("."))]
+    for key, why in RETIRED_KEYS.items():
+        lines += [f"{path}: removed ({why})" for path, _, _ in _find(data, key.split("."))]
+    return lines
+
+
+def upgrade_stored(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config stored by an older sagegen (a run's ledger, an eval's meta) in today's keys: moved keys at
+    their new place, retired ones dropped. Keys it lacks are left absent (see ``config_changes``)."""
+    data = copy.deepcopy(stored)
+    for key, new in MOVED_KEYS.items():
+        for _, parent, last in _find(data, key.split(".")):
+            value = parent.pop(last)
+            if new.split(".")[0] in data:  # a partial config (eval's fingerprint) keeps only its sections
+                _set_path(data, new, value)
+    for key in RETIRED_KEYS:
+        for _, parent, last in _find(data, key.split(".")):
+            del parent[last]
+    return data
+
+
+def _section_type(field: Any) -> tuple[type[Section] | None, bool]:
+    """The Section a field holds (unwrapping ``X | None`` and ``list[X]``), and whether it is a list."""
+    ann = field.annotation
+    if get_origin(ann) is list:
+        inner = getattr(ann, "__args__", (None,))[0]
+        return (inner, True) if isinstance(inner, type) and issubclass(inner, Section) else (None, False)
+    args = getattr(ann, "__args__", ()) if get_origin(ann) in (Union, UnionType) else (ann,)
+    inner = next((a for a in args if isinstance(a, type) and issubclass(a, Section)), None)
+    return inner, False
+
+
+def _mark(field: Any, name: str) -> Any:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return extra.get(name)
+
+
+def volatile_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Dotted keys of the fields marked ``VOLATILE`` (``*`` = any list entry), for messages and docs."""
+    out = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        section, is_list = _section_type(field)
+        if _mark(field, "volatile"):
+            out.append(key)
+        elif section is not None:
+            out += volatile_keys(section, f"{key}.*." if is_list else f"{key}.")
+    return out
+
+
+def strip_volatile(data: dict[str, Any], model: type[BaseModel] = Config) -> dict[str, Any]:
+    """A config dump (whole or some sections) without its ``VOLATILE`` fields: what decides the results."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:  # not a field of today's config: kept, so a difference shows
+            out[key] = value
+            continue
+        if _mark(field, "volatile"):
+            continue
+        section, is_list = _section_type(field)
+        if section is not None and is_list and isinstance(value, list):
+            out[key] = [strip_volatile(v, section) if isinstance(v, dict) else v for v in value]
+        elif section is not None and isinstance(value, dict):
+            out[key] = strip_volatile(value, section)
+        else:
+            out[key] = value
+    return out
+
+
+def _fill_absent(old: dict[str, Any], new: dict[str, Any], model: type[BaseModel]) -> None:
+    """Give ``old`` each key of ``new`` it lacks, as the run that stored ``old`` behaved: the field's
+    ``absent_as`` mark when it has one, else its default."""
+    from pydantic_core import to_jsonable_python
+
+    for key, value in new.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        section, is_list = _section_type(field)
+        if key not in old:
+            if section is not None and not is_list and isinstance(value, dict):
+                old[key] = {}
+            elif isinstance(field.json_schema_extra, dict) and "absent_as" in field.json_schema_extra:
+                old[key] = _mark(field, "absent_as")
+                continue
+            else:
+                old[key] = to_jsonable_python(field.get_default(call_default_factory=True))
+                continue
+        if section is not None and is_list and isinstance(value, list) and isinstance(old[key], list):
+            for a, b in zip(old[key], value, strict=False):
+                if isinstance(a, dict) and isinstance(b, dict):
+                    _fill_absent(a, b, section)
+        elif section is not None and isinstance(value, dict) and isinstance(old[key], dict):
+            _fill_absent(old[key], value, section)
+
+
+def semantic_view(stored: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stored config and the current one made comparable: both without volatile fields, the stored
+    one upgraded (moved/retired keys) and given the keys it lacks as its run behaved (``_fill_absent``)."""
+    old = strip_volatile(upgrade_stored(stored))
+    new = strip_volatile(current)
+    _fill_absent(old, new, Config)
+    return old, new

@@ -30,7 +30,7 @@ from typing import Any
 from sagegen import outage
 from sagegen.agents.solver import solve
 from sagegen.benchmark_fields import Fields, read_fields
-from sagegen.config import Config
+from sagegen.config import Config, semantic_view, strip_volatile
 from sagegen.errors import ConfigError, InputError, SagegenError
 from sagegen.jsonl import iter_json_objects
 from sagegen.judge import judge_answer
@@ -111,17 +111,9 @@ def completed_ids(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 def _fingerprint(cfg: Config, bench: Path, k: int, seed: int) -> dict[str, Any]:
     dump = cfg.model_dump(mode="json")
-    # Only what changes the answers: not cache paths, concurrency or limits.
-    keep = {
-        key: dump[key] for key in ("corpus", "retrieval", "llm", "solver_llm", "judge_llm", "solver", "judge")
-    }
-    for key in ("llm", "solver_llm", "judge_llm"):
-        if keep[key]:
-            keep[key] = {
-                a: b
-                for a, b in keep[key].items()
-                if a not in ("cache", "cache_path", "timeout", "max_retries")
-            }
+    # The sections that decide the answers, less the fields marked volatile (cache paths, timeouts...).
+    sections = ("corpus", "retrieval", "llm", "solver_llm", "judge_llm", "solver", "judge")
+    keep = strip_volatile({key: dump[key] for key in sections})
     return {"benchmark": str(bench.resolve()), "k": k, "seed": seed, "config": keep}
 
 
@@ -130,14 +122,12 @@ def check_meta(out_dir: Path, meta: dict[str, Any]) -> None:
     path = out_dir / META
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old != meta:
+        # A meta written by an older sagegen: its config read as today's, keys it lacks as that eval ran.
+        old_cfg, new_cfg = semantic_view(old.get("config", {}), meta["config"])
+        if {**old, "config": old_cfg} != {**meta, "config": new_cfg}:
             diff = sorted(
-                {k for k in meta if old.get(k) != meta.get(k)}
-                | {
-                    f"config.{k}"
-                    for k in meta["config"]
-                    if old.get("config", {}).get(k) != meta["config"].get(k)
-                }
+                {k for k in meta if k != "config" and old.get(k) != meta.get(k)}
+                | {f"config.{k}" for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k)}
             )
             raise ConfigError(
                 f"{out_dir} holds results of a different eval (changed: {', '.join(diff)}); "

@@ -288,7 +288,7 @@ class Pipeline:
 
     async def _write(self, spec: PairSpec, rnd: int, kind: RoundKind, last: RoundResult | None) -> Authored:
         seed = derive_seed(self.pcfg.seed, "gen", spec.index, rnd)
-        temp, gcfg = self.cfg.llm.temperature, self.cfg.generator
+        temp, gcfg = self.cfg.generator.temperature, self.cfg.generator
         if kind != "feedback" or last is None:
             return await generate(spec.doc, spec.target, spec.answer_type, self.gen_llm, self.parts.retriever,
                                   gcfg, seed=seed, temperature=temp, round=rnd)

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sagegen.config import semantic_view, strip_volatile, upgrade_stored, volatile_keys
 from sagegen.damage import LedgerError, ledger_error
 from sagegen.errors import ConfigError, SagegenError
 from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
@@ -68,32 +69,9 @@ OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsol
 #: 2 added ``llm_tries``; a version-1 ledger is migrated (the table is created) when next written.
 SCHEMA_VERSION = 2
 
-#: Config keys that do not change what a run produces; they may differ on resume.
-#: (``pipeline.num_seeds`` may grow to extend a run.)
-VOLATILE_KEYS = (
-    "pipeline.concurrency",
-    "pipeline.num_seeds",
-    "retrieval.index_dir",
-    "server",
-    "llm.timeout",
-    "llm.max_retries",
-    "llm.n_threads",
-    "llm.cache",
-    "llm.cache_path",
-    "solver_llm.timeout",
-    "solver_llm.max_retries",
-    "solver_llm.n_threads",
-    "solver_llm.cache",
-    "solver_llm.cache_path",
-    "judge_llm.timeout",
-    "judge_llm.max_retries",
-    "judge_llm.n_threads",
-    "judge_llm.cache",
-    "judge_llm.cache_path",
-    "retrieval.http.timeout",
-    "retrieval.http.max_retries",
-    "retrieval.web.timeout",
-)
+#: Config keys that may differ on resume (``pipeline.num_seeds`` may grow to extend a run): derived from
+#: the ``VOLATILE`` marks on the fields themselves, the one list (``sagegen.config``).
+VOLATILE_KEYS = tuple(volatile_keys())
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -195,13 +173,9 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _is_volatile(key: str) -> bool:
-    return any(key == v or key.startswith(v + ".") for v in VOLATILE_KEYS)
-
-
 def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The flattened config keys that decide what a run produces (volatile keys dropped)."""
-    return {k: v for k, v in flatten(config).items() if not _is_volatile(k)}
+    """The flattened config keys that decide what a run produces (volatile fields dropped)."""
+    return flatten(strip_volatile(upgrade_stored(config)))
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -210,8 +184,12 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted keys whose (semantic) value differs, with both values, for the refusal message."""
-    a, b = semantic_config(old), semantic_config(new)
+    """Dotted keys whose (semantic) value differs, with both values, for the refusal message.
+
+    ``old`` is the stored config: keys an older sagegen wrote are upgraded, and a key it lacks counts as
+    that run behaved (its default, or its ``absent_as`` mark), so new keys alone never block a resume.
+    """
+    a, b = (flatten(x) for x in semantic_view(old, new))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
@@ -310,8 +288,8 @@ class RunStore:
                 store._set_meta("created", str(time.time()))
         else:
             old = store.config
-            if config_hash(old) != config_hash(config):
-                diff = config_diff(old, config)
+            diff = config_diff(old, config)
+            if diff:
                 store.close()
                 raise ConfigError(
                     f"{run_dir} holds a run with a different configuration:\n  "

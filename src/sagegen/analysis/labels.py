@@ -171,10 +171,11 @@ def label_run(
 ) -> dict[str, Any]:
     """Label every accepted pair and every failed round; returns shares per category."""
     if llm is None:
-        from sagegen.config import LLMConfig
+        from sagegen.config import LLMConfig, upgrade_stored
         from sagegen.llm.factory import build_llm
 
-        cfg = store.config.get("judge_llm") or store.config.get("llm") or {}
+        stored = upgrade_stored(store.config)  # a run made by an older sagegen may hold retired keys
+        cfg = stored.get("judge_llm") or stored.get("llm") or {}
         llm = build_llm(LLMConfig.model_validate(cfg))
     cache = _Cache(Path(store.run_dir) / LABELS_FILE)
     tasks = _tasks(store, pairs)

@@ -282,7 +282,7 @@ def train(
     use_cuda = torch.cuda.is_available()
     if use_cuda:
         model = model.to("cuda")
-    topk = cfg.solver.topk or cfg.retrieval.topk
+    topk = cfg.solver.topk  # retrieval.topk unless the solver sets its own (sagegen.config)
 
     peft_config = _peft_config(cfg)
     if peft_config is not None and tc.sft_warmup_steps > 0:
