@@ -16,10 +16,12 @@ from sagegen.analysis import charts as C
 from sagegen.analysis import tables as T
 from sagegen.analysis.analyze import analyze_run, answer_check
 from sagegen.analysis.report import (
+    INFO_CHARS,
     MSG_CHARS,
     _env,
     message_view,
     render_report,
+    run_charts,
     train_charts,
     train_columns,
 )
@@ -173,8 +175,13 @@ def test_cost_per_accepted_pair_from_the_ledger(analysis: dict) -> None:
     assert t.cells()[0][0] == "solver"
     assert t.cells()[0][-2:] == [f"{len(attempts) / accepted:.1f}", f"{tokens // accepted:,}"]
     assert t.footer_cells()[0] == "all" and t.footer_cells()[1] == str(len(attempts))
+    # the chart draws the table's own figures
+    tokens_svg, calls_svg = run_charts(analysis)["cost"]
+    assert f'class="val">{tokens // accepted:,}<' in tokens_svg
+    assert f'class="val">{len(attempts) / accepted:.1f}<' in calls_svg
     none = T.usage_table({**analysis, "funnel": {**analysis["funnel"], "accepted": 0}})
     assert none.cells()[0][-2:] == ["–", "–"]
+    assert run_charts({**analysis, "funnel": {**analysis["funnel"], "accepted": 0}})["cost"] == []
 
 
 def test_each_table_is_the_same_in_the_terminal_and_the_html(analysis: dict) -> None:
@@ -217,6 +224,15 @@ def test_long_messages_are_folded_not_cut() -> None:
     assert short["rest"] == "" and "<details" not in str(
         _env().get_template("macros.html.j2").module.message(short)
     )
+
+
+def test_retrieved_passages_are_told_from_instructions() -> None:
+    system = message_view({"role": "system", "content": "Results come back in <information> tags. " * 100})
+    info = message_view({"role": "user", "content": "<information>Doc 1 " + "x" * 2000 + "</information>"})
+    tool = message_view({"role": "tool", "content": "y" * 700})
+    assert system["cls"] == "msg system" and len(system["head"]) == MSG_CHARS
+    assert info["cls"] == "msg user retrieved" and len(info["head"]) == INFO_CHARS
+    assert tool["cls"] == "msg tool retrieved" and tool["rest"] == "y" * (700 - INFO_CHARS)
 
 
 def test_generator_trace_comes_before_the_solver_attempts(analysis: dict) -> None:

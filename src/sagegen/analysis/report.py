@@ -161,14 +161,13 @@ def evals_chart(summaries: list[tuple[str, dict[str, Any]]]) -> str:
 def run_charts(a: dict[str, Any]) -> dict[str, Any]:
     """Every chart of the run itself, from the analysis dict."""
     by_round = {int(k): v for k, v in a["by_round"].items()}
-    fun, check, usage = a["funnel"], a.get("answer_check") or {}, a.get("llm_usage") or {}
+    fun, check = a["funnel"], a.get("answer_check") or {}
     types = sorted(set(a["answer_types"]) | set(check.get("found", {})))
     series = {"requested": {k: v["n"] for k, v in a["answer_types"].items()}}
     if check.get("checked"):
         series["found"] = check["found"]
-    accepted = fun["accepted"]
-    tokens = [(r, (u["prompt_tokens"] + u["completion_tokens"]) / accepted) for r, u in usage.items()]
-    calls = [(r, u["calls"] / accepted) for r, u in usage.items()]
+    # the per-accepted-pair figures come from the usage table itself, so chart and table agree to the digit
+    per = [(row[0], row[-2], row[-1]) for row in T.usage_table(a).rows if row[-1] is not None]
     dv = a.get("diversity") or {}
     return {
         "rounds": C.svg_lines(
@@ -198,10 +197,14 @@ def run_charts(a: dict[str, Any]) -> dict[str, Any]:
         ),
         "answer_types": C.svg_bars(series, types, title="Answer types: requested vs found", xlabel="type"),
         "cost": [
-            C.svg_hbars(tokens, title="Tokens per accepted pair, by role", fmt="{:,.0f}"),
-            C.svg_hbars(calls, title="LLM calls per accepted pair, by role", fmt="{:.1f}"),
+            C.svg_hbars(
+                [(r, t) for r, _, t in per], title="Tokens per accepted pair, by role", fmt="{:,.0f}"
+            ),
+            C.svg_hbars(
+                [(r, c) for r, c, _ in per], title="LLM calls per accepted pair, by role", fmt="{:.1f}"
+            ),
         ]
-        if accepted and usage
+        if per
         else [],
         "diversity": C.svg_hist(
             {"questions": {int(k): v for k, v in dv["nn_histogram"].items()}},
@@ -218,7 +221,9 @@ def message_view(m: dict[str, Any]) -> dict[str, str]:
     content = str(m.get("content") or "")
     if m.get("tool_calls"):
         content += "\n" + json.dumps(m["tool_calls"], ensure_ascii=False)
-    retrieved = role != "assistant" and (role == "tool" or "<information>" in content)
+    # A tool result, or a user turn that is an <information> block (the prompt-format solvers); a system
+    # prompt that merely names the tag is instructions, shown like any other message.
+    retrieved = role == "tool" or (role == "user" and content.lstrip().startswith("<information>"))
     limit = INFO_CHARS if retrieved else MSG_CHARS
     return {
         "role": role,

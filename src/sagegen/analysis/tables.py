@@ -28,7 +28,7 @@ def num(digits: int = 1) -> Fmt:
 
 def count(x: Any) -> str:
     """Whole numbers with thousands grouped (tokens run into millions)."""
-    return "–" if x is None else f"{int(x):,}"
+    return "–" if x is None else f"{round(x):,}"
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def agreement_table(a: dict[str, Any]) -> Table:
     cols = sorted({int(d) for row in matrix.values() for d in row})
     return Table(
         "agreement",
-        "Target S (rows) against measured difficulty (columns), correct pairs",
+        "Target S against measured difficulty (correct pairs)",
         (Column("target \\ measured", str), *(Column(str(c), str) for c in cols)),
         tuple((int(t), *(row.get(str(c), 0) for c in cols)) for t, row in matrix.items()),
         heat=True,
