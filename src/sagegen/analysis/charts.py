@@ -87,9 +87,10 @@ def nice_ticks(lo: float, hi: float, n: int = 5, *, integer: bool = False) -> li
 def fmt_tick(x: float, ticks: Sequence[float] = ()) -> str:
     """A tick label: as many decimals as the tick step needs, thousands grouped, ``k``/``M`` above 10⁴."""
     step = min((abs(b - a) for a, b in itertools.pairwise(ticks) if b != a), default=1.0)
-    if abs(x) >= 1e6 and step >= 1e5:
+    top = max((abs(t) for t in ticks), default=abs(x))  # one unit for the whole axis: 5k 10k, not 5,000 10k
+    if top >= 1e6 and step >= 1e5:
         return f"{x / 1e6:g}M"
-    if abs(x) >= 1e4 and step >= 1e3:
+    if top >= 1e4 and step >= 1e3:
         return f"{x / 1e3:g}k"
     decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step < 1 else 0
     if step < 1 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-9:  # 0.25 needs two
