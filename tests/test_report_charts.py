@@ -254,3 +254,20 @@ def test_table_of_contents_links_every_section(analysis: dict) -> None:
     assert "evaluations" not in links and "training" not in links  # none given
     for target in links:
         assert html.count(f'id="{target}"') == 1
+
+
+def test_the_templates_ship_with_the_package() -> None:
+    """A fresh ``pip install .`` carries every template: each file matches a package-data glob."""
+    from fnmatch import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11; the globs are the same on 3.10
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "sagegen"
+    ]
+    package = root / "src" / "sagegen"
+    templates = sorted((package / "analysis" / "templates").iterdir())
+    assert {t.name for t in templates} >= {"report.html.j2", "macros.html.j2", "report.css", "report.js"}
+    for t in templates:
+        rel = t.relative_to(package).as_posix()
+        assert any(fnmatch(rel, g) for g in globs), rel
