@@ -271,3 +271,28 @@ def test_the_templates_ship_with_the_package() -> None:
     for t in templates:
         rel = t.relative_to(package).as_posix()
         assert any(fnmatch(rel, g) for g in globs), rel
+
+
+def test_labels_get_a_section_and_the_same_table_in_the_terminal(analysis: dict) -> None:
+    from rich.console import Console
+
+    from sagegen.ui.tables import print_analysis
+
+    lab = {
+        "n": 4,
+        "unparsed": 1,
+        "counts": {"calculation": 3, "temporal": 1},
+        "pct": {"calculation": 75.0, "temporal": 25.0},
+    }
+    a = {**analysis, "labels": {"strategies": lab, "easy_causes": {}}}
+    (t,) = T.label_tables(a)  # an empty kind (nothing to label) draws no table
+    assert t.title == "strategies (n=4, unparsed 1)" and t.cells() == [
+        ["calculation", "3", "75.0"],
+        ["temporal", "1", "25.0"],
+    ]
+    html = render_report(analysis["_run"], a)
+    assert '<a href="#labels">' in html and '<h2 id="labels">' in html
+    assert '<tr><td class="txt">calculation</td><td>3</td><td>75.0</td></tr>' in html
+    out = io.StringIO()
+    print_analysis(a, Console(file=out, width=200))
+    assert "strategies (n=4, unparsed 1)" in out.getvalue() and "75.0" in out.getvalue()
