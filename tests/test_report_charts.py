@@ -63,6 +63,7 @@ def test_tick_labels_are_readable() -> None:
     assert C.fmt_tick(3e6, [0, 1e6, 2e6, 3e6]) == "3M"
     axis = C.nice_ticks(2300, 11000, 6)  # one unit along an axis: 2k … 12k, not 2,000 … 12k
     assert [C.fmt_tick(t, axis) for t in axis] == ["2k", "4k", "6k", "8k", "10k", "12k"]
+    assert [C.fmt_tick(t, [0, 5000, 10_000]) for t in (0, 5000, 10_000)] == ["0", "5k", "10k"]
 
 
 def test_curve_axes_hold_every_point_with_integer_steps() -> None:

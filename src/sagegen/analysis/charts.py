@@ -87,6 +87,8 @@ def nice_ticks(lo: float, hi: float, n: int = 5, *, integer: bool = False) -> li
 def fmt_tick(x: float, ticks: Sequence[float] = ()) -> str:
     """A tick label: as many decimals as the tick step needs, thousands grouped, ``k``/``M`` above 10⁴."""
     step = min((abs(b - a) for a, b in itertools.pairwise(ticks) if b != a), default=1.0)
+    if x == 0:
+        return "0"  # not "0k"
     top = max((abs(t) for t in ticks), default=abs(x))  # one unit for the whole axis: 5k 10k, not 5,000 10k
     if top >= 1e6 and step >= 1e5:
         return f"{x / 1e6:g}M"
