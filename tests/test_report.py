@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -13,7 +14,8 @@ import pytest
 
 from fixture_ledger import EVIL, build_ledger
 from sagegen.analysis.analyze import analyze_run
-from sagegen.analysis.report import render_report, svg_funnel, svg_hist, svg_lines, write_report
+from sagegen.analysis.charts import svg_hbars, svg_hist, svg_lines
+from sagegen.analysis.report import render_report, write_report
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +28,20 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(run_dir: Path) -> Path:
     return write_report(run_dir)
+
+
+#: The run's charts in page order (the fixture: two target values, LLM usage recorded, 2 accepted).
+RUN_CHARTS = [
+    "% correct and % pass after each round",
+    "Where the seeds ended",
+    "Target S=2: 3 pairs, 2 correct",
+    "Target S=3: 2 pairs, 2 correct",
+    "Target S against measured difficulty",
+    "Answer types: requested vs found",
+    "Tokens per accepted pair, by role",
+    "LLM calls per accepted pair, by role",
+    "nearest-neighbour similarity of each question",
+]
 
 
 def _chromium() -> str:
@@ -60,11 +76,10 @@ def test_report_is_self_contained_and_escaped(report: Path) -> None:
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
     # data from LLMs and retrieved text is escaped: the planted script never appears as markup
     assert EVIL not in html
-    assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in html
+    assert "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;" in html
     assert html.count("<script>") == 1  # ours, the filter
     assert html.count('<details class="pair"') == 6
-    # pass-rate lines, funnel, one histogram per target S (2), question diversity
-    assert html.count("<svg") == 5
+    assert re.findall(r'<svg class="chart" role="img" aria-label="([^"]+)"', html) == RUN_CHARTS
 
 
 def test_svg_charts_draw_the_numbers() -> None:
@@ -73,7 +88,7 @@ def test_svg_charts_draw_the_numbers() -> None:
     hist = svg_hist({"a": {2: 3, 4: 1}}, title="h")
     assert hist.count("<rect") == 3 + 1  # values 2, 3, 4 (one empty) + the legend swatch
     assert "<title>a, 2 searches: 3</title>" in hist and "<title>a, 3 searches: 0</title>" in hist
-    funnel = svg_funnel([("seeds", 10), ("accepted", 5)], title="f")
+    funnel = svg_hbars([("seeds", 10), ("accepted", 5)], title="f")
     widths = [float(w) for w in re.findall(r'<rect x="110" y="[\d.]+" width="([\d.]+)"', funnel)]
     assert widths[1] == pytest.approx(widths[0] / 2)
     assert "no data" in svg_hist({}, title="empty")
@@ -91,7 +106,8 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
         assert "".join(f"<td>{c}</td>" for c in row) in dom
     # our inline script ran: it counted the visible pairs
     assert '<span id="shown">6</span>' in dom
-    assert dom.count("<svg") == 5 and "When was the founder of the city of Lyon born?" in dom
+    assert re.findall(r'<svg class="chart" role="img" aria-label="([^"]+)"', dom) == RUN_CHARTS
+    assert "When was the founder of the city of Lyon born?" in dom
 
 
 def test_report_screenshot(report: Path, tmp_path: Path) -> None:
@@ -230,18 +246,22 @@ def test_report_with_evals_and_training_log(run_dir: Path, tmp_path: Path) -> No
     )
     assert p.returncode == 0, p.stderr
     html = (tmp_path / "r.html").read_text()
-    assert "<h2>Evaluations</h2>" in html
+    assert '<h2 id="evaluations">Evaluations<' in html
     assert (
         '<td class="txt">base</td><td>8</td><td>2</td><td>0.125</td><td>0.250</td><td>0.250</td>'
         "<td>0.375</td>" in html
     )
     assert '<td class="txt">trained</td>' in html and ">75<" in html  # pass@K 75 % drawn on the chart
-    assert (
-        "train.jsonl: reward" in html
-        and "train.jsonl: loss" in html
-        and "note" not in html.split("<h2>Training")[1].split("<h2>")[0]
-    )
-    assert "train.csv: reward_mean" in html
+    training = html.split('<h2 id="training">')[1].split("<h2")[0]
+    charts = re.findall(r'<h3>([^<]+)</h3>|aria-label="([^"]+)"', training)
+    assert charts == [
+        ("train.jsonl", ""),
+        ("", "reward"),
+        ("", "loss"),
+        ("train.csv", ""),
+        ("", "reward_mean"),
+    ]
+    assert "note" not in training
     bad = subprocess.run(
         [
             sys.executable,
@@ -259,3 +279,81 @@ def test_report_with_evals_and_training_log(run_dir: Path, tmp_path: Path) -> No
         timeout=120,
     )
     assert bad.returncode == 2 and "summary.json" in " ".join(bad.stderr.split())
+
+
+#: Run in the rendered page: every drawn piece of every chart inside its chart's box (nothing clipped),
+#: every contents link pointing at a section that exists; the result lands in an attribute of <body>.
+LAYOUT_PROBE = """<script>
+(function(){
+  var bad=[], charts=document.querySelectorAll('svg.chart');
+  charts.forEach(function(svg){
+    var box=svg.getBoundingClientRect();
+    svg.querySelectorAll('text,rect,circle,polyline,line').forEach(function(el){
+      var r=el.getBoundingClientRect();
+      if(r.left<box.left-1||r.top<box.top-1||r.right>box.right+1||r.bottom>box.bottom+1)
+        bad.push(svg.getAttribute('aria-label')+': '+(el.textContent||el.tagName));
+    });
+  });
+  var links=[].map.call(document.querySelectorAll('nav.toc a'),function(a){return a.getAttribute('href');});
+  var missing=links.filter(function(h){return !document.getElementById(h.slice(1));});
+  document.body.setAttribute('data-probe', JSON.stringify({charts:charts.length, clipped:bad,
+    links:links.length, missing:missing}));
+})();
+</script>"""
+
+
+def test_full_report_lays_out_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    """Evaluations and a training log with large and small numbers: no chart clips, every link lands."""
+    evals = []
+    for name, acc in (("base", 0.25), ("trained", 0.5)):
+        d = tmp_path / name
+        d.mkdir()
+        summary = {
+            "questions": 300,
+            "k": 4,
+            "em": acc,
+            "f1": acc,
+            "judge_acc": acc,
+            "pass_at_k": acc,
+            "mean_searches": 2.5,
+            "answered": 0.6,
+            "forced": 0.3,
+            "failed": 0.1,
+        }
+        (d / "summary.json").write_text(json.dumps(summary))
+        evals.append(d)
+    log = tmp_path / "train_log.jsonl"
+    log.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "step": i,
+                    "reward": i / 7,
+                    "completion_tokens": 1800 + 90 * i,
+                    "trained_tokens": 25_000 * i,
+                    "loss": 1e-3 * (8 - i),
+                    "searches_per_episode": 0.5 * i,
+                }
+            )
+            + "\n"
+            for i in range(1, 8)
+        )
+    )
+    page = write_report(run_dir, tmp_path / "full.html", evals=evals, train_logs=[log])
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", LAYOUT_PROBE + "</body>"))
+    p = _run_chromium(["--virtual-time-budget=3000", "--dump-dom", probe.as_uri()], tmp_path)
+    assert p.returncode == 0 and "<body" in p.stdout, p.stderr[-2000:]
+    found = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', p.stdout).group(1)))
+    assert found == {"charts": len(RUN_CHARTS) + 1 + 5, "clipped": [], "links": 10, "missing": []}
+    dom = p.stdout
+    # the training charts in the order a reader wants, tick labels readable, steps whole numbers
+    training = dom.split('id="training"')[1]
+    names = re.findall(r'aria-label="([^"]+)"', training)
+    assert names == ["reward", "searches_per_episode", "completion_tokens", "loss", "trained_tokens"]
+    ticks = re.findall(r'class="tick">([^<]*)<', training)
+    assert not [t for t in ticks if "e+" in t or "e-" in t] and "200k" in ticks and "2,400" in ticks
+    (steps,) = {tuple(re.findall(r'class="tick xt">([^<]*)<', svg)) for svg in training.split("<svg")[1:]}
+    assert steps == ("1", "2", "3", "4", "5", "6", "7")  # every step a whole number, the same on each chart
+    evals_row = '<td class="txt">base</td><td>300</td><td>4</td>'
+    assert evals_row in dom and "<th>answered</th><th>forced</th><th>failed</th>" in dom

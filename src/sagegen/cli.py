@@ -373,7 +373,8 @@ def analyze(
     """Metrics by round and target S, difficulty agreement, duplicates, leaks; writes RUN/analysis.json."""
     import json
 
-    from sagegen.analysis.analyze import analyze_run, print_analysis
+    from sagegen.analysis.analyze import analyze_run
+    from sagegen.ui.tables import print_analysis
 
     label_llm = None
     if labels and (config is not None or set_):

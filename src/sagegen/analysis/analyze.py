@@ -14,7 +14,7 @@ from sagegen.store import PairRecord, RunStore
 
 ANALYSIS_FILE = "analysis.json"
 #: Bumped when the analysis gains or changes fields, so a stale analysis.json is recomputed.
-ANALYSIS_VERSION = 3
+ANALYSIS_VERSION = 4
 
 
 def saved_analysis(run_dir: str | Path) -> dict[str, Any] | None:
@@ -42,6 +42,32 @@ def funnel(pairs: list[PairRecord]) -> dict[str, int]:
     return outcome_counts((p.state, p.output) for p in pairs)
 
 
+def answer_check(pairs: list[PairRecord]) -> dict[str, Any]:
+    """Requested answer type against the type the answer was found to be, over the final pairs.
+
+    The found type is ``QAPair.answer_type_found`` where the run recorded one (``None`` or absent: not
+    checked); pairs without it count as requested only, so a run from before the check reads as unchecked.
+    """
+    out: dict[str, Any] = {"pairs": 0, "checked": 0, "mismatched": 0}
+    out.update(requested={}, found={}, by_type={})
+    for p in pairs:
+        if p.qa is None:
+            continue
+        want, found = p.qa.answer_type, getattr(p.qa, "answer_type_found", None)
+        out["pairs"] += 1
+        out["requested"][want] = out["requested"].get(want, 0) + 1
+        if found is None:
+            continue
+        row = out["by_type"].setdefault(want, {"checked": 0, "mismatched": 0})
+        out["found"][found] = out["found"].get(found, 0) + 1
+        out["checked"] += 1
+        row["checked"] += 1
+        if found != want:
+            out["mismatched"] += 1
+            row["mismatched"] += 1
+    return out
+
+
 def analyze_pairs(
     pairs: list[PairRecord],
     *,
@@ -60,6 +86,7 @@ def analyze_pairs(
         "by_target": M.by_target(pairs),
         "difficulty_agreement": M.difficulty_agreement(pairs),
         "answer_types": M.answer_types(pairs),
+        "answer_check": answer_check(pairs),
         "duplicates": near_duplicates(
             [(q.id, q.question) for q in accepted], method=dup_method, threshold=dup_threshold
         ),
@@ -120,107 +147,3 @@ def analyze_run(
             json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8"
         )
     return result
-
-
-def _f(x: Any, digits: int = 1) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
-
-
-def print_analysis(result: dict[str, Any], console: Any) -> None:
-    """Rich tables of the main numbers (the JSON has everything)."""
-    from rich.table import Table
-
-    fun = result["funnel"]
-    console.print(
-        f"[bold]{result.get('run_id', '')}[/] — {fun['seeds']} seeds: {fun['accepted']} accepted, "
-        f"{fun['duplicate']} duplicates, {fun['too_easy']} too easy, {fun['incorrect']} incorrect, "
-        f"{fun['failed']} generator failures, {fun['unfinished']} unfinished"
-    )
-    t = Table(title="State after each round (paper's table)")
-    for col in (
-        "round",
-        "pairs",
-        "% correct",
-        "% pass",
-        "Avg@K",
-        "mean #search",
-        "searches/attempt",
-        "attempts",
-    ):
-        t.add_column(col, justify="right")
-    for r, m in result["by_round"].items():
-        t.add_row(
-            str(r),
-            str(m["n"]),
-            _f(m["pct_correct"]),
-            _f(m["pct_pass"]),
-            _f(m["avg_at_k"]),
-            _f(m["mean_searches"], 2),
-            _f(m["mean_attempt_searches"], 2),
-            _f(m.get("mean_attempts"), 2),
-        )
-    console.print(t)
-    t = Table(title="Final state by target S")
-    for col in (
-        "target S",
-        "pairs",
-        "% correct",
-        "% pass",
-        "Avg@K",
-        "mean difficulty",
-        "difficulty histogram",
-    ):
-        t.add_column(col, justify="right")
-    for s, m in result["by_target"].items():
-        hist = " ".join(f"{k}:{v}" for k, v in m["difficulty_hist"].items())
-        t.add_row(
-            str(s),
-            str(m["n"]),
-            _f(m["pct_correct"]),
-            _f(m["pct_pass"]),
-            _f(m["avg_at_k"]),
-            _f(m["mean_searches"], 2),
-            hist,
-        )
-    console.print(t)
-    ag = result["difficulty_agreement"]
-    console.print(
-        f"difficulty agreement over {ag['n']} correct pairs: exact {_f(ag['exact'], 2)}, "
-        f"≥ target {_f(ag['at_least_target'], 2)}, MAE {_f(ag['mae'], 2)}, "
-        f"Spearman {_f(ag['spearman'], 2)}"
-    )
-    mix = ", ".join(
-        f"{k} {v['n']} ({_f(100 * v['share'] if v['share'] is not None else None)}%, "
-        f"pass {_f(v['pct_pass'])}%)"
-        for k, v in result["answer_types"].items()
-    )
-    console.print(f"answer types: {mix or '–'}")
-    d = result["duplicates"]
-    console.print(
-        f"duplicates among {d['n']} accepted ({d['method']}, ≥ {d['threshold']}): "
-        f"{d['exact_duplicates']} exact, {len(d['near_pairs'])} near pairs"
-    )
-    console.print(f"answer-in-question leaks: {len(result['leaks'])}")
-    dv = result.get("diversity")
-    if dv:
-        console.print(
-            f"diversity of {dv['n']} {dv['over']} questions ({dv['method'] or '–'}): "
-            f"spread {_f(dv['spread'], 3)}, "
-            f"mean nearest-neighbour similarity {_f(dv['mean_nn_similarity'], 3)}, "
-            f"{dv['distinct_entities']} distinct of {dv['entities']} entity mentions, "
-            f"{dv['distinct_seeds']} distinct seed passages"
-        )
-    if "contamination" in result:
-        c = result["contamination"]
-        console.print(
-            f"contamination vs {c['benchmark']} ({c['benchmark_size']} questions): {c['flagged']} of "
-            f"{c['n']} flagged ({c['exact']} exact, {c['ngram']}-gram overlap ≥ {c['threshold']})"
-        )
-    if "labels" in result:
-        lab = result["labels"]
-        for kind in ("strategies", "easy_causes", "incorrect_causes"):
-            if lab.get(kind):
-                shares = ", ".join(f"{k} {_f(v, 0)}%" for k, v in lab[kind]["pct"].items())
-                console.print(f"{kind.replace('_', ' ')} (n={lab[kind]['n']}): {shares}")

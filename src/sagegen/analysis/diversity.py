@@ -20,11 +20,45 @@ import numpy as np
 
 _NAME = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of|de|von|van|the|and|[A-Z][\w'’-]*))*\s*")
 #: Capitalised words that start questions or sentences rather than name things.
-_NOT_NAMES = frozenset({
-    "What", "Which", "Who", "Whom", "Whose", "When", "Where", "How", "Why", "In", "On", "At", "Of",
-    "For", "From", "By", "The", "A", "An", "This", "That", "These", "Those", "Is", "Was", "Were",
-    "Are", "Did", "Does", "Do", "Name", "After", "Before", "During", "Since",
-})
+_NOT_NAMES = frozenset(
+    {
+        "What",
+        "Which",
+        "Who",
+        "Whom",
+        "Whose",
+        "When",
+        "Where",
+        "How",
+        "Why",
+        "In",
+        "On",
+        "At",
+        "Of",
+        "For",
+        "From",
+        "By",
+        "The",
+        "A",
+        "An",
+        "This",
+        "That",
+        "These",
+        "Those",
+        "Is",
+        "Was",
+        "Were",
+        "Are",
+        "Did",
+        "Does",
+        "Do",
+        "Name",
+        "After",
+        "Before",
+        "During",
+        "Since",
+    }
+)
 _LINKS = ("of", "de", "von", "van", "the", "and")
 
 
