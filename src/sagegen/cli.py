@@ -156,6 +156,11 @@ def generate(
     k: Annotated[Optional[int], typer.Option("--k", help="Solver attempts K per candidate.")] = None,  # noqa: UP045
     strategy: Annotated[Optional[str], typer.Option(help="feedback | resample | none")] = None,  # noqa: UP045
     concurrency: Annotated[Optional[int], typer.Option(help="Pairs in flight.")] = None,  # noqa: UP045
+    workers: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--workers", help="Processes running pairs (concurrency split among them).")] = None,
+    ray: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--ray", help="Pairs on Ray: --ray (RAY_ADDRESS or a local Ray), --ray auto, --ray HOST:PORT",
+    )] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
@@ -176,7 +181,9 @@ def generate(
     overrides = ([] if config is not None else quick_defaults()) + list(set_ or [])
     for key, value in (("pipeline.num_seeds", num), ("pipeline.target", target), ("pipeline.rounds", rounds),
                        ("pipeline.attempts", k), ("pipeline.strategy", strategy),
-                       ("pipeline.concurrency", concurrency)):
+                       ("pipeline.concurrency", concurrency), ("pipeline.workers", workers),
+                       ("pipeline.executor", "ray" if ray is not None else None),
+                       ("pipeline.ray_address", ray or None)):
         if value is not None:
             overrides.append(f"{key}={value}")
     from sagegen.profiles import load_profile
@@ -588,6 +595,9 @@ def main() -> None:
     # --debug (anywhere on the line) or SAGEGEN_DEBUG=1: let errors raise with their traceback.
     debug = os.environ.get("SAGEGEN_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
     sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
+    # `--ray` takes an optional address: alone (last, or before another option) it means "--ray=".
+    sys.argv[1:] = ["--ray=" if a == "--ray" and (i + 1 == len(sys.argv) or sys.argv[i + 1].startswith("-"))
+                    else a for i, a in enumerate(sys.argv[1:], 1)]
 
     # The corpus loader's notices (a skipped unreadable document, the folder summary) go to stderr.
     corpus_log = logging.getLogger("sagegen.corpus")

@@ -646,7 +646,12 @@ def run_generate(
         pipe = Pipeline(cfg, store, parts, run_name=run_dir.name)
         with _progress_display(progress, pipe) as hook:
             pipe.on_progress = hook
-            stats = asyncio.run(pipe.run())
+            if cfg.pipeline.workers > 1 or cfg.pipeline.executor == "ray":  # processes / Ray (sagegen.scale)
+                from sagegen.scale import run_spread
+
+                stats = run_spread(pipe)
+            else:
+                stats = asyncio.run(pipe.run())
         status = "completed" if not stats.errors else "errors"
         return RunResult(
             run_dir,

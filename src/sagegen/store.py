@@ -73,6 +73,9 @@ SCHEMA_VERSION = 2
 VOLATILE_KEYS = (
     "pipeline.concurrency",
     "pipeline.num_seeds",
+    "pipeline.workers",
+    "pipeline.executor",
+    "pipeline.ray_address",
     "retrieval.index_dir",
     "server",
     "llm.timeout",
