@@ -7,14 +7,19 @@ missing Ray fails here instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from test_resume_sigkill import N, _corpus, _rows
+from test_resume_sigkill import N, _cmd, _corpus, _rows
 from test_scale_workers import _outcome
 
 if os.environ.get("CI") == "true":
@@ -98,3 +103,48 @@ def test_a_worker_that_reads_another_corpus_stops_the_run_with_a_clear_error(
     assert "same paths" in str(err.value) and "Traceback" not in str(err.value)
     assert seen == [] and _rows(run / "ledger.sqlite", "SELECT COUNT(*) FROM pairs") == [(0,)]
     store.close()
+
+
+def test_sigkill_of_the_driver_then_the_rerun_repeats_no_pair_and_no_paid_call(corpus_dir: Path) -> None:
+    """A real ``sagegen generate --ray`` (its own local Ray) killed mid-run, then run again."""
+    one = run_generate(load_config(None, _settings("one.sqlite")), corpus_dir / "one" / "run", progress=False)
+    expected = _outcome(corpus_dir / "one" / "run")
+    # The CLI's own demo defaults (quick_defaults) are what _settings starts from, so the runs match.
+    cmd = [*_cmd("killed/run", "killed.sqlite", delay=0.1), "--ray", "--workers", "2"]
+    assert cmd[0] == sys.executable
+    ledger = corpus_dir / "killed" / "run" / "ledger.sqlite"
+    proc = subprocess.Popen(cmd, cwd=corpus_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240  # Ray's own start takes 10-30 s on a busy machine
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if ledger.exists() and _rows(ledger, "SELECT COUNT(*) FROM attempts")[0][0] >= 8:
+                    break
+            except Exception:
+                pass  # the schema is being created
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        # Ray's head processes die with the driver; its dashboard and runtime-env agents may linger.
+        time.sleep(2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert _rows(ledger, "SELECT COUNT(*) FROM pairs WHERE finished IS NOT NULL")[0][0] < N
+
+    rerun = subprocess.run(cmd, cwd=corpus_dir, capture_output=True, text=True, timeout=600,
+                           start_new_session=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resumed" in rerun.stdout
+    assert _outcome(corpus_dir / "killed" / "run") == expected
+    calls = _rows(corpus_dir / "one.sqlite", "SELECT COUNT(*) FROM calls")[0][0]
+    assert calls == one.stats.calls
+    assert _rows(corpus_dir / "killed.sqlite", "SELECT COUNT(*) FROM calls")[0][0] == calls
+    paid = _rows(ledger, "SELECT session, SUM(1 - cached) FROM llm_calls GROUP BY session ORDER BY 1")
+    assert len(paid) == 2
+    # Each paid call is booked by the ledger actor right after the cache row: a kill may leave at most
+    # one per worker unbooked (replayed as a hit), never one paid twice.
+    assert calls - 2 <= sum(p[1] for p in paid) <= calls
+    assert _rows(ledger, "SELECT status FROM sessions ORDER BY id") == [("interrupted",), ("completed",)]
