@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,15 @@ def test_the_worker_count_may_change_on_resume_and_is_no_part_of_the_config_hash
     # ...while a setting that changes the data still counts.
     other = load_config(None, ["pipeline.seed=1"])
     assert config_hash(one.model_dump(mode="json")) != config_hash(other.model_dump(mode="json"))
+
+
+def test_ray_executor_without_ray_installed_is_a_config_error(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagegen.config import load_config
+    from sagegen.errors import ConfigError
+    from sagegen.scale import run_pairs
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where it is not installed
+    cfg = load_config(None, ["pipeline.executor=ray"])
+    with pytest.raises(ConfigError, match=r"needs Ray: pip install 'sagegen\[ray\]'"):
+        run_pairs(cfg, tmp_path, [0], lambda r: None)
