@@ -75,6 +75,13 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")  # exited; a zombie waits only for its new parent to reap it
 
 
+def _all_gone(pids: list[int], within: float = 20.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and not all(_gone(p) for p in pids):
+        time.sleep(0.05)
+    return all(_gone(p) for p in pids)
+
+
 def _wait_for_attempts(proc: subprocess.Popen[Any], ledger: Path, at_least: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -138,10 +145,7 @@ def test_sigkill_of_the_parent_kills_the_workers_and_the_rerun_repeats_nothing(
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not all(_gone(c) for c in children):
-        time.sleep(0.05)
-    assert all(_gone(c) for c in children), "a worker outlived its killed parent"
+    assert _all_gone(children), "a worker outlived its killed parent"
     assert _rows(ledger, "SELECT COUNT(*) FROM pairs WHERE finished IS NOT NULL")[0][0] < N
 
     rerun = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
@@ -199,7 +203,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_finishes(
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err
     assert "rerun the same command to resume" in err and "Traceback" not in err
-    assert all(_gone(c) for c in children)
+    assert _all_gone(children)
     assert _rows(ledger, "PRAGMA integrity_check") == [("ok",)]
     assert _rows(ledger, "SELECT status FROM sessions") == [("interrupted",)]
     stopped = [json.loads(m) for (m,) in _rows(ledger, "SELECT message FROM events WHERE kind='worker'")]
