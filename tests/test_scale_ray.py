@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from helpers import sigint_default
 from test_resume_sigkill import N, _cmd, _corpus, _rows
 from test_scale_workers import _outcome
 
@@ -34,11 +35,11 @@ from sagegen.records import Doc
 RAY = ("pipeline.executor=ray", "pipeline.workers=2")
 
 
-def _settings(cache: str, *extra: str) -> list[str]:
+def _settings(cache: str, *extra: str, delay: float = 0.02) -> list[str]:
     return [*quick_defaults(), f"pipeline.num_seeds={N}", "pipeline.target=1-2", "pipeline.rounds=2",
             "pipeline.attempts=2", "pipeline.concurrency=2", "corpus.path=corpus.jsonl",
             "retrieval.index_dir=idx", "judge.method=em", "llm.backend=scripted",
-            "llm.model=fixture:sage@0.02",
+            f"llm.model=fixture:sage@{delay}",
             f"llm.cache_path={cache}", "pipeline.precheck=off", *extra]
 
 
@@ -148,3 +149,37 @@ def test_sigkill_of_the_driver_then_the_rerun_repeats_no_pair_and_no_paid_call(c
     # one per worker unbooked (replayed as a hit), never one paid twice.
     assert calls - 2 <= sum(p[1] for p in paid) <= calls
     assert _rows(ledger, "SELECT status FROM sessions ORDER BY id") == [("interrupted",), ("completed",)]
+
+
+def test_ctrl_c_stops_the_ray_workers_cleanly_and_the_run_resumes(local_ray: Any, corpus_dir: Path) -> None:
+    cmd = [*_cmd("int/run", "int.sqlite", delay=0.15), "--ray", "--workers", "2"]
+    ledger = corpus_dir / "int" / "run" / "ledger.sqlite"
+    proc = subprocess.Popen(cmd, cwd=corpus_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if ledger.exists() and _rows(ledger, "SELECT COUNT(*) FROM attempts")[0][0] >= 4:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert _rows(ledger, "PRAGMA integrity_check") == [("ok",)]
+    assert _rows(ledger, "SELECT status FROM sessions") == [("interrupted",)]
+    assert _rows(ledger, "SELECT COUNT(*) FROM pairs WHERE finished IS NOT NULL")[0][0] < N
+    # The same run resumed on this process's Ray, against one uninterrupted process.
+    again = run_generate(load_config(None, _settings("int.sqlite", *RAY, delay=0.15)),
+                         corpus_dir / "int" / "run", progress=False)
+    assert again.resumed and again.stats.errors == 0
+    run_generate(load_config(None, _settings("one.sqlite", delay=0.15)), corpus_dir / "one" / "run",
+                 progress=False)
+    assert _outcome(corpus_dir / "int" / "run") == _outcome(corpus_dir / "one" / "run")
