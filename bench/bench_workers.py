@@ -5,7 +5,8 @@ The server gets as many slots as calls in flight, so it is never the limit; one 
 at one core (its client CPU per call times the calls), which is what more workers are for (goal:
 2 workers >= 1.8x one worker's requests/s on a machine with 2 free cores). Columns as in
 bench_generate.py, plus ``x1``: requests/s against the first row; ``cpu ms/call`` counts the parent
-and its worker processes (they are reaped before it is read).
+and its worker processes (they are reaped before it is read); ``cores``: that CPU over the wall time,
+the cores the run got (about 1.0 for one CPU-bound process on an idle machine).
 
     python bench/bench_workers.py                      # 512 in flight and slots, 512 pairs, R=2 K=2, x0.25
     python bench/bench_workers.py --level 1024 --pairs 1024 --workers 1,2,4
@@ -71,7 +72,7 @@ def main() -> int:
           f"slots {args.slots}  time x{args.time_scale}  R={args.rounds} K={args.k} feedback, cache off, "
           f"{args.pairs} pairs")
     print("workers   inflt   calls   span_s  ideal_s   cap%  reach%  over%  cpu_ms/c   req/s  srv_ms/c"
-          "     x1  wall_s")
+          "     x1  wall_s  cores")
     first = None
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -88,7 +89,7 @@ def main() -> int:
             rate = st["requests"] / st["span_s"]
             first = first or rate
             print(row(f"{w} worker" + ("s" if w > 1 else ""), args.level, st, cpu, ideal, args.slots)
-                  + f"  {rate / first:5.2f}  {wall:6.1f}", flush=True)
+                  + f"  {rate / first:5.2f}  {wall:6.1f}  {cpu / wall:5.2f}", flush=True)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
