@@ -237,3 +237,25 @@ def test_ray_executor_without_ray_installed_is_a_config_error(tmp_path: Path,
     cfg = load_config(None, ["pipeline.executor=ray"])
     with pytest.raises(ConfigError, match=r"needs Ray: pip install 'sagegen\[ray\]'"):
         run_pairs(cfg, tmp_path, [0], lambda r: None)
+
+
+def test_a_worker_error_comes_back_as_one_line_and_stops_the_other_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sagegen.config import load_config
+    from sagegen.pipeline import Components
+    from sagegen.scale import WorkerError, run_pairs
+
+    _corpus(tmp_path / "corpus.jsonl")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["corpus.path=corpus.jsonl", "retrieval.index_dir=idx", "llm.backend=scripted",
+                             "llm.model=fixture:sage", "llm.cache_path=c.sqlite", "pipeline.workers=2"])
+    Components.from_config(cfg).close()  # the index is built here, once, not by two workers at once
+    seen: list[Any] = []
+    # The workers open the run's ledger, which is not there: each fails while the parent waits for them.
+    with pytest.raises(WorkerError, match=r"^worker [01]: .*not a sagegen run directory") as err:
+        run_pairs(cfg, tmp_path / "missing", [0, 1, 2, 3], seen.append)
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
+    assert seen == []
+    assert [c for c in _children(os.getpid()) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+            and not _gone(c)] == []  # every worker was stopped and reaped
