@@ -197,6 +197,12 @@ def generate(
                                                     show_default=_shown("pipeline.strategy"))] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Pairs in flight.",  # noqa: UP045
                                                        show_default=_shown("pipeline.concurrency"))] = None,
+    workers: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--workers", help="Processes running pairs (concurrency split among them).",
+        show_default=_shown("pipeline.workers"))] = None,
+    ray: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--ray", help="Pairs on Ray: --ray (RAY_ADDRESS or a local Ray), --ray auto, --ray HOST:PORT",
+        show_default=False)] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
@@ -217,7 +223,9 @@ def generate(
     # Without a config file the run starts from small demo settings (minutes on 2 cores); -s and the
     # flags still override them, and -c FILE gives the paper's defaults (R=3, K=4, ...).
     flags = {"pipeline.num_seeds": num, "pipeline.target": target, "pipeline.rounds": rounds,
-             "pipeline.attempts": k, "pipeline.strategy": strategy, "pipeline.concurrency": concurrency}
+             "pipeline.attempts": k, "pipeline.strategy": strategy, "pipeline.concurrency": concurrency,
+             "pipeline.workers": workers, "pipeline.executor": "ray" if ray is not None else None,
+             "pipeline.ray_address": ray or None}
     overrides = flag_overrides(set_, flags, base=[] if config is not None else quick_defaults())
     cfg = load_config(config, overrides, base=load_profile(protocol))
     run_dir = resolve_run_dir(str(out) if out else None, cfg, new_run=new_run)
@@ -626,6 +634,9 @@ def main() -> None:
     # --debug (anywhere on the line) or SAGEGEN_DEBUG=1: let errors raise with their traceback.
     debug = os.environ.get("SAGEGEN_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
     sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
+    # `--ray` takes an optional address: alone (last, or before another option) it means "--ray=".
+    sys.argv[1:] = ["--ray=" if a == "--ray" and (i + 1 == len(sys.argv) or sys.argv[i + 1].startswith("-"))
+                    else a for i, a in enumerate(sys.argv[1:], 1)]
 
     # The corpus loader's notices (a skipped unreadable document, the folder summary) go to stderr.
     corpus_log = logging.getLogger("sagegen.corpus")

@@ -25,7 +25,15 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from sagegen.events import Event, LLMCallFinished, PairFailed, PairFinished, PairStarted, RunStarted
+from sagegen.events import (
+    CallsCounted,
+    Event,
+    LLMCallFinished,
+    PairFailed,
+    PairFinished,
+    PairStarted,
+    RunStarted,
+)
 from sagegen.pipeline import FINISHED
 from sagegen.session import RunResult
 from sagegen.store import RunStore
@@ -54,6 +62,10 @@ class GenerateView:
         elif isinstance(event, LLMCallFinished):
             self.calls += 1
             self.cached += int(event.cached)
+            self.tokens += event.tokens
+        elif isinstance(event, CallsCounted):
+            self.calls += event.calls
+            self.cached += event.cached
             self.tokens += event.tokens
 
     @property

@@ -271,6 +271,14 @@ class PipelineConfig(Section):
     final_round_relaxed: bool = False
     #: Question dedup per output file: ``normalized`` (SQuAD normalisation) or ``exact`` (the release).
     dedup: Literal["normalized", "exact"] = "normalized"
+    #: Processes that run pairs, ``concurrency / workers`` in flight each (``--workers N``;
+    #: sagegen.scale): one asyncio loop drives at most one core.
+    workers: int = Field(1, ge=1, json_schema_extra=VOLATILE)
+    #: ``local``: this machine's processes; ``ray``: Ray actors over a cluster (``--ray [ADDRESS]``).
+    executor: Literal["local", "ray"] = Field("local", json_schema_extra=VOLATILE)
+    #: The Ray cluster to join (``auto``, ``HOST:6379``, ``ray://HOST:10001``); unset: ``RAY_ADDRESS``,
+    #: else a Ray instance started for this run.
+    ray_address: str | None = Field(None, json_schema_extra=VOLATILE)
 
 
 class ServerConfig(Section):

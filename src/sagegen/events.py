@@ -65,11 +65,21 @@ class LLMCallFinished:
 
 
 @dataclass(frozen=True)
+class CallsCounted:
+    """Calls another process made (a ``--workers``/Ray worker), reported with each pair it finishes."""
+
+    calls: int
+    cached: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
 class RunWarning:
     message: str
 
 
-Event = RunStarted | PairStarted | RoundFinished | PairFinished | PairFailed | LLMCallFinished | RunWarning
+Event = (RunStarted | PairStarted | RoundFinished | PairFinished | PairFailed | LLMCallFinished | CallsCounted
+         | RunWarning)
 EventSink = Callable[[Event], None]
 
 

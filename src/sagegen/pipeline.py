@@ -46,6 +46,7 @@ from sagegen.config import Config
 from sagegen.damage import LedgerError
 from sagegen.errors import ConfigError, SagegenError
 from sagegen.events import (
+    CallsCounted,
     Event,
     EventSink,
     LLMCallFinished,
@@ -94,6 +95,32 @@ class Stats:
             self.calls += 1
             self.cached += int(event.cached)
             self.tokens += event.tokens
+        elif isinstance(event, CallsCounted):
+            self.calls += event.calls
+            self.cached += event.cached
+            self.tokens += event.tokens
+
+
+class FailureStreak:
+    """A backend that is down fails every pair: the run stops after this many failures in a row
+    (at least 3, else one per pair in flight), whichever executor runs the pairs."""
+
+    def __init__(self, concurrency: int):
+        self.limit, self.count = max(3, concurrency), 0
+
+    def ok(self) -> None:
+        self.count = 0
+
+    def failed(self) -> None:
+        self.count += 1
+
+    @property
+    def stopped(self) -> bool:
+        return self.count >= self.limit
+
+    def error(self, last: str) -> SagegenError:
+        return SagegenError(f"stopped after {self.count} pairs in a row failed; the last: {last}\n"
+                            "everything finished so far is kept; fix the cause and rerun the same command")
 
 
 @dataclass(frozen=True)
@@ -176,28 +203,26 @@ class Pipeline:
         return todo
 
     async def run_in_process(self, todo: list[int]) -> None:
-        """This process's dispatch: ``concurrency`` asyncio workers take pairs from ``todo`` in order."""
+        """This process's dispatch: ``concurrency`` asyncio workers take pairs from ``todo`` in order.
+        (``pipeline.workers`` > 1 or Ray hand the same ``todo`` to sagegen.scale instead.)"""
         queue: asyncio.Queue[int] = asyncio.Queue()
         for idx in todo:
             queue.put_nowait(idx)
-        # A backend that is down fails every pair: stop after this many failures in a row.
-        max_in_a_row = max(3, self.pcfg.concurrency)
-        in_a_row = 0
+        streak = FailureStreak(self.pcfg.concurrency)
 
         async def worker() -> None:
-            nonlocal in_a_row
-            while in_a_row < max_in_a_row and not queue.empty():
+            while not streak.stopped and not queue.empty():
                 idx = queue.get_nowait()
                 self.emit(PairStarted(idx))
                 try:
                     self.emit(PairFinished(idx, await self.run_pair(idx)))
-                    in_a_row = 0
+                    streak.ok()
                 except LedgerError:
                     raise  # the ledger cannot be written (disk full, read-only): nothing can go on
                 except SagegenError as e:
                     # An LLM or retrieval failure after retries: log it, leave the pair unfinished so
                     # the next run retries it, and carry on with the others.
-                    in_a_row += 1
+                    streak.failed()
                     self.store.event("pair_error", f"{type(e).__name__}: {e}", idx)
                     self.emit(PairFailed(idx, str(e)))
 
@@ -209,10 +234,8 @@ class Pipeline:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             raise
-        if in_a_row >= max_in_a_row:
-            raise SagegenError(
-                f"stopped after {in_a_row} pairs in a row failed; the last: {self.stats.last_error}\n"
-                "everything finished so far is kept; fix the cause and rerun the same command")
+        if streak.stopped:
+            raise streak.error(self.stats.last_error)
 
     def spec(self, idx: int) -> PairSpec:
         """The pair's seed passage, target S and answer type: from the ledger, else drawn (seeded)."""

@@ -14,70 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sagegen.config import Config, LLMConfig
-from sagegen.errors import ConfigError
+from sagegen.components import Components
+from sagegen.config import Config
 from sagegen.events import EventSink, RunWarning
-from sagegen.llm.base import LLM
 from sagegen.pipeline import Pipeline, Stats
-from sagegen.records import Doc
-from sagegen.retrieval.base import Retriever
 from sagegen.store import RunStore
-
-
-@dataclass
-class Components:
-    """What a run needs besides its config and ledger: the corpus, one retriever, an LLM per role."""
-
-    docs: list[Doc]
-    retriever: Retriever
-    generator: LLM
-    solver: LLM
-    judge: LLM | None
-    #: Further solvers after ``solver`` (``solver_llms``, strongest first; sagegen.solvers).
-    extra_solvers: list[LLM] = field(default_factory=list)
-
-    @staticmethod
-    def open_corpus(cfg: Config) -> tuple[list[Doc], Retriever]:
-        """The seed passages and the retriever; errors (a mistyped path, no local corpus) come first."""
-        from sagegen.retrieval.factory import open_corpus_and_retriever
-
-        if cfg.solver_llms and cfg.solver_llm is not None:
-            raise ConfigError("set either solver_llm or solver_llms (the list replaces it), not both")
-        docs, retriever = open_corpus_and_retriever(cfg)
-        if not docs:
-            raise ConfigError(
-                "the generator samples seed passages from a local corpus: set corpus.path (the retriever "
-                f"kind {cfg.retrieval.kind!r} has none), or leave it unset for the bundled corpus"
-            )
-        return list(docs), retriever
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> Components:
-        from sagegen.llm.factory import build_llm
-
-        docs, retriever = cls.open_corpus(cfg)
-        built: dict[str, LLM] = {}
-
-        def get(c: LLMConfig | None) -> LLM:
-            c = c or cfg.llm
-            key = c.model_dump_json()
-            if key not in built:  # one instance per distinct config: the embedded model loads once
-                built[key] = build_llm(c)
-            return built[key]
-
-        judge = get(cfg.judge_llm) if cfg.judge.method == "llm" else None
-        solvers = [get(c) for c in cfg.solver_llms] or [get(cfg.solver_llm)]
-        return cls(list(docs), retriever, get(cfg.llm), solvers[0], judge, solvers[1:])
-
-    def close(self) -> None:
-        seen: set[int] = set()
-        for llm in (self.generator, self.solver, self.judge, *self.extra_solvers):
-            if llm is not None and id(llm) not in seen:
-                seen.add(id(llm))
-                close = getattr(llm, "close", None)
-                if callable(close):
-                    with contextlib.suppress(Exception):
-                        close()
 
 
 @dataclass
@@ -153,7 +94,12 @@ def run_generate(
         for w in warnings:
             store.event("warning", w)
             pipe.emit(RunWarning(w))
-        stats = asyncio.run(pipe.run())
+        if cfg.pipeline.workers > 1 or cfg.pipeline.executor == "ray":  # processes / Ray (sagegen.scale)
+            from sagegen.scale import run_spread
+
+            stats = run_spread(pipe)
+        else:
+            stats = asyncio.run(pipe.run())
         status = "completed" if not stats.errors else "errors"
         return RunResult(run_dir, resumed, stats, time.monotonic() - t0, store.counts(), store.outcomes(),
                          store.llm_usage(), store.llm_usage(session), warnings=warnings,
