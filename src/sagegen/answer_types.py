@@ -51,22 +51,19 @@ _QUALIFIER = (
 )
 _NUMERAL = r"[-+−]?(?:\d{1,3}(?:[,\u202f ]\d{3})+|\d+)(?:\.\d+)?"
 
-_ISO = re.compile(r"^\d{4}-\d{1,2}(?:-\d{1,2})?(?:T[\d:]+Z?)?$")
-_SLASHED = re.compile(r"^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}$|^\d{4}/\d{1,2}/\d{1,2}$")
-_MONTH = re.compile(rf"\b(?:{_MONTHS})\b\.?", re.IGNORECASE)
-_WEEKDAY = re.compile(rf"\b(?:{_WEEKDAYS})\b", re.IGNORECASE)
-_DECADE = re.compile(r"^(?:the\s+|early\s+|late\s+|mid[- ])*(?:\d{3}0|'?\d0)'?s$", re.IGNORECASE)
-_CENTURY = re.compile(
+#: Whole-answer date forms: ISO, slashed, a decade, a century, a year with its era, a range of years.
+_DATE_FORMS = tuple(re.compile(p, re.IGNORECASE) for p in (
+    r"^\d{4}-\d{1,2}(?:-\d{1,2})?(?:T[\d:]+Z?)?$",
+    r"^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}$|^\d{4}/\d{1,2}/\d{1,2}$",
+    r"^(?:the\s+|early\s+|late\s+|mid[- ])*(?:\d{3}0|'?\d0)'?s$",
     rf"^(?:the\s+|early\s+|late\s+|mid[- ])*(?:\d{{1,2}}(?:st|nd|rd|th)|{_ORDINAL_WORDS})"
     r"[- ](?:century|centuries|millennium)(?:\s+(?:bc|bce|ad|ce))?$",
-    re.IGNORECASE,
-)
-_ERA = re.compile(
-    r"^(?:c\.\s*|circa\s+|ca\.\s*)?(?:(?:ad|ce)\s+\d{1,4}|\d{1,4}\s*(?:bc|bce|ad|ce|b\.c\.?|a\.d\.?))$"
-    r"|^(?:c\.|circa|ca\.)\s*\d{3,4}$",
-    re.IGNORECASE,
-)
-_YEAR_RANGE = re.compile(r"^\d{3,4}\s*(?:-|–|—|to)\s*\d{2,4}$")
+    r"^(?:c\.\s*|circa\s+|ca\.\s*)?(?:(?:ad|ce)\s+\d{1,4}|\d{1,4}\s*(?:bc|bce|ad|ce|b\.c\.?|a\.d\.?))$",
+    r"^(?:c\.|circa|ca\.)\s*\d{3,4}$",
+    r"^\d{3,4}\s*(?:-|–|—|to)\s*\d{2,4}$",
+))
+_MONTH = re.compile(rf"\b(?:{_MONTHS})\b\.?", re.IGNORECASE)
+_WEEKDAY = re.compile(rf"\b(?:{_WEEKDAYS})\b", re.IGNORECASE)
 _BARE_YEAR = re.compile(r"^\d{3,4}$")
 _NUMBER = re.compile(
     rf"^{_QUALIFIER}(?:[$€£¥₹]\s*)?{_NUMERAL}(?:\s*(?:%|percent|per cent))?"
@@ -108,8 +105,7 @@ def _kinds(text: str) -> tuple[AnswerType, ...]:
     """The types ``text`` fits, the most likely first."""
     if _BARE_YEAR.match(text) and int(text) <= 2100:
         return ("number", "date")
-    if (_ISO.match(text) or _SLASHED.match(text) or _DECADE.match(text) or _CENTURY.match(text)
-            or _ERA.match(text) or _YEAR_RANGE.match(text)):
+    if any(form.match(text) for form in _DATE_FORMS):
         return ("date",)
     if _FRACTION.match(text) or _ORDINAL.match(text) or (_is_count(text, _NUMBER)
                                                          and not _MONTH.search(text)):
