@@ -371,7 +371,7 @@ class _Turn:
     def is_final(self) -> bool:
         return self.question is not None or self.answer is not None
 
-    def searches(self, forced: bool) -> bool:
+    def is_search(self, forced: bool) -> bool:
         """A search written before any final tag is a search; when forced, a usable final wins."""
         return self.search is not None and not (
             self.is_final and (forced or _final_start(self.text) < self.search.start))
@@ -413,7 +413,7 @@ class _Authoring(Conversation):
             c = await self.call(stop=FINAL_STOPS if self.forced else SEARCH_STOPS + FINAL_STOPS)
             assert c is not None  # LLM errors propagate: the pipeline leaves the pair for a rerun
             turn = _Turn.read(c.text)
-            result = await self.search_turn(turn) if turn.searches(self.forced) else self.final_turn(turn)
+            result = await self.search_turn(turn) if turn.is_search(self.forced) else self.final_turn(turn)
             if isinstance(result, _Refused):
                 result = self.refuse(result)
             if result is not None:
