@@ -82,30 +82,36 @@ CAND = Candidate(question="Which engineer born in Dijon completed the tower?", a
 TOO_EASY = Verdict(correct=True, difficulty=1, passed=False, avg_at_k=1.0, label="too_easy", num_attempts=4)
 
 
+def release_prompt(own: Trajectory, solver: Trajectory, budget_tokens: int = 0) -> tuple[str, Any]:
+    """The profile's feedback prompt (``feedback_search`` off: the release's shape) and its shortening."""
+    msgs, shortened = feedback_prompt(DOCS[2], CAND, own, solver, TOO_EASY, sage_config().generator,
+                                      budget_tokens)
+    assert len(msgs) == 1 and msgs[0]["role"] == "user"  # one flat user message, as the release sends
+    return str(msgs[0]["content"]), shortened
+
+
 def test_feedback_prompts_carry_all_25_queries_of_a_25_search_trace() -> None:
     own, queries = _long_trace(25)
     solver = _solver_trace()
     cand = CAND
-    release_prompt = sage_profile.feedback_prompt(cand, own, solver, TOO_EASY)[0][0]["content"]
+    release, _ = release_prompt(own, solver)
     default_msgs, shortened = feedback_prompt(DOCS[2], cand, own, solver, TOO_EASY, Config().generator)
     default_prompt = default_msgs[1]["content"]
     for q in queries:
-        assert q in release_prompt
+        assert q in release
         assert q in default_prompt
     assert not shortened
     # the release's prompt shows the generator's instructions and the solver's, whole
-    assert "You will call the search engine for" in release_prompt
-    assert "Use a search engine to answer the question below" in release_prompt
+    assert "You will call the search engine for" in release
+    assert "Use a search engine to answer the question below" in release
 
 
 def test_over_the_context_only_the_oldest_retrieved_text_is_shortened() -> None:
     own, queries = _long_trace(25)
     solver = _solver_trace()
-    cand = CAND
-    whole = sage_profile.feedback_prompt(cand, own, solver, TOO_EASY)[0][0]["content"]
+    whole, _ = release_prompt(own, solver)
     budget = len(whole) // 3 // 2  # tokens: half of what the whole prompt needs
-    msgs, shortened = sage_profile.feedback_prompt(cand, own, solver, TOO_EASY, budget_tokens=budget)
-    text = msgs[0]["content"]
+    text, shortened = release_prompt(own, solver, budget)
     assert shortened and len(text) <= budget * 3 < len(whole)
     for q in queries:
         assert q in text  # queries are never shortened

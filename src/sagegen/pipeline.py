@@ -456,6 +456,7 @@ class Pipeline:
             question=cand.question,
             answer=cand.answer,
             answer_type=cand.answer_type,
+            answer_type_found=cand.answer_type_found,
             target=cand.target,
             difficulty=verdict.difficulty,
             avg_at_k=verdict.avg_at_k,

@@ -209,6 +209,9 @@ class Candidate(Record):
     seed_doc_id: str
     round: int = 1
     supporting_ids: tuple[str, ...] = ()
+    #: The type the answer reads as (``sagegen.answer_types``); differs from ``answer_type`` on a
+    #: mismatch, which keeps the pair; ``None``: not checked (older runs, imported pairs).
+    answer_type_found: AnswerType | None = None
 
 
 class QAPair(Record):
@@ -234,3 +237,5 @@ class QAPair(Record):
     #: relaxation although too easy (``pipeline.final_round_relaxed``, the release's last-round filter);
     #: ``unknown``: imported as accepted from a source that does not say which (``sagegen import``).
     acceptance: Literal["strict", "relaxed", "unknown"] = "strict"
+    #: The type the answer reads as (``Candidate.answer_type_found``); ``None``: not checked.
+    answer_type_found: AnswerType | None = None

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sagegen.llm.base import Message
 from sagegen.prompts import render
 
 CHARS_PER_TOKEN = 3
@@ -82,3 +83,13 @@ def fit(
         if size <= limit and render_prompt() <= limit:
             break
     return Shortening(done, omitted)
+
+
+def fit_messages(
+    traces: list[list[dict[str, Any]]],
+    build: Callable[[], list[Message]],
+    budget_tokens: int,
+) -> tuple[list[Message], Shortening]:
+    """The prompt ``build()`` renders from ``traces``' entries, shortened by :func:`fit` to the budget."""
+    shortened = fit(traces, lambda: sum(len(str(m["content"])) for m in build()), budget_tokens)
+    return build(), shortened

@@ -16,22 +16,31 @@ carrying its own earlier trace and one solver trace. Both share the rules:
   ``untagged_question``) and the model is asked for its answer once (``generator_answer.j2``); a
   plain-text reply is accepted as the answer only if it looks like one of the asked type;
 - every call passes the same ``seed`` (derived by the pipeline from run seed, pair and round), so
-  the LLM call cache replays an interrupted trajectory exactly on resume.
+  the LLM call cache replays an interrupted trajectory exactly on resume;
+- every candidate records the type its answer reads as (``answer_type_found``,
+  ``sagegen.answer_types``); a mismatch keeps the pair, and the feedback prompt tells the reviser
+  (``feedback_answer_type.j2``).
+
+The loop (:meth:`_Authoring.loop`) reads like the solver's: one call, then a named turn function
+(``search_turn`` / ``final_turn``, a malformed turn goes to ``refuse``). It runs on the solver's
+machinery (``sagegen.agents.conversation``: call, search, record); every sentence the model reads
+is a template (the problems in ``generator_problem.j2``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sagegen import answer_types
 from sagegen.agents import feedback_fit, tags
+from sagegen.agents.conversation import Conversation
 from sagegen.agents.feedback_fit import Shortening
 from sagegen.config import GeneratorConfig
 from sagegen.llm.base import LLM, Message
+from sagegen.profiles import sage
 from sagegen.prompts import render
 from sagegen.records import Candidate, Doc, Step, Trajectory, Verdict
 from sagegen.retrieval.base import Retriever
@@ -52,6 +61,9 @@ _POINTS_AT_SOURCE = re.compile(
     r"\b(the|this|that|given|above|seed)\s+(passage|text|document|article)\b", re.IGNORECASE
 )
 
+#: The candidate's fields a feedback prompt shows the reviser.
+_SHOWN_FIELDS = {"question", "answer", "plan", "target", "answer_type", "answer_type_found"}
+
 
 @dataclass(frozen=True)
 class Authored:
@@ -62,28 +74,49 @@ class Authored:
 
 
 def check_pair(question: str | None, answer: str | None, cfg: GeneratorConfig) -> str | None:
-    """Why a final pair is unusable (a message for the model), or ``None`` when it is fine."""
+    """Why a final pair is unusable (a message for the model, ``generator_problem.j2``), or ``None``."""
+    code = _pair_problem(question, answer, cfg)
+    return None if code is None else problem_text(code, cfg, words=len((answer or "").split()))
+
+
+def problem_text(code: str, cfg: GeneratorConfig, words: int = 0) -> str:
+    """The sentence that tells the model what was wrong with its turn (problem ``code``)."""
+    return render("generator_problem.j2", cfg.prompt_set, problem=code, words=words,
+                  max_words=cfg.max_answer_words)
+
+
+def _pair_problem(question: str | None, answer: str | None, cfg: GeneratorConfig) -> str | None:
     if not question:
-        return "there was no <question> ... </question>."
+        return "no_question"
     if not answer:
-        return "there was no <answer> ... </answer>."
+        return "no_answer"
     if len(question.split()) < 4 or question.lower().strip(" ?.") in _PLACEHOLDERS:
-        return "the question must be a full sentence of your own, not a placeholder."
+        return "placeholder_question"
     if answer.lower().strip(" .") in _PLACEHOLDERS:
-        return "the answer must be the actual short answer, not a placeholder."
+        return "placeholder_answer"
     if len(answer.split()) > cfg.max_answer_words:
-        return (
-            f"the answer has {len(answer.split())} words; it must be short (at most {cfg.max_answer_words})."
-        )
+        return "long_answer"
     if _YES_NO.match(question):
-        return "yes/no questions are not allowed; ask for a short fact (a number, a date or an entity)."
+        return "yes_no"
     if _HOW_WHY.match(question):
-        return "how/why questions are not allowed; ask for a short fact (a number, a date or an entity)."
+        return "how_why"
     if _POINTS_AT_SOURCE.search(question):
-        return "the question mentions the passage/text/document; it must stand alone."
+        return "points_at_source"
     if re.search(r"(?<!\w)" + re.escape(answer.strip()) + r"(?!\w)", question, re.IGNORECASE):
-        return "the question contains its own answer."
+        return "contains_answer"
     return None
+
+
+def make_candidate(
+    question: str, answer: str, answer_type: str, target: int, *, plan: str, doc_id: str, round: int,
+    support: Sequence[str],
+) -> Candidate:
+    """A candidate as written, labelled with the type its answer reads as (``sagegen.answer_types``:
+    a mismatch keeps the pair and is told to the reviser in the feedback round)."""
+    return Candidate(question=question, answer=answer, answer_type=answer_type,  # type: ignore[arg-type]
+                     target=target, plan=plan, seed_doc_id=doc_id, round=round,
+                     supporting_ids=tuple(dict.fromkeys(support)),
+                     answer_type_found=answer_types.classify(answer, answer_type))  # type: ignore[arg-type]
 
 
 def seed_messages(doc: Doc, target: int, answer_type: str, cfg: GeneratorConfig) -> list[Message]:
@@ -119,17 +152,17 @@ def feedback_prompt(
     cfg: GeneratorConfig,
     budget_tokens: int = 0,
 ) -> tuple[list[Message], Shortening]:
-    """The feedback opening with whole traces; shortened only past ``budget_tokens`` (``feedback_fit``)."""
+    """The feedback opening with whole traces — ours, or with ``feedback_search`` off the release's
+    (:mod:`sagegen.profiles.sage`) — shortened only past ``budget_tokens`` (``feedback_fit``)."""
+    if not cfg.feedback_search:
+        traces, build = sage.feedback_opening(candidate, own, solver, verdict)
+        return feedback_fit.fit_messages(traces, build, budget_tokens)
     own_entries, solver_entries = trace_entries(own, cfg), trace_entries(solver, cfg)
-    built: list[list[Message]] = []
-
-    def build() -> int:
-        built[:] = [_feedback_messages(doc, candidate, own_entries, solver_entries, solver, verdict, cfg)]
-        return sum(len(str(m["content"])) for m in built[0])
-
-    shortened = feedback_fit.fit([own_entries, solver_entries], build, budget_tokens)
-    build()
-    return built[0], shortened
+    return feedback_fit.fit_messages(
+        [own_entries, solver_entries],
+        lambda: _feedback_messages(doc, candidate, own_entries, solver_entries, solver, verdict, cfg),
+        budget_tokens,
+    )
 
 
 def _feedback_messages(
@@ -142,13 +175,9 @@ def _feedback_messages(
     cfg: GeneratorConfig,
 ) -> list[Message]:
     common: dict[str, Any] = dict(
+        candidate.model_dump(include=_SHOWN_FIELDS),
         title=doc.title,
         text=_clip(doc.text, cfg.seed_chars),
-        question=candidate.question,
-        answer=candidate.answer,
-        plan=candidate.plan,
-        target=candidate.target,
-        answer_type=candidate.answer_type,
         own_trace=render("feedback_trace.j2", entries=own_entries),
         solver_trace=render("feedback_trace.j2", entries=solver_entries),
     )
@@ -248,7 +277,7 @@ async def revise(
     solver: Trajectory,
     verdict: Verdict,
     llm: LLM,
-    retriever: Retriever,
+    retriever: Retriever | None,
     cfg: GeneratorConfig,
     *,
     seed: int | None = None,
@@ -256,23 +285,40 @@ async def revise(
     round: int = 2,
     budget_tokens: int = 0,
 ) -> Authored:
-    """Rewrite a non-passing candidate from execution feedback (DESIGN §1 step 3)."""
+    """Rewrite a non-passing candidate from execution feedback (DESIGN §1 step 3): the authoring loop
+    on a feedback opening, or with ``feedback_search`` off the release's one call without search
+    (its prompt and reading rule in :mod:`sagegen.profiles.sage`)."""
     messages, shortened = feedback_prompt(doc, candidate, own, solver, verdict, cfg, budget_tokens)
-    out = await author(
-        messages,
-        doc,
-        candidate.target,
-        candidate.answer_type,
-        llm,
-        retriever,
-        cfg,
-        seed=seed,
-        temperature=temperature,
-        round=round,
-        agent="reviser",
-        inherited_ids=candidate.supporting_ids,
-    )
+    if cfg.feedback_search:
+        out = await author(messages, doc, candidate.target, candidate.answer_type, llm, retriever, cfg,
+                           seed=seed, temperature=temperature, round=round, agent="reviser",
+                           inherited_ids=candidate.supporting_ids)
+    else:
+        out = await _revise_once(messages, doc, candidate, solver, llm, cfg, seed=seed,
+                                 temperature=temperature, round=round)
     return with_shortening(out, shortened)
+
+
+async def _revise_once(
+    messages: list[Message], doc: Doc, candidate: Candidate, solver: Trajectory, llm: LLM,
+    cfg: GeneratorConfig, *, seed: int | None, temperature: float, round: int,
+) -> Authored:
+    """The release's reviser: one call with no stop and no search; the pair is read as it reads it."""
+    talk = Conversation("reviser", llm, None, max_turn_tokens=cfg.max_turn_tokens, temperature=temperature,
+                        seed=seed, messages=messages)
+    c = await talk.call()
+    assert c is not None  # LLM errors propagate
+    # Appended as is, even empty: the next round's transcript (sage.split_trace) shows the release's turns.
+    talk.messages.append({"role": "assistant", "content": c.text})
+    text = c.text
+    question, answer, plan = sage.read_revision(text)
+    if not question or not answer:
+        talk.event("malformed", "no <question> and <answer> in the reply")
+        return Authored(None, talk.trajectory("failed", question or "", answer))
+    cand = make_candidate(question, answer, candidate.answer_type, candidate.target, plan=plan,
+                          doc_id=doc.id, round=round,
+                          support=(doc.id, *candidate.supporting_ids, *solver.retrieved_ids))
+    return Authored(cand, talk.trajectory("answered", question, answer))
 
 
 def with_shortening(out: Authored, shortened: Shortening) -> Authored:
@@ -290,7 +336,7 @@ async def author(
     target: int,
     answer_type: str,
     llm: LLM,
-    retriever: Retriever,
+    retriever: Retriever | None,
     cfg: GeneratorConfig,
     *,
     seed: int | None,
@@ -299,112 +345,164 @@ async def author(
     agent: str,
     inherited_ids: Sequence[str] = (),
 ) -> Authored:
-    """The authoring loop shared by generator and reviser: search until a usable pair, or give up.
+    """The authoring loop shared by generator and reviser: search until a usable pair, or give up."""
+    return await _Authoring(messages, doc, target, answer_type, llm, retriever, cfg, seed=seed,
+                            temperature=temperature, round=round, agent=agent,
+                            inherited_ids=inherited_ids).loop()
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One model turn as read: its final tags (if any) and its first search."""
+
+    text: str
+    question: str | None
+    answer: str | None
+    plan: str
+    search: tags.Block | None
+
+    @classmethod
+    def read(cls, text: str) -> _Turn:
+        return cls(text, tags.first(text, "question") or unclosed_question(text), tags.first(text, "answer"),
+                   tags.first(text, "answering_steps", allow_unclosed=True) or "",
+                   next(iter(tags.blocks(text, "search")), None))
+
+    @property
+    def is_final(self) -> bool:
+        return self.question is not None or self.answer is not None
+
+    def is_search(self, forced: bool) -> bool:
+        """A search written before any final tag is a search; when forced, a usable final wins."""
+        return self.search is not None and not (
+            self.is_final and (forced or _final_start(self.text) < self.search.start))
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A turn that could not be used: what to tell the model, and the pair as it was read."""
+
+    problem: str
+    question: str | None
+    answer: str | None
+    was_pair: bool  # a final pair was refused: a pending question is forgotten
+
+
+class _Authoring(Conversation):
+    """One authoring run; its turn functions return ``Authored`` (done), ``_Refused`` (a malformed
+    turn, see :meth:`refuse`) or ``None`` (the next prompt is in place).
 
     It always ends: searches are capped (then the model is forced to finish), one ask for a pending
     question's answer is free, and every other turn that is neither a run search nor a usable pair
     spends one of ``max_format_retries`` — at most max_searches + max_format_retries + 4 turns.
     """
-    messages = list(messages)
-    steps: list[Step] = []
-    searches = problems = 0
-    forced = False
-    pending: str | None = None  # a question written without its answer, waiting for it
-    asked = False  # the first ask for a pending question's answer costs no retry
 
-    def force_prompt(reason: str, extra: str = "") -> Message:
-        text = render("generator_force.j2", cfg.prompt_set, reason=reason, max_searches=cfg.max_searches,
-                      answer_type=answer_type)
-        return {"role": "user", "content": text + (f"\n{extra}" if extra else "")}
+    def __init__(self, messages: Sequence[Message], doc: Doc, target: int, answer_type: str, llm: LLM,
+                 retriever: Retriever | None, cfg: GeneratorConfig, *, seed: int | None, temperature: float,
+                 round: int, agent: str, inherited_ids: Sequence[str]):
+        super().__init__(agent, llm, retriever, max_turn_tokens=cfg.max_turn_tokens, temperature=temperature,
+                         seed=seed, topk=cfg.topk, passage_chars=cfg.passage_chars, messages=messages)
+        self.doc, self.target, self.answer_type, self.cfg = doc, target, answer_type, cfg
+        self.round, self.inherited_ids = round, tuple(inherited_ids)
+        self.forced = False  # the search budget is spent: only a final pair is taken
+        self.pending: str | None = None  # a question written without its answer, waiting for it
+        self.asked = False  # the first ask for a pending question's answer costs no retry
+        self.problems = 0
 
-    def ask_answer(question: str, problem: str | None = None) -> Message:
-        return {"role": "user", "content": render("generator_answer.j2", question=question, problem=problem,
-                                                  answer_type=answer_type)}
+    async def loop(self) -> Authored:
+        while True:
+            c = await self.call(stop=FINAL_STOPS if self.forced else SEARCH_STOPS + FINAL_STOPS)
+            assert c is not None  # LLM errors propagate: the pipeline leaves the pair for a rerun
+            turn = _Turn.read(c.text)
+            result = await self.search_turn(turn) if turn.is_search(self.forced) else self.final_turn(turn)
+            if isinstance(result, _Refused):
+                result = self.refuse(result)
+            if result is not None:
+                return result
 
-    def trajectory(status: str, question: str | None, answer: str | None) -> Trajectory:
-        return Trajectory(agent=agent, question=question or "", steps=tuple(steps), answer=answer,
-                          status=status, messages=tuple(messages))  # type: ignore[arg-type]
-
-    while True:
-        t0 = time.monotonic()
-        stops = FINAL_STOPS if forced else SEARCH_STOPS + FINAL_STOPS
-        comp = await llm.complete(messages, max_tokens=cfg.max_turn_tokens, temperature=temperature,
-                                  stop=list(stops), seed=seed)
-        text = comp.text
-        steps.append(Step(kind="model", text=text, prompt_tokens=comp.prompt_tokens,
-                          completion_tokens=comp.completion_tokens,
-                          seconds=comp.seconds or time.monotonic() - t0))
-        question, answer = tags.first(text, "question") or unclosed_question(text), tags.first(text, "answer")
-        plan = tags.first(text, "answering_steps", allow_unclosed=True) or ""
-        search = tags.blocks(text, "search")[:1]
-        is_final = question is not None or answer is not None
-        # A search written before any final tag is a search; when forced, a usable final wins.
-        if search and not (is_final and (forced or _final_start(text) < search[0].start)):
-            block = search[0]
-            messages.append({"role": "assistant",
-                             "content": text[: block.end].rstrip() + ("" if block.closed else "</search>")})
-            if forced:
-                problem = "you must not search any more; write the final output now."
-            elif not block.content:
-                problem = "the <search></search> was empty."
-            elif searches >= cfg.max_searches:
-                steps.append(Step(kind="event", event="search_budget_exhausted", text=block.content))
-                forced = True
-                messages.append(force_prompt("search_budget_exhausted"))
-                continue
-            else:
-                searches += 1
-                hits = (await asyncio.to_thread(retriever.search, [block.content], cfg.topk))[0]
-                steps.append(Step(kind="search", query=block.content, hit_ids=tuple(h.doc.id for h in hits)))
-                messages.append({"role": "user", "content": tags.format_information(hits, cfg.passage_chars)})
-                continue
+    async def search_turn(self, turn: _Turn) -> _Refused | None:
+        """Run the turn's query; past the budget, force the finish instead."""
+        assert turn.search is not None
+        block = turn.search
+        self.push("assistant", turn.text[: block.end].rstrip() + ("" if block.closed else "</search>"))
+        if self.forced or not block.content:
+            code = "searched_when_forced" if self.forced else "empty_search"
+            return _Refused(problem_text(code, self.cfg), turn.question, turn.answer, turn.is_final)
+        if self.searches >= self.cfg.max_searches:
+            self.event("search_budget_exhausted", block.content)
+            self.forced = True
+            self.push("user", self.force_prompt("search_budget_exhausted"))
         else:
-            messages.append({"role": "assistant", "content": _final_transcript(text, plan)})
-            # Small models often write the question alone, or as plain text: take it, ask for its answer.
-            # Only the first such ask is free; every later one spends a retry, so the loop still ends.
-            fresh = untagged_question(text) if question is None and answer is None else None
-            if fresh or (pending is None and answer is None and _plausible(question)):
-                pending = fresh or question  # a new question replaces a pending one
-            if pending is not None and question in (None, pending):
-                answer = answer or untagged_answer(text, cfg.max_answer_words, answer_type)
-                if answer is not None:
-                    question, is_final = pending, True
-                    steps.append(Step(kind="event", event="untagged_answer", text=answer))
-                elif not asked:
-                    asked = True
-                    steps.append(Step(kind="event", event="untagged_question", text=pending))
-                    messages.append(ask_answer(pending))
-                    continue
-            if is_final:
-                problem = check_pair(question, answer, cfg)
-            elif tags.has_tag(text, "question"):
-                problem = "the <question> was never closed with </question>; keep it to one sentence."
-            else:
-                problem = "the reply had neither a <search> nor a final <question>/<answer>."
-            if problem is None and question is not None and answer is not None:
-                if forced:
-                    steps.append(Step(kind="event", event="forced_final"))
-                traj = trajectory("forced" if forced else "answered", question, answer)
-                support = dict.fromkeys([doc.id, *inherited_ids, *traj.retrieved_ids])
-                cand = Candidate(question=question, answer=answer, answer_type=answer_type,  # type: ignore[arg-type]
-                                 target=target, plan=plan, seed_doc_id=doc.id, round=round,
-                                 supporting_ids=tuple(support))
-                return Authored(cand, traj)
-        # A malformed turn: record it, tell the model what was wrong, give up after the retry budget.
+            self.push("user", await self.search(block.content))
+        return None
+
+    def final_turn(self, turn: _Turn) -> Authored | _Refused | None:
+        """Take the turn's pair, complete a pending question with it, or say what is wrong."""
+        self.push("assistant", _final_transcript(turn.text, turn.plan))
+        read = self.complete_pending(turn)
+        if read is None:
+            return None
+        question, answer, is_final = read
         if is_final:
-            pending = None  # that pair was refused: the next one starts from scratch
-        problems += 1
-        steps.append(Step(kind="event", event="malformed", text=problem))
-        if problems > cfg.max_format_retries:
-            steps.append(Step(kind="event", event="gave_up", text=f"{problems} malformed replies"))
-            return Authored(None, trajectory("failed", question, answer))
-        if pending is not None:
-            messages.append(ask_answer(pending, problem))
-        elif forced:
-            messages.append(force_prompt("retry", problem or ""))
+            problem = check_pair(question, answer, self.cfg)
         else:
-            messages.append({"role": "user", "content": render("generator_retry.j2", problem=problem,
-                                                               answer_type=answer_type)})
+            code = "unclosed_question" if tags.has_tag(turn.text, "question") else "no_action"
+            problem = problem_text(code, self.cfg)
+        if problem is None and question and answer:
+            return self.finish(question, answer, turn.plan)
+        return _Refused(problem or "", question, answer, is_final)
+
+    def complete_pending(self, turn: _Turn) -> tuple[str | None, str | None, bool] | None:
+        """Small models often write the question alone, or as plain text: take it and find its answer
+        in this turn, or ask for it (``None``). Only the first ask is free; later ones spend a retry."""
+        question, answer, is_final = turn.question, turn.answer, turn.is_final
+        fresh = None if is_final else untagged_question(turn.text)
+        if fresh or (self.pending is None and answer is None and _plausible(question)):
+            self.pending = fresh or question  # a new question replaces a pending one
+        if self.pending is not None and question in (None, self.pending):
+            answer = answer or untagged_answer(turn.text, self.cfg.max_answer_words, self.answer_type)
+            if answer is not None:
+                self.event("untagged_answer", answer)
+                return self.pending, answer, True
+            if not self.asked:
+                self.asked = True
+                self.event("untagged_question", self.pending)
+                self.push("user", self.ask_answer(self.pending))
+                return None
+        return question, answer, is_final
+
+    def refuse(self, refused: _Refused) -> Authored | None:
+        """Record a malformed turn and tell the model what was wrong; give up after the retry budget."""
+        if refused.was_pair:
+            self.pending = None  # that pair was refused: the next one starts from scratch
+        self.problems += 1
+        self.event("malformed", refused.problem)
+        if self.problems > self.cfg.max_format_retries:
+            self.event("gave_up", f"{self.problems} malformed replies")
+            return Authored(None, self.trajectory("failed", refused.question or "", refused.answer))
+        if self.pending is not None:
+            self.push("user", self.ask_answer(self.pending, refused.problem))
+        elif self.forced:
+            self.push("user", self.force_prompt("retry", refused.problem))
+        else:
+            self.push("user", render("generator_retry.j2", problem=refused.problem,
+                                     answer_type=self.answer_type))
+        return None
+
+    def finish(self, question: str, answer: str, plan: str) -> Authored:
+        if self.forced:
+            self.event("forced_final")
+        traj = self.trajectory("forced" if self.forced else "answered", question, answer)
+        support = (self.doc.id, *self.inherited_ids, *traj.retrieved_ids)
+        cand = make_candidate(question, answer, self.answer_type, self.target, plan=plan,
+                              doc_id=self.doc.id, round=self.round, support=support)
+        return Authored(cand, traj)
+
+    def force_prompt(self, reason: str, problem: str = "") -> str:
+        return render("generator_force.j2", self.cfg.prompt_set, reason=reason, problem=problem,
+                      max_searches=self.cfg.max_searches, answer_type=self.answer_type)
+
+    def ask_answer(self, question: str, problem: str | None = None) -> str:
+        return render("generator_answer.j2", question=question, problem=problem, answer_type=self.answer_type)
 
 
 _KNOWN_TAGS = ("think", "search", "question", "answer", "answering_steps", "information")

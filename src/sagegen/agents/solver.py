@@ -10,21 +10,16 @@ OpenAI native tool-calling API instead of tags.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from sagegen.agents import tags
+from sagegen.agents.conversation import Conversation, StepCallback
 from sagegen.config import SolverConfig
-from sagegen.errors import LLMError
-from sagegen.llm.base import LLM, Message
+from sagegen.llm.base import LLM
 from sagegen.prompts import render
-from sagegen.records import Completion, Step, Trajectory, TrajectoryStatus
+from sagegen.records import Completion, Trajectory, TrajectoryStatus
 from sagegen.retrieval.base import Retriever
-
-StepCallback = Callable[[Step], None]
 
 
 async def solve(
@@ -43,8 +38,8 @@ async def solve(
     return await run.loop_tags()
 
 
-class _Run:
-    """The state of one attempt: chat history, recorded steps, searches used, strikes."""
+class _Run(Conversation):
+    """One attempt: the shared conversation machinery plus the question and the strikes."""
 
     def __init__(
         self,
@@ -55,11 +50,10 @@ class _Run:
         seed: int | None,
         on_step: StepCallback | None,
     ):
-        self.question, self.llm, self.retriever, self.cfg = question, llm, retriever, cfg
-        self.seed, self.on_step = seed, on_step
-        self.steps: list[Step] = []
-        self.messages: list[Message] = []
-        self.searches = 0
+        super().__init__("solver", llm, retriever, max_turn_tokens=cfg.max_turn_tokens,
+                         temperature=cfg.temperature, seed=seed, topk=cfg.topk,
+                         passage_chars=cfg.passage_chars, on_step=on_step, recover_llm_errors=True)
+        self.question, self.cfg = question, cfg
         self.strikes = 0  # malformed turns and LLM errors so far: the first is forgiven, the second forces
 
     # -- the two loops ------------------------------------------------------------------
@@ -196,82 +190,13 @@ class _Run:
         self.event("no_answer", c.text[-300:])
         return self.finish(None, "failed")
 
-    async def call(
-        self, *, stop: Sequence[str] | None, tools: list[dict[str, Any]] | None = None
-    ) -> Completion | None:
-        t0 = time.perf_counter()
-        try:
-            c = await self.llm.complete(
-                list(self.messages),
-                max_tokens=self.cfg.max_turn_tokens,
-                temperature=self.cfg.temperature,
-                stop=list(stop) if stop else None,
-                seed=self.seed,
-                tools=tools,
-            )
-        except LLMError as e:
-            self.add(Step(kind="event", event="llm_error", text=str(e), seconds=time.perf_counter() - t0))
-            return None
-        self.add(
-            Step(
-                kind="model",
-                text=c.text,
-                prompt_tokens=c.prompt_tokens,
-                completion_tokens=c.completion_tokens,
-                seconds=time.perf_counter() - t0,
-            )
-        )
-        return c
-
-    async def search(self, query: str) -> str:
-        t0 = time.perf_counter()
-        # Retrievers are synchronous (BM25, FAISS, HTTP); keep the event loop free for other attempts.
-        hits = (await asyncio.to_thread(self.retriever.search, [query], self.cfg.topk))[0][: self.cfg.topk]
-        self.searches += 1
-        self.add(
-            Step(
-                kind="search",
-                query=query,
-                hit_ids=tuple(h.doc.id for h in hits),
-                text=" | ".join(h.doc.title for h in hits),
-                seconds=time.perf_counter() - t0,
-            )
-        )
-        return tags.format_information(hits, self.cfg.passage_chars)
-
     def strike(self) -> bool:
         """Count a problem; True when it is not the first (time to force the answer)."""
         self.strikes += 1
         return self.strikes > 1
 
-    def push(self, role: str, content: str) -> None:
-        # Keep user/assistant alternation: merge into the previous message of the same role
-        # (a retry after an LLM error leaves a user message last), never push empty turns.
-        if not content:
-            return
-        last = self.messages[-1] if self.messages else None
-        if last is not None and last["role"] == role and role != "tool" and "tool_calls" not in last:
-            last["content"] = f"{last['content']}\n\n{content}"
-        else:
-            self.messages.append({"role": role, "content": content})
-
-    def add(self, step: Step) -> None:
-        self.steps.append(step)
-        if self.on_step is not None:
-            self.on_step(step)
-
-    def event(self, name: str, text: str = "") -> None:
-        self.add(Step(kind="event", event=name, text=text))
-
     def finish(self, answer: str | None, status: TrajectoryStatus) -> Trajectory:
-        return Trajectory(
-            agent="solver",
-            question=self.question,
-            steps=tuple(self.steps),
-            answer=answer,
-            status=status,
-            messages=tuple(dict(m) for m in self.messages),
-        )
+        return self.trajectory(status, self.question, answer)
 
 
 def _problem(act: tags.Action) -> str:

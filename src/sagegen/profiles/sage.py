@@ -9,7 +9,9 @@
    prompt — the release's round chaining (``--previous_feedback_file``).
 2. **The reviser.** Feedback rounds make one call with no search tool (the release overrides
    ``max_turn`` to 0), and the pair is read from the last ``<question>``/``<answer>`` of the reply,
-   with no further checks; a reply without both is a failed revision.
+   with no further checks (:func:`read_revision`); a reply without both is a failed revision. The
+   call itself is ``sagegen.agents.generator.revise`` with ``generator.feedback_search: false``,
+   on the agents' shared conversation machinery.
 
 Both traces are whole; only past the model's context does :mod:`sagegen.agents.feedback_fit`
 shorten the oldest retrieved text, recorded as event ``feedback_shortened``.
@@ -17,16 +19,17 @@ shorten the oldest retrieved text, recorded as event ``feedback_shortened``.
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from sagegen.agents import feedback_fit, tags
-from sagegen.agents.feedback_fit import Shortening
-from sagegen.agents.generator import Authored, with_shortening
+from sagegen.agents import tags
 from sagegen.config import GeneratorConfig
 from sagegen.llm.base import LLM, Message
 from sagegen.prompts import render
-from sagegen.records import Candidate, Doc, Step, Trajectory, Verdict
+from sagegen.records import Candidate, Doc, Trajectory, Verdict
+
+if TYPE_CHECKING:
+    from sagegen.agents.generator import Authored
 
 _OPEN, _CLOSE = "<information>", "</information>"
 
@@ -54,63 +57,36 @@ def join_segments(segments: list[dict[str, Any]]) -> str:
     )
 
 
-def feedback_prompt(
-    candidate: Candidate,
-    own: Trajectory,
-    solver: Trajectory,
-    verdict: Verdict,
-    budget_tokens: int = 0,
-) -> tuple[list[Message], Shortening]:
-    """The release's too-easy (``difficulty``) or incorrect (``correctness``) prompt, one user message."""
+def feedback_opening(
+    candidate: Candidate, own: Trajectory, solver: Trajectory, verdict: Verdict
+) -> tuple[list[list[dict[str, Any]]], Callable[[], list[Message]]]:
+    """The release's too-easy (``difficulty``) or incorrect (``correctness``) prompt, one user message:
+    the two output traces (what ``feedback_fit`` may shorten) and the function that renders it."""
     gen_prompt, gen_out = split_trace(own)
     sol_prompt, sol_out = split_trace(solver)
     name = "feedback_too_easy.j2" if verdict.label == "too_easy" else "feedback_incorrect.j2"
-    built: list[str] = []
 
-    def build() -> int:
-        built[:] = [render(name, "sage", target=candidate.target, generator_prompt=gen_prompt,
-                           generator_output=join_segments(gen_out), solver_prompt=sol_prompt,
-                           solver_output=join_segments(sol_out))]
-        return len(built[0])
+    def build() -> list[Message]:
+        return [{"role": "user", "content": render(
+            name, "sage", target=candidate.target, generator_prompt=gen_prompt,
+            generator_output=join_segments(gen_out), solver_prompt=sol_prompt,
+            solver_output=join_segments(sol_out))}]
 
-    shortened = feedback_fit.fit([gen_out, sol_out], build, budget_tokens)
-    build()
-    return [{"role": "user", "content": built[0]}], shortened
+    return [gen_out, sol_out], build
 
 
-async def revise(
-    doc: Doc,
-    candidate: Candidate,
-    own: Trajectory,
-    solver: Trajectory,
-    verdict: Verdict,
-    llm: LLM,
-    cfg: GeneratorConfig,
-    *,
-    seed: int | None = None,
-    temperature: float = 1.0,
-    round: int = 2,
-    budget_tokens: int = 0,
-) -> Authored:
-    """One feedback call, no search: the release's ``question_gen`` on the feedback prompt."""
-    messages, shortened = feedback_prompt(candidate, own, solver, verdict, budget_tokens)
-    t0 = time.monotonic()
-    comp = await llm.complete(messages, max_tokens=cfg.max_turn_tokens, temperature=temperature, seed=seed)
-    text = comp.text
-    steps = [Step(kind="model", text=text, prompt_tokens=comp.prompt_tokens,
-                  completion_tokens=comp.completion_tokens, seconds=comp.seconds or time.monotonic() - t0)]
-    messages = [*messages, {"role": "assistant", "content": text}]
-    question, answer = tags.last(text, "question"), tags.last(text, "answer")
-    plan = tags.last(text, "search steps", allow_unclosed=True) or ""
-    if not question or not answer:
-        steps.append(Step(kind="event", event="malformed", text="no <question> and <answer> in the reply"))
-        traj = Trajectory(agent="reviser", question=question or "", steps=tuple(steps), answer=answer,
-                          status="failed", messages=tuple(messages))
-        return with_shortening(Authored(None, traj), shortened)
-    traj = Trajectory(agent="reviser", question=question, steps=tuple(steps), answer=answer,
-                      status="answered", messages=tuple(messages))
-    support = dict.fromkeys([doc.id, *candidate.supporting_ids, *solver.retrieved_ids])
-    cand = Candidate(question=question, answer=answer, answer_type=candidate.answer_type,
-                     target=candidate.target, plan=plan, seed_doc_id=doc.id, round=round,
-                     supporting_ids=tuple(support))
-    return with_shortening(Authored(cand, traj), shortened)
+def read_revision(text: str) -> tuple[str | None, str | None, str]:
+    """(question, answer, plan) of a revision as the release reads it: the last ``<question>`` and
+    ``<answer>``, the plan under ``<search steps>``, and no further checks."""
+    return tags.last(text, "question"), tags.last(text, "answer"), tags.last(
+        text, "search steps", allow_unclosed=True) or ""
+
+
+async def revise(doc: Doc, candidate: Candidate, own: Trajectory, solver: Trajectory, verdict: Verdict,
+                 llm: LLM, cfg: GeneratorConfig, **options: Any) -> Authored:
+    """The release's reviser by name: :func:`sagegen.agents.generator.revise` with ``feedback_search``
+    off (kept for callers that choose it themselves; ``generator.revise`` reads the knob)."""
+    from sagegen.agents.generator import revise as revise_from_feedback  # that module builds on this one
+
+    cfg = cfg.model_copy(update={"feedback_search": False})
+    return await revise_from_feedback(doc, candidate, own, solver, verdict, llm, None, cfg, **options)
