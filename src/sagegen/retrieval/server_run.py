@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from sagegen.config import Config, ServerConfig
 from sagegen.errors import ConfigError
@@ -46,7 +46,7 @@ def socket_url(sock: socket.socket) -> str:
 class PreparedServer:
     """A configured uvicorn server whose socket already listens; ``run()`` serves until stopped."""
 
-    def __init__(self, app: FastAPI, sock: socket.socket, cfg: ServerConfig) -> None:
+    def __init__(self, app: ASGIApp, sock: socket.socket, cfg: ServerConfig) -> None:
         self.app, self.sock = app, sock
         self.url = socket_url(sock)
         config = uvicorn.Config(app, log_level=cfg.log_level, lifespan="off", timeout_graceful_shutdown=5,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from sagegen.config import ServerConfig
 from sagegen.retrieval.server_guard import guarded_protocol
@@ -17,7 +17,7 @@ from sagegen.retrieval.server_run import bind_socket, socket_url
 
 @contextlib.contextmanager
 def running_server(
-    app: FastAPI,
+    app: ASGIApp,
     *,
     host: str = "127.0.0.1",
     port: int = 0,

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints
 
 from sagegen.config import ServerConfig
+from sagegen.records import Hit
 from sagegen.retrieval.base import Retriever
 
 
@@ -101,6 +102,17 @@ def json_safe_score(score: float) -> float | None:
     value = float(score)
     # json.dumps(nan) is not JSON; Starlette refuses it with a 500, so send null instead.
     return value if math.isfinite(value) else None
+
+
+def render(per_query: list[list[Hit]], return_scores: bool) -> list[list[dict[str, Any]]]:
+    """The ``result`` list: bare documents, or ``{document, score}`` with ``return_scores``."""
+    if return_scores:
+        return [
+            [{"document": {"id": h.doc.id, "contents": h.doc.contents}, "score": json_safe_score(h.score)}
+             for h in hits]
+            for hits in per_query
+        ]
+    return [[{"id": h.doc.id, "contents": h.doc.contents} for h in hits] for hits in per_query]
 
 
 def describe(retriever: Retriever) -> tuple[str, int | None]:
