@@ -91,9 +91,9 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None
     raise SystemExit(f"no answer from {url} within {timeout:.0f}s")
 
 
-def start(cmd: list[str], port: int) -> subprocess.Popen:
+def start(cmd: list[str], port: int, src: Path = REPO / "src") -> subprocess.Popen:
     # Both servers import this checkout's sagegen (ours directly, theirs through the shim).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
     # stderr to a file, not a pipe: a pipe nobody reads would block a server that logs.
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
@@ -222,6 +222,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=8.0, help="duration of each concurrent-clients round")
     ap.add_argument("--rounds", type=int, default=3, help="concurrent rounds per server, alternated; median")
+    ap.add_argument("--ours-src", type=Path, default=REPO / "src",
+                    help="the sagegen src our server runs from (another checkout's, for a before)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="a server.* override for ours, e.g. --set server.max_concurrency=1 (repeatable)")
     args = ap.parse_args()
@@ -265,7 +267,7 @@ def main() -> None:
     load_start = os.getloadavg()
     print(f"index {index} ({len(ours_search.store)} passages), top-{TOPK}, return_scores; "
           f"load {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}; "
-          f"ours with {args.overrides or 'its defaults'}")
+          f"ours from {args.ours_src} with {args.overrides or 'its defaults'}")
     overhead: dict[str, dict[int, tuple[float, float]]] = {}
     rps: dict[str, list[float]] = {name: [] for name in servers}
     cpu_ms: dict[str, list[float]] = {name: [] for name in servers}
@@ -274,7 +276,7 @@ def main() -> None:
     try:
         for name, (cmd, search) in servers.items():
             port = ports[name] = free_port()
-            procs[name] = start(with_port(name, cmd, port), port)
+            procs[name] = start(with_port(name, cmd, port), port, args.ours_src)
             overhead[name] = {}
             for size, count in zip(sizes, counts, strict=True):
                 bs = batches_of(queries, size, count)
@@ -286,7 +288,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, (cmd, _search) in servers.items():
                 port = ports[name]
-                proc = procs[name] = start(with_port(name, cmd, port), port)
+                proc = procs[name] = start(with_port(name, cmd, port), port, args.ours_src)
                 before, t = cpu_seconds(proc.pid), time.perf_counter()
                 rate = asyncio.run(clients(port, args.clients, queries, args.seconds))
                 used, elapsed = cpu_seconds(proc.pid) - before, time.perf_counter() - t
