@@ -194,12 +194,14 @@ async def clients(port: int, n_clients: int, queries: list[str], seconds: float)
     return done / elapsed
 
 
-def in_process(search: Callable[[list[str]], Any], batches: list[list[str]]) -> float:
+def in_process(search: Callable[[list[str]], Any], batches: list[list[str]]) -> tuple[float, float]:
+    """(wall, CPU) seconds per call of ``search`` in this process."""
     search(batches[0])
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for b in batches[1:]:
         search(b)
-    return (time.perf_counter() - t) / (len(batches) - 1)
+    n = len(batches) - 1
+    return (time.perf_counter() - t) / n, (time.process_time() - c) / n
 
 
 def batches_of(queries: list[str], size: int, n_requests: int) -> list[list[str]]:
@@ -268,7 +270,7 @@ def main() -> None:
     print(f"index {index} ({len(ours_search.store)} passages), top-{TOPK}, return_scores; "
           f"load {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}; "
           f"ours from {args.ours_src} with {args.overrides or 'its defaults'}")
-    overhead: dict[str, dict[int, tuple[float, float]]] = {}
+    overhead: dict[str, dict[int, tuple[float, float, float, float]]] = {}
     rps: dict[str, list[float]] = {name: [] for name in servers}
     cpu_ms: dict[str, list[float]] = {name: [] for name in servers}
     procs: dict[str, subprocess.Popen] = {}
@@ -276,13 +278,15 @@ def main() -> None:
     try:
         for name, (cmd, search) in servers.items():
             port = ports[name] = free_port()
-            procs[name] = start(with_port(name, cmd, port), port, args.ours_src)
+            proc = procs[name] = start(with_port(name, cmd, port), port, args.ours_src)
             overhead[name] = {}
             for size, count in zip(sizes, counts, strict=True):
                 bs = batches_of(queries, size, count)
-                local = in_process(search, bs)
+                local, local_cpu = in_process(search, bs)
+                before = cpu_seconds(proc.pid)
                 http = asyncio.run(sequential(port, bs))
-                overhead[name][size] = (local, http)
+                server_cpu = (cpu_seconds(proc.pid) - before) / len(bs)  # the warm-up request counted too
+                overhead[name][size] = (local, http, local_cpu, server_cpu)
             # the servers run one at a time, so neither steals the other's CPU
             stop(procs.pop(name))
         for _ in range(args.rounds):
@@ -299,11 +303,13 @@ def main() -> None:
         for p in procs.values():
             stop(p)
 
-    print("\n| server | queries/request | in-process ms | HTTP+JSON ms | ratio |")
-    print("|---|---|---|---|---|")
+    print("\n| server | queries/request | in-process ms | HTTP+JSON ms | ratio | in-process CPU ms "
+          "| server CPU ms | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, rows in overhead.items():
-        for size, (local, http) in rows.items():
-            print(f"| {name} | {size} | {local * 1e3:.2f} | {http * 1e3:.2f} | {http / local:.2f}x |")
+        for size, (local, http, local_cpu, server_cpu) in rows.items():
+            print(f"| {name} | {size} | {local * 1e3:.2f} | {http * 1e3:.2f} | {http / local:.2f}x "
+                  f"| {local_cpu * 1e3:.2f} | {server_cpu * 1e3:.2f} | {server_cpu / local_cpu:.2f}x |")
     print(f"\n| server | {args.clients} single-query clients: req/s (median of {args.rounds}) | rounds "
           "| server CPU ms/request (median) |")
     print("|---|---|---|---|")
@@ -316,8 +322,9 @@ def main() -> None:
         print(f"\nours / theirs with {args.clients} single-query clients: {ratio:.2f}x req/s (goal >= 1.5x), "
               f"{per_cpu:.2f}x requests per server CPU-second")
     at = max(sizes)
-    local, http = overhead["ours"][at]
-    print(f"ours HTTP+JSON / in-process at {at} queries/request: {http / local:.2f}x (goal <= 1.2x)")
+    local, http, local_cpu, server_cpu = overhead["ours"][at]
+    print(f"ours HTTP+JSON / in-process at {at} queries/request: {http / local:.2f}x wall (goal <= 1.2x), "
+          f"{server_cpu / local_cpu:.2f}x CPU (server process against the search alone)")
     end = os.getloadavg()
     print(f"load at the end {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
     tmp.cleanup()

@@ -14,14 +14,14 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sagegen import __version__
 from sagegen.config import ServerConfig
 from sagegen.records import Hit
 from sagegen.retrieval.base import Retriever
 from sagegen.retrieval.batching import Searcher, auto_concurrency, encode_json
-from sagegen.retrieval.server_guard import LoopbackHostOnly, RequestGuard
+from sagegen.retrieval.server_guard import LoopbackHostOnly, RequestGuard, replay_body
 from sagegen.retrieval.server_wire import (
     ErrorResponse,
     RetrieveResponse,
@@ -71,25 +71,12 @@ class FastRetrieve:
         try:
             request = self.validate(body)
         except ValidationError:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         status, payload = await self.answer(request)
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def create_app(

@@ -137,16 +137,7 @@ class RequestGuard:
         except UnicodeDecodeError as e:
             await send_error(send, 400, f"request body is not valid JSON: not UTF-8 text (byte {e.start})")
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(body, receive), send)
 
     def _authorised(self, headers: dict[str, bytes]) -> bool:
         assert self.api_key is not None
@@ -159,6 +150,20 @@ class RequestGuard:
             offered.append(headers["x-api-key"].strip())
         # Constant-time comparison: the reply time must not reveal how much of a guess was right.
         return any(hmac.compare_digest(tok, self.api_key) for tok in offered)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app ``body`` (already read) in one message, then the real ones."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _too_large(limit: int) -> str:
