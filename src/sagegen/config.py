@@ -300,8 +300,9 @@ class ServerConfig(Section):
     default_topk: int = Field(DEFAULT_TOPK, ge=1)
     #: Larger request bodies get 413 before any parsing.
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    #: Retrieval calls run at once in worker threads; 1 because retrievers are not assumed thread-safe.
-    max_concurrency: int = Field(1, ge=1)
+    #: Retrieval calls run at once in worker threads; unset: one per CPU (at most 8) for our own
+    #: thread-safe retrievers (bm25, dense, hybrid), 1 for any other retriever.
+    max_concurrency: int | None = Field(None, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     #: Seconds a client may take to send a request's headers, then its body; slower ones are cut off
     #: (a slow-loris guard: uvicorn itself has no header-read timeout).

@@ -1,4 +1,4 @@
-"""How the retrieval server runs one request's queries: in chunks, so other clients interleave.
+"""How the retrieval server runs requests' queries: big requests in chunks, small ones merged.
 
 Search-R1's GRPO recipe posts every rollout's query of a turn in one request (512 prompts × 5
 rollouts = 2,560 queries). Searched as one call, that request holds the retriever for seconds and
@@ -6,11 +6,21 @@ a single-query client (an eval, a second trainer) waits behind it. Each chunk he
 worker-thread call that queues on the server's capacity limiter; anyio's limiter hands the slot
 out in arrival order, so a request that arrives meanwhile is served after the current chunk, not
 after the whole batch.
+
+The opposite case, many clients each sending one query (an eval with 32 workers, rollouts that
+post one search each), costs a worker-thread round trip and a retriever call per query. So small
+requests are merged: a request that finds a batch still waiting for a slot joins it, and the batch
+is searched as one retriever call once it gets the slot. Nothing waits on a timer: an idle server
+searches a lone query at once, and batches form only while every slot is busy, which is exactly
+when merging pays. A batch takes its place in the limiter's queue when its first query arrives,
+so the arrival-order fairness above holds for merged queries too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +28,18 @@ import anyio
 
 from sagegen.records import Hit
 from sagegen.retrieval.base import Retriever
+
+#: Searches at once when server.max_concurrency is unset and the retriever may be shared by threads.
+_AUTO_CAP = 8
+
+
+def auto_concurrency(retriever: Retriever, configured: int | None) -> int:
+    """``configured``, or one slot per CPU (at most 8) for a thread-safe retriever, else 1."""
+    if configured is not None:
+        return configured
+    if getattr(retriever, "thread_safe", False):
+        return max(1, min(_AUTO_CAP, os.cpu_count() or 1))
+    return 1  # a retriever we know nothing about is not assumed to be thread-safe
 
 
 async def search_in_chunks(
@@ -33,17 +55,91 @@ async def search_in_chunks(
     for start in range(0, len(queries), chunk_queries):
         chunk = list(queries[start : start + chunk_queries])
         part = await anyio.to_thread.run_sync(retriever.search, chunk, k, limiter=limiter)
-        if len(part) != len(chunk):
-            raise RuntimeError(f"retriever returned {len(part)} result lists for {len(chunk)} queries")
+        _check(part, chunk)
         found.extend(list(hits) for hits in part)
     return found
 
 
-async def encode_json(payload: dict[str, Any]) -> bytes:
-    """The response body, encoded off the event loop (2,560 × top-3 passages is megabytes of JSON)."""
+def _check(part: Sequence[Any], chunk: Sequence[str]) -> None:
+    if len(part) != len(chunk):
+        raise RuntimeError(f"retriever returned {len(part)} result lists for {len(chunk)} queries")
 
-    def dump() -> bytes:
-        # Same bytes as Starlette's JSONResponse renders; NaN is mapped to null by the caller.
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
-    return await anyio.to_thread.run_sync(dump)
+class _Batch:
+    """Queries of several requests waiting for one slot; ``done`` holds the search's outcome."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queries: list[str] = []
+        self.done: asyncio.Future[list[list[Hit]]] = loop.create_future()
+
+
+class Searcher:
+    """The server's one way to search: chunks for large requests, merged batches for small ones."""
+
+    def __init__(self, retriever: Retriever, *, max_concurrency: int, chunk_queries: int) -> None:
+        self.retriever = retriever
+        self.max_concurrency = max_concurrency
+        self.chunk_queries = chunk_queries
+        self._limiter: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
+        self._forming: dict[int, _Batch] = {}  # topk -> the batch still waiting for a slot
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references to running batches
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        return self._limiter
+
+    async def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        if not queries:
+            return []
+        if len(queries) >= self.chunk_queries:
+            return await search_in_chunks(
+                self.retriever, queries, k, limiter=self.limiter, chunk_queries=self.chunk_queries
+            )
+        batch = self._forming.get(k)
+        if batch is None or len(batch.queries) + len(queries) > self.chunk_queries:
+            batch = self._forming[k] = _Batch(asyncio.get_running_loop())
+            # The batch runs as its own task: a request that goes away (client disconnect) must not
+            # take the other requests' queries with it.
+            task = asyncio.get_running_loop().create_task(self._run(batch, k))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        start = len(batch.queries)
+        batch.queries.extend(queries)
+        found = await asyncio.shield(batch.done)
+        return found[start : start + len(queries)]
+
+    async def _run(self, batch: _Batch, k: int) -> None:
+        try:
+            async with self.limiter:
+                if self._forming.get(k) is batch:  # sealed: later arrivals start the next batch
+                    del self._forming[k]
+                queries = batch.queries
+                part = await anyio.to_thread.run_sync(self.retriever.search, queries, k)
+                _check(part, queries)
+            batch.done.set_result([list(hits) for hits in part])
+        except BaseException as e:  # every waiter gets the retriever's failure
+            if self._forming.get(k) is batch:
+                del self._forming[k]
+            failure = e if isinstance(e, Exception) else RuntimeError(f"search aborted: {e!r}")
+            batch.done.set_exception(failure)
+            if not isinstance(e, Exception):
+                raise
+
+
+#: Responses up to this many hits are encoded on the event loop: a worker-thread round trip costs
+#: more than the encoding, and ``json.dumps`` holds the GIL either way.
+_INLINE_HITS = 512
+
+
+def _dump(payload: dict[str, Any]) -> bytes:
+    # Same bytes as Starlette's JSONResponse renders; NaN is mapped to null by the caller.
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def encode_json(payload: dict[str, Any], *, hits: int | None = None) -> bytes:
+    """The response body; large ones (2,560 × top-3 passages is megabytes) encoded off the event loop."""
+    if hits is not None and hits <= _INLINE_HITS:
+        return _dump(payload)
+    return await anyio.to_thread.run_sync(_dump, payload)

@@ -135,15 +135,21 @@ def _index_arrays(
 class BM25Retriever:
     """Batched BM25 search over a saved bm25s index (memory-mapped) and a :class:`DocStore`."""
 
+    #: Searches share only read-only state (memory-mapped arrays, the store) and the tokenizer,
+    #: whose cache and stemmer are safe across threads, so the server may run several at once.
+    thread_safe = True
+
     def __init__(self, model: Any, tokenizer: Tokenizer, store: DocStore) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.store = store
         self.vocab: dict[str, int] = model.vocab_dict
         self.n_docs = int(model.scores["num_docs"])
-        self._data = model.scores["data"]
-        self._indices = model.scores["indices"]
-        self._indptr = model.scores["indptr"]
+        # Plain ndarray views of the memory maps: slicing an np.memmap builds a memmap subclass
+        # object each time, a measurable share of a single-query search.
+        self._data = np.asarray(model.scores["data"])
+        self._indices = np.asarray(model.scores["indices"])
+        self._indptr = np.asarray(model.scores["indptr"])
 
     @classmethod
     def load(cls, directory: Path, store: DocStore, params: dict[str, Any]) -> BM25Retriever:

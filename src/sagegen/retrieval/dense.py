@@ -178,6 +178,9 @@ def _write_faiss(emb: np.ndarray, cfg: DenseConfig, out_dir: Path, progress: Pro
 class DenseRetriever:
     """Batched nearest-neighbour search of query embeddings in a FAISS index over a :class:`DocStore`."""
 
+    #: FAISS searches only read the index (and release the GIL); the encoder is behind a lock.
+    thread_safe = True
+
     def __init__(
         self, index: Any, model_name: str, store: DocStore, cfg: DenseConfig, query_prefix: str
     ) -> None:
@@ -186,7 +189,10 @@ class DenseRetriever:
         self.store = store
         self.cfg = cfg
         self.query_prefix = query_prefix
-        self._lock = threading.Lock()
+        # One encoder call at a time: a Hugging Face fast tokenizer sets padding/truncation on itself
+        # per call and fails ("Already borrowed") when two threads tokenize at once; torch already
+        # spreads one forward pass over the cores, and the server merges concurrent queries anyway.
+        self._encode_lock = threading.Lock()
         if hasattr(index, "nprobe"):
             index.nprobe = cfg.nprobe
 
@@ -213,16 +219,20 @@ class DenseRetriever:
         return load_encoder(self.model_name, self.cfg.device)
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
-        return encode(self.encoder, [self.query_prefix + q for q in queries], self.cfg.batch_size)
+        with self._encode_lock:
+            return encode(self.encoder, [self.query_prefix + q for q in queries], self.cfg.batch_size)
 
     def search_ids(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
         if not queries:
             return []
         q = self.embed_queries(queries)
         k = min(k, self.index.ntotal)
-        with self._lock:  # efSearch is index state; keep concurrent callers from racing on it
-            if hasattr(self.index, "hnsw"):
-                self.index.hnsw.efSearch = max(64, 2 * k)
+        if hasattr(self.index, "hnsw"):
+            # Per call, not index.hnsw.efSearch: index state would race between the server's threads.
+            params = _faiss().SearchParametersHNSW()
+            params.efSearch = max(64, 2 * k)
+            scores, ids = self.index.search(q, k, params=params)
+        else:  # flat, or IVF with nprobe fixed at load: searching only reads the index
             scores, ids = self.index.search(q, k)
         return [
             [(int(i), float(s)) for i, s in zip(row_i, row_s, strict=True) if i >= 0]

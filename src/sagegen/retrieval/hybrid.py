@@ -26,6 +26,8 @@ def rrf_fuse(rankings: Sequence[Sequence[int]], rrf_k: int, k: int) -> list[tupl
 
 
 class HybridRetriever:
+    thread_safe = True  # both halves are
+
     def __init__(self, bm25: Any, dense: Any, *, rrf_k: int = 60, depth: int = 50) -> None:
         self.bm25, self.dense = bm25, dense
         self.rrf_k, self.depth = rrf_k, depth

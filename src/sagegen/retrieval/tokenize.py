@@ -7,6 +7,7 @@ word once the vocabulary has been seen; that is what makes 100k-passage builds t
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,6 +63,9 @@ class Tokenizer:
                 ) from None
         # surface word -> stem, or None for a stopword
         self._cache: dict[str, str | None] = {}
+        # A PyStemmer object keeps its working buffer between calls, so two threads must not stem
+        # at once; only cache misses take the lock (dict reads and writes are atomic under the GIL).
+        self._stem_lock = threading.Lock()
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -72,7 +76,13 @@ class Tokenizer:
         }
 
     def _norm(self, word: str) -> str | None:
-        out = None if word in self._stop else self._stem_fn(word) if self._stem_fn else word
+        if word in self._stop:
+            out = None
+        elif self._stem_fn is None:
+            out = word
+        else:
+            with self._stem_lock:
+                out = self._stem_fn(word)
         self._cache[word] = out
         return out
 
