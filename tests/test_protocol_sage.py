@@ -16,13 +16,12 @@ from typing import Any
 import yaml
 
 from sage_loop_helpers import DOCS, SCRIPTED_RUN_SETS, OverlapRetriever, run_cli, write_corpus
-from sagegen.agents.generator import feedback_prompt, generate
+from sagegen.agents.generator import feedback_prompt, generate, revise
 from sagegen.agents.solver import solve
 from sagegen.config import Config, JudgeConfig, load_config
 from sagegen.judge import judge_answer, parse_grader
 from sagegen.llm.scripted import ScriptedLLM, fixture_llm
 from sagegen.profiles import load_profile, profile_text
-from sagegen.profiles import sage as sage_profile
 from sagegen.records import Candidate, Trajectory, Verdict
 from sagegen.session import Components, config_warnings, run_generate
 from sagegen.store import RunStore
@@ -132,8 +131,8 @@ def test_revise_records_that_it_shortened_the_feedback() -> None:
     cfg = sage_config().generator
     llm = ScriptedLLM(["<reason>r</reason><question> Which engineer born in Dijon finished the tower in "
                        "1889? </question><answer> Gustave Eiffel </answer><search steps> s </search steps>"])
-    out = asyncio.run(sage_profile.revise(DOCS[2], cand, own, _solver_trace(), TOO_EASY, llm, cfg,
-                                          budget_tokens=800))
+    out = asyncio.run(revise(DOCS[2], cand, own, _solver_trace(), TOO_EASY, llm, None, cfg,
+                              budget_tokens=800))
     assert out.candidate is not None and out.candidate.question.endswith("in 1889?")
     assert out.trajectory.steps[0].event == "feedback_shortened"
     assert len(llm.calls) == 1 and llm.calls[0]["tools"] is None  # one call, no search tool

@@ -317,12 +317,7 @@ class Pipeline:
                                   gcfg, seed=seed, temperature=temp, round=rnd)
         solver_traj = self.pick_solver_trace(spec.index, rnd, last.attempts)
         budget = context_budget_tokens(self.cfg)
-        if not gcfg.feedback_search:  # the release's reviser: one call, no search tool
-            from sagegen.profiles import sage
-
-            return await sage.revise(spec.doc, last.candidate, last.generation, solver_traj, last.verdict,
-                                     self.gen_llm, gcfg, seed=seed, temperature=temp, round=rnd,
-                                     budget_tokens=budget)
+        # revise reads generator.feedback_search: off is the release's one call without search.
         return await revise(spec.doc, last.candidate, last.generation, solver_traj, last.verdict,
                             self.gen_llm, self.parts.retriever, gcfg, seed=seed, temperature=temp, round=rnd,
                             budget_tokens=budget)

@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sagegen import answer_types
-from sagegen.agents import feedback_fit, tags
+from sagegen.agents import feedback_fit, release, tags
 from sagegen.agents.conversation import Conversation
 from sagegen.agents.feedback_fit import Shortening
 from sagegen.config import GeneratorConfig
 from sagegen.llm.base import LLM, Message
-from sagegen.profiles import sage
 from sagegen.prompts import render
 from sagegen.records import Candidate, Doc, Step, Trajectory, Verdict
 from sagegen.retrieval.base import Retriever
@@ -153,9 +152,9 @@ def feedback_prompt(
     budget_tokens: int = 0,
 ) -> tuple[list[Message], Shortening]:
     """The feedback opening with whole traces — ours, or with ``feedback_search`` off the release's
-    (:mod:`sagegen.profiles.sage`) — shortened only past ``budget_tokens`` (``feedback_fit``)."""
+    (:mod:`sagegen.agents.release`) — shortened only past ``budget_tokens`` (``feedback_fit``)."""
     if not cfg.feedback_search:
-        traces, build = sage.feedback_opening(candidate, own, solver, verdict)
+        traces, build = release.feedback_opening(candidate, own, solver, verdict)
         return feedback_fit.fit_messages(traces, build, budget_tokens)
     own_entries, solver_entries = trace_entries(own, cfg), trace_entries(solver, cfg)
     return feedback_fit.fit_messages(
@@ -287,7 +286,7 @@ async def revise(
 ) -> Authored:
     """Rewrite a non-passing candidate from execution feedback (DESIGN §1 step 3): the authoring loop
     on a feedback opening, or with ``feedback_search`` off the release's one call without search
-    (its prompt and reading rule in :mod:`sagegen.profiles.sage`)."""
+    (its prompt and reading rule in :mod:`sagegen.agents.release`)."""
     messages, shortened = feedback_prompt(doc, candidate, own, solver, verdict, cfg, budget_tokens)
     if cfg.feedback_search:
         out = await author(messages, doc, candidate.target, candidate.answer_type, llm, retriever, cfg,
@@ -308,10 +307,10 @@ async def _revise_once(
                         seed=seed, messages=messages)
     c = await talk.call()
     assert c is not None  # LLM errors propagate
-    # Appended as is, even empty: the next round's transcript (sage.split_trace) shows the release's turns.
+    # Appended as is, even empty: the next round's transcript (release.split_trace) shows the release's turns.
     talk.messages.append({"role": "assistant", "content": c.text})
     text = c.text
-    question, answer, plan = sage.read_revision(text)
+    question, answer, plan = release.read_revision(text)
     if not question or not answer:
         talk.event("malformed", "no <question> and <answer> in the reply")
         return Authored(None, talk.trajectory("failed", question or "", answer))

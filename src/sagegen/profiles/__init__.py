@@ -3,7 +3,7 @@
 A profile is a partial config; ``load_config(..., base=load_profile(name))`` puts it under the
 user's file and overrides. The behaviour it switches on lives where each component reads its own
 config; the few steps the release does differently (its reviser and its feedback transcript) live
-in :mod:`sagegen.profiles.sage`.
+in :mod:`sagegen.agents.release`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The two steps the authors' release does differently from sagegen's loop, for ``--protocol sage``.
+"""The two steps the authors' release does differently from sagegen's loop, for ``--protocol sage``
+(the profile's settings are data: ``sagegen/profiles/sage.yaml``).
 
 1. **Feedback transcripts.** The release keeps each agent's run as one flat prompt string and shows
    the reviser two halves of it: the agent's *prompt* (its instructions with the seed document or
@@ -20,16 +21,12 @@ shorten the oldest retrieved text, recorded as event ``feedback_shortened``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sagegen.agents import tags
-from sagegen.config import GeneratorConfig
-from sagegen.llm.base import LLM, Message
+from sagegen.llm.base import Message
 from sagegen.prompts import render
-from sagegen.records import Candidate, Doc, Trajectory, Verdict
-
-if TYPE_CHECKING:
-    from sagegen.agents.generator import Authored
+from sagegen.records import Candidate, Trajectory, Verdict
 
 _OPEN, _CLOSE = "<information>", "</information>"
 
@@ -80,13 +77,3 @@ def read_revision(text: str) -> tuple[str | None, str | None, str]:
     ``<answer>``, the plan under ``<search steps>``, and no further checks."""
     return tags.last(text, "question"), tags.last(text, "answer"), tags.last(
         text, "search steps", allow_unclosed=True) or ""
-
-
-async def revise(doc: Doc, candidate: Candidate, own: Trajectory, solver: Trajectory, verdict: Verdict,
-                 llm: LLM, cfg: GeneratorConfig, **options: Any) -> Authored:
-    """The release's reviser by name: :func:`sagegen.agents.generator.revise` with ``feedback_search``
-    off (kept for callers that choose it themselves; ``generator.revise`` reads the knob)."""
-    from sagegen.agents.generator import revise as revise_from_feedback  # that module builds on this one
-
-    cfg = cfg.model_copy(update={"feedback_search": False})
-    return await revise_from_feedback(doc, candidate, own, solver, verdict, llm, None, cfg, **options)
