@@ -44,7 +44,7 @@ from sagegen.agents.generator import Authored, generate, revise
 from sagegen.config import Config, LLMConfig
 from sagegen.damage import LedgerError
 from sagegen.errors import ConfigError, SagegenError
-from sagegen.llm.base import LLM, Message, collect_tries
+from sagegen.llm.base import LLM, Message, collect_tries, endpoint_source
 from sagegen.records import Attempt, Candidate, Doc, Judgement, QAPair, Trajectory, Verdict
 from sagegen.retrieval.base import Retriever
 from sagegen.store import RunStore, derive_seed, trace_id
@@ -63,6 +63,8 @@ class AccountingLLM:
     def __init__(self, inner: LLM, role: str, store: RunStore | None, stats: Stats):
         self.inner, self.role, self.store, self.stats = inner, role, store, stats
         self.name = inner.name
+        if store is not None and (counted := endpoint_source(inner)) is not None:
+            store.watch_endpoints(inner.name, counted)  # per-endpoint counts booked with the calls
 
     async def complete(self, messages: list[Message] | Any, **kw: Any) -> Any:
         t0 = time.monotonic()
@@ -774,6 +776,9 @@ def format_status(store: RunStore) -> str:
                               sorted(t["statuses"].items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
             lines.append(f"  requests {t['tries']} ({t['retries']} retries, {t['wait']:.1f} s waiting; "
                          f"{codes})")
+    for e in store.endpoint_stats():  # each server of llm.base_url (a list: replicas)
+        lines.append(f"endpoint {e['endpoint']} ({e['model']}): {e['calls']} requests, "
+                     f"{e['failures']} failed, {e['in_flight']} in flight at the end")
     for s in store.sessions():
         dur = (s["ended"] - s["started"]) if s["ended"] else None
         lines.append(f"session {s['id']}: {s['status']}" + (f", {dur:.1f} s" if dur is not None else ""))
