@@ -27,6 +27,8 @@ Figures per row:
     python bench/bench_generate.py --quick            # 1/16/64/256 in flight, small runs, time ×0.25
     python bench/bench_generate.py                    # 1/16/64/256/1024, R=3, K=4, real-time latencies
     python bench/bench_generate.py --ceiling          # the simulated server's own request ceiling
+    python bench/bench_generate.py --endpoints 2      # the same capacity split over 2 replicas
+                                                      # (llm.base_url a list; slots/2 each)
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ KEY_ENV = "SAGEGEN_BENCH_SIM_KEY"
 class Sim:
     """The simulated server in its own process (so its CPU never competes with the client's GIL)."""
 
-    def __init__(self, args: argparse.Namespace, scale: float, log: Path | None = None) -> None:
-        cmd = [sys.executable, str(HERE / "sim_llm_server.py"), "--slots", str(args.slots),
+    def __init__(self, args: argparse.Namespace, scale: float, log: Path | None = None,
+                 slots: int | None = None) -> None:
+        cmd = [sys.executable, str(HERE / "sim_llm_server.py"), "--slots", str(slots or args.slots),
                "--decode", str(args.decode), "--prefill", str(args.prefill), "--ttft", str(args.ttft),
                "--time-scale", str(scale)]
         if log is not None:
@@ -87,32 +90,61 @@ def ideal_span(chains: list[list[float]], lanes: int, slots: int) -> float:
     return max(max(heap), sum(map(sum, chains)) / slots)
 
 
-def chains_from_log(log: Path, seed: int, n: int, rounds: int) -> tuple[list[list[dict[str, Any]]], int]:
+class Sims:
+    """One simulated server, or several replicas sharing its slots (``--endpoints``), seen as one."""
+
+    def __init__(self, args: argparse.Namespace, scale: float, logs: list[Path] | None = None) -> None:
+        n = args.endpoints
+        self.sims: list[Sim] = []
+        try:
+            for i in range(n):
+                self.sims.append(Sim(args, scale, logs[i] if logs else None, slots=args.slots // n))
+        except BaseException:
+            self.close()
+            raise
+        self.urls = [s.url + "/v1" for s in self.sims]
+        self.ports = [s.port for s in self.sims]
+
+    def stats(self) -> dict[str, Any]:
+        each = [s.stats() for s in self.sims]
+        out = {k: sum(e[k] for e in each) for k in ("requests", "service_s", "cpu_s")}
+        out["span_s"] = max(e["last"] for e in each) - min(e["first"] for e in each if e["requests"])
+        return out
+
+    def close(self) -> None:
+        for s in self.sims:
+            s.close()
+
+
+def chains_from_log(logs: list[Path], seed: int, n: int,
+                    rounds: int) -> tuple[list[list[dict[str, Any]]], int]:
     """Logged requests grouped by pair (pair order), each in arrival order; and how many had no pair."""
     owner = {derive_seed(seed, "gen", i, r): i for i in range(n) for r in range(1, rounds + 1)}
     by_pair: dict[int, list[dict[str, Any]]] = defaultdict(list)
     lost = 0
-    with log.open(encoding="utf-8") as f:
-        for line in f:
-            rec = json.loads(line)
-            idx = owner.get(rec["key"])
-            if idx is None:
-                lost += 1
-            else:
-                by_pair[idx].append(rec)
+    for log in logs:
+        with log.open(encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                idx = owner.get(rec["key"])
+                if idx is None:
+                    lost += 1
+                else:
+                    by_pair[idx].append(rec)
     return [sorted(by_pair[i], key=lambda r: r["t"]) for i in sorted(by_pair)], lost
 
 
-def run_sagegen(sim: Sim, level: int, n: int, args: argparse.Namespace, tmp: Path) -> float:
+def run_sagegen(sim: Sims, level: int, n: int, args: argparse.Namespace, tmp: Path) -> float:
+    url = sim.urls[0] if len(sim.urls) == 1 else "[" + ", ".join(sim.urls) + "]"
     cfg = load_config(None, [
-        "llm.backend=openai", f"llm.base_url={sim.url}/v1", "llm.model=sim", "llm.cache=false",
+        "llm.backend=openai", f"llm.base_url={url}", "llm.model=sim", "llm.cache=false",
         f"llm.api_key_env={KEY_ENV}", "llm.timeout=900", "judge.method=llm",
         f"pipeline.num_seeds={n}", f"pipeline.concurrency={level}", f"pipeline.rounds={args.rounds}",
         f"pipeline.attempts={args.k}", "pipeline.strategy=feedback", f"pipeline.seed={args.seed}",
         f"retrieval.index_dir={args.index_dir}",
     ])
     parts = Components.from_config(cfg)  # corpus and index opened before the clock starts
-    import httpx  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
+    import httpcore  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
     try:
         c = time.process_time()
         run_generate(cfg, tmp / f"run-{level}", parts=parts)
@@ -121,11 +153,11 @@ def run_sagegen(sim: Sim, level: int, n: int, args: argparse.Namespace, tmp: Pat
         parts.close()
 
 
-async def _baseline(port: int, lanes: int, chains: list[list[dict[str, Any]]]) -> None:
+async def _baseline(ports: list[int], lanes: int, chains: list[list[dict[str, Any]]]) -> None:
     todo = iter(chains)
     length = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
-    async def lane() -> None:
+    async def lane(port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for chain in todo:  # one shared iterator: each lane takes the next pair, as the pipeline does
             for rec in chain:
@@ -138,12 +170,12 @@ async def _baseline(port: int, lanes: int, chains: list[list[dict[str, Any]]]) -
                 reply["choices"][0]["message"]["content"]  # what an orchestrator reads next
         writer.close()
 
-    await asyncio.gather(*(lane() for _ in range(lanes)))
+    await asyncio.gather(*(lane(ports[i % len(ports)]) for i in range(lanes)))  # lanes dealt to replicas
 
 
-def run_baseline(sim: Sim, lanes: int, chains: list[list[dict[str, Any]]]) -> float:
+def run_baseline(sim: Sim | Sims, lanes: int, chains: list[list[dict[str, Any]]]) -> float:
     c = time.process_time()
-    asyncio.run(_baseline(sim.port, lanes, chains))
+    asyncio.run(_baseline(getattr(sim, "ports", None) or [sim.port], lanes, chains))
     return time.process_time() - c
 
 
@@ -193,6 +225,8 @@ def main() -> int:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--ceiling", action="store_true", help="Only measure the simulated server's ceiling.")
     ap.add_argument("--ceiling-requests", type=int, default=20_000)
+    ap.add_argument("--endpoints", type=int, default=1,
+                    help="Simulated replicas sharing --slots (llm.base_url a list of them).")
     args = ap.parse_args()
     os.environ.setdefault(KEY_ENV, "sim-key")
     if args.ceiling:
@@ -204,32 +238,34 @@ def main() -> int:
     args.k = args.k or (2 if q else 4)
     scale = args.time_scale if args.time_scale is not None else (0.25 if q else 1.0)
     print(f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.2f}  slots {args.slots}  time x{scale}  "
-          f"R={args.rounds} K={args.k} feedback, cache off")
+          f"R={args.rounds} K={args.k} feedback, cache off, endpoints {args.endpoints}")
     print("client     inflt   calls   span_s  ideal_s   cap%  reach%  over%  cpu_ms/c   req/s  srv_ms/c")
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         for level in levels:
             n = args.pairs or (max(2, level) if q else min(2048, max(8, 2 * level)))
-            log = tmp / f"log-{level}.jsonl"
-            sim = Sim(args, scale, log)
+            logs = [tmp / f"log-{level}-{i}.jsonl" for i in range(args.endpoints)]
+            sims = Sims(args, scale, logs)
             try:
-                cpu = run_sagegen(sim, level, n, args, tmp)
-                st = sim.stats()
+                cpu = run_sagegen(sims, level, n, args, tmp)
+                st = sims.stats()
             finally:
-                sim.close()
-            chains, lost = chains_from_log(log, args.seed, n, args.rounds)
+                sims.close()
+            chains, lost = chains_from_log(logs, args.seed, n, args.rounds)
             ideal = ideal_span([[r["service"] for r in c] for c in chains], level, args.slots)
-            print(row("sagegen", level, st, cpu, ideal, args.slots)
+            name = "sagegen" if args.endpoints == 1 else f"sagegen/{args.endpoints}"
+            print(row(name, level, st, cpu, ideal, args.slots)
                   + (f"  ({lost} calls not attributed)" if lost else ""), flush=True)
             if args.no_baseline:
                 continue
-            sim = Sim(args, scale)
+            sims = Sims(args, scale)
             try:
-                cpu = run_baseline(sim, level, chains)
-                st = sim.stats()
+                cpu = run_baseline(sims, level, chains)
+                st = sims.stats()
             finally:
-                sim.close()
-            print(row("baseline", level, st, cpu, ideal, args.slots), flush=True)
+                sims.close()
+            print(row("baseline" if args.endpoints == 1 else f"base/{args.endpoints}", level, st, cpu, ideal,
+                      args.slots), flush=True)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

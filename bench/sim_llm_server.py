@@ -153,6 +153,7 @@ class SimServer:
             self.log.flush()
         return {"requests": self.requests, "service_s": self.busy_s, "slots": self.latency.slots,
                 "max_in_flight": self.max_in_flight, "span_s": self.last - self.first,
+                "first": self.first, "last": self.last,  # monotonic: comparable across local processes
                 "cpu_s": time.process_time() - self.cpu0, "wall_s": time.monotonic() - self.t0}
 
     async def chat(self, raw: bytes) -> bytes:

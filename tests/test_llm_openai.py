@@ -306,13 +306,11 @@ def test_pool_follows_the_calls_in_flight() -> None:
 
 
 def test_client_is_closed_inside_its_loop() -> None:
-    llm = backend("http://127.0.0.1:1/v1", None)  # replaced below; the object outlives both loops
-
     async def some_calls() -> None:
         await asyncio.gather(*(llm.complete(MSGS) for _ in range(3)))
 
     with KeepAliveServer(barrier=3) as srv:
-        llm._endpoint = srv.url + "/chat/completions"
+        llm = backend(srv.url, None)  # the object outlives both loops
         asyncio.run(some_calls())
         # The loop's own shutdown closed the connections (llm is still referenced: not garbage
         # collection), so nothing is left to fail later with "Event loop is closed".

@@ -217,6 +217,9 @@ def format_status(store: RunStore) -> str:
                               sorted(t["statuses"].items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
             lines.append(f"  requests {t['tries']} ({t['retries']} retries, {t['wait']:.1f} s waiting; "
                          f"{codes})")
+    for e in store.endpoint_stats():  # each server of llm.base_url (a list: replicas)
+        lines.append(f"endpoint {e['endpoint']} ({e['model']}): {e['calls']} requests, "
+                     f"{e['failures']} failed, {e['in_flight']} in flight at the end")
     for s in store.sessions():
         dur = (s["ended"] - s["started"]) if s["ended"] else None
         lines.append(f"session {s['id']}: {s['status']}" + (f", {dur:.1f} s" if dur is not None else ""))

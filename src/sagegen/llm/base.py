@@ -67,3 +67,14 @@ def collect_tries() -> Iterator[list[Try]]:
         yield tries
     finally:
         _TRIES.reset(token)
+
+
+def endpoint_source(llm: Any) -> Any | None:
+    """The backend under ``llm``'s wrappers (call cache, accounting: each keeps it as ``inner``) that
+    counts requests per endpoint (``endpoint_counts()``, the OpenAI-compatible one), if any."""
+    seen = 0
+    while llm is not None and seen < 16:
+        if callable(getattr(llm, "endpoint_counts", None)):
+            return llm
+        llm, seen = getattr(llm, "inner", None), seen + 1
+    return None

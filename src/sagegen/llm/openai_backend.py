@@ -1,14 +1,24 @@
 """OpenAI-compatible chat backend: vLLM, SGLang, Ollama, llama.cpp server, OpenAI, Gemini (compatible API).
 
-Direct async HTTP on httpx: the request JSON is built and the reply parsed here, with no SDK in
-between (the ``openai`` SDK cost ~8 ms of CPU per call at 256 in flight, walking every message and
-scanning a pool smaller than the concurrency; see bench/bench_generate.py). One ``httpx.AsyncClient``
-per connection, handed out from our own free list: the pool grows to the calls in flight, every
-connection stays alive between calls, and taking one is O(1). (One shared httpx client with an
-unbounded pool scans all its connections for each queued request and, in a burst, opens new ones
-rather than wait for an idle one: 27 ms of CPU per call at 256 in flight, measured.) The clients
-are closed inside the loop that opened them, when the loop ends (``asyncio.run`` closes async
-generators) or on ``aclose()``.
+Direct async HTTP: the request JSON is built and the reply parsed here, with no SDK in between
+(the ``openai`` SDK cost ~8 ms of CPU per call at 256 in flight, walking every message and
+scanning a pool smaller than the concurrency; see bench/bench_generate.py). Each request goes out
+on one ``httpcore.AsyncHTTPConnection`` (the connection layer under httpx) handed out from our own
+free list: the pool grows to the calls in flight, every connection stays alive between calls, and
+taking one is O(1). (httpx's client layers over it, URL merging, cookies, auth and redirect hooks
+and a pool that scans every connection per request, were half of our CPU per call at 256 in
+flight, measured with py-spy; one shared httpx client with an unbounded pool was 27 ms per call.)
+The connections are closed inside the loop that opened them, when the loop ends (``asyncio.run``
+closes async generators) or on ``aclose()``. Where an environment proxy (``HTTPS_PROXY``...)
+applies to an endpoint, that endpoint's requests go through an httpx client instead, which
+honours it as the SDK did.
+
+``llm.base_url`` may be a list of replicas of one model (vLLM / SGLang servers): each request goes
+to the endpoint with the fewest requests in flight (one free list per endpoint, so that is a scan
+of a few counters); one that fails with a connection error or a 5xx is set aside for a backoff
+(doubling while it keeps failing) and the request is retried at once on another, as a new try.
+When every endpoint is set aside the usual backoff applies, on the one back soonest: the same
+behaviour as one endpoint, ending in the pipeline's outage handling.
 
 The retry loop is ours, so that every retry is bounded, logged, honours ``Retry-After`` with a
 cap, and the final failure is one ``LLMError`` whose message never carries the API key.
@@ -21,6 +31,7 @@ all of these). Any other 4xx fails at once: retrying a bad request or a bad key 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import ipaddress
 import json
@@ -30,9 +41,11 @@ import random
 import ssl
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import httpcore
 import httpx
 
 from sagegen.config import LLMConfig
@@ -53,18 +66,85 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Idle keep-alive connections are dropped after this long: below uvicorn's 5 s (vLLM, SGLang), so
 #: we close an idle connection before the server does and never send on one it is closing.
 KEEPALIVE_EXPIRY = 4.0
+#: ``asyncio.wait_for`` makes a task per call before Python 3.12; ``asyncio.timeout`` (3.11+) does not.
+_timeout = getattr(asyncio, "timeout", None)
 
 
 class _Retryable(BackendError):
     """A failure worth another try; ``wait`` is the server's ``Retry-After`` when it sent one."""
 
-    def __init__(self, message: str, wait: float | None = None, status: int | None = None):
+    def __init__(self, message: str, wait: float | None = None, status: int | None = None,
+                 endpoint_down: bool = False):
         super().__init__(message, wait)
         self.status = status
+        #: A connection error or a 5xx: the endpoint is set aside and the next try goes elsewhere.
+        self.endpoint_down = endpoint_down
+
+
+def endpoint_label(url: str) -> str:
+    """The endpoint as stored and shown: scheme, host, port and path; never userinfo or a query."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
+
+
+class _Endpoint:
+    """One server of ``llm.base_url``: its free list of idle connections and its counters."""
+
+    def __init__(self, root: str):
+        parts = urllib.parse.urlsplit(root)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"llm.base_url: {endpoint_label(root)!r} is not an http(s) URL")
+        if parts.password:
+            register_secret(parts.password)
+        self.label = endpoint_label(root)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.origin = httpcore.Origin(parts.scheme.encode(), parts.hostname.encode(), port)
+        path = parts.path.rstrip("/") + "/chat/completions"
+        self.url = httpcore.URL(scheme=self.origin.scheme, host=self.origin.host, port=port,
+                                target=(path + (f"?{parts.query}" if parts.query else "")).encode())
+        self.http_url = self.label + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
+        self.headers: list[tuple[bytes, bytes]] = []  # set by the backend once it has the key
+        env_proxies = urllib.request.getproxies()
+        self.proxied = bool(env_proxies.get(parts.scheme) or env_proxies.get("all")) and not (
+            urllib.request.proxy_bypass(parts.hostname))
+        self.idle: list[Any] = []  # connections with no request in flight (most recent last)
+        self.in_flight = 0
+        self.calls = 0  # requests sent here
+        self.failures = 0  # of them, connection errors and 5xx
+        self.down_until = 0.0  # set aside until this monotonic time
+        self.down_streak = 0  # failures in a row, for the set-aside's backoff
+
+    def counts(self) -> dict[str, Any]:
+        return {"endpoint": self.label, "calls": self.calls, "failures": self.failures,
+                "in_flight": self.in_flight}
+
+
+class _ProxiedConnection:
+    """An httpx client of one connection, for an endpoint behind an environment proxy."""
+
+    def __init__(self, client: httpx.AsyncClient):
+        self.client = client
+
+    def has_expired(self) -> bool:
+        return False  # httpx's pool checks its own connection
+
+    def is_closed(self) -> bool:
+        return False
+
+    async def post(self, ep: _Endpoint, content: bytes, timeout: float) -> tuple[int, Any, bytes]:
+        resp = await self.client.post(ep.http_url, content=content)
+        return resp.status_code, resp.headers, resp.content
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 class OpenAIBackend:
-    """``LLM`` over any OpenAI-compatible ``/chat/completions`` endpoint."""
+    """``LLM`` over any OpenAI-compatible ``/chat/completions`` endpoint, or several replicas of one."""
 
     def __init__(self, cfg: LLMConfig):
         if not cfg.model:
@@ -72,15 +152,20 @@ class OpenAIBackend:
         self.cfg = cfg
         self.model = cfg.model
         self.base_url = cfg.base_url  # None means OPENAI_BASE_URL, else api.openai.com
-        root = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        self._endpoint = root.rstrip("/") + "/chat/completions"
+        if isinstance(cfg.base_url, list):
+            if not cfg.base_url:
+                raise ConfigError("llm.base_url: an empty list; give one URL or a list of replicas")
+            roots = list(cfg.base_url)
+        else:
+            roots = [cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL]
         self.name = f"openai:{cfg.model}"
+        self.endpoints = [_Endpoint(r.rstrip("/")) for r in roots]
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if not key:
             if self._is_local():
                 key = PLACEHOLDER_KEY
             else:
-                where = self.base_url or "the OpenAI API"
+                where = self._where() if self.base_url else "the OpenAI API"
                 raise ConfigError(
                     f"llm.api_key_env: environment variable {cfg.api_key_env!r} is not set; "
                     f"{where} needs an API key (set it, or point llm.base_url at a local server)"
@@ -89,63 +174,111 @@ class OpenAIBackend:
         register_secret(key)  # masked in every error text, retry warnings included
         self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                          "Accept": "application/json"}
-        # Clients of one event loop: their connections belong to the loop that opened them.
-        self._clients: list[httpx.AsyncClient] = []  # all of them, for closing
-        self._idle: list[httpx.AsyncClient] = []  # those with no call in flight (most recent last)
+        wire = [(k.encode(), v.encode()) for k, v in self._headers.items()]
+        for ep in self.endpoints:
+            ep.headers = wire
+        # Connections of one event loop: they belong to the loop that opened them.
+        self._conns: list[Any] = []  # all of them, for closing
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._closer: AsyncIterator[None] | None = None  # closes the clients when their loop ends
+        self._closer: AsyncIterator[None] | None = None  # closes the connections when their loop ends
         self._ssl: ssl.SSLContext | None = None
         self.calls = 0  # HTTP requests sent, retries included
         self.retries = 0
+        self._turn = 0  # where the next endpoint scan starts
 
     def cache_identity(self) -> dict[str, Any]:
         """What besides the call itself decides the answer; the call cache keys on it."""
         return {"base_url": self.base_url, "extra_body": self.cfg.extra_body,
                 "max_tokens_param": self.cfg.max_tokens_param, "send_seed": self.cfg.send_seed}
 
+    def endpoint_counts(self) -> list[dict[str, Any]]:
+        """Per endpoint: requests sent, connection errors and 5xx among them, requests in flight now."""
+        return [ep.counts() for ep in self.endpoints]
+
+    def _where(self) -> str:
+        return ", ".join(ep.label for ep in self.endpoints) if self.base_url else "api.openai.com"
+
     def _is_local(self) -> bool:
-        """A server on this machine or a private network (vLLM, Ollama, ...), which needs no key."""
+        """Servers on this machine or a private network (vLLM, Ollama, ...), which need no key."""
         if not self.base_url:
             return False
-        host = (urllib.parse.urlsplit(self.base_url).hostname or "").lower()
-        if host == "localhost" or (host and "." not in host and ":" not in host):  # e.g. a compose service
-            return True
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return ip.is_loopback or ip.is_private or ip.is_unspecified
+        urls = self.base_url if isinstance(self.base_url, list) else [self.base_url]
+        return all(_is_local_url(u) for u in urls)
 
-    async def _get_client(self) -> httpx.AsyncClient:
-        """An idle connection's client, or a new one: there are as many as calls have been in flight."""
+    def _pick(self) -> _Endpoint:
+        """The endpoint with the fewest requests in flight among those not set aside (ties taken in
+        turn, so sequential calls use every replica too); when all are set aside, the one back soonest."""
+        eps = self.endpoints
+        n = len(eps)
+        if n == 1:
+            return eps[0]
+        now = time.monotonic()
+        start = self._turn
+        self._turn = (start + 1) % n
+        best: _Endpoint | None = None
+        for k in range(n):
+            ep = eps[(start + k) % n]
+            if ep.down_until <= now and (best is None or ep.in_flight < best.in_flight):
+                best = ep
+        return best if best is not None else min(eps, key=lambda ep: ep.down_until)
+
+    def _set_aside(self, ep: _Endpoint) -> None:
+        ep.failures += 1
+        ep.down_streak += 1
+        wait = min(self.cfg.retry_max_wait, self.cfg.retry_backoff * 2 ** (ep.down_streak - 1))
+        ep.down_until = time.monotonic() + wait
+        if len(self.endpoints) > 1:
+            log.warning("%s: endpoint %s set aside for %.1fs", self.name, ep.label, wait)
+
+    def _others_up(self, ep: _Endpoint) -> bool:
+        now = time.monotonic()
+        return any(o is not ep and o.down_until <= now for o in self.endpoints)
+
+    async def _get_conn(self, ep: _Endpoint) -> Any:
+        """An idle connection to ``ep``, or a new one: there are as many as requests have been in flight."""
         loop = asyncio.get_running_loop()
         if self._client_loop is not loop:
-            self._clients, self._idle, self._client_loop = [], [], loop
+            self._conns, self._client_loop = [], loop
+            for e in self.endpoints:
+                e.idle = []
             # A started async generator is closed by the loop's own shutdown (asyncio.run,
-            # pytest's runner): its ``finally`` then closes the clients while the loop still runs,
-            # instead of garbage-collected clients failing later with "Event loop is closed".
-            self._closer = _close_at_loop_end(self._clients)
+            # pytest's runner): its ``finally`` then closes the connections while the loop still
+            # runs, instead of garbage-collected ones failing later with "Event loop is closed".
+            self._closer = _close_at_loop_end(self._conns)
             await self._closer.__anext__()
-        if self._idle:
-            return self._idle.pop()  # the most recently used: its connection is the least likely stale
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1,
-                              keepalive_expiry=KEEPALIVE_EXPIRY)
-        if self._ssl is None:  # built once: each client building its own costs ~30 ms of CPU
+        while ep.idle:
+            conn = ep.idle.pop()  # the most recently used: the least likely to be stale
+            if not (conn.is_closed() or conn.has_expired()):  # past its keep-alive, or the server closed it
+                return conn
+            await conn.aclose()
+            self._conns.remove(conn)
+        if self._ssl is None:  # built once: each connection building its own costs ~30 ms of CPU
             self._ssl = httpx.create_ssl_context()
-        client = httpx.AsyncClient(limits=limits, timeout=self.cfg.timeout, headers=self._headers,
-                                   verify=self._ssl)
-        self._clients.append(client)
-        return client
+        conn: Any
+        if ep.proxied:
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1,
+                                  keepalive_expiry=KEEPALIVE_EXPIRY)
+            conn = _ProxiedConnection(httpx.AsyncClient(limits=limits, timeout=self.cfg.timeout,
+                                                        headers=self._headers, verify=self._ssl))
+        else:
+            conn = httpcore.AsyncHTTPConnection(ep.origin, ssl_context=self._ssl,
+                                                keepalive_expiry=KEEPALIVE_EXPIRY)
+        self._conns.append(conn)
+        return conn
 
     async def aclose(self) -> None:
         closer, self._closer, self._client_loop = self._closer, None, None
-        self._clients, self._idle = [], []
+        self._conns = []
+        for ep in self.endpoints:
+            ep.idle = []
         if closer is not None:
             await closer.aclose()  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        """After the loop: its shutdown has closed the clients; only the references are left."""
-        self._closer, self._client_loop, self._clients, self._idle = None, None, [], []
+        """After the loop: its shutdown has closed the connections; only the references are left."""
+        self._closer, self._client_loop, self._conns = None, None, []
+        for ep in self.endpoints:
+            ep.idle = []
 
     async def complete(
         self,
@@ -176,11 +309,14 @@ class OpenAIBackend:
         attempts = self.cfg.max_retries + 1
         started = time.monotonic()
         last = ""
+        content = json.dumps(params, ensure_ascii=False).encode()
         for attempt in range(attempts):
+            ep = self._pick()
             t0 = time.monotonic()
             try:
-                data = await self._request(params)
+                data = await self._request(ep, content)
                 comp = self._to_completion(data, stops, time.monotonic() - t0)
+                ep.down_streak, ep.down_until = 0, 0.0
                 note_try(200, time.monotonic() - t0)
                 return comp
             except LLMError as e:  # not retried (a 4xx other than the retryable ones)
@@ -188,17 +324,22 @@ class OpenAIBackend:
                 raise
             except _Retryable as e:
                 last = str(e)
+                if e.endpoint_down:
+                    self._set_aside(ep)
                 if attempt + 1 >= attempts:
                     note_try(e.status, time.monotonic() - t0, 0.0, last)
                     break
-                wait = self._wait(attempt, e.wait)
+                # Another endpoint is up: the request goes there at once (a try like any other).
+                wait = 0.0 if e.endpoint_down and self._others_up(ep) else self._wait(attempt, e.wait)
                 note_try(e.status, time.monotonic() - t0, wait, last)
                 self.retries += 1
-                log.warning("%s: %s; retry %d/%d in %.1fs", self.name, last, attempt + 1,
-                            attempts - 1, wait)
-                await asyncio.sleep(wait)
+                log.warning("%s: %s; retry %d/%d in %.1fs", self.name,
+                            f"{ep.label}: {last}" if len(self.endpoints) > 1 else last,
+                            attempt + 1, attempts - 1, wait)
+                if wait:
+                    await asyncio.sleep(wait)
         raise LLMError(self._scrub(
-            f"{self.name} at {self.base_url or 'api.openai.com'}: gave up after {attempts} attempt(s) "
+            f"{self.name} at {self._where()}: gave up after {attempts} attempt(s) "
             f"in {time.monotonic() - started:.1f}s; last error: {last}"
         ))
 
@@ -211,34 +352,52 @@ class OpenAIBackend:
         nominal = min(cap, self.cfg.retry_backoff * (2**attempt))
         return nominal / 2 + random.uniform(0, nominal / 2)
 
-    async def _request(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, ep: _Endpoint, content: bytes) -> dict[str, Any]:
         """One HTTP round trip; returns the parsed body or raises ``_Retryable`` / ``LLMError``."""
-        client = await self._get_client()
-        owner = self._clients
-        content = json.dumps(params, ensure_ascii=False).encode()
-        self.calls += 1
+        ep.in_flight += 1  # before any await: calls picking an endpoint meanwhile see this one
         try:
-            # httpx's timeout is per socket operation; this bounds the whole call, trickling bodies included.
-            resp = await asyncio.wait_for(client.post(self._endpoint, content=content),
-                                          timeout=self.cfg.timeout)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
-            raise _Retryable(f"timed out after {self.cfg.timeout:g}s") from None
-        except httpx.TransportError as e:  # refused, reset, a body cut short of its length, ...
-            raise _Retryable(f"connection error ({type(e).__name__}: {e})") from None
-        except httpx.HTTPError as e:
+            conn = await self._get_conn(ep)
+        except BaseException:
+            ep.in_flight -= 1
+            raise
+        owner = self._conns
+        self.calls += 1
+        ep.calls += 1
+        ok = False
+        timeout = self.cfg.timeout
+        try:
+            # The socket timeouts bound each read and write; the outer one bounds the whole call,
+            # trickling bodies included.
+            if _timeout is not None:
+                async with _timeout(timeout):
+                    status, headers, body = await _post(conn, ep, content, timeout)
+            else:  # Python 3.10
+                status, headers, body = await asyncio.wait_for(_post(conn, ep, content, timeout), timeout)
+            ok = True
+        except (asyncio.TimeoutError, httpcore.TimeoutException, httpx.TimeoutException):
+            raise _Retryable(f"timed out after {timeout:g}s") from None
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ConnectionNotAvailable,
+                httpx.TransportError) as e:  # refused, reset, a body cut short of its length, ...
+            raise _Retryable(f"connection error ({type(e).__name__}: {e})", endpoint_down=True) from None
+        except (httpcore.UnsupportedProtocol, httpx.HTTPError) as e:
             raise _Retryable(f"{type(e).__name__}: {e}") from None
         finally:
-            # Back to the free list, failed or not (httpcore drops a broken connection and the client
-            # reconnects on its next call), unless aclose() retired this loop's clients meanwhile.
-            if owner is self._clients:
-                self._idle.append(client)
-        status, body = resp.status_code, resp.content
+            ep.in_flight -= 1
+            # A connection that answered goes back to its free list; a failed one is closed (it may
+            # hold half a response), unless aclose() retired this loop's connections meanwhile.
+            if owner is self._conns:
+                if ok and not conn.is_closed():  # not closed by a "Connection: close" reply
+                    ep.idle.append(conn)
+                else:
+                    self._conns.remove(conn)
+                    with contextlib.suppress(Exception):
+                        await conn.aclose()
         if not 200 <= status < 300:
             msg = f"HTTP {status}: {_error_text(body)}"
             if status in RETRYABLE_STATUS or status >= 500:
-                raise _Retryable(msg, _retry_after(resp.headers), status)
+                raise _Retryable(msg, _retry_after(headers), status, endpoint_down=status >= 500)
             fatal = LLMError(self._scrub(
-                f"{self.name} at {self.base_url or 'api.openai.com'}: {msg} (not retried)"
+                f"{self.name} at {self._where()}: {msg} (not retried)"
             ))
             fatal.status = status  # type: ignore[attr-defined]
             raise fatal
@@ -330,12 +489,47 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def _close_at_loop_end(clients: list[httpx.AsyncClient]) -> AsyncIterator[None]:
+async def _post(conn: Any, ep: _Endpoint, content: bytes, timeout: float) -> tuple[int, Any, bytes]:
+    """POST the body on one connection: (status, headers, body)."""
+    if isinstance(conn, _ProxiedConnection):
+        return await conn.post(ep, content, timeout)
+    resp = await conn.request(b"POST", ep.url, headers=ep.headers, content=content, extensions={
+        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
+    return resp.status, _Headers(resp.headers), resp.content
+
+
+class _Headers:
+    """httpcore's raw header list, read by name like httpx's (only ``_retry_after`` reads them)."""
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]):
+        self.raw = raw
+
+    def get(self, name: str) -> str | None:
+        want = name.encode().lower()
+        for k, v in self.raw:
+            if k.lower() == want:
+                return v.decode("latin-1")
+        return None
+
+
+def _is_local_url(url: str) -> bool:
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost" or (host and "." not in host and ":" not in host):  # e.g. a compose service
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_unspecified
+
+
+async def _close_at_loop_end(conns: list[Any]) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for client in clients:
-            await client.aclose()
+        for conn in list(conns):
+            with contextlib.suppress(Exception):
+                await conn.aclose()
 
 
 def _error_text(body: bytes) -> str:
