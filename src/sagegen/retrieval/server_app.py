@@ -79,6 +79,59 @@ class FastRetrieve:
         await send({"type": "http.response.body", "body": payload})
 
 
+#: The error responses of ``POST /retrieve``, as /docs lists them.
+_RETRIEVE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Body is not JSON"},
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+    413: {"model": ErrorResponse, "description": "Body too large"},
+    415: {"model": ErrorResponse, "description": "Content-Type is not application/json"},
+    422: {"model": ErrorResponse, "description": "Invalid fields"},
+    500: {"model": ErrorResponse, "description": "The retriever failed"},
+}
+
+
+class Answerer:
+    """Status and JSON body for a validated request (shared by the FastAPI route and the fast path)."""
+
+    def __init__(self, searcher: Searcher, cfg: ServerConfig):
+        self.searcher, self.cfg = searcher, cfg
+
+    async def __call__(self, request: Any) -> tuple[int, bytes]:
+        queries: list[str] = request.queries
+        k: int = request.topk or self.cfg.default_topk
+        if len(queries) * k > self.cfg.max_hits:
+            return 413, _error(f"queries x topk = {len(queries)} x {k} exceeds "
+                               f"server.max_hits={self.cfg.max_hits}; send fewer queries per request")
+        # Blank queries (an agent's empty <search></search>) get no hits rather than failing the whole
+        # batch, which in RL training holds many rollouts' queries.
+        live = [i for i, q in enumerate(queries) if q.strip()]
+        started = time.perf_counter()
+        try:
+            found = await self.searcher.search([queries[i] for i in live], k)
+        except Exception as e:  # the retriever's fault, not the client's: a 5xx that clients may retry
+            log.exception("retrieval failed for a batch of %d queries", len(queries))
+            return 500, _error(f"retrieval failed: {type(e).__name__}: {e}")
+        per_query: list[list[Hit]] = [[] for _ in queries]
+        for i, hits in zip(live, found, strict=True):
+            per_query[i] = hits[:k]
+        log.debug("retrieved %d queries (k=%d) in %.3fs", len(queries), k, time.perf_counter() - started)
+        return 200, await encode_json({"result": render(per_query, request.return_scores)},
+                                      hits=len(queries) * k)
+
+
+def _one_error_shape(app: FastAPI) -> None:
+    """Every 4xx as ``{"error": "..."}`` (FastAPI's default is ``{"detail": ...}``)."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, payload = validation_payload(exc)
+        return JSONResponse(payload, status_code=status)
+
+
 def create_app(
     retriever: Retriever,
     cfg: ServerConfig,
@@ -93,89 +146,32 @@ def create_app(
     ``n_docs`` are reported by /health (guessed from the retriever when omitted).
     """
     guessed_kind, guessed_n = describe(retriever)
-    info = {"kind": kind or guessed_kind, "n_docs": n_docs if n_docs is not None else guessed_n}
+    health_info = {"status": "ok", "kind": kind or guessed_kind, "n_docs": n_docs if n_docs is not None else
+                   guessed_n, "version": __version__, "auth": bool(api_key), "max_topk": cfg.max_topk,
+                   "max_queries": cfg.max_queries, "max_hits": cfg.max_hits, "default_topk": cfg.default_topk}
     RetrieveRequest = request_model(cfg)
-    searcher = Searcher(retriever, max_concurrency=auto_concurrency(retriever, cfg.max_concurrency),
-                        chunk_queries=cfg.chunk_queries)
-
+    answer = Answerer(Searcher(retriever, max_concurrency=auto_concurrency(retriever, cfg.max_concurrency),
+                               chunk_queries=cfg.chunk_queries), cfg)
     app = FastAPI(
         title="sagegen retrieval server",
         version=__version__,
         description="Search-R1-compatible `POST /retrieve` over a sagegen retriever "
-        f"({info['kind']}). Send `Authorization: Bearer <key>` when the server has an API key.",
+        f"({health_info['kind']}). Send `Authorization: Bearer <key>` when the server has an API key.",
     )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # One error shape for every 4xx: {"error": "..."} (FastAPI's default is {"detail": ...}).
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, payload = validation_payload(exc)
-        return JSONResponse(payload, status_code=status)
-
+    _one_error_shape(app)
     # Declared only so /docs offers an "Authorize" button; RequestGuard does the checking.
-    doc_security = (
-        [Security(HTTPBearer(auto_error=False)), Security(APIKeyHeader(name="X-API-Key", auto_error=False))]
-        if api_key
-        else []
-    )
+    doc_security = ([Security(HTTPBearer(auto_error=False)),
+                     Security(APIKeyHeader(name="X-API-Key", auto_error=False))] if api_key else [])
 
-    @app.post(
-        RETRIEVE_PATH,
-        summary="Top-k passages for each query (Search-R1 format)",
-        response_model=RetrieveResponse,
-        dependencies=doc_security,
-        responses={
-            400: {"model": ErrorResponse, "description": "Body is not JSON"},
-            401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
-            413: {"model": ErrorResponse, "description": "Body too large"},
-            415: {"model": ErrorResponse, "description": "Content-Type is not application/json"},
-            422: {"model": ErrorResponse, "description": "Invalid fields"},
-            500: {"model": ErrorResponse, "description": "The retriever failed"},
-        },
-    )
+    @app.post(RETRIEVE_PATH, summary="Top-k passages for each query (Search-R1 format)",
+              response_model=RetrieveResponse, dependencies=doc_security, responses=_RETRIEVE_ERRORS)
     async def retrieve(request: RetrieveRequest) -> Response:  # type: ignore[valid-type]
         status, body = await answer(request)
         return Response(body, status_code=status, media_type="application/json")
 
-    async def answer(request: Any) -> tuple[int, bytes]:
-        """Status and JSON body for a validated request (shared by the route and the fast path)."""
-        queries: list[str] = request.queries
-        k: int = request.topk or cfg.default_topk
-        if len(queries) * k > cfg.max_hits:
-            return 413, _error(f"queries x topk = {len(queries)} x {k} exceeds "
-                               f"server.max_hits={cfg.max_hits}; send fewer queries per request")
-        # Blank queries (an agent's empty <search></search>) get no hits rather than failing the whole
-        # batch, which in RL training holds many rollouts' queries.
-        live = [i for i, q in enumerate(queries) if q.strip()]
-        started = time.perf_counter()
-        try:
-            found = await searcher.search([queries[i] for i in live], k)
-        except Exception as e:  # the retriever's fault, not the client's: a 5xx that clients may retry
-            log.exception("retrieval failed for a batch of %d queries", len(queries))
-            return 500, _error(f"retrieval failed: {type(e).__name__}: {e}")
-        per_query: list[list[Hit]] = [[] for _ in queries]
-        for i, hits in zip(live, found, strict=True):
-            per_query[i] = hits[:k]
-        log.debug("retrieved %d queries (k=%d) in %.3fs", len(queries), k, time.perf_counter() - started)
-        return 200, await encode_json({"result": render(per_query, request.return_scores)},
-                                      hits=len(queries) * k)
-
     @app.get("/health", summary="Liveness and what is served")
     async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "kind": info["kind"],
-            "n_docs": info["n_docs"],
-            "version": __version__,
-            "auth": bool(api_key),
-            "max_topk": cfg.max_topk,
-            "max_queries": cfg.max_queries,
-            "max_hits": cfg.max_hits,
-            "default_topk": cfg.default_topk,
-        }
+        return health_info
 
     # The guards and the fast path wrap the FastAPI app from outside rather than as its middleware,
     # so a valid /retrieve request skips FastAPI's own middleware stack too.
