@@ -108,9 +108,9 @@ def test_grpo_with_live_search_updates_weights_and_masks_passages(
 ) -> None:
     import torch
 
+    from sagegen.hf_models import load_policy
     from sagegen.retrieval.factory import build_retriever
     from sagegen.train.grpo import train
-    from sagegen.train.hf_model import load_policy
     from sagegen.train.masking import runs
 
     data, overrides = tiny_run

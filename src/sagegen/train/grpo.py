@@ -265,7 +265,7 @@ def train(
     from datasets import Dataset
     from trl import GRPOConfig
 
-    from sagegen.train.hf_model import load_policy
+    from sagegen.hf_models import load_policy
     from sagegen.train.tools import env_factory
 
     torch.manual_seed(tc.seed)

@@ -1,4 +1,4 @@
-"""Load a causal LM policy and its tokenizer for training or local inference.
+"""Load a causal LM and its tokenizer, for training (``sagegen.train``) and local inference.
 
 Three kinds of ``model`` names:
 
