@@ -343,6 +343,7 @@ EVAL_COLUMNS = (
 )
 #: Columns of a training log that are bookkeeping, not curves.
 LOG_SKIP = {"step", "global_step", "epoch", "time", "timestamp", "wall", "seconds", "lr", "learning_rate"}
+LOG_SKIP.add("elapsed_s")  # sagegen train's running wall time (older logs: "seconds")
 
 
 def load_eval_summary(path: str | Path) -> dict[str, Any]:
