@@ -16,14 +16,7 @@ RUN_LAYERS = ("sagegen.train", "sagegen.pipeline", "sagegen.session")
 VOCABULARY = {"records", "errors", "config", "targets", "events"}
 #: Edges that break a rule today and are being removed by other branches of issue 14; listed one by
 #: one so a new edge still fails. Drop each line when its fix is merged.
-KNOWN_EXCEPTIONS = {
-    # 14e: the transformers backend loads checkpoints through the trainer's loader.
-    ("sagegen.llm.transformers_backend", "sagegen.train.hf_model"),
-    # 14e: analysis and export import each other (answer normalisation; analysis in export_run).
-    ("sagegen.analysis.metrics", "sagegen.export.reward"),
-    ("sagegen.export.api", "sagegen.analysis.analyze"),
-    ("sagegen.export.flashrag", "sagegen.analysis.metrics"),
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def _module(path: Path) -> str:

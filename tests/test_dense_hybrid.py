@@ -184,3 +184,15 @@ def test_embeddings_reused_across_index_types(tmp_path: Path, monkeypatch: pytes
     # Another corpus is embedded afresh.
     build_index(DOCS[:4], "dense", RetrievalConfig(), tmp_path / "small")
     assert len(fake.seen) == embedded + 4
+
+
+@needs_dense
+def test_loading_the_encoder_prints_no_library_progress_bars(capfd: pytest.CaptureFixture[str]) -> None:
+    from transformers.utils import logging as hf_logging
+
+    dense_mod._models.clear()  # force a real load (the encoder is cached per process)
+    hf_logging.enable_progress_bar()
+    dense_mod.load_encoder("minilm")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "it/s" not in err, err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is restored

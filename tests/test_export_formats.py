@@ -302,3 +302,32 @@ def test_check_sft_rejects_unmaskable_rows(tmp_path: Path) -> None:
     row["retrieved_spans"] = [[20, 50]]
     bad.write_text(json.dumps(row) + "\n")
     assert check_sft(bad) == 1
+
+
+def test_verl_hf_and_flashrag_carry_every_qapair_field(run_dir: Path, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from sagegen.export.source import load_pairs
+    from sagegen.records import QAPair
+
+    # Everything but the file's own format version and the ledger-internal trace ids.
+    want = set(QAPair.model_fields) - {"format_version", "trace_ids"}
+    source = {p.id: p for p in load_pairs(run_dir, ("pass",)).pairs}
+    kw = {"min_difficulty": 0, "split": 0.0}
+    verl = export_run(run_dir, "verl", tmp_path / "verl", **kw)
+    export_run(run_dir, "hf", tmp_path / "hf", **kw)
+    flash = export_run(run_dir, "flashrag", tmp_path / "bench.jsonl", **kw)
+    verl_rows = [r["extra_info"] for r in pq.read_table(verl["files"]["train"]).to_pylist()]
+    hf_rows = datasets.load_from_disk(str(tmp_path / "hf" / "hf"))["train"].to_list()
+    flash_rows = [
+        {"id": r["id"], "question": r["question"], "answer": r["golden_answers"][0], **r["metadata"]}
+        for r in _lines(Path(flash["files"]["all"]))
+    ]
+    for name, rows in (("verl", verl_rows), ("hf", hf_rows), ("flashrag", flash_rows)):
+        assert len(rows) == len(source) == 2, name
+        for row in rows:
+            pair = source[row["id"]].model_dump(mode="json")
+            assert {k: row[k] for k in want} == {k: pair[k] for k in want}, name
+    assert set(verl_rows[0]) - {"split", "index"} == want
+    assert set(hf_rows[0]) - {"golden_answers"} == want
+    assert set(flash_rows[0]) == want

@@ -18,7 +18,14 @@ from sagegen.corpus import corpus_hash, load_corpus
 from sagegen.errors import IndexError_
 from sagegen.retrieval import bm25 as bm25_mod
 from sagegen.retrieval.factory import build_retriever, ensure_index, open_corpus_and_retriever
-from sagegen.retrieval.index import INDEX_FORMAT_VERSION, MANIFEST, build_index, open_index, read_manifest
+from sagegen.retrieval.index import (
+    INDEX_FORMAT_VERSION,
+    MANIFEST,
+    BuildInterrupted,
+    build_index,
+    open_index,
+    read_manifest,
+)
 
 ROWS = [
     {"id": "p1", "contents": "Paris\nParis is the capital of France."},
@@ -166,6 +173,31 @@ def test_killed_build_never_loads(tmp_path: Path) -> None:
     ensure_index(cfg_for(tmp_path, corpus, f"retrieval.index_path={out}"))
     assert open_index(out).search(["cat"], k=1)[0][0].doc.id == "p3"
     assert list(tmp_path.glob(".idx.*")) == []
+
+
+def test_interrupted_build_cleans_up_and_says_what_is_left(tmp_path: Path) -> None:
+    """Ctrl-C mid-build: no temp dir, the old index (if any) intact, one sentence to print."""
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    cfg = cfg_for(tmp_path, corpus)
+    docs = load_corpus(cfg.corpus)
+    out = tmp_path / "idx"
+
+    def ctrl_c(stage: str, done: int, total: int) -> None:
+        if done:  # after the first stage reported some work
+            raise KeyboardInterrupt
+
+    with pytest.raises(BuildInterrupted) as first:
+        build_index(docs, "bm25", cfg.retrieval, out, progress=ctrl_c)
+    assert not out.exists() and list(tmp_path.glob(".idx*")) == []
+    assert first.value.stage and first.value.done > 0
+    assert "nothing was written there" in str(first.value) and str(out) in str(first.value)
+
+    good = build_index(docs, "bm25", cfg.retrieval, out)
+    with pytest.raises(BuildInterrupted) as second:
+        build_index(docs, "bm25", cfg.retrieval, out, progress=ctrl_c)
+    assert "previous index there is unchanged" in str(second.value)
+    assert read_manifest(out) == good and list(tmp_path.glob(".idx*")) == []
+    assert open_index(out).search(["Paris"], k=1)[0][0].doc.id == "p1"
 
 
 def test_factory_contract(tmp_path: Path) -> None:

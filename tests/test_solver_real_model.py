@@ -39,9 +39,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     return cfg, build_llm(cfg.llm), build_retriever(cfg)
 
 
-def _check_structure(traj, max_searches: int) -> None:
-    assert traj.agent == "solver" and traj.status in ("answered", "forced", "failed")
+def _check_structure(traj, max_searches: int, question: str) -> None:
+    assert traj.agent == "solver" and traj.question == question
     assert (traj.answer is None) == (traj.status == "failed")
+    if traj.status == "answered":  # the answer is the one the model wrote in its last turn
+        last_model_turn = [s for s in traj.steps if s.kind == "model"][-1].text
+        assert traj.answer.strip() and traj.answer.strip() in last_model_turn
     assert traj.num_searches <= max_searches
     kinds = {s.kind for s in traj.steps}
     assert "model" in kinds
@@ -63,14 +66,24 @@ def _check_structure(traj, max_searches: int) -> None:
 @pytest.mark.ci
 async def test_real_model_solves_end_to_end(stack) -> None:
     from sagegen.agents.solver import solve
-    from sagegen.judge import judge_answer
+    from sagegen.judge import exact_match, f1_score, judge_answer
 
     cfg, llm, retriever = stack
-    traj = await solve("What is the capital city of France?", llm, retriever, cfg.solver, seed=0)
-    _check_structure(traj, cfg.solver.max_searches)
-    # The judge runs on whatever came out (LLM call unless EM or no answer).
-    j = await judge_answer("What is the capital city of France?", traj.answer, ["Paris"], llm, cfg.judge)
-    assert j.method in ("none", "em", "llm", "f1_fallback") and isinstance(j.correct, bool)
+    question = "What is the capital city of France?"
+    traj = await solve(question, llm, retriever, cfg.solver, seed=0)
+    _check_structure(traj, cfg.solver.max_searches, question)
+    # The judge runs on whatever came out, and its marks follow from that answer.
+    j = await judge_answer(question, traj.answer, ["Paris"], llm, cfg.judge)
+    if traj.answer is None:
+        assert j.method == "none" and not j.correct
+    else:
+        assert (j.em, j.f1) == (exact_match(traj.answer, ["Paris"]), f1_score(traj.answer, ["Paris"]))
+        # judge.method=llm with the exact-match shortcut: "em" decides exactly when em == 1.
+        assert j.method == ("em" if j.em == 1.0 else "llm") or j.method == "f1_fallback"
+    # A wrong answer goes to the real model (no exact-match shortcut); only its own verdict may pass it.
+    wrong = await judge_answer(question, "Berlin", ["Paris"], llm, cfg.judge)
+    assert wrong.em == 0.0 and wrong.method in ("llm", "f1_fallback")
+    assert wrong.method == "llm" or not wrong.correct
 
 
 async def test_real_model_search_turn_hits_bundled_corpus(stack) -> None:
@@ -88,7 +101,7 @@ async def test_real_model_search_turn_hits_bundled_corpus(stack) -> None:
             return await (first if first.queue else llm).complete(messages, **kw)
 
     traj = await solve("In which city is the Eiffel Tower?", Then(), retriever, cfg.solver, seed=1)
-    _check_structure(traj, cfg.solver.max_searches)
+    _check_structure(traj, cfg.solver.max_searches, "In which city is the Eiffel Tower?")
     assert traj.num_searches >= 1 and traj.steps[1].kind == "search"
     assert "<information>Doc 1(Title: " in traj.messages[3]["content"]
 
@@ -99,7 +112,7 @@ async def test_real_model_tools_protocol(stack) -> None:
     cfg, llm, retriever = stack
     scfg = cfg.solver.model_copy(update={"protocol": "tools"})
     traj = await solve("Who painted the Mona Lisa?", llm, retriever, scfg, seed=2)
-    _check_structure(traj, cfg.solver.max_searches)
+    _check_structure(traj, cfg.solver.max_searches, "Who painted the Mona Lisa?")
 
 
 def test_bundled_index_is_local(stack) -> None:

@@ -111,9 +111,9 @@ def test_cli_train_warms_up_on_the_sft_export(
     from typer.testing import CliRunner
 
     from sagegen.cli import app
+    from sagegen.hf_models import load_policy
     from sagegen.llm.factory import build_llm
     from sagegen.train import sft as sft_mod
-    from sagegen.train.hf_model import load_policy
     from sagegen.train.tools import tool_schema
 
     exported = [json.loads(line) for line in sage_export["sft"].read_text().splitlines()]
@@ -225,11 +225,11 @@ def test_lora_trains_the_adapter_and_merges_it(
     import torch
     from transformers import AutoModelForCausalLM
 
+    from sagegen.hf_models import load_policy
     from sagegen.llm.factory import build_llm
     from sagegen.train import grpo as grpo_mod
     from sagegen.train import sft as sft_mod
     from sagegen.train.grpo import train
-    from sagegen.train.hf_model import load_policy
 
     r, alpha = 4, 8
     out = tmp_path / "out"

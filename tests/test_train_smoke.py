@@ -108,9 +108,9 @@ def test_grpo_with_live_search_updates_weights_and_masks_passages(
 ) -> None:
     import torch
 
+    from sagegen.hf_models import load_policy
     from sagegen.retrieval.factory import build_retriever
     from sagegen.train.grpo import train
-    from sagegen.train.hf_model import load_policy
     from sagegen.train.masking import runs
 
     data, overrides = tiny_run
@@ -179,6 +179,13 @@ def test_grpo_with_live_search_updates_weights_and_masks_passages(
     # 4. Logs and a loadable checkpoint.
     log_rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log_rows] == [1, 2]
+    # One step convention in both files: each rollout names the train_log step it trained in.
+    assert [e["step"] for e in episodes] == [1] * 8 + [2] * 8
+    # step_seconds is each step's own time, elapsed_s the running total (not one cumulative column).
+    assert 0 < log_rows[1]["step_seconds"] < log_rows[1]["elapsed_s"]
+    total = log_rows[0]["elapsed_s"] + log_rows[1]["step_seconds"]
+    assert log_rows[1]["elapsed_s"] == pytest.approx(total, abs=0.2)
+    assert not (out / "trainer").exists()  # TRL's folder holds nothing without save_steps
     assert {"reward", "accuracy", "searches_per_episode", "leaked_tool_results"} <= set(log_rows[0])
     assert (out / "train_log.csv").is_file()
     assert (res.checkpoint / "config.json").is_file() and (res.checkpoint / "chat_template.jinja").exists()

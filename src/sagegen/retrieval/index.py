@@ -42,6 +42,20 @@ LOCAL_KINDS = ("bm25", "dense", "hybrid")
 Progress = Callable[[str, int, int], None]
 
 
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) during :func:`build_index`, after its temp directory was removed.
+
+    Still a ``KeyboardInterrupt`` (exit 130, every existing handler applies); ``str()`` is the
+    sentence to show: where the build stopped and that the index directory was left as it was.
+    """
+
+    def __init__(self, final: Path, stage: str, done: int, total: int, existed: bool) -> None:
+        where = f" during {stage} ({done:,}/{total:,})" if stage else ""
+        kept = "the previous index there is unchanged" if existed else "nothing was written there"
+        super().__init__(f"index build interrupted{where}: {kept} ({final}); rerun the command to build it")
+        self.path, self.stage, self.done, self.total = final, stage, done, total
+
+
 class DocStore:
     """Passages of an index, read lazily from a memory-mapped JSONL file by position."""
 
@@ -209,6 +223,8 @@ def _reusable_embeddings(parent: Path, chash: str, dense: dict[str, Any]) -> Pat
     Embedding is by far the slowest part of a dense build; the FAISS structure on top is cheap.
     """
     for mf in sorted(parent.glob(f"*/{MANIFEST}")):
+        if mf.parent.name.startswith("."):  # another build's temp or outgoing dir: may vanish mid-read
+            continue
         try:
             m = json.loads(mf.read_text(encoding="utf-8"))
             d = m["params"]["dense"]
@@ -259,6 +275,15 @@ def build_index(
     t0 = time.perf_counter()
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
+    seen: list[Any] = ["", 0, 0]  # the last progress report, for the interruption message
+
+    def track(stage: str, done: int, total: int) -> None:
+        seen[:] = [stage, done, total]
+        if outer is not None:
+            outer(stage, done, total)
+
+    outer, progress = progress, track
+    old: Path | None = None
     try:
         DocStore.write(docs, tmp)
         if kind in ("bm25", "hybrid"):
@@ -293,6 +318,11 @@ def build_index(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not final.exists():  # stopped between the two renames
+            os.rename(old, final)
+        raise BuildInterrupted(final, *seen, existed=(final / MANIFEST).is_file()) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,6 +1,7 @@
 """Training search agents on sagegen data.
 
-- ``hf_model``: load a policy (SmolLM2 from its GGUF, a tiny random Llama, any HF folder) for training.
+- ``sagegen.hf_models`` (outside this package, shared with the transformers LLM backend): load a
+  policy (SmolLM2 from its GGUF, a tiny random Llama, any HF folder).
 - ``data``: read dataset.jsonl / verl parquet / FlashRAG JSONL into training rows.
 - ``tools``: the search tool (one environment per rollout) over any sagegen Retriever.
 - ``rewards``: outcome rewards (EM / F1 / LLM judge) and an optional format reward.

@@ -10,9 +10,11 @@ takes one gradient step. Tool-result tokens get ``tool_mask = 0`` and never ente
 batch is audited on token ids (``masking.audit``) and the counts are logged.
 
 Outputs in ``output_dir``:
-- ``train_log.jsonl`` / ``train_log.csv``: one row per step (reward, accuracy, searches per
-  episode, loss, masked tokens, leaks, seconds), for plots;
-- ``episodes.jsonl``: every scored rollout (question, answer, gold, reward, searches);
+- ``train_log.jsonl`` / ``train_log.csv``: one row per optimizer step, counted from 1 (reward,
+  accuracy, searches per episode, loss, masked tokens, leaks, ``step_seconds`` = that step's wall
+  time, ``elapsed_s`` = since GRPO began), for plots;
+- ``episodes.jsonl``: every scored rollout (question, answer, gold, reward, searches), its ``step``
+  the train_log step it was trained in;
 - ``sft_log.jsonl``: the warm-up losses, when ``sft_warmup_steps > 0``;
 - ``checkpoint-final/``: a Hugging Face folder (model + tokenizer with the tool chat template),
   loadable by ``sagegen eval -s llm.backend=transformers -s llm.model=<dir>``;
@@ -21,9 +23,11 @@ Outputs in ``output_dir``:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -111,12 +115,21 @@ def _step_logger(
     trainer_ref: dict[str, Any],
     progress: Progress | None,
     rows: list[dict[str, Any]],
+    *,
+    total: int,
 ) -> Any:
+    """A callback writing one ``train_log`` row per optimizer step, and the rollouts it trained on.
+
+    Steps count from 1 in both files: a rollout's ``step`` is the optimizer step it was trained in
+    (the ``train_log`` row it belongs to), not TRL's 0-based ``global_step`` at scoring time.
+    """
     from transformers import TrainerCallback
 
     jsonl = (out_dir / "train_log.jsonl").open("a", encoding="utf-8")
     ep_file = (out_dir / "episodes.jsonl").open("a", encoding="utf-8")
-    t0 = time.perf_counter()
+    start = [time.perf_counter()]  # reset when training begins (after the trainer's own setup)
+    last = [start[0]]
+    every = report_every(total)
 
     class StepLogger(TrainerCallback):  # type: ignore[misc]
         def on_log(
@@ -127,11 +140,12 @@ def _step_logger(
                 return  # the end-of-training summary log
             eps = episodes.drain()
             for e in eps:
-                ep_file.write(json.dumps(asdict(e)) + "\n")
+                ep_file.write(json.dumps({**asdict(e), "step": state.global_step}) + "\n")
             ep_file.flush()
             trainer = trainer_ref.get("trainer")
             batch = getattr(trainer, "_last_batch_audit", None) or MaskAudit()
             n = len(eps) or 1
+            now = time.perf_counter()
             row = {
                 "step": state.global_step,
                 "reward": logs.get("reward"),
@@ -148,22 +162,29 @@ def _step_logger(
                 "trained_tokens": batch.trained_tokens,
                 "tool_results_checked": batch.tool_results,
                 "leaked_tool_results": batch.leaked_results,
-                "seconds": round(time.perf_counter() - t0, 1),
+                # Wall time of this step alone, and since training began (older logs: cumulative "seconds").
+                "step_seconds": round(now - last[0], 2),
+                "elapsed_s": round(now - start[0], 1),
             }
+            last[0] = now
             rows.append(row)
             jsonl.write(json.dumps(row) + "\n")
             jsonl.flush()
-            if progress:
+            step = row["step"]
+            if progress and (step == 1 or step % every == 0 or step >= total):
 
                 def f(v: Any) -> str:
                     return "-" if v is None else f"{v:.3f}"
 
                 progress(
-                    f"step {row['step']}: reward {f(row['reward'])} acc {f(row['accuracy'])} "
+                    f"step {step}/{total}: reward {f(row['reward'])} acc {f(row['accuracy'])} "
                     f"searches/ep {f(row['searches_per_episode'])} loss {f(row['loss'])} "
                     f"masked {row['masked_tool_tokens']} leaks {row['leaked_tool_results']} "
-                    f"({row['seconds']}s)"
+                    f"({row['step_seconds']:.1f}s/step, {timing(step, total, row['elapsed_s'])})"
                 )
+
+        def on_train_begin(self, *a: Any, **kw: Any) -> None:
+            start[0] = last[0] = time.perf_counter()
 
         def on_train_end(self, *a: Any, **kw: Any) -> None:
             self.close()
@@ -243,18 +264,7 @@ def train(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     t_start = time.perf_counter()
     tc = cfg.train
-    if tc.sft_data and tc.sft_warmup_steps <= 0:
-        # Without this the file would be silently ignored (the warm-up only runs for steps > 0).
-        raise ConfigError(
-            f"train.sft_data={tc.sft_data} is set but train.sft_warmup_steps is 0: "
-            "pass --sft-warmup N (or -s train.sft_warmup_steps=N) to warm up on it"
-        )
-    out = Path(output_dir or tc.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("train_log.jsonl", "episodes.jsonl"):  # a rerun starts a fresh log
-        (out / name).unlink(missing_ok=True)
-    (out / "config.yaml").write_text(cfg.dump(), encoding="utf-8")
-
+    out = _fresh_output_dir(cfg, output_dir)
     from sagegen.train.data import load_rows
 
     rows = load_rows(data, max_searches=cfg.solver.max_searches, limit=tc.limit)
@@ -262,11 +272,6 @@ def train(
     say(f"{len(rows)} training rows from {data}")
 
     import torch
-    from datasets import Dataset
-    from trl import GRPOConfig
-
-    from sagegen.train.hf_model import load_policy
-    from sagegen.train.tools import env_factory
 
     torch.manual_seed(tc.seed)
     if not torch.cuda.is_available():
@@ -274,116 +279,11 @@ def train(
         torch.set_num_threads(tc.threads or max(1, (os.cpu_count() or 2) // 2))
     if retriever is None:
         retriever = _build_retriever(cfg)
-    if model_and_tokenizer is None:
-        say(f"loading policy {tc.model}")
-        model, tok = load_policy(tc.model, cache_dir=tc.model_cache_dir, seed=tc.seed, dtype=tc.dtype)
-    else:
-        model, tok = model_and_tokenizer
-    use_cuda = torch.cuda.is_available()
-    if use_cuda:
-        model = model.to("cuda")
-    topk = cfg.solver.topk  # retrieval.topk unless the solver sets its own (sagegen.config)
-
-    peft_config = _peft_config(cfg)
-    if peft_config is not None and tc.sft_warmup_steps > 0:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, peft_config)  # the warm-up trains the same adapter RL continues
-        peft_config = None
-
+    model, tok, peft_config = _policy(cfg, model_and_tokenizer, say)
     result = TrainResult(output_dir=out, checkpoint=out / "checkpoint-final")
-
-    # -- SFT warm-up ---------------------------------------------------------------------
     if tc.sft_warmup_steps > 0:
-        from sagegen.train.sft import build_warmup, load_sft_file, sft_warmup
-
-        if tc.sft_data:
-            convs = load_sft_file(tc.sft_data, max_searches=cfg.solver.max_searches)
-            say(f"SFT warm-up on {len(convs)} trajectories from {tc.sft_data}")
-        else:
-            convs = build_warmup(
-                rows,
-                retriever,
-                topk=topk,
-                passage_chars=cfg.solver.passage_chars,
-                max_searches=cfg.solver.max_searches,
-            )
-            say(f"SFT warm-up on {len(convs)} trajectories built from the data (live searches)")
-        sft_log = (out / "sft_log.jsonl").open("w", encoding="utf-8")
-
-        def on_sft(step: int, loss: float) -> None:
-            sft_log.write(json.dumps({"step": step, "loss": loss}) + "\n")
-            if step == 1 or step % 10 == 0 or step == tc.sft_warmup_steps:
-                say(f"sft step {step}/{tc.sft_warmup_steps}: loss {loss:.4f}")
-
-        try:
-            result.sft_losses = sft_warmup(
-                model,
-                tok,
-                convs,
-                steps=tc.sft_warmup_steps,
-                lr=tc.sft_learning_rate,
-                batch_size=tc.sft_batch_size,
-                seed=tc.seed,
-                on_step=on_sft,
-            )
-        finally:
-            sft_log.close()
-
-    # -- GRPO ----------------------------------------------------------------------------
-    episodes = EpisodeLog()
-    judge = _judge_llm(cfg) if tc.reward == "llm" else None
-    reward_funcs: list[Any] = [
-        make_outcome_reward(tc.reward, log=episodes, judge_llm=judge, judge_cfg=cfg.judge)
-    ]
-    weights = [1.0]
-    if tc.format_reward > 0:
-        reward_funcs.append(format_reward)
-        weights.append(tc.format_reward)
-
-    bf16 = tc.dtype == "bfloat16" and use_cuda
-    args = GRPOConfig(
-        output_dir=str(out / "trainer"),
-        max_steps=max(tc.steps, 1),
-        learning_rate=tc.learning_rate,
-        per_device_train_batch_size=tc.prompts_per_step * tc.num_generations,
-        gradient_accumulation_steps=1,
-        num_generations=tc.num_generations,
-        temperature=tc.temperature,
-        max_completion_length=tc.max_completion_length,
-        max_tool_calling_iterations=tc.max_turns,
-        beta=tc.beta,
-        reward_weights=weights,
-        logging_steps=1,
-        save_strategy="steps" if tc.save_steps else "no",
-        save_steps=tc.save_steps or 500,
-        report_to=[],
-        seed=tc.seed,
-        data_seed=tc.seed,
-        bf16=bf16,
-        use_cpu=not use_cuda,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    trainer_ref: dict[str, Any] = {}
-    callback = _step_logger(out, episodes, trainer_ref, progress, result.steps)
-    trainer_cls = _trainer_class()
-    trainer = trainer_cls(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
-        environment_factory=env_factory(
-            retriever, topk=topk, max_searches=cfg.solver.max_searches, passage_chars=cfg.solver.passage_chars
-        ),
-        peft_config=peft_config,
-        callbacks=[callback],
-    )
-    trainer_ref["trainer"] = trainer
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # our StepLogger prints one readable line per step
+        result.sft_losses = _sft_stage(cfg, model, tok, rows, retriever, out, say)
+    trainer, callback = _grpo_trainer(cfg, model, tok, rows, retriever, peft_config, out, progress, result)
     before = _snapshot(trainer.model)
     try:
         if tc.steps > 0:
@@ -398,16 +298,203 @@ def train(
     result.mask = getattr(trainer, "mask_audit", MaskAudit())
     result.last_rollouts = getattr(trainer, "last_rollouts", [])
     _write_csv(out / "train_log.csv", result.steps)
+    with contextlib.suppress(OSError):  # TRL's own output folder: only intermediate checkpoints go there
+        (out / "trainer").rmdir()
+    _save_checkpoint(cfg, trainer, tok, data, result, time.perf_counter() - t_start)
+    say(f"checkpoint: {result.checkpoint}")
+    return result
 
-    # -- checkpoint ----------------------------------------------------------------------
+
+def _fresh_output_dir(cfg: Config, output_dir: str | Path | None) -> Path:
+    tc = cfg.train
+    if tc.sft_data and tc.sft_warmup_steps <= 0:
+        # Without this the file would be silently ignored (the warm-up only runs for steps > 0).
+        raise ConfigError(
+            f"train.sft_data={tc.sft_data} is set but train.sft_warmup_steps is 0: "
+            "pass --sft-warmup N (or -s train.sft_warmup_steps=N) to warm up on it"
+        )
+    out = Path(output_dir or tc.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("train_log.jsonl", "episodes.jsonl"):  # a rerun starts a fresh log
+        (out / name).unlink(missing_ok=True)
+    (out / "config.yaml").write_text(cfg.dump(), encoding="utf-8")
+    return out
+
+
+def _policy(cfg: Config, given: tuple[Any, Any] | None, say: Progress) -> tuple[Any, Any, Any]:
+    """``(model, tokenizer, peft config still to apply)``; with a warm-up the adapter is applied here."""
+    import torch
+
+    from sagegen.hf_models import load_policy
+
+    tc = cfg.train
+    if given is None:
+        say(f"loading policy {tc.model}")
+        model, tok = load_policy(tc.model, cache_dir=tc.model_cache_dir, seed=tc.seed, dtype=tc.dtype)
+    else:
+        model, tok = given
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    peft_config = _peft_config(cfg)
+    if peft_config is not None and tc.sft_warmup_steps > 0:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)  # the warm-up trains the same adapter RL continues
+        peft_config = None
+    return model, tok, peft_config
+
+
+def report_every(total: int) -> int:
+    """Print every step of a short run (up to 20 steps), else about ten lines (and always the last)."""
+    return 1 if total <= 20 else math.ceil(total / 10)
+
+
+def timing(step: int, total: int, elapsed: float) -> str:
+    """``12.3s, ~40s left``: elapsed wall time and the remaining time at the mean pace so far."""
+    left = elapsed / step * (total - step) if step else 0.0
+    return f"{elapsed:.1f}s" + (f", ~{left:.0f}s left" if step < total else "")
+
+
+def _sft_stage(
+    cfg: Config,
+    model: Any,
+    tok: Any,
+    rows: list[dict[str, Any]],
+    retriever: Retriever,
+    out: Path,
+    say: Progress,
+) -> list[float]:
+    from sagegen.train.sft import build_warmup, load_sft_file, sft_warmup
+
+    tc = cfg.train
+    if tc.sft_data:
+        convs = load_sft_file(tc.sft_data, max_searches=cfg.solver.max_searches)
+        say(f"SFT warm-up on {len(convs)} trajectories from {tc.sft_data}")
+    else:
+        convs = build_warmup(
+            rows,
+            retriever,
+            topk=cfg.solver.topk,  # retrieval.topk unless the solver sets its own
+            passage_chars=cfg.solver.passage_chars,
+            max_searches=cfg.solver.max_searches,
+        )
+        say(f"SFT warm-up on {len(convs)} trajectories built from the data (live searches)")
+    total, every, t0 = tc.sft_warmup_steps, report_every(tc.sft_warmup_steps), time.perf_counter()
+    with (out / "sft_log.jsonl").open("w", encoding="utf-8") as sft_log:
+
+        def on_sft(step: int, loss: float) -> None:
+            sft_log.write(json.dumps({"step": step, "loss": loss}) + "\n")
+            sft_log.flush()
+            if step == 1 or step % every == 0 or step == total:
+                took = timing(step, total, time.perf_counter() - t0)
+                say(f"sft step {step}/{total}: loss {loss:.4f} ({took})")
+
+        return sft_warmup(
+            model, tok, convs, steps=total, lr=tc.sft_learning_rate, batch_size=tc.sft_batch_size,
+            seed=tc.seed, on_step=on_sft,
+        )
+
+
+def _reward_funcs(cfg: Config, episodes: EpisodeLog) -> tuple[list[Any], list[float]]:
+    tc = cfg.train
+    judge = _judge_llm(cfg) if tc.reward == "llm" else None
+    funcs: list[Any] = [make_outcome_reward(tc.reward, log=episodes, judge_llm=judge, judge_cfg=cfg.judge)]
+    weights = [1.0]
+    if tc.format_reward > 0:
+        funcs.append(format_reward)
+        weights.append(tc.format_reward)
+    return funcs, weights
+
+
+def _grpo_trainer(
+    cfg: Config,
+    model: Any,
+    tok: Any,
+    rows: list[dict[str, Any]],
+    retriever: Retriever,
+    peft_config: Any,
+    out: Path,
+    progress: Progress | None,
+    result: TrainResult,
+) -> tuple[Any, Any]:
+    """TRL's GRPO trainer with our step logger (returned too: the caller closes its files)."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+
+    from sagegen.train.tools import env_factory
+
+    tc = cfg.train
+    episodes = EpisodeLog()
+    reward_funcs, weights = _reward_funcs(cfg, episodes)
+    trainer_ref: dict[str, Any] = {}
+    callback = _step_logger(out, episodes, trainer_ref, progress, result.steps, total=max(tc.steps, 1))
+    trainer = _trainer_class()(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=grpo_args(cfg, out, weights),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        environment_factory=env_factory(
+            retriever,
+            topk=cfg.solver.topk,  # retrieval.topk unless the solver sets its own
+            max_searches=cfg.solver.max_searches,
+            passage_chars=cfg.solver.passage_chars,
+        ),
+        peft_config=peft_config,
+        callbacks=[callback],
+    )
+    trainer_ref["trainer"] = trainer
+    trainer.remove_callback(PrinterCallback)  # our StepLogger prints one readable line per step
+    return trainer, callback
+
+
+def grpo_args(cfg: Config, out: Path, weights: list[float]) -> Any:
+    import torch
+    from trl import GRPOConfig
+
+    tc = cfg.train
+    use_cuda = torch.cuda.is_available()
+    rollouts = tc.prompts_per_step * tc.num_generations
+    # The loss pass holds full-vocabulary logits (and their gradient) for every rollout of the
+    # micro-batch: 8 rollouts x 512 tokens x 49k vocabulary x 4 bytes is 0.8 GB per copy. On CPU,
+    # where batching buys little, one rollout per micro-batch keeps one such copy an eighth of that;
+    # the step is unchanged (TRL generates the whole group once, and its default "dapo" loss divides
+    # by the active tokens of the whole step, so accumulated gradients equal the one-batch ones).
+    micro = rollouts if use_cuda else 1
+    return GRPOConfig(
+        output_dir=str(out / "trainer"),
+        max_steps=max(tc.steps, 1),
+        learning_rate=tc.learning_rate,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=rollouts // micro,
+        num_generations=tc.num_generations,
+        temperature=tc.temperature,
+        max_completion_length=tc.max_completion_length,
+        max_tool_calling_iterations=tc.max_turns,
+        beta=tc.beta,
+        reward_weights=weights,
+        logging_steps=1,
+        save_strategy="steps" if tc.save_steps else "no",
+        save_steps=tc.save_steps or 500,
+        report_to=[],
+        seed=tc.seed,
+        data_seed=tc.seed,
+        bf16=tc.dtype == "bfloat16" and use_cuda,
+        use_cpu=not use_cuda,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def _save_checkpoint(
+    cfg: Config, trainer: Any, tok: Any, data: str | Path, result: TrainResult, seconds: float
+) -> None:
     final = trainer.model
     if hasattr(final, "merge_and_unload") and cfg.train.lora.merge:
         final = final.merge_and_unload()
     final.save_pretrained(result.checkpoint)
     tok.save_pretrained(result.checkpoint)
-    result.seconds = time.perf_counter() - t_start
-    meta = {"base_model": tc.model, "data": str(data), "protocol": "tools", **result.summary()}
+    result.seconds = seconds
+    meta = {"base_model": cfg.train.model, "data": str(data), "protocol": "tools", **result.summary()}
     (result.checkpoint / "sagegen_train.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps(result.summary(), indent=2), encoding="utf-8")
-    say(f"checkpoint: {result.checkpoint}")
-    return result
+    (result.output_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2), encoding="utf-8")

@@ -93,7 +93,8 @@ def make_outcome_reward(
         if log is None:
             return
         state = kwargs.get("trainer_state")
-        step = int(getattr(state, "global_step", 0) or 0)
+        # TRL scores before the update, at the 0-based global_step; the step being trained is one more.
+        step = int(getattr(state, "global_step", 0) or 0) + 1
         envs = kwargs.get("environments")
         log.add(
             [

@@ -169,12 +169,63 @@ def sft_warmup(
     seed: int = 0,
     max_length: int = 2048,
     on_step: Callable[[int, float], None] | None = None,
+    checkpointing: bool = True,
 ) -> list[float]:
-    """``steps`` AdamW updates on assistant tokens of ``convs``; returns the loss per step."""
-    import torch
+    """``steps`` AdamW updates on assistant tokens of ``convs``; returns the loss per step.
 
+    ``checkpointing``: recompute each layer's activations in the backward pass instead of keeping
+    them (tool results make conversations long, and without it attention and MLP activations of
+    every layer are alive at once); switched off again afterwards unless it was already on.
+    """
     if not convs or steps <= 0:
         return []
+    turn_on = checkpointing and not _checkpointing(model)
+    config = getattr(model, "config", None)
+    use_cache = getattr(config, "use_cache", None)
+    if turn_on:
+        _set_checkpointing(model, True)
+        if use_cache:  # no KV cache in a training forward pass (transformers would say so on stderr)
+            config.use_cache = False
+    try:
+        return _sft_loop(model, tokenizer, convs, steps, lr, batch_size, seed, max_length, on_step)
+    finally:
+        if turn_on:
+            _set_checkpointing(model, False)
+            if use_cache:
+                config.use_cache = use_cache
+
+
+def _checkpointing(model: Any) -> bool:
+    # transformers 5.x renamed gradient_* to activation_* (the old names warn); accept both.
+    new = hasattr(model, "activation_checkpointing_enable")
+    return bool(getattr(model, "is_activation_checkpointing" if new else "is_gradient_checkpointing", False))
+
+
+def _set_checkpointing(model: Any, on: bool) -> None:
+    new = hasattr(model, "activation_checkpointing_enable")
+    if on and new:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif new:
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def _sft_loop(
+    model: Any,
+    tokenizer: Any,
+    convs: Sequence[list[Message]],
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    max_length: int,
+    on_step: Callable[[int, float], None] | None,
+) -> list[float]:
+    import torch
+
     template = training_template(tokenizer)
     data = [encode(tokenizer, c, template) for c in convs]
     data = [(ids[:max_length], m[:max_length]) for ids, m in data if any(m)]
@@ -225,5 +276,8 @@ def sft_warmup(
         losses.append(value if math.isfinite(value) else float("nan"))
         if on_step is not None:
             on_step(step + 1, value)
+    # Free the last gradients (a model-sized float32 copy) before RL builds its own optimizer;
+    # the AdamW state (two more copies) goes with ``opt`` when this function returns.
+    opt.zero_grad(set_to_none=True)
     model.eval()
     return losses

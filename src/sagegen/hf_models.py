@@ -1,4 +1,4 @@
-"""Load a causal LM policy and its tokenizer for training or local inference.
+"""Load a causal LM and its tokenizer, for training (``sagegen.train``) and local inference.
 
 Three kinds of ``model`` names:
 
@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,27 @@ log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE_DIR = ".sagegen/models"
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' own tqdm bars ("Loading weights") while loading a model.
+
+    They write straight to stderr, between our progress lines and through a rich live display;
+    our callers report what they load themselves. The previous setting is restored afterwards.
+    """
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # nothing to silence
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def smollm2_gguf_path() -> Path:
@@ -156,12 +178,20 @@ def load_policy(
 ) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for ``name`` (see the module docstring)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(name, cache_dir=cache_dir)
     if name == "tiny-llama":
         return tiny_llama(tok, seed=seed), tok
-    torch_dtype = getattr(torch, dtype)
+    with quiet_loading():
+        model = _load_model(name, cache_dir, getattr(torch, dtype))
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def _load_model(name: str, cache_dir: str | os.PathLike[str] | None, torch_dtype: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
     if name == "smollm2":
         path = str(smollm2_hf_dir(cache_dir))
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
@@ -177,6 +207,4 @@ def load_policy(
                 f"train.model {name!r}: expected 'smollm2', 'tiny-llama', a Hugging Face folder "
                 "or a .gguf file"
             )
-    if model.generation_config is not None and model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tok.pad_token_id
-    return model, tok
+    return model
