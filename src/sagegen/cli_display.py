@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console, Group
@@ -26,47 +27,34 @@ from rich.table import Table
 from rich.text import Text
 
 from sagegen.events import (
-    CallsCounted,
     Event,
-    LLMCallFinished,
     PairFailed,
     PairFinished,
     PairStarted,
     RunStarted,
 )
-from sagegen.pipeline import FINISHED
+from sagegen.pipeline import FINISHED, Stats
 from sagegen.session import RunResult
 from sagegen.store import RunStore
 
 # ---------------------------------------------------------------------------- generate: live display
 
 
-class GenerateView:
-    """Counters of one ``generate`` session, kept from events; :meth:`line` is the live status line."""
+@dataclass
+class GenerateView(Stats):
+    """The run's counters (the pipeline's own :class:`Stats`, counted the same way) plus the pairs in
+    flight, kept from events; :meth:`line` is the live status line."""
 
-    def __init__(self) -> None:
-        self.total = self.already_done = self.done = self.errors = self.in_flight = 0
-        self.labels: dict[str, int] = {}
-        self.calls = self.cached = self.tokens = 0
+    in_flight: int = 0
 
     def update(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.total, self.already_done, self.labels = event.total, event.already_done, dict(event.labels)
         elif isinstance(event, PairStarted):
             self.in_flight += 1
-        elif isinstance(event, PairFinished):
-            self.in_flight, self.done = self.in_flight - 1, self.done + 1
-            self.labels[event.label] = self.labels.get(event.label, 0) + 1
-        elif isinstance(event, PairFailed):
-            self.in_flight, self.errors = self.in_flight - 1, self.errors + 1
-        elif isinstance(event, LLMCallFinished):
-            self.calls += 1
-            self.cached += int(event.cached)
-            self.tokens += event.tokens
-        elif isinstance(event, CallsCounted):
-            self.calls += event.calls
-            self.cached += event.cached
-            self.tokens += event.tokens
+        elif isinstance(event, (PairFinished, PairFailed)):
+            self.in_flight -= 1
+        self.count(event)
 
     @property
     def completed(self) -> int:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -121,6 +122,19 @@ class FailureStreak:
     def error(self, last: str) -> SagegenError:
         return SagegenError(f"stopped after {self.count} pairs in a row failed; the last: {last}\n"
                             "everything finished so far is kept; fix the cause and rerun the same command")
+
+
+async def run_lanes(n: int, lane: Callable[[], Awaitable[None]]) -> None:
+    """``n`` copies of ``lane`` at once, whichever executor runs the pairs; the first to fail (or a
+    cancel from outside) cancels the others and waits until they have stopped, then raises."""
+    tasks = [asyncio.create_task(lane()) for _ in range(n)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -226,14 +240,7 @@ class Pipeline:
                     self.store.event("pair_error", f"{type(e).__name__}: {e}", idx)
                     self.emit(PairFailed(idx, str(e)))
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.pcfg.concurrency, len(todo)) or 1)]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+        await run_lanes(min(self.pcfg.concurrency, len(todo)) or 1, worker)
         if streak.stopped:
             raise streak.error(self.stats.last_error)
 

@@ -9,15 +9,16 @@ only when a pair finishes. Failed calls count as calls (they cost) and as errors
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sagegen.errors import SagegenError
 from sagegen.events import EventSink, LLMCallFinished
-from sagegen.llm.base import LLM, Message, collect_tries, endpoint_source
+from sagegen.llm.base import LLM, CallOptions, Message, collect_tries, endpoint_source
 from sagegen.records import Completion
 
 
-class AccountingLLM:
+class AccountingLLM(LLM):
     """``inner`` as an LLM of ``role``, counting (and recording, and reporting) every call."""
 
     def __init__(self, inner: LLM, role: str, *, ledger: Any = None, on_event: EventSink | None = None):
@@ -28,11 +29,11 @@ class AccountingLLM:
         self.calls = self.cached = self.errors = self.prompt_tokens = self.completion_tokens = 0
         self.seconds = 0.0  # model time of fresh (uncached) calls, failed tries and waits included
 
-    async def complete(self, messages: list[Message] | Any, **kw: Any) -> Completion:
+    async def _complete(self, messages: Sequence[Message], options: CallOptions) -> Completion:
         t0 = time.monotonic()
         with collect_tries() as tries:  # every request the backend sends for this call, retries included
             try:
-                comp = await self.inner.complete(messages, **kw)
+                comp = await self.inner.complete(messages, **options.as_kwargs())
             except SagegenError as e:
                 secs = time.monotonic() - t0
                 self.calls, self.errors = self.calls + 1, self.errors + 1

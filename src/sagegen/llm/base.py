@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 from sagegen.errors import scrub
@@ -14,8 +15,29 @@ from sagegen.records import Completion
 Message = dict[str, Any]  # {"role": "system"|"user"|"assistant"|"tool", "content": str, ...}
 
 
+@dataclass(frozen=True)
+class CallOptions:
+    """The knobs of one completion call, frozen once per call; their defaults live here and only here."""
+
+    max_tokens: int = 512
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """``inner.complete(messages, **options.as_kwargs())``: a wrapper passing the call on unchanged."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_DEFAULTS = CallOptions()
+
+
 @runtime_checkable
 class LLM(Protocol):
+    """Callers call ``complete``; a backend subclasses ``LLM`` and writes only ``_complete``, so the
+    public keyword signature and its defaults are written once (here and in :class:`CallOptions`)."""
+
     #: "backend:model", used in cache keys and run accounting.
     name: str
 
@@ -23,14 +45,33 @@ class LLM(Protocol):
         self,
         messages: Sequence[Message],
         *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
+        max_tokens: int = _DEFAULTS.max_tokens,
+        temperature: float = _DEFAULTS.temperature,
         stop: Sequence[str] | None = None,
-        seed: int | None = None,
+        seed: int | None = _DEFAULTS.seed,
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> Completion:
         """One chat completion. Raises ``sagegen.errors.LLMError`` once retries are spent."""
-        ...
+        options = CallOptions(max_tokens, temperature, tuple(stop or ()), seed, tuple(tools or ()))
+        return await self._complete(messages, options)
+
+    async def _complete(self, messages: Sequence[Message], options: CallOptions) -> Completion:
+        """The backend's one call, its options already defaulted and frozen."""
+        raise NotImplementedError
+
+
+def tool_arguments(raw: Any) -> dict[str, Any] | str:
+    """Tool arguments as a dict when they are a JSON object, else the raw string (malformed calls
+    are the caller's to record, not ours to hide)."""
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return raw
+        return parsed if isinstance(parsed, dict) else raw
+    return ""
 
 
 # ---------------------------------------------------------------------------- tries of one call

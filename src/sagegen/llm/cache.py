@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import LLMError
-from sagegen.llm.base import LLM, Message
+from sagegen.llm.base import LLM, CallOptions, Message
 from sagegen.records import Completion
 
 #: Bump when the key recipe or the stored form changes; old rows then simply stop matching.
@@ -114,7 +114,7 @@ class CallCache:
             self._db.close()
 
 
-class CachedLLM:
+class CachedLLM(LLM):
     """Wraps any ``LLM``; same ``name``; hits come back with ``cached=True``.
 
     A hit returns the stored completion as it was first produced (its tokens and seconds are
@@ -132,18 +132,10 @@ class CachedLLM:
     def key(self, messages: Sequence[Message], **params: Any) -> str:
         return cache_key(self.name, messages, params, self._identity)
 
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Completion:
-        key = self.key(messages, max_tokens=max_tokens, temperature=temperature,
-                       stop=list(stop) if stop else None, seed=seed, tools=list(tools) if tools else None)
+    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
+        # The key's params keep their first form (lists, None when empty): caches written before still match.
+        key = self.key(messages, max_tokens=o.max_tokens, temperature=o.temperature,
+                       stop=list(o.stop) or None, seed=o.seed, tools=list(o.tools) or None)
         found = await asyncio.to_thread(self.store.get, key)
         if found is not None:
             self.stats.hits += 1
@@ -163,8 +155,7 @@ class CachedLLM:
         self._inflight[key] = fut
         try:
             self.stats.calls += 1
-            comp = await self.inner.complete(messages, max_tokens=max_tokens, temperature=temperature,
-                                             stop=stop, seed=seed, tools=tools)
+            comp = await self.inner.complete(messages, **o.as_kwargs())
             await asyncio.to_thread(self.store.put, key, self.name, comp)
             fut.set_result(comp)
             return comp

@@ -29,7 +29,7 @@ from typing import Any
 
 from sagegen.config import LLMConfig
 from sagegen.errors import ConfigError, LLMError
-from sagegen.llm.base import Message
+from sagegen.llm.base import LLM, CallOptions, Message, tool_arguments
 from sagegen.llm.scripted import _apply_stop
 from sagegen.records import Completion
 
@@ -143,7 +143,7 @@ class GenerationStats:
         return self.completion_tokens / self.seconds if self.seconds else 0.0
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(LLM):
     """``LLM`` over an in-process llama.cpp model."""
 
     def __init__(self, cfg: LLMConfig):
@@ -167,24 +167,15 @@ class LlamaCppBackend:
     def load(self) -> _Loaded:
         return _load(self.path, self.cfg.n_ctx, self.n_threads, self.cfg.n_gpu_layers)
 
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Completion:
+    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
         model = await asyncio.to_thread(self.load)
         msgs = [_plain(m) for m in messages]
-        stops = list(stop or [])
+        stops = list(o.stop)
         cancelled = threading.Event()
         async with model.loop_lock():
             t0 = time.monotonic()
             worker = asyncio.ensure_future(asyncio.to_thread(
-                self._generate, model, msgs, max_tokens, temperature, stops, seed, tools, cancelled
+                self._generate, model, msgs, o.max_tokens, o.temperature, stops, o.seed, o.tools, cancelled
             ))
             try:
                 out, trimmed = await asyncio.shield(worker)
@@ -202,10 +193,10 @@ class LlamaCppBackend:
         text = message.get("content") or ""
         calls = [
             {"id": tc.get("id") or f"call_{i}", "name": tc["function"]["name"],
-             "arguments": _arguments(tc["function"].get("arguments"))}
+             "arguments": tool_arguments(tc["function"].get("arguments"))}
             for i, tc in enumerate(message.get("tool_calls") or ())
         ]
-        if tools and not calls:
+        if o.tools and not calls:
             calls, text = _parse_tool_calls(text)
         usage = out.get("usage") or {}
         comp = Completion(
@@ -355,20 +346,8 @@ def _parse_tool_calls(text: str) -> tuple[list[dict[str, Any]], str]:
         except ValueError:
             continue
         if isinstance(obj, dict) and isinstance(obj.get("name"), str):
-            args = _arguments(obj.get("arguments"))
+            args = tool_arguments(obj.get("arguments"))
             calls.append({"id": f"call_{i}", "name": obj["name"], "arguments": args})
     if calls:
         text = _TOOL_CALL.sub("", text).strip()
     return calls, text
-
-
-def _arguments(raw: Any) -> dict[str, Any] | str:
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, str):
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            return raw
-        return parsed if isinstance(parsed, dict) else raw
-    return ""

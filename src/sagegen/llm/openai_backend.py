@@ -50,7 +50,7 @@ import httpx
 
 from sagegen.config import LLMConfig
 from sagegen.errors import BackendError, ConfigError, LLMError, register_secret
-from sagegen.llm.base import Message, note_try
+from sagegen.llm.base import LLM, CallOptions, Message, note_try, tool_arguments
 from sagegen.llm.scripted import _apply_stop
 from sagegen.records import Completion
 
@@ -143,7 +143,7 @@ class _ProxiedConnection:
         await self.client.aclose()
 
 
-class OpenAIBackend:
+class OpenAIBackend(LLM):
     """``LLM`` over any OpenAI-compatible ``/chat/completions`` endpoint, or several replicas of one."""
 
     def __init__(self, cfg: LLMConfig):
@@ -280,29 +280,20 @@ class OpenAIBackend:
         for ep in self.endpoints:
             ep.idle = []
 
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Completion:
+    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
         params: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(m) for m in messages],
-            "temperature": temperature,
-            self.cfg.max_tokens_param: max_tokens,
+            "temperature": o.temperature,
+            self.cfg.max_tokens_param: o.max_tokens,
         }
-        stops = list(stop or [])
+        stops = list(o.stop)
         if stops:
             params["stop"] = stops[:MAX_WIRE_STOPS]
-        if seed is not None and self.cfg.send_seed:
-            params["seed"] = seed
-        if tools:
-            params["tools"] = list(tools)
+        if o.seed is not None and self.cfg.send_seed:
+            params["seed"] = o.seed
+        if o.tools:
+            params["tools"] = list(o.tools)
         if self.cfg.extra_body:
             params.update(self.cfg.extra_body)  # top-level fields, over ours (as the SDK merged them)
 
@@ -432,7 +423,7 @@ class OpenAIBackend:
         for i, tc in enumerate(message.get("tool_calls") or ()):
             fn = tc.get("function") or {}
             calls.append({"id": tc.get("id") or f"call_{i}", "name": fn.get("name", ""),
-                          "arguments": _arguments(fn.get("arguments"))})
+                          "arguments": tool_arguments(fn.get("arguments"))})
         usage = data.get("usage") or {}
         return Completion(
             text=_apply_stop(text, stops),  # also covers stops beyond the 4 sent on the wire
@@ -449,20 +440,6 @@ class OpenAIBackend:
         if self._key and self._key != PLACEHOLDER_KEY:
             text = text.replace(self._key, "***")
         return text
-
-
-def _arguments(raw: Any) -> dict[str, Any] | str:
-    """Tool arguments as a dict when they are a JSON object, else the raw string (malformed calls
-    are the caller's to record, not ours to hide)."""
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, str):
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            return raw
-        return parsed if isinstance(parsed, dict) else raw
-    return ""
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sagegen.errors import LLMError
-from sagegen.llm.base import Message
+from sagegen.llm.base import LLM, CallOptions, Message
 from sagegen.records import Completion
 
 Responder = Callable[[Sequence[Message]], "str | Completion"]
 
 
-class ScriptedLLM:
+class ScriptedLLM(LLM):
     """Answers from ``responses`` in order (strings or Completions), or by calling ``responder``.
 
     A response that is an ``Exception`` instance is raised instead, to script failures.
@@ -35,19 +35,10 @@ class ScriptedLLM:
         self.name = name
         self.calls: list[dict[str, Any]] = []
 
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Completion:
+    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
         self.calls.append(
-            {"messages": [dict(m) for m in messages], "max_tokens": max_tokens, "stop": list(stop or []),
-             "temperature": temperature, "seed": seed, "tools": tools}
+            {"messages": [dict(m) for m in messages], "max_tokens": o.max_tokens, "stop": list(o.stop),
+             "temperature": o.temperature, "seed": o.seed, "tools": list(o.tools) or None}
         )
         if self.queue:
             item = self.queue.popleft()
@@ -59,7 +50,7 @@ class ScriptedLLM:
             raise item
         if isinstance(item, Completion):
             return item
-        text = _apply_stop(item, stop)
+        text = _apply_stop(item, o.stop)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         return Completion(
             text=text, model=self.name, prompt_tokens=prompt_tokens,

@@ -21,7 +21,7 @@ from typing import Any
 
 from sagegen.config import LLMConfig
 from sagegen.errors import ConfigError, LLMError
-from sagegen.llm.base import Message
+from sagegen.llm.base import LLM, CallOptions, Message
 from sagegen.llm.llamacpp import _parse_tool_calls, _plain, trim_messages
 from sagegen.llm.scripted import _apply_stop
 from sagegen.records import Completion
@@ -45,7 +45,7 @@ def _load(name: str) -> tuple[Any, Any, threading.Lock]:
         return _MODELS[name]
 
 
-class TransformersBackend:
+class TransformersBackend(LLM):
     """``LLM`` over an in-process transformers causal LM."""
 
     def __init__(self, cfg: LLMConfig):
@@ -71,26 +71,17 @@ class TransformersBackend:
             self._alock = (loop, asyncio.Lock())
         return self._alock[1]
 
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Completion:
+    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
         loaded = await asyncio.to_thread(_load, self.model_name)
         async with self._loop_lock():
             t0 = time.monotonic()
             text, n_prompt, n_new, finish = await asyncio.to_thread(
-                self._generate, loaded, [_plain(m) for m in messages], max_tokens, temperature,
-                list(stop or []), seed, tools,
+                self._generate, loaded, [_plain(m) for m in messages], o.max_tokens, o.temperature,
+                list(o.stop), o.seed, o.tools,
             )
             seconds = time.monotonic() - t0
         calls: list[dict[str, Any]] = []
-        if tools:
+        if o.tools:
             calls, text = _parse_tool_calls(text)
             if calls:
                 finish = "tool_calls"

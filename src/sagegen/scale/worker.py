@@ -3,7 +3,6 @@ through ``Pipeline.run_pair``, with ``concurrency`` in flight, each reported as 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from typing import Any
 
 from sagegen.damage import LedgerError
 from sagegen.errors import SagegenError
+from sagegen.pipeline import run_lanes
 from sagegen.scale import PairResult
 from sagegen.store import RunStore
 
@@ -69,14 +69,7 @@ async def serve(pipe: Any, take: Callable[[], int | None], send: Callable[[PairR
                 pipe.store.event("pair_error", error, idx)
             send(PairResult(idx, label, error, *since_last()))
 
-    lanes = [asyncio.create_task(lane()) for _ in range(concurrency)]
-    try:
-        await asyncio.gather(*lanes)
-    except BaseException:
-        for t in lanes:
-            t.cancel()
-        await asyncio.gather(*lanes, return_exceptions=True)
-        raise
+    await run_lanes(concurrency, lane)
 
 
 def record_worker(store: Any, worker: int, where: str, pairs: int, status: str) -> None:
