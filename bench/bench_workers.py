@@ -84,7 +84,7 @@ def main() -> int:
                 st = sim.stats()
             finally:
                 sim.close()
-            chains, _ = chains_from_log(log, args.seed, args.pairs, args.rounds)
+            chains, _ = chains_from_log([log], args.seed, args.pairs, args.rounds)
             ideal = ideal_span([[r["service"] for r in c] for c in chains], args.level, args.slots)
             rate = st["requests"] / st["span_s"]
             first = first or rate
