@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_generate import KEY_ENV, Sim, chains_from_log, ideal_span, row
+from bench_generate import KEY_ENV, Sim, chains_from_log, ideal_span, row, steady
 from sagegen.config import load_config
 from sagegen.session import Components, run_generate
 
@@ -42,7 +42,7 @@ def run(sim: Sim, args: argparse.Namespace, workers: int, tmp: Path) -> tuple[fl
         f"pipeline.seed={args.seed}", f"retrieval.index_dir={args.index_dir}", f"pipeline.workers={workers}",
     ])
     parts = Components.from_config(cfg)  # this process's corpus and index, before the clock
-    import httpx  # noqa: F401  (the backend's first call would import it)
+    import h11  # noqa: F401  (the backend's first call would import it)
     try:
         c, k, t = time.process_time(), children_cpu(), time.monotonic()
         run_generate(cfg, tmp / f"run-{workers}", parts=parts)
@@ -71,8 +71,8 @@ def main() -> int:
     print(f"cpus {os.cpu_count()}  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
           f"slots {args.slots}  time x{args.time_scale}  R={args.rounds} K={args.k} feedback, cache off, "
           f"{args.pairs} pairs")
-    print("workers   inflt   calls   span_s  ideal_s   cap%  reach%  over%  cpu_ms/c   req/s  srv_ms/c"
-          "     x1  wall_s  cores")
+    print("workers   inflt   calls   span_s  ideal_s   cap%  reach%  steady%  over%  cpu_ms/c   req/s"
+          "  srv_ms/c     x1  wall_s  cores")
     first = None
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -88,7 +88,8 @@ def main() -> int:
             ideal = ideal_span([[r["service"] for r in c] for c in chains], args.level, args.slots)
             rate = st["requests"] / st["span_s"]
             first = first or rate
-            print(row(f"{w} worker" + ("s" if w > 1 else ""), args.level, st, cpu, ideal, args.slots)
+            print(row(f"{w} worker" + ("s" if w > 1 else ""), args.level, st, cpu, ideal, args.slots,
+                      steady(chains, args.level, args.slots))
                   + f"  {rate / first:5.2f}  {wall:6.1f}  {cpu / wall:5.2f}", flush=True)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0

@@ -26,7 +26,8 @@ Replies follow sagegen's protocol for each role, found from the request's messag
 returned). The server is a bare asyncio protocol (HTTP/1.1 keep-alive, Content-Length bodies only),
 so it costs far less CPU per request than any client it measures; ``--ceiling`` in bench_generate
 measures that. ``GET /stats`` returns its counters and its own CPU time; ``POST /reset`` clears them.
-With ``--log FILE`` each request is appended as one JSON line (its body, key, role, service time).
+With ``--log FILE`` each request is appended as one JSON line (its body, key, role, service time,
+arrival ``t`` and service start ``s`` on this machine's monotonic clock).
 """
 
 from __future__ import annotations
@@ -169,13 +170,14 @@ class SimServer:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         async with self.sem:
+            started = time.monotonic()  # a slot is free: service starts (later than arrival when queued)
             await asyncio.sleep(service)
         self.in_flight -= 1
         self.busy_s += service
         self.last = time.monotonic()
         if self.log is not None:
             self.log.write(json.dumps({"key": key, "role": role, "service": service, "t": arrived,
-                                       "body": body}) + "\n")
+                                       "s": started, "body": body}) + "\n")
         return json.dumps({
             "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "sim"),

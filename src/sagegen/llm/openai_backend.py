@@ -3,11 +3,12 @@
 Direct async HTTP: the request JSON is built and the reply parsed here, with no SDK in between
 (the ``openai`` SDK cost ~8 ms of CPU per call at 256 in flight, walking every message and
 scanning a pool smaller than the concurrency; see bench/bench_generate.py). Each request goes out
-on one ``httpcore.AsyncHTTPConnection`` (the connection layer under httpx) handed out from our own
-free list: the pool grows to the calls in flight, every connection stays alive between calls, and
-taking one is O(1). (httpx's client layers over it, URL merging, cookies, auth and redirect hooks
-and a pool that scans every connection per request, were half of our CPU per call at 256 in
-flight, measured with py-spy; one shared httpx client with an unbounded pool was 27 ms per call.)
+on one ``http1.H1Connection`` (h11 on an asyncio transport) handed out from our own free list: the
+pool grows to the calls in flight, every connection stays alive between calls, and taking one is
+O(1). (httpx's client layers, URL merging, cookies, auth and redirect hooks and a pool that scans
+every connection per request, were half of our CPU per call at 256 in flight, measured with
+py-spy; one shared httpx client with an unbounded pool was 27 ms per call. httpcore's connection
+alone, under anyio's stream layer, was still half of what was left: see ``http1``.)
 The connections are closed inside the loop that opened them, when the loop ends (``asyncio.run``
 closes async generators) or on ``aclose()``. Where an environment proxy (``HTTPS_PROXY``...)
 applies to an endpoint, that endpoint's requests go through an httpx client instead, which
@@ -45,12 +46,12 @@ import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import httpcore
 import httpx
 
 from sagegen.config import LLMConfig
 from sagegen.errors import BackendError, ConfigError, LLMError, register_secret
 from sagegen.llm.base import LLM, CallOptions, Message, note_try, tool_arguments
+from sagegen.llm.http1 import H1Connection, HTTPConnectionError, header
 from sagegen.llm.scripted import _apply_stop
 from sagegen.records import Completion
 
@@ -101,11 +102,12 @@ class _Endpoint:
         if parts.password:
             register_secret(parts.password)
         self.label = endpoint_label(root)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.origin = httpcore.Origin(parts.scheme.encode(), parts.hostname.encode(), port)
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
         path = parts.path.rstrip("/") + "/chat/completions"
-        self.url = httpcore.URL(scheme=self.origin.scheme, host=self.origin.host, port=port,
-                                target=(path + (f"?{parts.query}" if parts.query else "")).encode())
+        self.target = (urllib.parse.quote(path, safe="/%:@!$&'()*+,;=-._~")
+                       + (f"?{parts.query}" if parts.query else "")).encode()
         self.http_url = self.label + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
         self.headers: list[tuple[bytes, bytes]] = []  # set by the backend once it has the key
         env_proxies = urllib.request.getproxies()
@@ -135,7 +137,7 @@ class _ProxiedConnection:
     def is_closed(self) -> bool:
         return False
 
-    async def post(self, ep: _Endpoint, content: bytes, timeout: float) -> tuple[int, Any, bytes]:
+    async def post(self, ep: _Endpoint, content: bytes) -> tuple[int, Any, bytes]:
         resp = await self.client.post(ep.http_url, content=content)
         return resp.status_code, resp.headers, resp.content
 
@@ -252,7 +254,7 @@ class OpenAIBackend(LLM):
                 return conn
             await conn.aclose()
             self._conns.remove(conn)
-        if self._ssl is None:  # built once: each connection building its own costs ~30 ms of CPU
+        if self._ssl is None and ep.tls:  # built once: each connection building its own costs ~30 ms of CPU
             self._ssl = httpx.create_ssl_context()
         conn: Any
         if ep.proxied:
@@ -261,8 +263,8 @@ class OpenAIBackend(LLM):
             conn = _ProxiedConnection(httpx.AsyncClient(limits=limits, timeout=self.cfg.timeout,
                                                         headers=self._headers, verify=self._ssl))
         else:
-            conn = httpcore.AsyncHTTPConnection(ep.origin, ssl_context=self._ssl,
-                                                keepalive_expiry=KEEPALIVE_EXPIRY)
+            conn = H1Connection(ep.host, ep.port, ssl_context=self._ssl if ep.tls else None,
+                                keepalive_expiry=KEEPALIVE_EXPIRY)
         self._conns.append(conn)
         return conn
 
@@ -361,17 +363,23 @@ class OpenAIBackend(LLM):
             # trickling bodies included.
             if _timeout is not None:
                 async with _timeout(timeout):
-                    status, headers, body = await _post(conn, ep, content, timeout)
+                    status, headers, body = await _post(conn, ep, content)
             else:  # Python 3.10
-                status, headers, body = await asyncio.wait_for(_post(conn, ep, content, timeout), timeout)
+                status, headers, body = await asyncio.wait_for(_post(conn, ep, content), timeout)
             ok = True
-        except (asyncio.TimeoutError, httpcore.TimeoutException, httpx.TimeoutException):
+        except (asyncio.TimeoutError, httpx.TimeoutException):  # (TimeoutError is an OSError: first)
             raise _Retryable(f"timed out after {timeout:g}s") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ConnectionNotAvailable,
-                httpx.TransportError) as e:  # refused, reset, a body cut short of its length, ...
+        except ssl.SSLCertVerificationError as e:  # the same certificate next time: no retry helps
+            raise LLMError(self._scrub(
+                f"{self.name} at {ep.label}: TLS certificate not trusted ({e.verify_message}); "
+                "for a private CA, point SSL_CERT_FILE at its PEM bundle (not retried)")) from None
+        except (OSError, HTTPConnectionError, httpx.TransportError) as e:
+            # refused, reset, a TLS failure, a body cut short of its length, broken HTTP, ...
             raise _Retryable(f"connection error ({type(e).__name__}: {e})", endpoint_down=True) from None
-        except (httpcore.UnsupportedProtocol, httpx.HTTPError) as e:
+        except httpx.HTTPError as e:
             raise _Retryable(f"{type(e).__name__}: {e}") from None
+        except ValueError as e:  # a header h11 refuses (a key with a newline, ...): no retry helps
+            raise LLMError(self._scrub(f"{self.name} at {self._where()}: {e}")) from None
         finally:
             ep.in_flight -= 1
             # A connection that answered goes back to its free list; a failed one is closed (it may
@@ -466,27 +474,22 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def _post(conn: Any, ep: _Endpoint, content: bytes, timeout: float) -> tuple[int, Any, bytes]:
-    """POST the body on one connection: (status, headers, body)."""
+async def _post(conn: Any, ep: _Endpoint, content: bytes) -> tuple[int, Any, bytes]:
+    """POST the body on one connection: (status, headers, body). The caller's timeout bounds it."""
     if isinstance(conn, _ProxiedConnection):
-        return await conn.post(ep, content, timeout)
-    resp = await conn.request(b"POST", ep.url, headers=ep.headers, content=content, extensions={
-        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
-    return resp.status, _Headers(resp.headers), resp.content
+        return await conn.post(ep, content)
+    status, headers, body = await conn.request(b"POST", ep.target, ep.headers, content)
+    return status, _Headers(headers), body
 
 
 class _Headers:
-    """httpcore's raw header list, read by name like httpx's (only ``_retry_after`` reads them)."""
+    """h11's header list (names lower-cased), read by name like httpx's (only ``_retry_after`` reads them)."""
 
     def __init__(self, raw: list[tuple[bytes, bytes]]):
         self.raw = raw
 
     def get(self, name: str) -> str | None:
-        want = name.encode().lower()
-        for k, v in self.raw:
-            if k.lower() == want:
-                return v.decode("latin-1")
-        return None
+        return header(self.raw, name.lower().encode())
 
 
 def _is_local_url(url: str) -> bool:
