@@ -21,13 +21,13 @@ from sagegen.prompts import render
 from sagegen.records import Judgement
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
+_DROP_PUNCT = str.maketrans("", "", string.punctuation)  # one C pass (a per-character loop was 1.5% of a run)
 
 
 def normalize_answer(s: str) -> str:
     """SQuAD normalisation: lowercase, drop punctuation, drop articles, collapse whitespace."""
     s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = s.translate(_DROP_PUNCT)
     s = _ARTICLES.sub(" ", s)
     return " ".join(s.split())
 

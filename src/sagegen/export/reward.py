@@ -56,13 +56,13 @@ _INFO_RE = re.compile(r"<\s*information\s*>.*?(<\s*/\s*information\s*>|$)", re.I
 _PROMPT_EXAMPLE_RE = re.compile(r"For example,?\s*<answer>[^<]*</answer>\.?", re.IGNORECASE)
 # Chat-template markers that start the model's turn (Qwen/ChatML, Llama 3, Mistral-ish).
 _ASSISTANT_MARKERS = ("<|im_start|>assistant", "<|start_header_id|>assistant<|end_header_id|>", "[/INST]")
-_PUNCT = set(string.punctuation)
+_DROP_PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lower-case, drop punctuation and articles, squeeze whitespace."""
     text = str(text).lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = text.translate(_DROP_PUNCT)
     text = re.sub(r"\b(a|an|the)\b", " ", text)
     return " ".join(text.split())
 

@@ -122,6 +122,10 @@ class H1Connection:
         self._transport.write(out)
         try:
             await waiter
+        except asyncio.CancelledError:  # a timeout mid-response: what is left of it must not be read as
+            self._fail(HTTPConnectionError("request cancelled"))  # the next request's answer
+            self._transport.close()
+            raise
         finally:
             self._waiter = None
         self._idle_since = time.monotonic()
@@ -150,7 +154,7 @@ class H1Connection:
                     self._fail(HTTPConnectionError(_CLOSED_EARLY))
                     return
                 # h11.InformationalResponse (100 Continue, ...) carries nothing we need
-        except h11.RemoteProtocolError as e:
+        except (h11.RemoteProtocolError, RuntimeError) as e:  # RuntimeError: bytes after the close
             self._fail(HTTPConnectionError(f"the server broke HTTP/1.1: {e}"))
             if self._transport is not None:
                 self._transport.close()
