@@ -187,8 +187,10 @@ class OpenAIBackend(LLM):
         self._turn = 0  # where the next endpoint scan starts
 
     def cache_identity(self) -> dict[str, Any]:
-        """What besides the call itself decides the answer; the call cache keys on it."""
-        return {"base_url": self.base_url, "extra_body": self.cfg.extra_body,
+        """What besides the call itself decides the answer; the call cache keys on it. Not the URL:
+        replicas of one model answer alike, so a call cached through one server is a hit through
+        another (``name`` carries the model; llm.base_url is volatile on resume for the same reason)."""
+        return {"extra_body": self.cfg.extra_body,
                 "max_tokens_param": self.cfg.max_tokens_param, "send_seed": self.cfg.send_seed}
 
     def endpoint_counts(self) -> list[dict[str, Any]]:
