@@ -97,7 +97,8 @@ class _Endpoint:
     def __init__(self, root: str):
         parts = urllib.parse.urlsplit(root)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"llm.base_url: {endpoint_label(root)!r} is not an http(s) URL")
+            raise ConfigError(f"llm.base_url: {_masked_url(root)!r} is not an http(s) URL; give the server's "
+                              "API root with scheme and host, e.g. http://127.0.0.1:8000/v1")
         if parts.password:
             register_secret(parts.password)
         self.label = endpoint_label(root)
@@ -529,3 +530,15 @@ def _error_text(body: bytes) -> str:
 def _snippet(body: bytes, n: int = 120) -> str:
     text = body.decode("utf-8", "replace").strip().replace("\n", " ")
     return repr(text[:n] + ("…" if len(text) > n else ""))
+
+
+def _masked_url(url: str) -> str:
+    """``url`` as written, for an error about a URL that may not even parse (``endpoint_label`` would
+    rebuild it from parts it lacks): everything from the first ``:`` of a ``user:password@`` up to the
+    last ``@`` is masked. Found by position, not by parsing, so a malformed URL never shows its password."""
+    head, at, rest = url.rpartition("@")
+    if not at:
+        return url
+    start = head.find("//") + 2 if "//" in head else 0
+    user, colon, _ = head[start:].partition(":")
+    return f"{head[:start]}{user}:***@{rest}" if colon else url
