@@ -1,9 +1,11 @@
-"""``--workers``: the parent's live call counts move while the workers' pairs run, not only when a pair
-finishes; every call is still counted once. Two real worker processes on the scripted fixture, whose
-calls sleep (blocking), so a pair takes several calls' time."""
+"""``--workers`` and ``--ray``: the parent's live call counts move while the workers' pairs run, not only
+when a pair finishes; every call is still counted once. Two real worker processes (or two actors on a
+local Ray) on the scripted fixture, whose calls sleep (blocking), so a pair takes several calls' time."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,25 @@ from test_resume_sigkill import _corpus, _rows
 DELAY = 0.3  # seconds per call: a pair of 4+ calls outlasts several COUNTS_EVERY periods
 
 
+@pytest.fixture
+def executor(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "ray":
+        if os.environ.get("CI") == "true":  # part of the CI install: missing is a failure, not a skip
+            import ray
+        else:
+            ray = pytest.importorskip("ray")
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")  # loopback only
+        try:
+            yield "ray"
+        finally:
+            ray.shutdown()
+    else:
+        yield request.param
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"], indirect=True)
 def test_two_workers_report_their_calls_before_their_first_pair_finishes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str
 ) -> None:
     _corpus(tmp_path / "corpus.jsonl")
     monkeypatch.chdir(tmp_path)  # the config's paths are relative, for the workers too
@@ -26,7 +45,8 @@ def test_two_workers_report_their_calls_before_their_first_pair_finishes(
                              "pipeline.rounds=1", "pipeline.attempts=2", "pipeline.concurrency=2",
                              "pipeline.workers=2", "corpus.path=corpus.jsonl", "retrieval.index_dir=idx",
                              "judge.method=em", "llm.backend=scripted", f"llm.model=fixture:sage@{DELAY}",
-                             "llm.cache_path=c.sqlite", "pipeline.precheck=off"])
+                             "llm.cache_path=c.sqlite", "pipeline.precheck=off",
+                             f"pipeline.executor={executor}"])
     events: list[Any] = []
     result = run_generate(cfg, tmp_path / "run", on_event=events.append)
     assert result.stats.errors == 0 and result.stats.done == 4
