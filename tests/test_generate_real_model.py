@@ -112,6 +112,7 @@ def test_generate_with_the_embedded_model(tmp_path: Path) -> None:
     ]
     p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "Exception ignored in" not in p.stderr, p.stderr[-3000:]  # the model is freed when the run ends
     _check_run(tmp_path / "runs" / "real", p.stdout, "llamacpp:")
     # The same command again resumes a finished run: nothing to do, no new call.
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)

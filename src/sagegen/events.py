@@ -66,7 +66,8 @@ class LLMCallFinished:
 
 @dataclass(frozen=True)
 class CallsCounted:
-    """Calls another process made (a ``--workers``/Ray worker), reported with each pair it finishes."""
+    """Calls another process made (a ``--workers``/Ray worker), reported as they happen (every
+    ``sagegen.scale.COUNTS_EVERY`` seconds) and with each pair it finishes."""
 
     calls: int
     cached: int = 0

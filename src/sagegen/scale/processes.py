@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import SagegenError
-from sagegen.scale import PairResult, ResultHook, WorkerError, reraise, share
+from sagegen.scale import CallCounts, CountsHook, PairResult, ResultHook, WorkerError, reraise, share
 
 #: Seconds a stopped worker gets to cancel its pairs and close its files before it is killed.
 STOP_GRACE = 30.0
@@ -42,7 +42,7 @@ class _Worker:
 
 
 def run_pairs_local(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHook, *,
-                    session: int | None) -> None:
+                    session: int | None, on_counts: CountsHook | None = None) -> None:
     """Run ``todo`` in ``pipeline.workers`` processes; returns once every pair was run or raises."""
     import multiprocessing as mp
     from multiprocessing.connection import wait
@@ -74,6 +74,9 @@ def run_pairs_local(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultH
                     continue
                 if isinstance(msg, PairResult):
                     on_result(msg)
+                elif isinstance(msg, CallCounts):
+                    if on_counts is not None:
+                        on_counts(msg)
                 elif msg[0] == "fatal":
                     raise reraise(msg[1], f"worker {w.n}: {msg[2]}")
                 else:  # "end"
@@ -193,7 +196,7 @@ async def _main(pipe: Any, take: Any, send: Any, concurrency: int) -> tuple[int,
         send(result)
 
     try:
-        await serve(pipe, take, counted, concurrency)
+        await serve(pipe, take, counted, concurrency, send)
         return ran, "done"
     except asyncio.CancelledError:  # stopped by the parent (SIGTERM): the pairs in flight stay unfinished
         return ran, "stopped"

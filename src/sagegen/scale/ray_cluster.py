@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import ConfigError, SagegenError
-from sagegen.scale import PairResult, ResultHook, WorkerError, corpus_fingerprint, reraise, share
+from sagegen.scale import (
+    CallCounts,
+    CountsHook,
+    PairResult,
+    ResultHook,
+    WorkerError,
+    corpus_fingerprint,
+    reraise,
+    share,
+)
 
 SAME_PATHS = ("every Ray node needs sagegen installed and the corpus, the index and the model files at the "
               "same paths as the driver (README: Scaling)")
@@ -36,7 +45,7 @@ POLL = 0.2
 
 
 def run_pairs_ray(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHook, *,
-                  session: int | None, fingerprint: str | None) -> None:
+                  session: int | None, fingerprint: str | None, on_counts: CountsHook | None = None) -> None:
     try:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -69,7 +78,10 @@ def run_pairs_ray(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHoo
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=POLL)
             for r in ray.get(ledger.drain.remote()):
-                on_result(r)
+                if isinstance(r, PairResult):
+                    on_result(r)
+                elif on_counts is not None:  # a CallCounts
+                    on_counts(r)
             for ref in done:
                 try:
                     out = ray.get(ref)
@@ -105,16 +117,16 @@ class LedgerActor:
         os.chdir(cwd)  # relative cache paths in the config mean what they mean for the driver
         self.store = SharedStore.join(run_dir, session)
         self.todo = deque(todo)
-        self.results: list[PairResult] = []
+        self.results: list[PairResult | CallCounts] = []  # in the order they were reported
         self.caches: dict[str, Any] = {}
 
     def take(self) -> int | None:
         return self.todo.popleft() if self.todo else None
 
-    def report(self, result: PairResult) -> None:
+    def report(self, result: PairResult | CallCounts) -> None:
         self.results.append(result)
 
-    def drain(self) -> list[PairResult]:
+    def drain(self) -> list[PairResult | CallCounts]:
         out, self.results = self.results, []
         return out
 
@@ -217,7 +229,10 @@ class PairWorker:
                 ran += 1
                 ray.get(ledger.report.remote(result))  # in the driver's next read, never behind it
 
-            asyncio.run(serve(pipe, take, send, concurrency))
+            def send_counts(counts: CallCounts) -> None:
+                ray.get(ledger.report.remote(counts))
+
+            asyncio.run(serve(pipe, take, send, concurrency, send_counts))
             record_worker(store, n, node, ran, "done")
             return ("end", ran)
         except SagegenError as e:

@@ -3,6 +3,7 @@ through ``Pipeline.run_pair``, with ``concurrency`` in flight, each reported as 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 from sagegen.damage import LedgerError
 from sagegen.errors import SagegenError
 from sagegen.pipeline import run_lanes
-from sagegen.scale import PairResult
+from sagegen.scale import COUNTS_EVERY, CallCounts, PairResult
 from sagegen.store import RunStore
 
 
@@ -42,8 +43,9 @@ class SharedStore(RunStore):
 
 
 async def serve(pipe: Any, take: Callable[[], int | None], send: Callable[[PairResult], None],
-                concurrency: int) -> None:
-    """Run pairs from ``take()`` (None: no more) until none is left; ``send`` each result.
+                concurrency: int, send_counts: Callable[[CallCounts], None] | None = None) -> None:
+    """Run pairs from ``take()`` (None: no more) until none is left; ``send`` each result, with the calls
+    made since the last report; ``send_counts`` gets those calls every ``COUNTS_EVERY`` seconds meanwhile.
 
     An LLM or retrieval failure leaves its pair unfinished (recorded as a ``pair_error`` event, as one
     process does) and is reported; a ledger that cannot be written stops the worker.
@@ -69,7 +71,20 @@ async def serve(pipe: Any, take: Callable[[], int | None], send: Callable[[PairR
                 pipe.store.event("pair_error", error, idx)
             send(PairResult(idx, label, error, *since_last()))
 
-    await run_lanes(concurrency, lane)
+    async def tick() -> None:
+        assert send_counts is not None
+        while True:
+            await asyncio.sleep(COUNTS_EVERY)
+            delta = since_last()
+            if any(delta):
+                send_counts(CallCounts(*delta))
+
+    ticker = asyncio.ensure_future(tick()) if send_counts is not None else None
+    try:
+        await run_lanes(concurrency, lane)
+    finally:
+        if ticker is not None:
+            ticker.cancel()  # the last calls went out with the last PairResult
 
 
 def record_worker(store: Any, worker: int, where: str, pairs: int, status: str) -> None:
