@@ -162,6 +162,10 @@ def test_warns_when_the_judge_is_the_solvers_own_model() -> None:
     assert any("judge is the solver's own model" in w for w in config_warnings(cfg))
     cfg2 = load_config(None, ["judge_llm.backend=openai", "judge_llm.model=a-small-judge"])
     assert config_warnings(cfg2) == []
+    # The same model on another replica is still the solver's own model.
+    served = ["llm.backend=openai", "llm.model=qwen", "llm.base_url=http://10.0.0.1:8001/v1",
+              "judge_llm.backend=openai", "judge_llm.model=qwen", "judge_llm.base_url=http://10.0.0.2:8001/v1"]
+    assert any("judge is the solver's own model" in w for w in config_warnings(load_config(None, served)))
 
 
 # ------------------------------------------------------------------ the loop: relaxation, dedup

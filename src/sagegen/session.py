@@ -43,7 +43,8 @@ def config_warnings(cfg: Config) -> list[str]:
     out = []
     if cfg.judge.method == "llm":
         judge, solver = cfg.judge_llm or cfg.llm, cfg.solver_llm or cfg.llm
-        if (judge.backend, judge.model, judge.base_url) == (solver.backend, solver.model, solver.base_url):
+        # Where a model is served does not change it (replicas of one model: the call cache's rule too).
+        if (judge.backend, judge.model) == (solver.backend, solver.model):
             out.append(
                 f"the judge is the solver's own model ({judge.backend}:{judge.model or 'default'}): it may "
                 "excuse its own mistakes; set judge_llm to a separate model (the paper's release uses one)"
