@@ -331,6 +331,10 @@ _ServePort = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option("--port", help="Port (default 8000); 0 picks a free one."),
 ]
+_ServeWorkers = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--workers", help="Server processes sharing the port (default 1): past one core.", min=1),
+]
 
 
 @app.command(rich_help_panel="Corpora and retrieval")
@@ -340,6 +344,7 @@ def serve(
     kind: _ServeKind = None,
     host: _ServeHost = None,
     port: _ServePort = None,
+    workers: _ServeWorkers = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -348,7 +353,8 @@ def serve(
 
     if index is not None and (corpus is not None or kind is not None):
         raise SagegenError("--index serves a built index as it is; do not combine it with --corpus or --kind")
-    flags = {"corpus.path": corpus, "retrieval.kind": kind, "server.host": host, "server.port": port}
+    flags = {"corpus.path": corpus, "retrieval.kind": kind, "server.host": host, "server.port": port,
+             "server.workers": workers}
     cfg = resolve_config(config, flag_overrides(set_, flags))
 
     def ready(url: str) -> None:

@@ -307,6 +307,9 @@ class ServerConfig(Section):
     #: Retrieval calls run at once in worker threads; unset: one per CPU (at most 8) for our own
     #: thread-safe retrievers (bm25, dense, hybrid), 1 for any other retriever.
     max_concurrency: int | None = Field(None, ge=1)
+    #: Server processes sharing the port (``sagegen serve --workers``): one process answers on one
+    #: core at most (BM25 and JSON hold the GIL); each opens the index itself (memory-mapped: shared).
+    workers: int = Field(1, ge=1, le=256)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     #: Seconds a client may take to send a request's headers, then its body; slower ones are cut off
     #: (a slow-loris guard: uvicorn itself has no header-read timeout).

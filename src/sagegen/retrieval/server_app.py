@@ -4,6 +4,7 @@
 # inside create_app, which a string annotation would hide.
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -148,7 +149,9 @@ def create_app(
     guessed_kind, guessed_n = describe(retriever)
     health_info = {"status": "ok", "kind": kind or guessed_kind, "n_docs": n_docs if n_docs is not None else
                    guessed_n, "version": __version__, "auth": bool(api_key), "max_topk": cfg.max_topk,
-                   "max_queries": cfg.max_queries, "max_hits": cfg.max_hits, "default_topk": cfg.default_topk}
+                   "max_queries": cfg.max_queries, "max_hits": cfg.max_hits, "default_topk": cfg.default_topk,
+                   # which of the ``serve --workers`` processes answered
+                   "workers": cfg.workers, "pid": os.getpid()}
     RetrieveRequest = request_model(cfg)
     answer = Answerer(Searcher(retriever, max_concurrency=auto_concurrency(retriever, cfg.max_concurrency),
                                chunk_queries=cfg.chunk_queries), cfg)

@@ -121,4 +121,14 @@ def serve_from_config(
             where = cfg.corpus.path or "the bundled corpus"
             on_loading(f"opening a {cfg.retrieval.kind} retriever over {where} (indexing it if needed)")
         retriever = build_retriever(cfg)
+    if cfg.server.workers > 1:
+        # The index is built (and checked) once, here; each worker then opens it on its own.
+        from sagegen.retrieval.server_processes import serve_processes
+
+        close = getattr(retriever, "close", None)
+        if callable(close):
+            close()  # the parent only supervises: the workers hold the index
+        sock = bind_socket(cfg.server.host, cfg.server.port)
+        serve_processes(sock, cfg, index, cfg.server.workers, on_ready=on_ready, url=socket_url(sock))
+        return
     serve(retriever, cfg.server, on_ready=on_ready)

@@ -1,0 +1,141 @@
+"""``sagegen serve --workers N``: N server processes on one port, through the real CLI over sockets.
+
+Checked: the answers are the in-process search's, more than one process answers, a worker killed
+with SIGKILL is replaced while the others keep answering, Ctrl-C stops them all (exit 130 as with
+one process), and workers whose parent was killed with SIGKILL stop by themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers import sigint_default
+from sagegen.config import load_config
+from sagegen.records import Doc
+from sagegen.retrieval.factory import build_retriever
+
+DOCS = [Doc(id=f"p{i}", title=t, text=x) for i, (t, x) in enumerate([
+    ("Paris", "Paris is the capital and largest city of France."),
+    ("Berlin", "Berlin is the capital of Germany."),
+    ("Lyon", "Lyon lies where the Rhone meets the Saone."),
+    ("Hamlet", "Hamlet is a tragedy written by William Shakespeare."),
+    ("Rhine", "The Rhine flows from the Alps to the North Sea."),
+])]
+QUERIES = ["capital of Germany", "Rhone river Lyon", "largest city of France", "Who wrote Hamlet?"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait(what: str, cond: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _pids(base: str, n: int = 40) -> set[int]:
+    """The processes that answered ``n`` health checks, each on a new connection."""
+    return {httpx.get(f"{base}/health", timeout=10).json()["pid"] for _ in range(n)}
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return {int(x) for x in out.stdout.split()}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": d.id, "contents": d.contents}) + "\n" for d in DOCS))
+    return path
+
+
+def _start(corpus: Path, tmp_path: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
+    env = {k: v for k, v in os.environ.items() if k != "SAGEGEN_API_KEY"} | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sagegen.cli", "serve", "--corpus", str(corpus), "--kind", "bm25",
+         "-s", f"retrieval.index_dir={tmp_path / 'idx'}", "--port", "0", "--workers", str(workers)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_default)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = [m for line in list(lines) if (m := re.search(r"(http://127\.0\.0\.1:\d+)/retrieve", line))]
+        if found:
+            return proc, found[0].group(1)
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"sagegen serve did not print its URL (rc={proc.returncode}): {lines} {proc.stderr.read()}")  # type: ignore[union-attr]
+
+
+def test_workers_share_the_port_replace_a_dead_one_and_stop_on_ctrl_c(corpus: Path, tmp_path: Path) -> None:
+    proc, base = _start(corpus, tmp_path, 2)
+    try:
+        _wait("two workers answering", lambda: len(_pids(base)) == 2)
+        workers = _children(proc.pid)
+        assert _pids(base) <= workers and proc.pid not in _pids(base)
+        health = httpx.get(f"{base}/health", timeout=10).json()
+        assert health["workers"] == 2 and health["n_docs"] == len(DOCS)
+
+        cfg = load_config(None, [f"corpus.path={corpus}", "retrieval.kind=bm25",
+                                 f"retrieval.index_dir={tmp_path / 'idx'}"])
+        local = build_retriever(cfg).search(QUERIES, 2)
+        for _ in range(6):  # new connections: several of them land on each worker
+            got = httpx.post(f"{base}/retrieve", json={"queries": QUERIES, "topk": 2, "return_scores": True},
+                             timeout=10).json()["result"]
+            assert [[(h["document"]["id"], round(h["score"], 6)) for h in q] for q in got] == [
+                [(h.doc.id, round(h.score, 6)) for h in q] for q in local]
+
+        victim = sorted(_pids(base))[0]
+        os.kill(victim, signal.SIGKILL)
+        # The other one answers meanwhile; the parent starts a replacement.
+        _wait("a replacement worker", lambda: (p := _pids(base)) and victim not in p and len(p) == 2)
+        assert proc.poll() is None
+    except BaseException:
+        proc.kill()
+        raise
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the parent
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert not any(_alive(p) for p in workers)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/health", timeout=2)
+
+
+def test_workers_stop_when_their_parent_is_killed(corpus: Path, tmp_path: Path) -> None:
+    proc, base = _start(corpus, tmp_path, 2)
+    try:
+        _wait("two workers answering", lambda: len(_pids(base)) == 2)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+    finally:
+        proc.kill()  # kill -9: the parent can tell nobody
+        proc.communicate(timeout=10)
+    _wait("the orphaned workers to exit", lambda: not any(_alive(p) for p in workers), timeout=15)
