@@ -14,9 +14,10 @@ HTTP/1.1 client (keep-alive, one connection per client), so client costs are equ
 
 Printed, in one run:
 
-1. HTTP+JSON vs in-process at 1, 32 and 256 queries per request (one client, requests back to
-   back): ours against ``retriever.search``, theirs against their ``retriever.batch_search`` run
-   in this process over the same shim. Goal: ours ≤ 1.2× in-process at 256.
+1. HTTP+JSON vs in-process at 1, 32 and 256 queries per request (one client; each batch searched
+   in this process, then sent, request by request; medians): ours against ``retriever.search``,
+   theirs against their ``retriever.batch_search`` run in this process over the same shim. Goal:
+   ours ≤ 1.2× in-process at 256.
 2. 32 single-query clients at once: requests/s for ours and theirs, and the ratio. Goal ≥ 1.5×.
    Also each server's CPU per request (from /proc): on a shared, loaded machine a server gets only
    a slice of a core, and the CPU per request is the figure that load does not move much.
@@ -108,9 +109,15 @@ def start(cmd: list[str], port: int, src: Path = REPO / "src") -> subprocess.Pop
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux /proc), to compare servers on a loaded machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU so far (Linux /proc) of a process and its live descendants (the workers of
+    ``serve --workers``), to compare servers on a loaded machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # exited meanwhile
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(k)) for k in kids)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -158,17 +165,27 @@ def body(queries: Sequence[str]) -> bytes:
     return json.dumps({"queries": list(queries), "topk": TOPK, "return_scores": True}).encode()
 
 
-async def sequential(port: int, batches: list[list[str]]) -> float:
-    """Seconds per request, one client sending ``batches`` back to back (replies parsed, as clients do)."""
+async def interleaved(port: int, search: Callable[[list[str]], Any],
+                      batches: list[list[str]]) -> tuple[float, float, float]:
+    """(in-process wall, HTTP wall, in-process CPU) seconds per request, medians. Each batch is
+    searched in this process, then sent to the server (replies parsed, as clients do), request by
+    request: on a machine whose speed drifts (a shared VM's CPU steal moved one identical BM25
+    batch from 36 to 73 ms within a minute), a ratio of two back-to-back series measures the drift."""
     conn = Conn(port)
+    search(batches[0])
     await conn.post(body(batches[0]))
-    t = time.perf_counter()
+    local, http, cpu = [], [], []
     for b in batches[1:]:
+        t, c = time.perf_counter(), time.process_time()
+        search(b)
+        local.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        t = time.perf_counter()
         reply = json.loads(await conn.post(body(b)))
+        http.append(time.perf_counter() - t)
         assert len(reply["result"]) == len(b)
-    elapsed = time.perf_counter() - t
     conn.close()
-    return elapsed / (len(batches) - 1)
+    return statistics.median(local), statistics.median(http), statistics.median(cpu)
 
 
 async def clients(port: int, n_clients: int, queries: list[str], seconds: float) -> float:
@@ -192,16 +209,6 @@ async def clients(port: int, n_clients: int, queries: list[str], seconds: float)
     for c in conns:
         c.close()
     return done / elapsed
-
-
-def in_process(search: Callable[[list[str]], Any], batches: list[list[str]]) -> tuple[float, float]:
-    """(wall, CPU) seconds per call of ``search`` in this process."""
-    search(batches[0])
-    t, c = time.perf_counter(), time.process_time()
-    for b in batches[1:]:
-        search(b)
-    n = len(batches) - 1
-    return (time.perf_counter() - t) / n, (time.process_time() - c) / n
 
 
 def batches_of(queries: list[str], size: int, n_requests: int) -> list[list[str]]:
@@ -282,9 +289,8 @@ def main() -> None:
             overhead[name] = {}
             for size, count in zip(sizes, counts, strict=True):
                 bs = batches_of(queries, size, count)
-                local, local_cpu = in_process(search, bs)
                 before = cpu_seconds(proc.pid)
-                http = asyncio.run(sequential(port, bs))
+                local, http, local_cpu = asyncio.run(interleaved(port, search, bs))
                 server_cpu = (cpu_seconds(proc.pid) - before) / len(bs)  # the warm-up request counted too
                 overhead[name][size] = (local, http, local_cpu, server_cpu)
             # the servers run one at a time, so neither steals the other's CPU

@@ -19,9 +19,8 @@ so the arrival-order fairness above holds for merged queries too.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -133,13 +132,8 @@ class Searcher:
 _INLINE_HITS = 512
 
 
-def _dump(payload: dict[str, Any]) -> bytes:
-    # Same bytes as Starlette's JSONResponse renders; NaN is mapped to null by the caller.
-    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
-async def encode_json(payload: dict[str, Any], *, hits: int | None = None) -> bytes:
+async def encode_json(encode: Callable[[], bytes], *, hits: int | None = None) -> bytes:
     """The response body; large ones (2,560 × top-3 passages is megabytes) encoded off the event loop."""
     if hits is not None and hits <= _INLINE_HITS:
-        return _dump(payload)
-    return await anyio.to_thread.run_sync(_dump, payload)
+        return encode()
+    return await anyio.to_thread.run_sync(encode)

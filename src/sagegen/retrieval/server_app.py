@@ -27,7 +27,7 @@ from sagegen.retrieval.server_wire import (
     ErrorResponse,
     RetrieveResponse,
     describe,
-    render,
+    encode_result,
     request_model,
     validation_payload,
 )
@@ -116,7 +116,7 @@ class Answerer:
         for i, hits in zip(live, found, strict=True):
             per_query[i] = hits[:k]
         log.debug("retrieved %d queries (k=%d) in %.3fs", len(queries), k, time.perf_counter() - started)
-        return 200, await encode_json({"result": render(per_query, request.return_scores)},
+        return 200, await encode_json(lambda: encode_result(per_query, request.return_scores),
                                       hits=len(queries) * k)
 
 

@@ -8,7 +8,8 @@ encoded once (see :mod:`sagegen.retrieval.server_app`).
 # request model built inside request_model.
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Annotated, Any
 
 from fastapi.exceptions import RequestValidationError
@@ -113,6 +114,35 @@ def render(per_query: list[list[Hit]], return_scores: bool) -> list[list[dict[st
             for hits in per_query
         ]
     return [[{"id": h.doc.id, "contents": h.doc.contents} for h in hits] for hits in per_query]
+
+
+def encode_result(per_query: list[list[Hit]], return_scores: bool) -> bytes:
+    """``{"result": render(...)}`` as the response body: the bytes that ``json.dumps(...,
+    ensure_ascii=False, separators=(",", ":"))`` writes (as Starlette's ``JSONResponse`` renders
+    them), spliced from each string's JSON form instead of built as dicts and walked by the encoder
+    (a third of the HTTP overhead at 256 queries per request). Text that UTF-8 cannot carry (a lone
+    surrogate from a corpus' ``\\ud800`` escape) is sent \\u-escaped, as ``ensure_ascii`` would."""
+    try:
+        return _encode_result(per_query, return_scores, encode_basestring).encode()
+    except UnicodeEncodeError:
+        return _encode_result(per_query, return_scores, encode_basestring_ascii).encode()
+
+
+def _encode_result(per_query: list[list[Hit]], return_scores: bool, text: Callable[[str], str]) -> str:
+    def doc(h: Hit) -> str:
+        return f'{{"id":{text(h.doc.id)},"contents":{text(h.doc.contents)}}}'
+
+    if return_scores:
+        rows = ["[" + ",".join(f'{{"document":{doc(h)},"score":{_score_json(h.score)}}}' for h in hits) + "]"
+                for hits in per_query]
+    else:
+        rows = ["[" + ",".join(doc(h) for h in hits) + "]" for hits in per_query]
+    return '{"result":[' + ",".join(rows) + "]}"
+
+
+def _score_json(score: float) -> str:
+    value = json_safe_score(score)
+    return "null" if value is None else float.__repr__(value)  # json.dumps writes floats so
 
 
 def describe(retriever: Retriever) -> tuple[str, int | None]:
