@@ -30,6 +30,7 @@ from sagegen.errors import ConfigError, SagegenError
 
 if TYPE_CHECKING:
     from sagegen.config import Config
+    from sagegen.events import CallsCounted
     from sagegen.pipeline import Pipeline, Stats
     from sagegen.records import Doc
 
@@ -47,21 +48,12 @@ class PairResult:
     tokens: int = 0
 
 
-@dataclass(frozen=True)
-class CallCounts:
-    """The LLM calls a worker made since its previous report, sent every ``COUNTS_EVERY`` seconds while
-    its pairs run: the parent's live counts move with the calls, not only when a pair finishes."""
-
-    calls: int
-    cached: int = 0
-    tokens: int = 0
-
-
-#: Seconds between a worker's ``CallCounts`` (one small message each, whatever the calls in flight).
+#: Seconds between a worker's reports of the calls it made meanwhile (``events.CallsCounted``, one
+#: small message each, whatever the calls in flight): the parent's live counts move with the calls.
 COUNTS_EVERY = 0.5
 
 ResultHook = Callable[[PairResult], None]
-CountsHook = Callable[[CallCounts], None]
+CountsHook = Callable[["CallsCounted"], None]
 
 
 class WorkerError(SagegenError):
@@ -134,12 +126,9 @@ def run_spread(pipe: Pipeline) -> Stats:
         if streak.stopped:
             raise streak.error(stats.last_error)
 
-    def on_counts(c: CallCounts) -> None:
-        pipe.emit(CallsCounted(c.calls, c.cached, c.tokens))
-
     if todo:
         run_pairs(pipe.cfg, store.run_dir, todo, on_result, session=store.session_id, docs=pipe.parts.docs,
-                  on_counts=on_counts)
+                  on_counts=pipe.emit)
     # Workers appended their lines as they finished; rewrite the files in the ledger's finishing order,
     # the order one process writes them in.
     store.rebuild_outputs()
@@ -154,5 +143,5 @@ def reraise(kind: str, message: str) -> SagegenError:
     return kinds.get(kind, WorkerError)(message)
 
 
-__all__ = ["COUNTS_EVERY", "CallCounts", "CountsHook", "PairResult", "ResultHook", "WorkerError", "run_pairs",
+__all__ = ["COUNTS_EVERY", "CountsHook", "PairResult", "ResultHook", "WorkerError", "run_pairs",
            "run_spread", "share"]

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import SagegenError
-from sagegen.scale import CallCounts, CountsHook, PairResult, ResultHook, WorkerError, reraise, share
+from sagegen.events import CallsCounted
+from sagegen.scale import CountsHook, PairResult, ResultHook, WorkerError, reraise, share
 
 #: Seconds a stopped worker gets to cancel its pairs and close its files before it is killed.
 STOP_GRACE = 30.0
@@ -74,7 +75,7 @@ def run_pairs_local(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultH
                     continue
                 if isinstance(msg, PairResult):
                     on_result(msg)
-                elif isinstance(msg, CallCounts):
+                elif isinstance(msg, CallsCounted):
                     if on_counts is not None:
                         on_counts(msg)
                 elif msg[0] == "fatal":

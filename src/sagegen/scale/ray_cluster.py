@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import ConfigError, SagegenError
+from sagegen.events import CallsCounted
 from sagegen.scale import (
-    CallCounts,
     CountsHook,
     PairResult,
     ResultHook,
@@ -80,7 +80,7 @@ def run_pairs_ray(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHoo
             for r in ray.get(ledger.drain.remote()):
                 if isinstance(r, PairResult):
                     on_result(r)
-                elif on_counts is not None:  # a CallCounts
+                elif on_counts is not None:  # a CallsCounted
                     on_counts(r)
             for ref in done:
                 try:
@@ -117,16 +117,16 @@ class LedgerActor:
         os.chdir(cwd)  # relative cache paths in the config mean what they mean for the driver
         self.store = SharedStore.join(run_dir, session)
         self.todo = deque(todo)
-        self.results: list[PairResult | CallCounts] = []  # in the order they were reported
+        self.results: list[PairResult | CallsCounted] = []  # in the order they were reported
         self.caches: dict[str, Any] = {}
 
     def take(self) -> int | None:
         return self.todo.popleft() if self.todo else None
 
-    def report(self, result: PairResult | CallCounts) -> None:
+    def report(self, result: PairResult | CallsCounted) -> None:
         self.results.append(result)
 
-    def drain(self) -> list[PairResult | CallCounts]:
+    def drain(self) -> list[PairResult | CallsCounted]:
         out, self.results = self.results, []
         return out
 
@@ -229,7 +229,7 @@ class PairWorker:
                 ran += 1
                 ray.get(ledger.report.remote(result))  # in the driver's next read, never behind it
 
-            def send_counts(counts: CallCounts) -> None:
+            def send_counts(counts: CallsCounted) -> None:
                 ray.get(ledger.report.remote(counts))
 
             asyncio.run(serve(pipe, take, send, concurrency, send_counts))

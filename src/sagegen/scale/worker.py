@@ -12,8 +12,9 @@ from typing import Any
 
 from sagegen.damage import LedgerError
 from sagegen.errors import SagegenError
+from sagegen.events import CallsCounted
 from sagegen.pipeline import run_lanes
-from sagegen.scale import COUNTS_EVERY, CallCounts, PairResult
+from sagegen.scale import COUNTS_EVERY, PairResult
 from sagegen.store import RunStore
 
 
@@ -43,7 +44,7 @@ class SharedStore(RunStore):
 
 
 async def serve(pipe: Any, take: Callable[[], int | None], send: Callable[[PairResult], None],
-                concurrency: int, send_counts: Callable[[CallCounts], None] | None = None) -> None:
+                concurrency: int, send_counts: Callable[[CallsCounted], None] | None = None) -> None:
     """Run pairs from ``take()`` (None: no more) until none is left; ``send`` each result, with the calls
     made since the last report; ``send_counts`` gets those calls every ``COUNTS_EVERY`` seconds meanwhile.
 
@@ -77,7 +78,7 @@ async def serve(pipe: Any, take: Callable[[], int | None], send: Callable[[PairR
             await asyncio.sleep(COUNTS_EVERY)
             delta = since_last()
             if any(delta):
-                send_counts(CallCounts(*delta))
+                send_counts(CallsCounted(*delta))
 
     ticker = asyncio.ensure_future(tick()) if send_counts is not None else None
     try:
