@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers.serve_cli import start_serve, write_searchr1
 from sagegen.config import ServerConfig
 from sagegen.errors import ConfigError
 from sagegen.records import Doc, Hit
@@ -511,49 +512,6 @@ def test_real_bm25_over_hotpotqa_serves_what_the_index_returns(shared_data: Path
 # --------------------------------------------------------------------------- the `sagegen serve` command
 
 
-def _write_searchr1(path: Path, docs: Sequence[Doc]) -> Path:
-    path.write_text("".join(json.dumps({"id": d.id, "contents": d.contents}) + "\n" for d in docs))
-    return path
-
-
-def _cli_env() -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "SAGEGEN_API_KEY"}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _start_serve(args: list[str], cwd: Path) -> tuple[Any, str]:
-    """Start `sagegen serve ... --port 0` and return (process, base URL) once it prints its URL."""
-    import re
-    import subprocess
-    import sys
-
-    from helpers import sigint_default
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sagegen.cli", "serve", *args, "--port", "0"],
-        cwd=cwd,
-        env=_cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,        preexec_fn=sigint_default,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = [m for line in list(lines) if (m := re.search(r"(http://127\.0\.0\.1:\d+)/retrieve", line))]
-        if found:
-            return proc, found[0].group(1)
-        time.sleep(0.05)
-    proc.kill()
-    out, err = proc.communicate(timeout=10)
-    pytest.fail(f"sagegen serve did not print its URL (rc={proc.returncode}):\n{''.join(lines)}{out}\n{err}")
-
-
 def _stop(proc: Any) -> tuple[int, str]:
     import signal
 
@@ -573,10 +531,10 @@ def test_cli_serve_corpus_bm25_end_to_end(tmp_path: Path) -> None:
     from sagegen.retrieval.factory import build_retriever
     from sagegen.retrieval.http import HTTPRetriever
 
-    corpus = _write_searchr1(tmp_path / "corpus.jsonl", DOCS)
+    corpus = write_searchr1(tmp_path / "corpus.jsonl", DOCS)
     idx = tmp_path / "indexes"
     t0 = time.perf_counter()
-    proc, base = _start_serve(
+    proc, base = start_serve(
         ["--corpus", str(corpus), "--kind", "bm25", "-s", f"retrieval.index_dir={idx}"], tmp_path
     )
     try:
@@ -612,7 +570,7 @@ def test_cli_serve_index_dir(tmp_path: Path) -> None:
     from sagegen.retrieval.index import build_index
 
     build_index(DOCS, "bm25", RetrievalConfig(), tmp_path / "idx")
-    proc, base = _start_serve(["--index", str(tmp_path / "idx")], tmp_path)
+    proc, base = start_serve(["--index", str(tmp_path / "idx")], tmp_path)
     try:
         r = httpx.post(
             f"{base}/retrieve", json={"queries": ["Berlin Germany capital"], "topk": 2}, timeout=10
