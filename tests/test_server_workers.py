@@ -7,13 +7,10 @@ one process), and workers whose parent was killed with SIGKILL stop by themselve
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import sigint_default
+from helpers.serve_cli import cli_env, start_serve, write_searchr1
 from sagegen.config import load_config
 from sagegen.records import Doc
 from sagegen.retrieval.factory import build_retriever
@@ -69,28 +66,12 @@ def _children(pid: int) -> set[int]:
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"id": d.id, "contents": d.contents}) + "\n" for d in DOCS))
-    return path
+    return write_searchr1(tmp_path / "corpus.jsonl", DOCS)
 
 
 def _start(corpus: Path, tmp_path: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
-    env = {k: v for k, v in os.environ.items() if k != "SAGEGEN_API_KEY"} | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sagegen.cli", "serve", "--corpus", str(corpus), "--kind", "bm25",
-         "-s", f"retrieval.index_dir={tmp_path / 'idx'}", "--port", "0", "--workers", str(workers)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=sigint_default)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = [m for line in list(lines) if (m := re.search(r"(http://127\.0\.0\.1:\d+)/retrieve", line))]
-        if found:
-            return proc, found[0].group(1)
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"sagegen serve did not print its URL (rc={proc.returncode}): {lines} {proc.stderr.read()}")  # type: ignore[union-attr]
+    args = ["--corpus", str(corpus), "--kind", "bm25", "-s", f"retrieval.index_dir={tmp_path / 'idx'}"]
+    return start_serve([*args, "--workers", str(workers)], tmp_path)  # type: ignore[no-any-return]
 
 
 def test_workers_share_the_port_replace_a_dead_one_and_stop_on_ctrl_c(corpus: Path, tmp_path: Path) -> None:
@@ -139,3 +120,34 @@ def test_workers_stop_when_their_parent_is_killed(corpus: Path, tmp_path: Path) 
         proc.kill()  # kill -9: the parent can tell nobody
         proc.communicate(timeout=10)
     _wait("the orphaned workers to exit", lambda: not any(_alive(p) for p in workers), timeout=15)
+
+
+def _serve_index(index: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sagegen.cli", "serve", "--index", str(index), "--port", "0",
+         "--workers", "2"], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=120)
+
+
+def test_a_folder_that_is_no_index_is_one_clear_error_before_any_worker(tmp_path: Path) -> None:
+    (tmp_path / "not-an-index").mkdir()
+    proc = _serve_index(tmp_path / "not-an-index", tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    said = " ".join(proc.stderr.split())  # the CLI wraps long lines
+    assert said.count("error:") == 1 and "not-an-index is not a sagegen index" in said, proc.stderr
+    assert "/retrieve" not in proc.stdout  # no URL was announced
+
+
+def test_workers_that_cannot_open_the_index_stop_the_server_without_announcing_it(
+        corpus: Path, tmp_path: Path) -> None:
+    from sagegen.retrieval.index import build_index
+
+    cfg = load_config(None, [f"corpus.path={corpus}", "retrieval.kind=bm25"])
+    build_index(DOCS, "bm25", cfg.retrieval, tmp_path / "idx")
+    for f in (tmp_path / "idx" / "bm25").iterdir():  # the manifest is there, the BM25 arrays are not
+        f.unlink()
+    proc = _serve_index(tmp_path / "idx", tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "before it was serving" in proc.stderr, proc.stderr
+    assert "/retrieve" not in proc.stdout  # the URL is printed only once every worker serves

@@ -18,12 +18,12 @@ a worker whose parent is gone (``kill -9``) stops by itself within a second.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,8 +45,17 @@ PARENT_CHECK_S = 1.0
 def _worker(sock: socket.socket, cfg: Config, index: str | None, parent: int, ready: Any) -> None:
     """One worker process: open the retriever, serve on the inherited socket until told to stop;
     ``ready`` is set once it serves."""
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches every process of the group,
-        _serve_worker(sock, cfg, index, parent, ready)  # even one still opening its index
+    try:
+        _serve_worker(sock, cfg, index, parent, ready)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group, even one still opening its index
+        pass
+    except (SagegenError, OSError) as e:  # a damaged index: one line, as the CLI's main() says it
+        from sagegen.damage import os_error
+        from sagegen.errors import scrub
+
+        err = os_error(e) if isinstance(e, OSError) else e
+        print(f"error: {scrub(str(err))}", file=sys.stderr, flush=True)
+        sys.exit(2)  # the parent then stops the server: this worker never served
 
 
 def _serve_worker(sock: socket.socket, cfg: Config, index: str | None, parent: int, ready: Any) -> None:
@@ -76,7 +85,8 @@ class _Stop(Exception):
 
 def serve_processes(sock: socket.socket, cfg: Config, index: str | Path | None, workers: int,
                     *, on_ready: Callable[[str], None] | None = None, url: str = "") -> None:
-    """Run ``workers`` server processes on ``sock`` until Ctrl-C / SIGTERM; restart one that exits."""
+    """Run ``workers`` server processes on ``sock`` until Ctrl-C / SIGTERM; restart one that exits.
+    ``on_ready(url)`` runs once all of them serve."""
     ctx = mp.get_context("spawn")
     where = None if index is None else str(index)
     procs: list[tuple[Any, Any]] = []  # (process, its "serving" event)
@@ -95,9 +105,11 @@ def serve_processes(sock: socket.socket, cfg: Config, index: str | Path | None, 
     old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         procs = [start() for _ in range(workers)]
-        if on_ready is not None:
-            on_ready(url)
+        announced = on_ready is None
         while True:
+            if not announced and all(ready.is_set() for _, ready in procs):
+                on_ready(url)  # type: ignore[misc]  # once every worker serves: the URL is then true
+                announced = True
             for i, (p, ready) in enumerate(procs):
                 p.join(timeout=0.2 / len(procs))
                 if p.exitcode is None:

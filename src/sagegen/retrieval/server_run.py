@@ -110,6 +110,9 @@ def serve_from_config(
     The bind/API-key check runs first, so a refused public bind fails before minutes of indexing.
     """
     check_bind(cfg.server, resolve_api_key(cfg.server))
+    if cfg.server.workers > 1:
+        _serve_in_processes(cfg, index, on_ready, on_loading)
+        return
     from sagegen.retrieval.factory import build_retriever, open_index
 
     if index is not None:
@@ -118,17 +121,33 @@ def serve_from_config(
         retriever = open_index(index, cfg.retrieval)
     else:
         if on_loading is not None:
-            where = cfg.corpus.path or "the bundled corpus"
-            on_loading(f"opening a {cfg.retrieval.kind} retriever over {where} (indexing it if needed)")
+            on_loading(_opening(cfg))
         retriever = build_retriever(cfg)
-    if cfg.server.workers > 1:
-        # The index is built (and checked) once, here; each worker then opens it on its own.
-        from sagegen.retrieval.server_processes import serve_processes
-
-        close = getattr(retriever, "close", None)
-        if callable(close):
-            close()  # the parent only supervises: the workers hold the index
-        sock = bind_socket(cfg.server.host, cfg.server.port)
-        serve_processes(sock, cfg, index, cfg.server.workers, on_ready=on_ready, url=socket_url(sock))
-        return
     serve(retriever, cfg.server, on_ready=on_ready)
+
+
+def _opening(cfg: Config) -> str:
+    where = cfg.corpus.path or "the bundled corpus"
+    return f"opening a {cfg.retrieval.kind} retriever over {where} (indexing it if needed)"
+
+
+def _serve_in_processes(cfg: Config, index: str | Path | None, on_ready: Callable[[str], None] | None,
+                        on_loading: Callable[[str], None] | None) -> None:
+    """``serve --workers N``: a local index is found (or built) once, here, and each worker only opens
+    it: no worker reads the corpus again, and this process, which only supervises, never loads what
+    only the workers search."""
+    from sagegen.retrieval.index import LOCAL_KINDS, read_manifest
+    from sagegen.retrieval.server_processes import serve_processes
+
+    if index is not None:
+        read_manifest(index)  # not an index: one clear error here, not one per worker
+    elif cfg.retrieval.kind in LOCAL_KINDS:
+        from sagegen.retrieval.factory import ensure_index
+
+        if on_loading is not None:
+            on_loading(_opening(cfg))
+        index = ensure_index(cfg).path
+    if on_loading is not None:
+        on_loading(f"starting {cfg.server.workers} server processes on {index or cfg.retrieval.kind}")
+    sock = bind_socket(cfg.server.host, cfg.server.port)
+    serve_processes(sock, cfg, index, cfg.server.workers, on_ready=on_ready, url=socket_url(sock))
