@@ -55,30 +55,6 @@ class RawServer(LoopServer):
         host = "localhost" if self.ssl_context else "127.0.0.1"
         return f"{scheme}://{host}:{self.port}/v1"
 
-    def __enter__(self) -> RawServer:
-        if self.ssl_context is None:
-            return super().__enter__()  # type: ignore[no-any-return]
-        # The scaffold's server, with TLS: start it the same way, on a TLS listener.
-        import threading
-
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl_context))
-            self.port = self._server.sockets[0].getsockname()[1]
-            ready.set()
-            loop.run_forever()
-            self._server.close()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        assert ready.wait(10)
-        return self
-
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.opened += 1
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 from typing import Any
 
@@ -13,6 +14,8 @@ from typing import Any
 class LoopServer:
     #: Named in the error when the thread does not come up.
     kind = "loopback server"
+    #: Set (before ``with``) to serve TLS.
+    ssl_context: ssl.SSLContext | None = None
 
     def __init__(self) -> None:
         self.port = 0
@@ -33,7 +36,8 @@ class LoopServer:
         def run() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
-            self._server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl_context))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             loop.run_forever()
