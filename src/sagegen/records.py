@@ -22,6 +22,13 @@ class Record(BaseModel):
         return self.model_dump_json()
 
 
+def contents_of(title: str, text: str, raw: str | None) -> str:
+    """:attr:`Doc.contents` from a Doc's fields (the retrieval server serves stored passages by it)."""
+    if raw is not None:
+        return raw
+    return f"{title}\n{text}" if title else text
+
+
 class Doc(Record):
     """A passage of a corpus. ``contents`` is the Search-R1 wire form: title, newline, text."""
 
@@ -35,9 +42,7 @@ class Doc(Record):
 
     @property
     def contents(self) -> str:
-        if self.raw is not None:
-            return self.raw
-        return f"{self.title}\n{self.text}" if self.title else self.text
+        return contents_of(self.title, self.text, self.raw)
 
     @classmethod
     def from_contents(cls, id: str, contents: str) -> Doc:

@@ -26,7 +26,7 @@ import numpy as np
 
 from sagegen.config import BM25Config
 from sagegen.records import Doc, Hit
-from sagegen.retrieval.index import DocStore, Progress
+from sagegen.retrieval.index import DocStore, Progress, to_hits
 from sagegen.retrieval.tokenize import Tokenizer
 
 #: Above this many postings per document, a dense score vector beats sorting the postings.
@@ -205,4 +205,4 @@ class BM25Retriever:
     def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
         if k < 1:
             raise ValueError("k must be >= 1")
-        return [[Hit(doc=self.store[i], score=s) for i, s in hits] for hits in self.search_ids(queries, k)]
+        return to_hits(self.store, self.search_ids(queries, k))

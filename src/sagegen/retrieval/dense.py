@@ -24,7 +24,7 @@ import numpy as np
 from sagegen.config import DenseConfig
 from sagegen.errors import ConfigError, IndexError_
 from sagegen.records import Doc, Hit
-from sagegen.retrieval.index import DocStore, Progress
+from sagegen.retrieval.index import DocStore, Progress, to_hits
 
 log = logging.getLogger(__name__)
 
@@ -252,4 +252,4 @@ class DenseRetriever:
     def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
         if k < 1:
             raise ValueError("k must be >= 1")
-        return [[Hit(doc=self.store[i], score=s) for i, s in hits] for hits in self.search_ids(queries, k)]
+        return to_hits(self.store, self.search_ids(queries, k))

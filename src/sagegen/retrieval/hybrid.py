@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sagegen.records import Hit
+from sagegen.retrieval.index import to_hits
 
 
 def rrf_fuse(rankings: Sequence[Sequence[int]], rrf_k: int, k: int) -> list[tuple[int, float]]:
@@ -45,4 +46,4 @@ class HybridRetriever:
     def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
         if k < 1:
             raise ValueError("k must be >= 1")
-        return [[Hit(doc=self.store[i], score=s) for i, s in hits] for hits in self.search_ids(queries, k)]
+        return to_hits(self.store, self.search_ids(queries, k))

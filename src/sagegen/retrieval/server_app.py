@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request, Security
@@ -19,14 +20,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sagegen import __version__
 from sagegen.config import ServerConfig
-from sagegen.records import Hit
 from sagegen.retrieval.base import Retriever
-from sagegen.retrieval.batching import Searcher, auto_concurrency, encode_json
+from sagegen.retrieval.batching import Rows, Searcher, SearchFn, auto_concurrency, encode_json
+from sagegen.retrieval.index import DocStore
 from sagegen.retrieval.server_guard import LoopbackHostOnly, RequestGuard, replay_body
 from sagegen.retrieval.server_wire import (
     ErrorResponse,
     RetrieveResponse,
     describe,
+    encode_positions,
     encode_result,
     request_model,
     validation_payload,
@@ -94,8 +96,18 @@ _RETRIEVE_ERRORS: dict[int | str, dict[str, Any]] = {
 class Answerer:
     """Status and JSON body for a validated request (shared by the FastAPI route and the fast path)."""
 
-    def __init__(self, searcher: Searcher, cfg: ServerConfig):
-        self.searcher, self.cfg = searcher, cfg
+    def __init__(self, retriever: Retriever, cfg: ServerConfig):
+        self.cfg = cfg
+        store = getattr(retriever, "store", None)
+        search_ids = getattr(retriever, "search_ids", None)
+        if isinstance(store, DocStore) and callable(search_ids):
+            # A local index: search positions and read the passages while encoding (no Docs/Hits).
+            search: SearchFn = search_ids
+            self.encode: Callable[[Rows, bool], bytes] = partial(encode_positions, store)
+        else:
+            search, self.encode = retriever.search, encode_result
+        self.searcher = Searcher(search, max_concurrency=auto_concurrency(retriever, cfg.max_concurrency),
+                                 chunk_queries=cfg.chunk_queries)
 
     async def __call__(self, request: Any) -> tuple[int, bytes]:
         queries: list[str] = request.queries
@@ -112,11 +124,11 @@ class Answerer:
         except Exception as e:  # the retriever's fault, not the client's: a 5xx that clients may retry
             log.exception("retrieval failed for a batch of %d queries", len(queries))
             return 500, _error(f"retrieval failed: {type(e).__name__}: {e}")
-        per_query: list[list[Hit]] = [[] for _ in queries]
+        per_query: Rows = [[] for _ in queries]
         for i, hits in zip(live, found, strict=True):
             per_query[i] = hits[:k]
         log.debug("retrieved %d queries (k=%d) in %.3fs", len(queries), k, time.perf_counter() - started)
-        return 200, await encode_json(lambda: encode_result(per_query, request.return_scores),
+        return 200, await encode_json(lambda: self.encode(per_query, request.return_scores),
                                       hits=len(queries) * k)
 
 
@@ -153,8 +165,7 @@ def create_app(
                    # which of the ``serve --workers`` processes answered
                    "workers": cfg.workers, "pid": os.getpid()}
     RetrieveRequest = request_model(cfg)
-    answer = Answerer(Searcher(retriever, max_concurrency=auto_concurrency(retriever, cfg.max_concurrency),
-                               chunk_queries=cfg.chunk_queries), cfg)
+    answer = Answerer(retriever, cfg)
     app = FastAPI(
         title="sagegen retrieval server",
         version=__version__,
