@@ -108,18 +108,24 @@ def test_window_commits_with_other_writes_and_on_close(tmp_path: Path) -> None:
     store.begin_session()
 
     async def run() -> None:
-        store.record_call("solver", "m", 1, 1, 0.1, False)
+        store.record_call("solver", "m", 1, 1, 0.1, False)  # nothing booked a window before it: at once
+        assert _booked(tmp_path / "run") == [1]
         store.record_call("judge", "m", 2, 1, 0.1, False)
-        assert _booked(tmp_path / "run") == []  # queued: the window is open
+        store.record_call("judge", "m", 3, 1, 0.1, False)
+        assert _booked(tmp_path / "run") == [1]  # queued: a call was booked within the window
         store.event("x", "y")  # another write carries them in its own transaction
-        assert _booked(tmp_path / "run") == [1, 2]
-        store.record_call("solver", "m", 3, 1, 0.1, False)
-        await asyncio.sleep(CALL_WINDOW_S * 4)  # the timer commits it
         assert _booked(tmp_path / "run") == [1, 2, 3]
+        store.record_call("solver", "m", 4, 1, 0.1, False)
+        assert _booked(tmp_path / "run") == [1, 2, 3]
+        await asyncio.sleep(CALL_WINDOW_S * 4)  # the timer commits it
+        assert _booked(tmp_path / "run") == [1, 2, 3, 4]
+        store.record_call("solver", "m", 5, 1, 0.1, False)  # a window after the one before: at once
+        assert _booked(tmp_path / "run") == [1, 2, 3, 4, 5]
         for i in range(CALL_WINDOW_ROWS):  # a full window commits at once, without waiting
             store.record_call("solver", "m", 10 + i, 1, 0.1, False)
-        assert len(_booked(tmp_path / "run")) == 3 + CALL_WINDOW_ROWS
+        assert len(_booked(tmp_path / "run")) == 5 + CALL_WINDOW_ROWS
         store.record_call("solver", "m", 99, 1, 0.1, False)
+        assert _booked(tmp_path / "run")[-1] != 99
 
     asyncio.run(run())
     store.close()  # the last window, its timer never fired (the loop is gone)

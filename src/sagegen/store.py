@@ -48,7 +48,9 @@ The one exception is the **write window** of LLM call accounting (``llm_calls``,
 ``llm_endpoints``): inside an event loop, :meth:`RunStore.record_call` queues its rows and they are
 committed together, at the latest ``CALL_WINDOW_S`` after the first of them or once
 ``CALL_WINDOW_ROWS`` are queued, and always inside the next other write's transaction (a round,
-an attempt, a verdict, a pair's end, an event, the session's end) and on ``close()``. One commit
+an attempt, a verdict, a pair's end, an event, the session's end) and on ``close()``. A call booked
+``CALL_WINDOW_S`` or more after the one before is committed at once: sparse calls gain nothing from
+a window. One commit
 per call was the largest share of the ledger's CPU at 256 calls in flight. So what a SIGKILL may
 lose is exactly: the calls in flight, plus the bookings of calls that finished within the last
 window (at most ``CALL_WINDOW_S`` or ``CALL_WINDOW_ROWS`` calls) and whose unit (attempt,
@@ -243,6 +245,7 @@ class RunStore:
         self._pending: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []  # the write window
         self._flush_at: asyncio.TimerHandle | None = None
         self._flush_error: BaseException | None = None
+        self._last_booked = 0.0  # time.time() of the last call booked
         #: Backends whose per-endpoint counts are booked with the calls (``watch_endpoints``).
         self._endpoint_sources: dict[int, Any] = {}
 
@@ -525,13 +528,18 @@ class RunStore:
         now = time.time()
         call = (role, model, prompt_tokens, completion_tokens, seconds, int(cached), error, self.session_id,
                 now)
+        # A call that comes a whole window after the one before has nothing to share a commit with:
+        # written at once, while the process is awake anyway, rather than by a timer that would wake
+        # an idle one (at 1 call in flight, a quarter of the run's CPU per call was such wake-ups).
+        alone = not self._pending and now - self._last_booked >= CALL_WINDOW_S
+        self._last_booked = now
         self._pending.append((call, [(role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id,
                                       now) for i, t in enumerate(tries)]))
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or len(self._pending) >= CALL_WINDOW_ROWS:
+        if loop is None or alone or len(self._pending) >= CALL_WINDOW_ROWS:
             self.flush()
         elif self._flush_at is None:
             self._flush_at = loop.call_later(CALL_WINDOW_S, self._flush_window)

@@ -4,13 +4,12 @@ A :class:`Conversation` holds one agent run's chat history, its recorded steps a
 used. Its verbs are the only way the loops touch the LLM and the retriever, so each turn is
 recorded the same way everywhere: ``call`` appends a ``model`` step (or, for the solver, an
 ``llm_error`` event: an expected event, the loop decides what follows), ``search`` runs one query
-off the event loop and appends a ``search`` step, ``event`` records what the loop noticed
-(malformed output, a forced finish), ``push`` keeps the history alternating.
+(off the event loop unless it is quick) and appends a ``search`` step, ``event`` records what the
+loop noticed (malformed output, a forced finish), ``push`` keeps the history alternating.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +18,7 @@ from sagegen.agents import tags
 from sagegen.errors import LLMError
 from sagegen.llm.base import LLM, Message
 from sagegen.records import Completion, Step, Trajectory, TrajectoryStatus
-from sagegen.retrieval.base import Retriever
+from sagegen.retrieval.base import Retriever, search_async
 
 StepCallback = Callable[[Step], None]
 
@@ -83,8 +82,7 @@ class Conversation:
         """Run one query, record it, and return the ``<information>`` block to show the model."""
         assert self.retriever is not None, f"the {self.agent} has no search tool"
         t0 = time.perf_counter()
-        # Retrievers are synchronous (BM25, FAISS, HTTP); keep the event loop free for other agents.
-        hits = (await asyncio.to_thread(self.retriever.search, [query], self.topk))[0][: self.topk]
+        hits = (await search_async(self.retriever, [query], self.topk))[0][: self.topk]
         self.searches += 1
         self.add(Step(kind="search", query=query, hit_ids=tuple(h.doc.id for h in hits),
                       text=" | ".join(h.doc.title for h in hits), seconds=time.perf_counter() - t0))

@@ -26,6 +26,7 @@ import numpy as np
 
 from sagegen.config import BM25Config
 from sagegen.records import Doc, Hit
+from sagegen.retrieval.base import SearchPace
 from sagegen.retrieval.index import DocStore, Progress, to_hits
 from sagegen.retrieval.tokenize import Tokenizer
 
@@ -150,6 +151,8 @@ class BM25Retriever:
         self._data = np.asarray(model.scores["data"])
         self._indices = np.asarray(model.scores["indices"])
         self._indptr = np.asarray(model.scores["indptr"])
+        #: Pure computation on this process' arrays: quick searches may run on the event loop.
+        self.pace = SearchPace()
 
     @classmethod
     def load(cls, directory: Path, store: DocStore, params: dict[str, Any]) -> BM25Retriever:
