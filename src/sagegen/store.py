@@ -50,13 +50,12 @@ committed together, at the latest ``CALL_WINDOW_S`` after the first of them or o
 ``CALL_WINDOW_ROWS`` are queued, and always inside the next other write's transaction (a round,
 an attempt, a verdict, a pair's end, an event, the session's end) and on ``close()``. A call booked
 ``CALL_WINDOW_S`` or more after the one before is committed at once: sparse calls gain nothing from
-a window. One commit
-per call was the largest share of the ledger's CPU at 256 calls in flight. So what a SIGKILL may
-lose is exactly: the calls in flight, plus the bookings of calls that finished within the last
-window (at most ``CALL_WINDOW_S`` or ``CALL_WINDOW_ROWS`` calls) and whose unit (attempt,
-generation) was not yet recorded. Nothing a unit records is lost with them: a unit's transaction
-carries every call booked before it. With the call cache on, such a call is replayed as a cache
-hit on resume, never paid twice. Outside a loop the rows are written at once, as before.
+a window. One commit per call was the largest share of the ledger's CPU at 256 calls in flight.
+So what a SIGKILL may lose is exactly: the calls in flight, plus the bookings of calls that
+finished within the last window (at most ``CALL_WINDOW_S`` or ``CALL_WINDOW_ROWS`` calls) and whose
+unit (attempt, generation) was not yet recorded. Nothing a unit records is lost with them: a
+unit's transaction carries every call booked before it. With the call cache on, such a call is
+replayed as a cache hit on resume, never paid twice. Outside a loop the rows are written at once, as before.
 """
 
 from __future__ import annotations
