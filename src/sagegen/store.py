@@ -529,7 +529,7 @@ class RunStore:
                 now)
         # A call that comes a whole window after the one before has nothing to share a commit with:
         # written at once, while the process is awake anyway, rather than by a timer that would wake
-        # an idle one (at 1 call in flight, a quarter of the run's CPU per call was such wake-ups).
+        # an idle one (at 1 call in flight that timer cost 0.3-0.45 ms of the 2.1-4.1 ms CPU per call).
         alone = not self._pending and now - self._last_booked >= CALL_WINDOW_S
         self._last_booked = now
         self._pending.append((call, [(role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id,
