@@ -9,27 +9,16 @@ and otherwise falls back to F1 ≥ threshold (recorded as ``method="f1_fallback"
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sagegen.config import JudgeConfig
 from sagegen.errors import ConfigError, LLMError
+from sagegen.export.reward import normalize_answer  # the one SQuAD normalisation (stdlib-only there)
 from sagegen.llm.base import LLM, Message
 from sagegen.prompts import render
 from sagegen.records import Judgement
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_DROP_PUNCT = str.maketrans("", "", string.punctuation)  # one C pass (a per-character loop was 1.5% of a run)
-
-
-def normalize_answer(s: str) -> str:
-    """SQuAD normalisation: lowercase, drop punctuation, drop articles, collapse whitespace."""
-    s = s.lower()
-    s = s.translate(_DROP_PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
 
 
 def _goldens(golden: str | Sequence[str]) -> list[str]:

@@ -22,7 +22,7 @@ Why not Search-R1's stock ``qa_em.compute_score_em``:
 
 The module is deliberately **stdlib-only**: verl imports it by file path on the training cluster,
 where sagegen need not be installed. The answer normalisation is the SQuAD/Search-R1 one
-(lower-case, drop punctuation and articles, squeeze whitespace), the same as ``sagegen.judge``.
+(lower-case, drop punctuation and articles, squeeze whitespace), which ``sagegen.judge`` imports from here.
 """
 
 from __future__ import annotations
@@ -56,14 +56,20 @@ _INFO_RE = re.compile(r"<\s*information\s*>.*?(<\s*/\s*information\s*>|$)", re.I
 _PROMPT_EXAMPLE_RE = re.compile(r"For example,?\s*<answer>[^<]*</answer>\.?", re.IGNORECASE)
 # Chat-template markers that start the model's turn (Qwen/ChatML, Llama 3, Mistral-ish).
 _ASSISTANT_MARKERS = ("<|im_start|>assistant", "<|start_header_id|>assistant<|end_header_id|>", "[/INST]")
-_DROP_PUNCT = str.maketrans("", "", string.punctuation)
+_DROP_PUNCT = str.maketrans("", "", string.punctuation)  # one C pass (a per-character loop was 1.5% of a run)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lower-case, drop punctuation and articles, squeeze whitespace."""
+    """SQuAD normalisation: lower-case, drop punctuation and articles, squeeze whitespace.
+
+    The one copy: ``sagegen.judge`` (EM, F1, the pre-check, dedup) uses this one, so training
+    rewards and the pipeline's judgements normalise alike; it lives here because this file must
+    run without sagegen installed.
+    """
     text = str(text).lower()
     text = text.translate(_DROP_PUNCT)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
