@@ -84,7 +84,7 @@ OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsol
 #: ``llm_endpoints`` came later without a bump: a table only added, created by the next writer,
 #: read as absent before that, and ignored by an older sagegen. So did the three indexes: a ledger
 #: without them gets them from its next writer. Without them every ``finish_pair`` scanned the
-#: pairs table twice (the duplicate check, the next ``finish_seq``), holding the write lock: 0.1 ms
+#: pairs table twice (the duplicate check, the next ``finish_seq``), holding the write lock: 0.15 ms
 #: at the first thousand pairs, 16 ms at 20k (bench/bench_ledger.py).
 SCHEMA_VERSION = 2
 #: The write window of LLM call bookings (see the module docstring): at most this many seconds...
