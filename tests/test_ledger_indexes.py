@@ -8,7 +8,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from sage_loop_helpers import small_config
+from sage_loop_helpers import RoleScript, answer, final, infos, loop_pipeline, search, small_config
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
 from sagegen.store import RunStore
 
@@ -46,32 +46,71 @@ def _one_pair(store: RunStore, idx: int) -> None:
     store.finish_pair(idx, "pass", 1, _qa(idx, q), "dataset", q.lower())
 
 
+def _scans(conn: sqlite3.Connection, queries: list[str]) -> dict[str, list[str]]:
+    """The queries whose ``EXPLAIN QUERY PLAN`` reads a whole table, with those plan lines."""
+    out = {}
+    for q in queries:
+        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + q)]
+        # SQLite words MAX() over an unindexed column "SEARCH pairs" (no index named): a scan too
+        bad = [p for p in plan if p.startswith("SCAN") or (p.startswith("SEARCH") and "USING" not in p)]
+        if bad:
+            out[q] = bad
+    return out
+
+
+def _reads(statements: list[str]) -> list[str]:
+    return [s for s in dict.fromkeys(statements) if re.match(r"\s*(SELECT|UPDATE|DELETE)", s, re.I)]
+
+
 def test_no_per_pair_statement_scans_a_table(tmp_path: Path) -> None:
     store = _open(tmp_path / "run")
     try:
         store.begin_session()
-        for i in range(20):  # rows enough that SQLite's planner would not pick a scan for a tiny table
+        for i in range(20):  # earlier pairs, so the traced one's lookups have rows to pass over
             _one_pair(store, i)
         seen: list[str] = []
         store.conn.set_trace_callback(seen.append)
         _one_pair(store, 20)
         store.conn.set_trace_callback(None)
-        queries = [s for s in dict.fromkeys(seen) if re.match(r"\s*(SELECT|UPDATE|DELETE)", s, re.I)]
+        queries = _reads(seen)
         assert any("norm_question" in q for q in queries), queries  # the duplicate check was traced
         assert any("FROM events" in q for q in queries), queries
-        scans = {}
-        for q in queries:
-            plan = [row[-1] for row in store.conn.execute("EXPLAIN QUERY PLAN " + q)]
-            # SQLite words MAX() over an unindexed column "SEARCH pairs" (no index named): a scan too
-            bad = [p for p in plan if p.startswith("SCAN") or (p.startswith("SEARCH") and "USING" not in p)]
-            if bad:
-                scans[q] = bad
-        assert not scans, scans
+        assert not _scans(store.conn, queries)
         # and the dedup still works through the index: the same question again is a duplicate
         store.add_pair(21, "d21", 2, "date")
         q = "In which year was bridge 3 opened?"
         assert store.finish_pair(21, "pass", 1, _qa(21, q), "dataset", q.lower()) is None
         assert store.pair(21).output == "duplicate"  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+async def test_a_pipeline_run_repeats_no_scan_per_pair(tmp_path: Path) -> None:
+    """The same, over what the real pipeline sends: a statement it runs once per pair or more
+    (literals aside) must not scan; a once-per-run read of every pair (resume, counts) may."""
+    q = "In which year was the engineer of the 1889 Paris tower born?"
+    script = RoleScript(
+        generator=lambda m: search(f"q {infos(m)}") if infos(m) < 2 else final(f"{q} #{len(m) % 3}", "1832"),
+        solver=lambda m: search(f"hop {infos(m)}") if infos(m) < 2 else answer("1832"),
+    )
+    pairs = 6
+    pipe, store = loop_pipeline(tmp_path, small_config(num_seeds=pairs), script)
+    seen: list[str] = []
+    try:
+        store.conn.set_trace_callback(seen.append)
+        stats = await pipe.run()
+        store.conn.set_trace_callback(None)
+        assert stats.done == pairs
+
+        def shape(sql: str) -> str:
+            return re.sub(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?(?:e-?\d+)?\b", "?", sql)
+
+        times: dict[str, int] = {}
+        for sql in seen:
+            times[shape(sql)] = times.get(shape(sql), 0) + 1
+        per_pair = [sql for sql in _reads(seen) if times[shape(sql)] >= pairs]
+        assert any("norm_question" in sql for sql in per_pair), per_pair  # finish_pair's check is among them
+        assert not _scans(store.conn, per_pair)
     finally:
         store.close()
 
