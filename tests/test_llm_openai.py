@@ -209,7 +209,8 @@ async def test_native_tool_calls(key_env: str) -> None:
 
 async def test_more_stops_than_the_wire_allows(key_env: str) -> None:
     with FaultServer() as srv:
-        comp = await backend(srv.url, key_env, wire_stops="on").complete(MSGS, stop=["X", "Y", "Z", "W", "in"])
+        llm = backend(srv.url, key_env, wire_stops="on")
+        comp = await llm.complete(MSGS, stop=["X", "Y", "Z", "W", "in"])
     assert srv.requests[0]["json"]["stop"] == ["X", "Y", "Z", "W"]
     assert comp.text == "echo: p"  # the fifth stop applied to the returned text, stop string dropped
 

@@ -79,7 +79,8 @@ def test_generate_writes_the_controls_pairs(dialect: str, corpus: Path, tmp_path
     assert pairs == generate_control
     assert "drafted" not in json.dumps(pairs)
     # Every non-embedded backend runs the paper's budgets, and says so first.
-    assert out.splitlines()[0].startswith("the paper's budgets: S=3, R=3 rounds, K=4 attempts; generator 20 searches")
+    first = out.splitlines()[0]
+    assert first.startswith("the paper's budgets: S=3, R=3 rounds, K=4 attempts; generator 20 searches")
     assert "cut " not in out  # nothing was cut at a cap with the paper's budgets
     # status shows what the replies were like, from the ledger
     status = runner.invoke(app, ["status", str(tmp_path / dialect)])

@@ -256,3 +256,41 @@ async def test_judge_empty_at_its_cap_is_asked_again_with_room(dialect: str) -> 
                                   "reasoning_tokens": 0 if dialect in ("vllm", "lone") else 110}
     caps = [r.get("max_tokens", r.get("max_completion_tokens")) for r in srv.requests if "messages" in r]
     assert caps[-2:] == [50, 100]
+
+
+# ------------------------------------------------------------------------------ provider presets
+
+
+@pytest.mark.parametrize(("url", "model", "name", "token", "sampling", "stops"), [
+    ("https://api.openai.com/v1", "gpt-5-mini", "openai", "max_completion_tokens", False, False),
+    ("https://api.openai.com/v1", "o4-mini", "openai", "max_completion_tokens", False, False),
+    ("https://api.openai.com/v1", "gpt-4o-mini", "openai", "max_completion_tokens", True, None),
+    ("https://api.openai.com/v1", "gpt-5-chat-latest", "openai", "max_completion_tokens", True, None),
+    ("https://api.deepseek.com", "deepseek-reasoner", "deepseek", "max_tokens", True, None),
+    ("https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash", "gemini", "max_tokens",
+     True, None),
+    ("http://127.0.0.1:11434/v1", "qwen3:8b", "ollama", "max_tokens", True, None),
+    ("http://127.0.0.1:8001/v1", "Qwen/Qwen3-8B", "server", "max_tokens", True, None),
+])
+def test_provider_presets_from_the_host(url: str, model: str, name: str, token: str, sampling: bool,
+                                        stops: bool | None) -> None:
+    from sagegen.llm.providers import detect
+
+    p = detect("auto", url, model)
+    assert (p.name, p.token_param, p.sampling, p.wire_stops) == (name, token, sampling, stops)
+    assert p.return_reasoning is (name == "deepseek")
+
+
+def test_readme_gpt5_request_carries_only_what_it_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's OpenAI command (gpt-5-mini, reasoning_effort=low): the request it would send."""
+    from sagegen.llm.base import CallOptions
+
+    monkeypatch.setenv("SAGEGEN_TEST_KEY", "sk-test")
+    llm = OpenAIBackend(LLMConfig(backend="openai", model="gpt-5-mini", reasoning_effort="low",
+                                  api_key_env="SAGEGEN_TEST_KEY"))
+    body = llm._params([{"role": "user", "content": "q"}],
+                       CallOptions(max_tokens=100, temperature=0.7, stop=("</answer>",), seed=3),
+                       llm.wire_stops())
+    assert body == {"model": "gpt-5-mini", "messages": [{"role": "user", "content": "q"}],
+                    "max_completion_tokens": 100, "seed": 3, "reasoning_effort": "low"}
+    assert llm.wire_stops() is False

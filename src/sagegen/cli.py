@@ -274,10 +274,10 @@ def generate(
              "pipeline.ray_address": ray or None}
     cfg, source = generate_config(config, flag_overrides(set_, flags), protocol)
     run_dir = resolve_run_dir(str(out) if out else None, cfg, new_run=new_run)
-    console.print(budget_line(cfg, source), highlight=False, markup=False, soft_wrap=True)
     from sagegen.doctor import preflight
 
     preflight(cfg)  # a dead server or a refused key: one line now, before the index or a paid call
+    console.print(budget_line(cfg, source), highlight=False, markup=False, soft_wrap=True)
     try:
         with generate_display(console, live=not no_progress) as on_event:
             res = run_generate(cfg, run_dir, force=force, on_event=on_event)

@@ -79,8 +79,9 @@ def probe_endpoint(c: LLMConfig, url: str) -> list[str]:
 
     import httpx
 
-    from sagegen.llm.openai_backend import endpoint_label
+    from sagegen.llm.openai_backend import _Endpoint, endpoint_label
 
+    _Endpoint(url)  # a malformed URL: the backend's own one-line refusal (its password masked)
     key = os.environ.get(c.api_key_env) if c.api_key_env else None
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     where = endpoint_label(url)
@@ -105,14 +106,16 @@ def probe_endpoint(c: LLMConfig, url: str) -> list[str]:
 
 def preflight(cfg: Config) -> None:
     """The cheap part: every OpenAI-compatible endpoint of every role answers, and takes the key."""
-    seen: set[tuple[str, str | None]] = set()
+    from sagegen.llm.openai_backend import _Endpoint
+
+    todo: dict[tuple[str, str | None], LLMConfig] = {}
     for c in role_llms(cfg).values():
-        if c.backend != "openai":
-            continue
-        for url in _endpoints(c):
-            if (url, c.api_key_env) not in seen:
-                seen.add((url, c.api_key_env))
-                probe_endpoint(c, url)
+        if c.backend == "openai":
+            for url in _endpoints(c):
+                _Endpoint(url)  # every URL well-formed before any is probed (a malformed one says so)
+                todo.setdefault((url, c.api_key_env), c)
+    for (url, _), c in todo.items():
+        probe_endpoint(c, url)
 
 
 @dataclass
