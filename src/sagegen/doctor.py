@@ -183,9 +183,9 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
                     "still applies stops to the answer text only once a model thinks")
             rep.add("stop probe answer", repr(second.text.strip()[:60]))
             await _aclose(probe)
-            for n in probe.notes:
-                if "inside the model's thinking" not in n:
-                    inner.note(n)
+            for n in probe.notes:  # already logged by the probe's backend
+                if "inside the model's thinking" not in n and n not in inner.notes:
+                    inner.notes.append(n)
         if c.backend == "openai":
             prov = inner.provider
             rep.add("refused parameters", "; ".join(inner.notes) or "none")
