@@ -586,18 +586,21 @@ def train(
     cfg = resolve_config(config, flag_overrides(set_, flags))
     out_dir = Path(cfg.train.output_dir)
     if cfg.train.backend == "verl":
+        from sagegen.train.verl_corpus import served_corpus
         from sagegen.train.verl_recipe import convert_for_tools, write_recipe
 
         if not dry_run:
             raise SagegenError("--backend verl runs on a GPU cluster: use --dry-run here to write the recipe "
                                "(run_verl.sh) and copy it there; see examples/verl/README.md")
+        served = served_corpus(data, cfg)  # before anything is written: refuses when it cannot know
         data_dir = data.parent if data.is_file() else data
         if (data_dir / "train.parquet").is_file():  # an export: rewrite its prompts for the tool rollout
             convert_for_tools(data_dir, out_dir / "data", max_searches=cfg.train.max_turns)
             data_dir = out_dir / "data"
-        files = write_recipe(cfg, data_dir, out_dir)
+        files = write_recipe(cfg, data_dir, out_dir, served)
         print(files["script"].read_text())
-        console.print(f"wrote {files['script']} and {files['tool_config']}", highlight=False)
+        console.print(f"wrote {files['script']} and {files['tool_config']}; it serves {served.describe()}",
+                      highlight=False)
         if files["checked"]:
             console.print(f"checked against verl {files['checked']['verl']}: Hydra config and "
                           "validate_config accept every override", highlight=False)

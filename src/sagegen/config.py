@@ -298,6 +298,8 @@ class ServerConfig(Section):
     #: A request's queries are searched this many at a time so other clients' requests interleave.
     chunk_queries: int = Field(64, ge=1)
     max_topk: int = Field(100, ge=1)
+    #: A longer query is searched on its first this many characters, never refused: one refused query
+    #: would fail a whole RL batch (Search-R1's own server truncates queries to 256 tokens).
     max_query_chars: int = Field(4096, ge=1)
     #: topk used when a request omits it (Search-R1 falls back to its configured topk the same way);
     #: unset, it is ``retrieval.topk``.
