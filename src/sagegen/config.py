@@ -170,7 +170,9 @@ class SolverConfig(Section):
     #: K attempts need > 0 (and distinct seeds) to differ.
     temperature: float = Field(0.7, ge=0)
     #: Prompt templates: ``default`` (prompts/*.j2) or a profile's set (``sage``: prompts/sage/*.j2).
-    prompt_set: Literal["default", "sage"] = "default"
+    #: ``searchr1``: Search-R1's own rollout on token ids, for checkpoints it trained (agents/searchr1.py;
+    #: ``max_searches`` is its ``max_turns``).
+    prompt_set: Literal["default", "sage", "searchr1"] = "default"
     #: Out of searches or after a second malformed turn, ask once for the answer alone (false: the
     #: attempt ends without an answer, as in the authors' release).
     force_answer: bool = True
