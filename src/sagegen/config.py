@@ -192,6 +192,10 @@ class JudgeConfig(Section):
     #: Which ``correct:`` line of a grader reply decides: the last (a model may restate the format
     #: first) or the first (the authors' release: ``re.search``).
     verdict_line: Literal["last", "first"] = "last"
+    #: A reply with no readable verdict: ask once more, then F1 >= ``f1_threshold`` decides
+    #: (``retry_then_f1``), or the attempt is incorrect at once (``incorrect``: the authors' release,
+    #: whose ``extract_judgement`` gives None, which is not "yes").
+    unreadable: Literal["retry_then_f1", "incorrect"] = "retry_then_f1"
 
 
 class GeneratorConfig(Section):

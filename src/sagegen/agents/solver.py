@@ -63,6 +63,15 @@ class _Run(Conversation):
     # -- the two loops ------------------------------------------------------------------
 
     async def loop_tags(self) -> Trajectory:
+        if self.cfg.prompt_set == "sage":  # the release's own loop (agents/release.py, docs/protocol.md)
+            from sagegen.agents.release import solver_turns
+
+            self.messages = [
+                {"role": "system", "content": render("solver_system.j2", "sage",
+                                                     max_searches=self.cfg.max_searches)},
+                {"role": "user", "content": render("solver_user.j2", "sage", question=self.question)},
+            ]
+            return await solver_turns(self)
         self.messages = [
             {"role": "system", "content": render("solver_system.j2", self.cfg.prompt_set,
                                                  max_searches=self.cfg.max_searches)},
