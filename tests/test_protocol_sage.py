@@ -303,6 +303,20 @@ def test_a_seed_whose_generation_fails_is_dropped_not_resampled(tmp_path: Path) 
         assert len(store.pair(0).rounds) == 3  # type: ignore[union-attr]  # the default resamples
 
 
+def test_profile_keeps_a_pair_the_default_checks_would_refuse() -> None:
+    # the release keeps any generated pair with a question (initial_question_gen.py): a yes/no question
+    # whose answer is in it costs the seed under the default checks (no retry left), not in the profile
+    reply = ("<think>done</think>\n<question> Is Gustave Eiffel the engineer of the Garabit viaduct? "
+             "</question>\n<answer> Gustave Eiffel </answer>\n<answering_steps> 1. a")
+    sage = sage_config().generator
+    out = asyncio.run(generate(DOCS[2], 3, "entity", ScriptedLLM([reply]), OverlapRetriever(), sage))
+    assert out.candidate is not None and out.candidate.answer == "Gustave Eiffel"
+    strict = sage.model_copy(update={"pair_checks": "all"})
+    refused = asyncio.run(generate(DOCS[2], 3, "entity", ScriptedLLM([reply] * 3), OverlapRetriever(),
+                                   strict))
+    assert refused.candidate is None
+
+
 def test_default_reviser_nests_the_previous_feedback_prompt_only_when_asked() -> None:
     from sagegen.agents.generator import render_trace
 

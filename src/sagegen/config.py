@@ -209,6 +209,10 @@ class GeneratorConfig(Section):
     max_turn_tokens: int = Field(8192, ge=16)
     #: Retries when the generator's final output cannot be parsed.
     max_format_retries: int = Field(2, ge=0)
+    #: Checks a final pair must pass (yes/no, how/why, answer in the question, placeholders, a long
+    #: answer): ``all``; ``release``: only a question and an answer, as the authors' release keeps every
+    #: pair with a question (``initial_question_gen.py``) and so drops no seed for the rest.
+    pair_checks: Literal["all", "release"] = "all"
     answer_types: list[Literal["number", "date", "entity"]] = Field(
         ["number", "date", "entity"], min_length=1
     )
