@@ -182,6 +182,19 @@ def test_profile_judge_counts_an_unreadable_reply_as_incorrect() -> None:
     assert (d.correct, d.method, len(default.calls)) == (True, "f1_fallback", 2)
 
 
+async def test_profile_sends_top_p_095_on_every_openai_call() -> None:
+    from helpers.fault_server import FaultServer
+    from sagegen.llm.openai_backend import OpenAIBackend
+
+    cfg = sage_config("llm.backend=openai", "llm.model=m", "llm.api_key_env=null", "llm.cache=false")
+    assert cfg.llm.extra_body == {"top_p": 0.95}
+    with FaultServer() as srv:
+        llm = OpenAIBackend(cfg.llm.model_copy(update={"base_url": srv.url}))
+        await llm.complete([{"role": "user", "content": "hi"}], max_tokens=5)
+    assert srv.requests[0]["json"]["top_p"] == 0.95
+    assert Config().llm.extra_body == {}  # the default sends the backend's own
+
+
 def test_first_correct_line_wins_in_the_profile() -> None:
     reply = "correct: yes\nreasoning: on reflection no\ncorrect: no"
     assert parse_grader(reply, first=True).correct  # type: ignore[union-attr]
