@@ -140,8 +140,27 @@ class LLMConfig(Section):
     retry_backoff: float = Field(1.0, gt=0, json_schema_extra=VOLATILE)
     #: Cap on any single wait between retries, including a server's ``Retry-After``.
     retry_max_wait: float = Field(60.0, gt=0, json_schema_extra=VOLATILE)
-    #: Newer OpenAI models (o-series, gpt-5) only accept ``max_completion_tokens``.
-    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    #: Which provider's request rules apply (sagegen.llm.providers): ``auto`` reads them from the host
+    #: (api.openai.com, api.deepseek.com, Gemini's endpoint, Ollama's port 11434) and the model name;
+    #: ``server`` is any vLLM / SGLang / llama.cpp server. Volatile: it changes how a request is
+    #: written, not what the model answers.
+    provider: Literal["auto", "openai", "deepseek", "gemini", "ollama", "server"] = Field(
+        "auto", json_schema_extra=VOLATILE)
+    #: The token cap's field: ``auto`` is the provider's (``max_completion_tokens`` for OpenAI,
+    #: ``max_tokens`` elsewhere; Ollama ignores the other one).
+    max_tokens_param: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        "auto", json_schema_extra=VOLATILE)
+    #: Sent as the provider's reasoning-effort field (``reasoning_effort``: OpenAI, Gemini, Ollama,
+    #: vLLM/SGLang for gpt-oss), e.g. ``low``/``medium``/``high``, or ``none`` to turn thinking off.
+    reasoning_effort: str | None = None
+    #: What ``<think>…</think>`` in a reply's content is: ``reasoning`` (a thinking model on a server
+    #: without a reasoning parser: moved out of the answer, never parsed) or ``protocol`` (Search-R1's
+    #: own ``<think>`` text, written by a model trained on it: kept in the answer and the history).
+    think_in_content: Literal["reasoning", "protocol"] = "reasoning"
+    #: Stop strings on the wire: ``auto`` sends them until the model shows it thinks (a server
+    #: matches them inside the thinking too: a ``</search>`` in a thought ends the call with no
+    #: answer), then applies them to the answer text only; ``off`` never sends them, ``on`` always.
+    wire_stops: Literal["auto", "on", "off"] = Field("auto", json_schema_extra=VOLATILE)
     #: Extra JSON fields sent with every OpenAI-compatible request (e.g. vLLM's ``top_k``).
     #: Send ``seed`` to OpenAI-compatible servers (turn off for one that rejects it; the call cache
     #: still keys on the seed, so K seeded samples stay K distinct calls).
@@ -161,9 +180,9 @@ class SolverConfig(Section):
     max_searches: int = Field(10, ge=0)
     #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a solver that differs).
     topk: int = Field(DEFAULT_TOPK, ge=1)
-    #: Sized for real backends (a reasoning turn of a strong model); the embedded demo keeps small caps
-    #: (``sagegen.session.quick_defaults``).
-    max_turn_tokens: int = Field(2048, ge=16)
+    #: Sized for real backends: a thinking model's thoughts count against it (a Qwen3 or R1 turn thinks
+    #: for thousands of tokens); the embedded demo keeps small caps (``sagegen.session.quick_defaults``).
+    max_turn_tokens: int = Field(8192, ge=16)
     #: Characters of each passage shown to the model (0 = whole passage).
     passage_chars: int = Field(0, ge=0)
     #: Sampling temperature of solver turns, for every solver model (solver_llm, solver_llms);
@@ -184,8 +203,9 @@ class JudgeConfig(Section):
     f1_threshold: float = Field(0.8, ge=0, le=1)
     #: An exact match is accepted without calling the LLM judge.
     em_shortcut: bool = True
-    #: Token cap of a judge reply (also of the ambiguity check, which asks the judge model).
-    max_tokens: int = Field(512, ge=16)
+    #: Token cap of a judge reply (also of the ambiguity check, which asks the judge model). Room for a
+    #: thinking judge's thoughts (they count against the cap); a plain judge writes ~60 tokens of it.
+    max_tokens: int = Field(4096, ge=16)
     #: Sampling temperature of judge calls, whichever model judges (judge_llm or llm).
     temperature: float = Field(0.0, ge=0)
     prompt_set: Literal["default", "sage"] = "default"

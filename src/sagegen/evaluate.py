@@ -213,8 +213,21 @@ async def _evaluate_locked(
     # Wall time per question this run: what a user waits, concurrency included (not the sum of waits).
     summary["wall_seconds_per_question_this_run"] = round(wall / new_done, 2) if new_done else None
     summary["config_hash"] = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    summary["replies"] = reply_totals(rows)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def reply_totals(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per role over the rows: calls, and those cut at the cap, empty, thinking (rows written by an
+    older sagegen lack the last three: counted as 0)."""
+    out: dict[str, dict[str, int]] = {}
+    for role in ("solver", "judge"):
+        tot = {k: int(sum(r.get("cost", {}).get(f"{role}_{k}", 0) for r in rows))
+               for k in ("calls", "cut", "empty", "thinking")}
+        if tot["calls"]:
+            out[role] = tot
+    return out
 
 
 async def _run_stopping_on_outage(jobs: list[Any], done: dict[str, dict[str, Any]], max_in_a_row: int) -> str:

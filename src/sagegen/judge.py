@@ -139,10 +139,11 @@ async def judge_answer(
          "content": render("judge.j2", cfg.prompt_set, question=question, response=predicted, golden=goldens)}
     ]
     problems: list[str] = []
+    max_tokens = cfg.max_tokens
     for attempt in range(2 if cfg.unreadable == "retry_then_f1" else 1):
         try:
             c = await llm.complete(
-                messages, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=attempt
+                messages, max_tokens=max_tokens, temperature=cfg.temperature, seed=attempt
             )
         except LLMError as e:
             problems.append(f"judge call failed: {e}")
@@ -160,6 +161,12 @@ async def judge_answer(
                 reason=reason.strip(),
                 method="llm",
             )
+        if c.finish_reason == "length" and not c.text.strip():
+            # A thinking judge spent its cap on thoughts: the same question with twice the room (the
+            # cap and seed make it a new call for the cache); judge.max_tokens is the lasting fix.
+            problems.append(f"judge reply empty at its cap of {max_tokens} tokens (raise judge.max_tokens)")
+            max_tokens = min(2 * max_tokens, 65536)
+            continue
         problems.append(f"unreadable judge reply: {c.text.strip()[:200]!r}")
         # A follow-up message (not a bare re-ask) so the call cache cannot replay the same reply.
         messages = [

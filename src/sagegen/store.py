@@ -81,7 +81,8 @@ CONFIG_FILE = "config.yaml"
 OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl",
                 "ambiguous": "ambiguous.jsonl"}
 #: 2 added ``llm_tries``; a version-1 ledger is migrated (the table is created) when next written.
-#: ``llm_endpoints`` came later without a bump: a table only added, created by the next writer,
+#: ``llm_endpoints`` and ``llm_replies`` (finish reason, reasoning, empty answers per call) came later
+#: without a bump: a table only added, created by the next writer,
 #: read as absent before that, and ignored by an older sagegen. So did the three indexes: a ledger
 #: without them gets them from its next writer. Without them every ``finish_pair`` scanned the
 #: pairs table twice (the duplicate check, the next ``finish_seq``), holding the write lock: 0.15 ms
@@ -127,6 +128,10 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, role TEXT NOT NULL, model TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL,
     cached INTEGER NOT NULL, error TEXT, session INTEGER, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_replies (
+    call_id INTEGER PRIMARY KEY, role TEXT NOT NULL, finish_reason TEXT, reasoning_tokens INTEGER NOT NULL,
+    reasoning_chars INTEGER NOT NULL, empty INTEGER NOT NULL, session INTEGER
 );
 CREATE TABLE IF NOT EXISTS llm_tries (
     id INTEGER PRIMARY KEY AUTOINCREMENT, call_id INTEGER NOT NULL, role TEXT NOT NULL, try INTEGER NOT NULL,
@@ -247,7 +252,8 @@ class RunStore:
         self.conn = conn
         self.readonly = readonly
         self.session_id: int | None = None
-        self._pending: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []  # the write window
+        # The write window: (call row, its tries, its reply facts or None).
+        self._pending: list[tuple[tuple[Any, ...], list[tuple[Any, ...]], tuple[Any, ...] | None]] = []
         self._flush_at: asyncio.TimerHandle | None = None
         self._flush_error: BaseException | None = None
         self._last_booked = 0.0  # time.time() of the last call booked
@@ -522,6 +528,7 @@ class RunStore:
         error: str | None = None,
         *,
         tries: Sequence[Any] = (),
+        reply: Any = None,
     ) -> None:
         """One call and (``tries``: objects with status/seconds/wait/error) each request it sent.
 
@@ -538,8 +545,10 @@ class RunStore:
         # an idle one (at 1 call in flight that timer cost 0.3-0.45 ms of the 2.1-4.1 ms CPU per call).
         alone = not self._pending and now - self._last_booked >= CALL_WINDOW_S
         self._last_booked = now
+        facts = None if reply is None else (role, reply.finish_reason, reply.reasoning_tokens,
+                                            reply.reasoning_chars, int(reply.empty), self.session_id)
         self._pending.append((call, [(role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id,
-                                      now) for i, t in enumerate(tries)]))
+                                      now) for i, t in enumerate(tries)], facts))
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -574,10 +583,15 @@ class RunStore:
             self._flush_at = None
         pending, self._pending = self._pending, []
         try:
-            for call, tries in pending:
+            for call, tries, facts in pending:
                 cur = self.conn.execute(
                     "INSERT INTO llm_calls(role, model, prompt_tokens, completion_tokens, seconds, cached, "
                     "error, session, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", call)
+                if facts is not None:
+                    self.conn.execute(
+                        "INSERT INTO llm_replies(call_id, role, finish_reason, reasoning_tokens, "
+                        "reasoning_chars, empty, session) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (cur.lastrowid, *facts))
                 if tries:
                     self.conn.executemany(
                         "INSERT INTO llm_tries(call_id, role, try, status, error, seconds, wait, session, "
@@ -764,6 +778,22 @@ class RunStore:
             keys = ("calls", "cached", "errors", "prompt_tokens", "completion_tokens", "seconds")
             out[row["role"]] = {k: row[k] or 0 for k in keys}
         return out
+
+    def reply_stats(self, session: int | None = None) -> dict[str, dict[str, int]]:
+        """Per role, over fresh calls with a reply: ``calls``, ``cut`` (finish_reason=length), ``empty``
+        (no answer text nor tool call), ``thinking`` (calls that reasoned), ``reasoning_tokens``."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='llm_replies'"
+                             ).fetchone() is None:
+            return {}  # a ledger written before the table, read before any writer added it
+        sql = ("SELECT role, COUNT(*) AS calls, SUM(finish_reason = 'length') AS cut, SUM(empty) AS empty, "
+               "SUM(reasoning_chars > 0 OR reasoning_tokens > 0) AS thinking, "
+               "SUM(reasoning_tokens) AS reasoning_tokens FROM llm_replies")
+        args: tuple[Any, ...] = ()
+        if session is not None:
+            sql, args = sql + " WHERE session=?", (session,)
+        keys = ("calls", "cut", "empty", "thinking", "reasoning_tokens")
+        return {row["role"]: {k: int(row[k] or 0) for k in keys}
+                for row in self.conn.execute(sql + " GROUP BY role ORDER BY role", args)}
 
     def try_stats(self) -> dict[str, dict[str, Any]]:
         """Per role: requests sent (``tries``), ``retries`` (tries beyond the first of each call), seconds

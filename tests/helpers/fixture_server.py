@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 
 from helpers.loop_server import LoopServer, chat_completion, read_request, reply
-from sagegen.llm.scripted import FIXTURES, _apply_stop
+from sagegen.llm.base import apply_stop
+from sagegen.llm.scripted import FIXTURES
 
 
 class FixtureServer(LoopServer):
@@ -27,7 +28,7 @@ class FixtureServer(LoopServer):
             while True:
                 body = await read_request(reader)
                 self.requests += 1
-                text = _apply_stop(self.play(body["messages"]), body.get("stop"))
+                text = apply_stop(self.play(body["messages"]), body.get("stop"))
                 await reply(writer, chat_completion(text, body.get("model"), {
                     "prompt_tokens": 1, "completion_tokens": len(text.split())}))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):

@@ -140,10 +140,13 @@ class _Run(Conversation):
         calls = [
             dict(tc, id=tc.get("id") or f"call_{len(self.steps)}_{i}") for i, tc in enumerate(c.tool_calls)
         ]
+        # Per-turn state a provider needs back verbatim rides along: DeepSeek's reasoning_content on
+        # the turn, Gemini's thought signature (extra_content) on each call (sagegen.llm.providers).
         self.messages.append(
             {
                 "role": "assistant",
                 "content": c.text or "",
+                **c.assistant_extra,
                 "tool_calls": [
                     {
                         "id": tc["id"],
@@ -152,6 +155,7 @@ class _Run(Conversation):
                             "name": tc.get("name", ""),
                             "arguments": _arguments_str(tc.get("arguments")),
                         },
+                        **({"extra_content": tc["extra_content"]} if "extra_content" in tc else {}),
                     }
                     for tc in calls
                 ],

@@ -14,7 +14,7 @@ from sagegen.store import PairRecord, RunStore
 
 ANALYSIS_FILE = "analysis.json"
 #: Bumped when the analysis gains or changes fields, so a stale analysis.json is recomputed.
-ANALYSIS_VERSION = 4
+ANALYSIS_VERSION = 5
 
 
 def saved_analysis(run_dir: str | Path) -> dict[str, Any] | None:
@@ -150,6 +150,7 @@ def analyze_run(
             "config": store.config,
             "counts": store.counts(),
             "llm_usage": store.llm_usage(),
+            "llm_replies": store.reply_stats(),
             **_imported(run_dir),
             **analyze_pairs(pairs, bench=bench, dup_method=dup_method, dup_threshold=dup_threshold),
         }

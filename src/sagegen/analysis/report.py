@@ -309,6 +309,7 @@ def _tables(a: dict[str, Any], evals: list[tuple[str, dict[str, Any]]]) -> dict[
         "agreement": T.agreement_table(a) if a["difficulty_agreement"]["matrix"] else None,
         "answer_types": T.answer_types_table(a),
         "usage": T.usage_table(a),
+        "replies": T.replies_table(a) if a.get("llm_replies") else None,
         "quality": [t for t in quality if t.rows],
         "labels": T.label_tables(a),
         "evals": T.evals_table(evals),

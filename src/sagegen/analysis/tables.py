@@ -232,6 +232,24 @@ def usage_table(a: dict[str, Any]) -> Table:
     )
 
 
+def replies_table(a: dict[str, Any]) -> Table:
+    """Per role, what the fresh replies were like (the ledger's llm_replies; docs/models.md): cut at the
+    token cap, empty answers, calls that thought, reasoning tokens the server reported."""
+    replies = a.get("llm_replies") or {}
+    cols = ("calls", "cut", "empty", "thinking", "reasoning_tokens")
+    return Table(
+        "replies",
+        "LLM replies: cut at the cap, empty, thinking",
+        (Column("role", text=True), Column("fresh calls", count), Column("cut at the cap", count),
+         Column("empty answers", count), Column("thought", count), Column("reasoning tokens", count)),
+        tuple((role, *(r.get(k, 0) for k in cols)) for role, r in replies.items()),
+        note="Calls that came back with finish_reason=length, with no answer text and no tool call, and with "
+        "reasoning (a field, <think> or reasoning tokens). Cut calls mean the role's token cap is too small "
+        "for the model's thinking: raise generator.max_turn_tokens, solver.max_turn_tokens or "
+        "judge.max_tokens.",
+    )
+
+
 def near_duplicates_table(a: dict[str, Any], limit: int = 50) -> Table:
     return Table(
         "near-duplicates",
@@ -313,7 +331,10 @@ def analysis_tables(a: dict[str, Any]) -> list[Table]:
     tables = [funnel_table(a), rounds_table(a), targets_table(a)]
     if a["difficulty_agreement"]["matrix"]:
         tables.append(agreement_table(a))
-    tables += [answer_types_table(a), usage_table(a), *label_tables(a)]
+    tables += [answer_types_table(a), usage_table(a)]
+    if a.get("llm_replies"):
+        tables.append(replies_table(a))
+    tables += label_tables(a)
     return tables
 
 

@@ -24,6 +24,13 @@ behaviour as one endpoint, ending in the pipeline's outage handling.
 The retry loop is ours, so that every retry is bounded, logged, honours ``Retry-After`` with a
 cap, and the final failure is one ``LLMError`` whose message never carries the API key.
 
+Reasoning models (docs/models.md): the thinking is read wherever the server puts it
+(``sagegen.llm.reasoning``) and kept out of ``Completion.text``; stop strings go on the wire only once
+the model has answered without proof that it thinks (a server matches them inside the thinking), and a
+reply whose stop fired inside a thought (no answer, some thinking) is sent again without them; each provider's
+request rules come from ``sagegen.llm.providers``, and a parameter a 400 names as unsupported is
+dropped for this backend and the request resent at once (recorded in ``notes``).
+
 Retried: HTTP 408/409/425/429 and 5xx, connection errors and resets, timeouts, and 2xx bodies that
 are truncated, not JSON or not a chat completion (a flaky proxy in front of a model server produces
 all of these). Any other 4xx fails at once: retrying a bad request or a bad key only burns quota.
@@ -39,6 +46,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import time
 import urllib.parse
@@ -50,9 +58,10 @@ import httpx
 
 from sagegen.config import LLMConfig
 from sagegen.errors import BackendError, ConfigError, LLMError, register_secret
-from sagegen.llm.base import LLM, CallOptions, Message, note_try, tool_arguments
+from sagegen.llm.base import LLM, CallOptions, Message, apply_stop, note_try, tool_arguments
 from sagegen.llm.http1 import H1Connection, HTTPConnectionError, header
-from sagegen.llm.scripted import _apply_stop
+from sagegen.llm.providers import detect
+from sagegen.llm.reasoning import lone_close, split_reasoning
 from sagegen.records import Completion
 
 log = logging.getLogger(__name__)
@@ -163,6 +172,18 @@ class OpenAIBackend(LLM):
             roots = [cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL]
         self.name = f"openai:{cfg.model}"
         self.endpoints = [_Endpoint(r.rstrip("/")) for r in roots]
+        self.provider = detect(cfg.provider, roots[0], cfg.model)
+        self._token_param = (self.provider.token_param if cfg.max_tokens_param == "auto"
+                             else cfg.max_tokens_param)
+        self._return_reasoning = self.provider.return_reasoning
+        #: Request fields a server refused as unsupported (a 400 naming them): never sent again.
+        self._dropped: set[str] = set()
+        #: Whether the model thinks (None: no reply yet); decides whether stops go on the wire.
+        self.thinks: bool | None = None
+        #: Replies have shown a lone ``</think>``: the chat template opens the block in the prompt.
+        self._opens_in_prompt = False
+        #: What this backend learned and changed on the way, once each (doctor and the run's end show them).
+        self.notes: list[str] = []
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if not key:
             if self._is_local():
@@ -193,8 +214,8 @@ class OpenAIBackend(LLM):
         """What besides the call itself decides the answer; the call cache keys on it. Not the URL:
         replicas of one model answer alike, so a call cached through one server is a hit through
         another (``name`` carries the model; llm.base_url is volatile on resume for the same reason)."""
-        return {"extra_body": self.cfg.extra_body,
-                "max_tokens_param": self.cfg.max_tokens_param, "send_seed": self.cfg.send_seed}
+        return {"extra_body": self.cfg.extra_body, "send_seed": self.cfg.send_seed,
+                "reasoning_effort": self.cfg.reasoning_effort}
 
     def endpoint_counts(self) -> list[dict[str, Any]]:
         """Per endpoint: requests sent, connection errors and 5xx among them, requests in flight now."""
@@ -285,28 +306,51 @@ class OpenAIBackend(LLM):
         for ep in self.endpoints:
             ep.idle = []
 
-    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
-        params: dict[str, Any] = {
-            "model": self.model,
-            "messages": [dict(m) for m in messages],
-            "temperature": o.temperature,
-            self.cfg.max_tokens_param: o.max_tokens,
-        }
-        stops = list(o.stop)
-        if stops:
-            params["stop"] = stops[:MAX_WIRE_STOPS]
+    def note(self, text: str) -> None:
+        """Record an adaptation once (a dropped parameter, stops taken off the wire)."""
+        if text not in self.notes:
+            self.notes.append(text)
+            log.warning("%s: %s", self.name, text)
+
+    def wire_stops(self) -> bool:
+        """Whether this request's stop strings go on the wire (docs/models.md, "Stop strings")."""
+        if self.cfg.wire_stops != "auto":
+            return self.cfg.wire_stops == "on"
+        if "stop" in self._dropped or self.provider.wire_stops is False:
+            return False
+        # Only once the model has answered without thinking: a server matches stops inside a thought.
+        return self.thinks is False
+
+    def _params(self, messages: Sequence[Message], o: CallOptions, send_stops: bool,
+                cap: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
+        if self.provider.sampling:
+            params["temperature"] = o.temperature
+        params[self._token_param] = cap or o.max_tokens
+        if o.stop and send_stops:
+            params["stop"] = list(o.stop)[:MAX_WIRE_STOPS]
         if o.seed is not None and self.cfg.send_seed:
             params["seed"] = o.seed
         if o.tools:
             params["tools"] = list(o.tools)
+        if self.cfg.reasoning_effort and self.provider.effort_field:
+            params[self.provider.effort_field] = self.cfg.reasoning_effort
         if self.cfg.extra_body:
             params.update(self.cfg.extra_body)  # top-level fields, over ours (as the SDK merged them)
+        for key in self._dropped:
+            params.pop(key, None)
+        return params
 
+    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
+        stops = list(o.stop)
         attempts = self.cfg.max_retries + 1
         started = time.monotonic()
         last = ""
-        content = json.dumps(params, ensure_ascii=False).encode()
-        for attempt in range(attempts):
+        send_stops = self.wire_stops()
+        cap: int | None = None  # the cap lowered to what the server's context has room for
+        content = json.dumps(self._params(messages, o, send_stops), ensure_ascii=False).encode()
+        attempt = adapted = 0
+        while attempt < attempts:
             ep = self._pick()
             t0 = time.monotonic()
             try:
@@ -314,9 +358,25 @@ class OpenAIBackend(LLM):
                 comp = self._to_completion(data, stops, time.monotonic() - t0)
                 ep.down_streak, ep.down_until = 0, 0.0
                 note_try(200, time.monotonic() - t0)
+                if send_stops and stops and self._stopped_in_thought(comp):
+                    # The server matched a stop inside the thinking: no answer came. The same call
+                    # without wire stops (applied to the answer text here instead) is the call asked for.
+                    self.thinks = True
+                    self.note("a stop string fired inside the model's thinking (no answer came back): "
+                              "stops are applied to the answer text only from now on")
+                    send_stops = False
+                    content = json.dumps(self._params(messages, o, False, cap), ensure_ascii=False).encode()
+                    continue
                 return comp
             except LLMError as e:  # not retried (a 4xx other than the retryable ones)
                 note_try(getattr(e, "status", None), time.monotonic() - t0, 0.0, str(e))
+                room = _context_room(getattr(e, "body", b""), cap or o.max_tokens)
+                if adapted < 6 and (room or self._adapt(e)):  # fixable here: send again at once
+                    adapted += 1
+                    cap = room or cap
+                    params = self._params(messages, o, send_stops, cap)
+                    content = json.dumps(params, ensure_ascii=False).encode()
+                    continue
                 raise
             except _Retryable as e:
                 last = str(e)
@@ -327,17 +387,55 @@ class OpenAIBackend(LLM):
                     break
                 # Another endpoint is up: the request goes there at once (a try like any other).
                 wait = 0.0 if e.endpoint_down and self._others_up(ep) else self._wait(attempt, e.wait)
+                attempt += 1
                 note_try(e.status, time.monotonic() - t0, wait, last)
                 self.retries += 1
                 log.warning("%s: %s; retry %d/%d in %.1fs", self.name,
                             f"{ep.label}: {last}" if len(self.endpoints) > 1 else last,
-                            attempt + 1, attempts - 1, wait)
+                            attempt, attempts - 1, wait)
                 if wait:
                     await asyncio.sleep(wait)
         raise LLMError(self._scrub(
             f"{self.name} at {self._where()}: gave up after {attempts} attempt(s) "
             f"in {time.monotonic() - started:.1f}s; last error: {last}"
         ))
+
+    def _stopped_in_thought(self, comp: Completion) -> bool:
+        """A reply that thought and then stopped with no answer and no tool call: the wire stop fired
+        in the thinking (a reply cut at its cap says ``length`` and is the caller's to handle)."""
+        return (comp.finish_reason == "stop" and not comp.text.strip() and not comp.tool_calls
+                and bool(comp.reasoning))
+
+    def _adapt(self, e: LLMError) -> bool:
+        """A 400 that names a parameter as unsupported: stop sending it (or send the token cap under
+        the name the server asks for). True when the request is worth resending."""
+        if getattr(e, "status", None) != 400:
+            return False
+        body = getattr(e, "body", b"")
+        param, message = _error_param(body)
+        low = message.lower()
+        if "reasoning_content" in low and not self._return_reasoning:  # DeepSeek behind another host
+            # This history lacks it already (no resend helps); turns from now on carry it back.
+            self._return_reasoning = True
+            self.note("the server requires reasoning_content back on tool-call turns: it is sent back "
+                      "from now on (set llm.provider=deepseek to have it from the first call)")
+            return False
+        if not any(w in low for w in _UNSUPPORTED_WORDS):
+            return False
+        if not param:
+            param = next((p for p in _ADAPTABLE if re.search(rf"\b{p}\b", low)), "")
+        # Calls in flight may meet the same refusal after another one adapted: they just resend.
+        if param == "max_tokens":
+            if self._token_param == "max_tokens":
+                self._token_param = "max_completion_tokens"
+                self.note(f"max_tokens refused ({message[:120]}): the cap is sent as max_completion_tokens")
+            return True
+        if param in _ADAPTABLE:
+            if param not in self._dropped:
+                self._dropped.add(param)
+                self.note(f"{param} refused by the server ({message[:120]}): no longer sent")
+            return True
+        return False
 
     def _wait(self, attempt: int, retry_after: float | None) -> float:
         cap = self.cfg.retry_max_wait
@@ -402,6 +500,7 @@ class OpenAIBackend(LLM):
                 f"{self.name} at {self._where()}: {msg} (not retried)"
             ))
             fatal.status = status  # type: ignore[attr-defined]
+            fatal.body = body  # type: ignore[attr-defined]  # for _adapt: the parameter it names
             raise fatal
         try:
             data = json.loads(body)
@@ -430,20 +529,50 @@ class OpenAIBackend(LLM):
         text = message.get("content") or ""
         if not isinstance(text, str):  # some servers send content parts
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        # The thinking: a field (vLLM >= 0.11 and Ollama: reasoning; SGLang, DeepSeek, older vLLM:
+        # reasoning_content), or <think> text in content (a server without a reasoning parser).
+        field = next((k for k in ("reasoning_content", "reasoning") if isinstance(message.get(k), str)), None)
+        native = bool(field and message.get(field)) or lone_close(text)  # proof the model itself thinks
+        if self.cfg.think_in_content == "reasoning":
+            if lone_close(text):
+                self._opens_in_prompt = True
+            elif self._opens_in_prompt and not field and "think>" not in text.lower():
+                # A template that opens <think> in the prompt: a reply without </think> never left its
+                # thought (cut at the cap): all of it is thinking, none of it an answer.
+                text = f"{text}</think>"
+            thought, text = split_reasoning(text)
+        else:
+            thought = ""
+        reasoning = "\n\n".join(t for t in (message.get(field) if field else "", thought) if t)
         calls = []
         for i, tc in enumerate(message.get("tool_calls") or ()):
             fn = tc.get("function") or {}
-            calls.append({"id": tc.get("id") or f"call_{i}", "name": fn.get("name", ""),
-                          "arguments": tool_arguments(fn.get("arguments"))})
+            call = {"id": tc.get("id") or f"call_{i}", "name": fn.get("name", ""),
+                    "arguments": tool_arguments(fn.get("arguments"))}
+            if tc.get("extra_content") is not None:  # Gemini 3's thought signature: must come back
+                call["extra_content"] = tc["extra_content"]
+            calls.append(call)
         usage = data.get("usage") or {}
+        details = usage.get("completion_tokens_details") or {}
+        reasoning_tokens = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
+        if native or reasoning_tokens:
+            self.thinks = True
+        elif self.thinks is None:
+            self.thinks = False
+        # Only a provider that requires the thinking back on a tool-call turn gets it in the history.
+        extra = ({"reasoning_content": message[field]}
+                 if calls and field and message.get(field) and self._return_reasoning else {})
         return Completion(
-            text=_apply_stop(text, stops),  # also covers stops beyond the 4 sent on the wire
+            text=apply_stop(text, stops),  # stops on the answer: covers those not sent on the wire
             model=str(data.get("model") or self.model),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             finish_reason=choice.get("finish_reason"),
             seconds=seconds,
             tool_calls=tuple(calls),
+            reasoning=reasoning,
+            reasoning_tokens=reasoning_tokens,
+            assistant_extra=extra,
         )
 
     def _scrub(self, text: str) -> str:
@@ -451,6 +580,44 @@ class OpenAIBackend(LLM):
         if self._key and self._key != PLACEHOLDER_KEY:
             text = text.replace(self._key, "***")
         return text
+
+
+#: A 400's wording when it refuses a parameter (OpenAI: "Unsupported parameter", "Unsupported value:
+#: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported.";
+#: vLLM/pydantic: "Extra inputs are not permitted").
+_UNSUPPORTED_WORDS = ("unsupported", "not supported", "does not support", "only the default",
+                      "not permitted", "unrecognized", "unknown parameter", "not allowed")
+#: Request fields sagegen may stop sending when a server refuses them (never model, messages, tools).
+_ADAPTABLE = ("max_tokens", "temperature", "stop", "seed", "reasoning_effort")
+
+
+_CONTEXT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
+_INPUT = re.compile(r"(\d+) (?:tokens )?in the messages|has (\d+) input tokens|(\d+) input tokens",
+                    re.IGNORECASE)
+
+
+def _context_room(body: bytes, asked: int) -> int | None:
+    """A 400 saying prompt + cap exceed the model's context (vLLM, SGLang: "maximum context length is
+    8192 tokens ... 808 in the messages"): the cap that fits, if any room is left; else None."""
+    _, message = _error_param(body) if body else ("", "")
+    ctx, used = _CONTEXT.search(message), _INPUT.search(message)
+    if ctx is None or used is None:
+        return None
+    room = int(ctx.group(1)) - int(next(g for g in used.groups() if g)) - 8
+    return room if 16 <= room < asked else None
+
+
+def _error_param(body: bytes) -> tuple[str, str]:
+    """(the refused parameter where the error names it in ``param``, the error's message)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "", body.decode("utf-8", "replace")[:500]
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        param = err.get("param")
+        return (param if isinstance(param, str) else ""), str(err.get("message") or err)[:500]
+    return "", str(err)[:500]
 
 
 def _retry_after(headers: Any) -> float | None:
