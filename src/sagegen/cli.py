@@ -432,11 +432,16 @@ def analyze(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Metrics by round and target S, difficulty agreement, duplicates, leaks; writes RUN/analysis.json."""
+    """Metrics by round and target S, difficulty agreement, duplicates, leaks; writes RUN/analysis.json.
+    RUN may be a benchmark file with --labels: the reasoning strategies of its questions."""
     import json
 
     from sagegen.analysis.analyze import analyze_run
     from sagegen.ui.tables import print_analysis
+
+    if run.is_file():
+        _label_benchmark_file(run, labels, json_out, config, set_)
+        return
 
     label_llm = None
     if labels and (config is not None or set_):
@@ -449,6 +454,32 @@ def analyze(
     else:
         print_analysis(result, Console())
         console.print(f"wrote {run / 'analysis.json'}", highlight=False)
+
+
+def _label_benchmark_file(bench: Path, labels: bool, json_out: bool, config: Path | None,
+                          set_: list[str] | None) -> None:
+    """``sagegen analyze BENCH.jsonl --labels``: strategies of a benchmark's questions (the paper's
+    SAGE-vs-MuSiQue table), cached beside it; the labelling model is ``llm`` of --config/--set."""
+    import json
+
+    from sagegen.analysis.labels import benchmark_labels_path, label_benchmark
+    from sagegen.analysis.tables import label_tables
+    from sagegen.llm.factory import build_llm
+    from sagegen.ui.tables import render_rich
+
+    if not labels:
+        raise SagegenError(f"{bench}: a file is analysed only with --labels (the reasoning strategies of its "
+                           "questions); give a run directory for the other analyses")
+    llm = build_llm(resolve_config(config, set_).llm)
+    result = {"benchmark": str(bench), "labels": label_benchmark(bench, llm)}
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    console.print(f"[bold]{bench}[/]", highlight=False)
+    for table in label_tables(result):
+        if table.id == "labels-strategies":
+            console.print(render_rich(table))
+    console.print(f"labels cached in {benchmark_labels_path(bench)}", highlight=False)
 
 
 @app.command(rich_help_panel="After a run")
@@ -634,18 +665,21 @@ def train(
     cfg = resolve_config(config, flag_overrides(set_, flags))
     out_dir = Path(cfg.train.output_dir)
     if cfg.train.backend == "verl":
+        from sagegen.train.verl_corpus import served_corpus
         from sagegen.train.verl_recipe import convert_for_tools, write_recipe
 
         if not dry_run:
             raise SagegenError("--backend verl runs on a GPU cluster: use --dry-run here to write the recipe "
                                "(run_verl.sh) and copy it there; see examples/verl/README.md")
+        served = served_corpus(data, cfg)  # before anything is written: refuses when it cannot know
         data_dir = data.parent if data.is_file() else data
         if (data_dir / "train.parquet").is_file():  # an export: rewrite its prompts for the tool rollout
             convert_for_tools(data_dir, out_dir / "data", max_searches=cfg.train.max_turns)
             data_dir = out_dir / "data"
-        files = write_recipe(cfg, data_dir, out_dir)
+        files = write_recipe(cfg, data_dir, out_dir, served)
         print(files["script"].read_text())
-        console.print(f"wrote {files['script']} and {files['tool_config']}", highlight=False)
+        console.print(f"wrote {files['script']} and {files['tool_config']}; it serves {served.describe()}",
+                      highlight=False)
         if files["checked"]:
             console.print(f"checked against verl {files['checked']['verl']}: Hydra config and "
                           "validate_config accept every override", highlight=False)

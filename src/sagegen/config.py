@@ -189,7 +189,9 @@ class SolverConfig(Section):
     #: K attempts need > 0 (and distinct seeds) to differ.
     temperature: float = Field(0.7, ge=0)
     #: Prompt templates: ``default`` (prompts/*.j2) or a profile's set (``sage``: prompts/sage/*.j2).
-    prompt_set: Literal["default", "sage"] = "default"
+    #: ``searchr1``: Search-R1's own rollout on token ids, for checkpoints it trained (agents/searchr1.py;
+    #: ``max_searches`` is its ``max_turns``).
+    prompt_set: Literal["default", "sage", "searchr1"] = "default"
     #: Out of searches or after a second malformed turn, ask once for the answer alone (false: the
     #: attempt ends without an answer, as in the authors' release).
     force_answer: bool = True
@@ -210,6 +212,10 @@ class JudgeConfig(Section):
     #: Which ``correct:`` line of a grader reply decides: the last (a model may restate the format
     #: first) or the first (the authors' release: ``re.search``).
     verdict_line: Literal["last", "first"] = "last"
+    #: A reply with no readable verdict: ask once more, then F1 >= ``f1_threshold`` decides
+    #: (``retry_then_f1``), or the attempt is incorrect at once (``incorrect``: the authors' release,
+    #: whose ``extract_judgement`` gives None, which is not "yes").
+    unreadable: Literal["retry_then_f1", "incorrect"] = "retry_then_f1"
 
 
 class GeneratorConfig(Section):
@@ -223,6 +229,10 @@ class GeneratorConfig(Section):
     max_turn_tokens: int = Field(8192, ge=16)
     #: Retries when the generator's final output cannot be parsed.
     max_format_retries: int = Field(2, ge=0)
+    #: Checks a final pair must pass (yes/no, how/why, answer in the question, placeholders, a long
+    #: answer): ``all``; ``release``: only a question and an answer, as the authors' release keeps every
+    #: pair with a question (``initial_question_gen.py``) and so drops no seed for the rest.
+    pair_checks: Literal["all", "release"] = "all"
     answer_types: list[Literal["number", "date", "entity"]] = Field(
         ["number", "date", "entity"], min_length=1
     )
@@ -318,6 +328,8 @@ class ServerConfig(Section):
     #: A request's queries are searched this many at a time so other clients' requests interleave.
     chunk_queries: int = Field(64, ge=1)
     max_topk: int = Field(100, ge=1)
+    #: A longer query is searched on its first this many characters, never refused: one refused query
+    #: would fail a whole RL batch (Search-R1's own server truncates queries to 256 tokens).
     max_query_chars: int = Field(4096, ge=1)
     #: topk used when a request omits it (Search-R1 falls back to its configured topk the same way);
     #: unset, it is ``retrieval.topk``.

@@ -418,4 +418,8 @@ def build_stack(cfg: Config, *, with_judge: bool) -> tuple[LLM, LLM | None, Retr
     if with_judge and cfg.judge.method == "llm":
         judge_cfg = cfg.judge_llm or cfg.llm
         judge_llm = llm if judge_cfg == solver_cfg else build_llm(judge_cfg)
+    if cfg.solver.prompt_set == "searchr1":  # Search-R1's rollout continues token ids (agents.searchr1)
+        from sagegen.agents.searchr1_ports import with_token_port
+
+        llm = with_token_port(llm, solver_cfg)
     return llm, judge_llm, build_retriever(cfg)

@@ -116,7 +116,8 @@ async def judge_answer(
     """Mark ``predicted`` against ``golden`` with ``cfg.method`` (em, f1 or llm).
 
     ``Judgement.method`` says what decided: ``none`` (no prediction, no call), ``em``, ``f1``,
-    ``llm``, or ``f1_fallback`` (the judge failed twice; ``reason`` says how).
+    ``llm``, ``f1_fallback`` (the judge failed twice; ``reason`` says how), or ``unreadable``
+    (``judge.unreadable: incorrect``: one unreadable reply makes the attempt incorrect).
     """
     goldens = _goldens(golden)
     if predicted is None or not predicted.strip():
@@ -139,7 +140,7 @@ async def judge_answer(
     ]
     problems: list[str] = []
     max_tokens = cfg.max_tokens
-    for attempt in range(2):
+    for attempt in range(2 if cfg.unreadable == "retry_then_f1" else 1):
         try:
             c = await llm.complete(
                 messages, max_tokens=max_tokens, temperature=cfg.temperature, seed=attempt
@@ -173,6 +174,10 @@ async def judge_answer(
             {"role": "assistant", "content": c.text},
             {"role": "user", "content": render("judge_retry.j2")},
         ]
+    if cfg.unreadable == "incorrect":  # the release: no verdict is not a "yes"
+        failed = any(p.startswith("judge call failed") for p in problems)
+        return Judgement(correct=False, em=em, f1=f1, extracted=predicted, reason="; ".join(problems),
+                         method="unreadable", llm_failed=failed)
     return Judgement(
         correct=f1 >= cfg.f1_threshold,
         em=em,

@@ -732,17 +732,23 @@ class RunStore:
         return outcome_counts((r["state"], r["output"]) for r in rows)
 
     def round_stats(self) -> dict[int, dict[str, int]]:
-        """Per round number: how many rounds were generated, failed to generate, and each verdict label."""
+        """Per round number: how many rounds were generated, failed to generate, and each verdict label;
+        ``accepted``: a round its pair was accepted in without a verdict here (``sagegen import``)."""
         stats: dict[int, dict[str, int]] = {}
         for row in self.conn.execute(
-            "SELECT round, candidate_json IS NULL AS gen_failed, label, COUNT(*) AS n FROM rounds "
-            "GROUP BY round, gen_failed, label"
+            "SELECT r.round AS round, r.candidate_json IS NULL AS gen_failed, r.label AS label, "
+            "(r.label IS NULL AND p.state = 'pass' AND p.final_round = r.round) AS accepted, COUNT(*) AS n "
+            "FROM rounds r JOIN pairs p ON p.idx = r.pair_idx GROUP BY 1, 2, 3, 4"
         ):
             s = stats.setdefault(row["round"], {})
             s["generated"] = s.get("generated", 0) + row["n"]
-            key = "gen_failed" if row["gen_failed"] else (row["label"] or "unverified")
+            key = ("gen_failed" if row["gen_failed"] else
+                   row["label"] or ("accepted" if row["accepted"] else "unverified"))
             s[key] = s.get(key, 0) + row["n"]
-        return dict(sorted(stats.items()))
+        order = ("generated", "gen_failed", "pass", "too_easy", "incorrect", "accepted", "unverified")
+        rank = {k: i for i, k in enumerate(order)}
+        return {r: dict(sorted(s.items(), key=lambda kv: rank.get(kv[0], len(order))))
+                for r, s in sorted(stats.items())}
 
     def label_means(self) -> dict[str, dict[str, float]]:
         """Per final label: pairs, mean measured difficulty, mean Avg@K and mean round (finished pairs)."""

@@ -360,6 +360,7 @@ def render_report(
             tables=tables,
             charts=charts,
             agreement=T.agreement_line(a),
+            imported=T.import_line(a),
             quality=T.quality_lines(a),
             pairs=views,
             total_pairs=len(pairs),

@@ -345,6 +345,24 @@ def _f(x: Any, digits: int = 2) -> str:
     return num(digits)(x)
 
 
+def import_line(a: dict[str, Any]) -> str | None:
+    """What an imported run's source recorded (``RUN/import.json``), or None for a generated run."""
+    m = a.get("import")
+    if not isinstance(m, dict):
+        return None
+
+    def v(key: str) -> str:
+        return "unknown" if m.get(key) is None else str(m[key])
+
+    rounds = "unknown" if m.get("feedback_rounds") is None else f"{m['feedback_rounds'] + 1}"
+    targets = "unknown" if m.get("target_min") is None else f"{m['target_min']}-{m['target_max']}"
+    return (f"imported from {m.get('source', 'another run')}: generator {v('generator_model')} · reviser "
+            f"{v('reviser_model')} · solver {v('solver_model')} · judge {v('judge_model')} · retriever "
+            f"{v('retriever')} · rounds {rounds} (feedback {v('feedback_rounds')}) · targets S {targets} · "
+            f"attempts K {v('attempts')} · min steps {v('min_search_step')} · "
+            f"{len(m.get('skipped') or [])} lines skipped without a source record")
+
+
 def agreement_line(a: dict[str, Any]) -> str:
     ag = a["difficulty_agreement"]
     return (
