@@ -253,6 +253,8 @@ class RunStore:
         self._last_booked = 0.0  # time.time() of the last call booked
         #: Backends whose per-endpoint counts are booked with the calls (``watch_endpoints``).
         self._endpoint_sources: dict[int, Any] = {}
+        self._lock: Any = None  # the run lock, when create_or_resume took it (released by close)
+        self._resumed = False
 
     # ------------------------------------------------------------------ opening
 
@@ -292,8 +294,26 @@ class RunStore:
         Returns ``(store, resumed)``. A differing config raises ``ConfigError`` naming the keys,
         unless ``force`` (then the old ledger and outputs are discarded and the run starts afresh).
         """
+        from sagegen.runlock import DirLock, holds
+
         run_dir = Path(run_dir)
         path = run_dir / LEDGER
+        # One writer per run, before anything is read or deleted: a live writer there (a generate,
+        # an import) is refused here, so --force can never delete a run that is being written.
+        lock = None if holds(run_dir) else DirLock(run_dir, "run").acquire()
+        try:
+            store = cls._create_or_resume(run_dir, path, config, config_yaml, force=force)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        store._lock = lock
+        return store, store._resumed
+
+    @classmethod
+    def _create_or_resume(
+        cls, run_dir: Path, path: Path, config: dict[str, Any], config_yaml: str, *, force: bool
+    ) -> RunStore:
         if path.is_file() and force:
             for name in [LEDGER, f"{LEDGER}-wal", f"{LEDGER}-shm", CONFIG_FILE, *OUTPUT_FILES.values()]:
                 (run_dir / name).unlink(missing_ok=True)
@@ -337,7 +357,8 @@ class RunStore:
             with store._tx():  # volatile keys (e.g. a larger num_seeds) take the new values
                 store._set_meta("config", json.dumps(config, sort_keys=True))
         _atomic_write(run_dir / CONFIG_FILE, config_yaml)
-        return store, resumed
+        store._resumed = resumed
+        return store
 
     def close(self) -> None:
         try:
@@ -345,6 +366,9 @@ class RunStore:
                 self.flush()
         finally:
             self.conn.close()
+            lock, self._lock = self._lock, None
+            if lock is not None:  # taken by create_or_resume: this store was the run's writer
+                lock.release()
 
     def __enter__(self) -> RunStore:
         return self
