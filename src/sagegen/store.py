@@ -65,6 +65,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.config import semantic_view, strip_volatile, upgrade_stored, volatile_keys
-from sagegen.damage import LedgerError, ledger_error
+from sagegen.damage import LedgerError, keep_or_force, ledger_error
 from sagegen.errors import ConfigError, SagegenError
 from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
 
@@ -865,8 +866,10 @@ def _check_file(path: Path) -> None:
     """A cut-short ledger is caught here, from its header, before any read meets the missing pages.
 
     The header (bytes 16-17: page size, 28-31: page count, valid when 92-95 equals the change counter
-    at 24-27) says how long the file must be; in WAL mode newer pages live in the -wal file and the
-    header is only rewritten with the pages, so a shorter main file is always damage.
+    at 24-27) says how long the file must be. A shorter file is not always damage: a checkpoint
+    (copying the WAL's pages into the main file, page 1 first) that the disk filled up during leaves
+    exactly that, with every missing page still in the WAL, and SQLite reads them from there and
+    completes the checkpoint later. Only when the WAL does not hold them is the ledger damaged.
     """
     size = path.stat().st_size
     if size == 0:
@@ -874,16 +877,70 @@ def _check_file(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(100)
     if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
-        raise LedgerError(f"{path}: damaged (not a SQLite database): move the run directory aside to "
-                          "keep it (its JSONL files hold the finished pairs) and rerun, or pass --force to "
-                          "start over")
+        raise LedgerError(f"{path}: damaged (not a SQLite database): {keep_or_force(path)}")
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
     if head[92:96] == head[24:28] and pages and size < pages * page_size:
-        raise LedgerError(f"{path}: damaged (truncated: {size} of {pages * page_size} bytes): move the run "
-                          "directory aside to keep it (its JSONL files hold the finished pairs) and rerun, "
-                          "or pass --force to start over")
+        wal = path.with_name(path.name + "-wal")
+        if _wal_restores(wal, size // page_size, page_size):
+            return  # a checkpoint cut short (disk full): SQLite reads the pages from the WAL
+        raise LedgerError(f"{path}: damaged (truncated: {size} of {pages * page_size} bytes, and its WAL "
+                          f"does not hold the missing pages): {keep_or_force(path)}")
+
+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums of little- / big-endian words
+
+
+def _wal_restores(wal: Path, whole_pages: int, page_size: int) -> bool:
+    """Whether ``wal`` holds, in committed frames SQLite will read, every page of the database past
+    the first ``whole_pages`` (the ones the main file has in full). The WAL format, as SQLite
+    reads it on recovery (sqlite.org/fileformat2.html#walformat): a 32-byte header (magic, version,
+    page size, checkpoint sequence, two salts, a checksum), then frames of a 24-byte header (page
+    number, database size in pages for the frame that commits a transaction, the header's salts,
+    a cumulative checksum) and one page. Frames count up to the first bad salt or checksum, and
+    only those up to the last commit; the database then has the size that commit says."""
+    try:
+        with open(wal, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    if len(data) < 32:
+        return False
+    magic, _version, wal_page, _seq, salt1, salt2, ck1, ck2 = struct.unpack(">8I", data[:32])
+    if magic not in _WAL_MAGIC or wal_page != page_size:
+        return False
+    order = ">" if magic & 1 else "<"
+    if _wal_checksum(data[:24], order, 0, 0) != (ck1, ck2):
+        return False
+    s0, s1 = ck1, ck2
+    committed: set[int] = set()
+    txn: set[int] = set()
+    db_pages = 0
+    frame = 24 + page_size
+    for off in range(32, len(data) - frame + 1, frame):
+        pgno, commit, f_salt1, f_salt2, f_ck1, f_ck2 = struct.unpack(">6I", data[off : off + 24])
+        if (f_salt1, f_salt2) != (salt1, salt2):
+            break
+        s0, s1 = _wal_checksum(data[off : off + 8], order, s0, s1)
+        s0, s1 = _wal_checksum(data[off + 24 : off + frame], order, s0, s1)
+        if (s0, s1) != (f_ck1, f_ck2):
+            break
+        txn.add(pgno)
+        if commit:
+            committed |= txn
+            txn = set()
+            db_pages = commit
+    return db_pages > 0 and all(p in committed for p in range(whole_pages + 1, db_pages + 1))
+
+
+def _wal_checksum(block: bytes, order: str, s0: int, s1: int) -> tuple[int, int]:
+    """SQLite's WAL checksum (walChecksumBytes) of ``block`` from the running pair ``s0, s1``."""
+    words = struct.unpack(f"{order}{len(block) // 4}I", block)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
 
 
 def _expected_columns() -> dict[str, list[str]]:
@@ -922,7 +979,7 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
                               f"({SCHEMA_VERSION}); upgrade sagegen to read it")
         if int(version) < 1:
             raise LedgerError(f"{path}: ledger schema version {version} predates this sagegen's "
-                              f"({SCHEMA_VERSION}) and cannot be migrated; pass --force to start over")
+                              f"({SCHEMA_VERSION}) and cannot be migrated: {keep_or_force(path)}")
     for table, columns in _expected_columns().items():
         if table not in have:
             continue
@@ -931,7 +988,7 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
         if missing:
             raise LedgerError(f"{path}: table {table} lacks column(s) {', '.join(missing)} (schema version "
                               f"{SCHEMA_VERSION} has them): the ledger was altered or written by another "
-                              "program; move the run aside and rerun, or pass --force to start over")
+                              f"program: {keep_or_force(path)}")
     if config is None:
         if created:
             return False
