@@ -45,9 +45,20 @@ def _lines(path: Path) -> int:
         return 0
 
 
+#: What to do about a damaged LLM call cache, the one SQLite file sagegen keeps besides run ledgers.
+CACHE_ADVICE = "delete it and rerun (the call cache only saves paying twice for a call; no result is lost)"
+
+
 def ledger_error(path: str | Path, exc: sqlite3.Error, *, if_damaged: str | None = None) -> LedgerError:
-    """The one-line explanation of a SQLite error on the run ledger at ``path``; another database
-    passes ``if_damaged``, what to do when the file itself is damaged (for a ledger: keep_or_force)."""
+    """The one-line explanation of a SQLite error on the database at ``path``: a run ledger (what to
+    do when it is damaged: keep_or_force) or the LLM call cache (CACHE_ADVICE); ``if_damaged``
+    overrides that advice."""
+
+    def advice() -> str:  # only where it is said: keep_or_force reads the run's JSONL files
+        if if_damaged is not None:
+            return if_damaged
+        return keep_or_force(path) if Path(path).name == "ledger.sqlite" else CACHE_ADVICE
+
     text = str(exc)
     low = text.lower()
     if "disk is full" in low or ("disk i/o error" in low and _nearly_full(path)):
@@ -55,7 +66,7 @@ def ledger_error(path: str | Path, exc: sqlite3.Error, *, if_damaged: str | None
         what = "the disk is full; free some space and rerun the same command (nothing finished is lost)"
     elif "disk i/o error" in low:
         what = ("the disk reported an I/O error; check the device (dmesg), then rerun the same command; "
-                f"if it persists, {if_damaged or keep_or_force(path)}")
+                f"if it persists, {advice()}")
     elif "readonly" in low or "read-only" in low or ("unable to open" in low and _read_only(path)):
         what = ("cannot write here (read-only file or directory); copy the run to a writable place and "
                 "rerun there, or use another --out")
@@ -65,9 +76,9 @@ def ledger_error(path: str | Path, exc: sqlite3.Error, *, if_damaged: str | None
         what = "another process holds it locked; wait for it to finish"
     elif "no such column" in low or "no such table" in low or "has no column" in low:
         what = f"its tables do not match this sagegen's ({text}); it was written by another version or " \
-               f"altered: {if_damaged or keep_or_force(path)}"
+               f"altered: {advice()}"
     else:  # not a database, malformed, truncated
-        what = f"damaged ({text}): {if_damaged or keep_or_force(path)}"
+        what = f"damaged ({text}): {advice()}"
     return LedgerError(f"{path}: {what}")
 
 

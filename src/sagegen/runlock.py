@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sagegen.errors import SagegenError
+from sagegen.errors import SagegenError, scrub
 
 LOCK_FILE = ".sagegen.lock"
 #: Directories this process holds the lock of. A second ``flock`` from this same process (another
@@ -66,7 +66,8 @@ class DirLock:
         except BaseException:
             os.close(fd)
             raise
-        command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:300] if sys.argv else ""
+        # Shown to a refused second writer: never with a secret of this process or a URL's credentials.
+        command = scrub(" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))[:300] if sys.argv else ""
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "command": command}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)

@@ -70,12 +70,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel
 
 from sagegen.config import semantic_view, strip_volatile, upgrade_stored, volatile_keys
 from sagegen.damage import LedgerError, keep_or_force, ledger_error
-from sagegen.errors import ConfigError, SagegenError
+from sagegen.errors import ConfigError, SagegenError, mask_url_credentials, without_url_credentials
 from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
+
+_M = TypeVar("_M", bound=BaseModel)
 
 LEDGER = "ledger.sqlite"
 CONFIG_FILE = "config.yaml"
@@ -299,6 +303,9 @@ class RunStore:
 
         run_dir = Path(run_dir)
         path = run_dir / LEDGER
+        # Credentials written into a URL (llm.base_url=http://user:password@...) are never stored: the
+        # live process has them; a resume gets them from its own command line (base_url is volatile).
+        config, config_yaml = without_url_credentials(config), mask_url_credentials(config_yaml)
         # One writer per run, before anything is read or deleted: a live writer there (a generate,
         # an import) is refused here, so --force can never delete a run that is being written.
         lock = None if holds(run_dir) else DirLock(run_dir, "run").acquire()
@@ -390,7 +397,15 @@ class RunStore:
     @property
     def config(self) -> dict[str, Any]:
         raw = self._meta("config")
-        return json.loads(raw) if raw else {}
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise self._bad_row("meta", "value", "key 'config'", f"not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise self._bad_row("meta", "value", "key 'config'", "not a JSON object")
+        return data
 
     @property
     def config_hash(self) -> str:
@@ -652,6 +667,28 @@ class RunStore:
 
     # ------------------------------------------------------------------ reads
 
+    @overload
+    def _decode(self, model: type[_M], raw: str, table: str, column: str, row: str) -> _M: ...
+    @overload
+    def _decode(self, model: type[_M], raw: str | None, table: str, column: str, row: str) -> _M | None: ...
+
+    def _decode(self, model: type[_M], raw: str | None, table: str, column: str, row: str) -> _M | None:
+        """A row's JSON column as ``model`` (None for NULL or empty); a value that does not parse is
+        damage, said in one line naming the table, row and column."""
+        if not raw:
+            return None
+        try:
+            return model.model_validate_json(raw)
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            # pydantic's first problem, without the echoed value (a whole trajectory) or its URL
+            first = (str(e).splitlines()[1:2] or [str(e)])[0].split(" [type=")[0].strip()
+            raise self._bad_row(table, column, row, f"not valid ({first})") from None
+
+    def _bad_row(self, table: str, column: str, row: str, problem: str) -> LedgerError:
+        path = self.run_dir / LEDGER
+        return LedgerError(f"{path}: table {table}, {row}, column {column}: {problem}; the ledger was "
+                           f"altered or damaged: {keep_or_force(path)}")
+
     def pair(self, idx: int) -> PairRecord | None:
         row = self.conn.execute("SELECT * FROM pairs WHERE idx=?", (idx,)).fetchone()
         return self._pair_from_row(row) if row else None
@@ -674,20 +711,22 @@ class RunStore:
                     index=a["attempt"],
                     seed=a["seed"],
                     trace_id=a["trace_id"],
-                    judgement=Judgement.model_validate_json(a["judgement_json"]),
+                    judgement=self._decode(Judgement, a["judgement_json"], "attempts", "judgement_json",
+                                           f"pair {idx} round {a['round']} attempt {a['attempt']}"),
                     num_searches=a["num_searches"],
                 )
             )
         rounds = []
         for r in self.conn.execute("SELECT * FROM rounds WHERE pair_idx=? ORDER BY round", (idx,)):
             cand = r["candidate_json"]
+            where = f"pair {idx} round {r['round']}"
             rounds.append(
                 RoundRecord(
                     round=r["round"],
                     kind=r["kind"],
-                    candidate=Candidate.model_validate_json(cand) if cand else None,
+                    candidate=self._decode(Candidate, cand, "rounds", "candidate_json", where),
                     gen_trace_id=r["gen_trace_id"],
-                    verdict=Verdict.model_validate_json(r["verdict_json"]) if r["verdict_json"] else None,
+                    verdict=self._decode(Verdict, r["verdict_json"], "rounds", "verdict_json", where),
                     attempts=tuple(atts.get(r["round"], [])),
                 )
             )
@@ -698,7 +737,7 @@ class RunStore:
             answer_type=row["answer_type"],
             state=row["state"],
             final_round=row["final_round"],
-            qa=QAPair.model_validate_json(row["qa_json"]) if row["qa_json"] else None,
+            qa=self._decode(QAPair, row["qa_json"], "pairs", "qa_json", f"pair {idx}"),
             output=row["output"],
             rounds=tuple(rounds),
         )
@@ -707,14 +746,15 @@ class RunStore:
         row = self.conn.execute("SELECT json FROM trajectories WHERE id=?", (tid,)).fetchone()
         if row is None:
             raise KeyError(tid)
-        return Trajectory.model_validate_json(row["json"])
+        return self._decode(Trajectory, row["json"], "trajectories", "json", f"trajectory {tid}")
 
     def trajectories(self, agent: str | None = None) -> Iterator[tuple[str, Trajectory]]:
         sql, args = "SELECT id, json FROM trajectories", ()
         if agent is not None:
             sql, args = sql + " WHERE agent=?", (agent,)
         for row in self.conn.execute(sql + " ORDER BY pair_idx, round, id", args).fetchall():
-            yield row["id"], Trajectory.model_validate_json(row["json"])
+            tid = row["id"]
+            yield tid, self._decode(Trajectory, row["json"], "trajectories", "json", f"trajectory {tid}")
 
     def counts(self) -> dict[str, int]:
         """Pairs by state and by output file, plus rounds/attempts/trajectories/calls totals."""
@@ -958,8 +998,10 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
     """Refuse a ledger this version cannot use; True when it holds a run (its config is recorded).
 
     Checked: it is a SQLite database, its schema version is one we know, and every table it has
-    carries the columns we read and write. A missing table is added by the writer (tables only
-    ever get added); a missing column or a newer schema is refused, naming what and what to do.
+    carries the columns we read and write. A table added after schema version 1 (``llm_tries``,
+    ``llm_endpoints``) may be missing, and the writer adds it; one every ledger has had since version
+    1 was dropped from this one, with the rows it held, and is refused as damage instead of being
+    re-created empty. A missing column or a newer schema is refused too, naming what and what to do.
     """
     have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "meta" not in have:
@@ -994,7 +1036,15 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
             return False
         raise LedgerError(f"{path}: holds no run configuration (an unfinished ledger); pass --force "
                           "to start over")
+    dropped = [t for t in _TABLES_SINCE_V1 if t not in have]
+    if dropped:
+        raise LedgerError(f"{path}: table(s) {', '.join(dropped)} missing (every ledger has them since "
+                          f"schema version 1): the ledger was altered or damaged: {keep_or_force(path)}")
     return True
+
+
+#: The tables of schema version 1: a ledger that holds a run and lacks one lost its rows.
+_TABLES_SINCE_V1 = ("meta", "sessions", "pairs", "rounds", "attempts", "trajectories", "llm_calls", "events")
 
 
 @dataclass
