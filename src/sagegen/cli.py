@@ -381,7 +381,8 @@ _ServePort = Annotated[
 ]
 _ServeWorkers = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option("--workers", help="Server processes sharing the port (default 1): past one core.", min=1),
+    typer.Option("--workers", min=1, help="Server processes sharing the port (default 1): past one core. "
+                 "A worker that dies is restarted; workers that keep dying stop the server (README)."),
 ]
 
 
@@ -739,8 +740,8 @@ def main() -> None:
     except (SagegenError, sqlite3.DatabaseError, OSError) as e:
         if debug:
             raise
-        if isinstance(e, sqlite3.DatabaseError):  # a database other than a run ledger (e.g. the call cache)
-            e = ledger_error("a SQLite database", e)
+        if isinstance(e, sqlite3.DatabaseError):  # not a ledger's (those say their file): the call cache's
+            e = ledger_error("the LLM call cache (llm.cache_path)", e)
         elif isinstance(e, OSError):
             e = os_error(e)
         console.print(f"error: {scrub(str(e))}", style="bold red", markup=False, highlight=False)

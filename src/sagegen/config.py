@@ -499,6 +499,8 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder; pass the YAML file itself (-c FILE)")
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:

@@ -31,7 +31,7 @@ from sagegen import outage
 from sagegen.agents.solver import solve
 from sagegen.benchmark_fields import Fields, read_fields
 from sagegen.config import Config, semantic_view, strip_volatile
-from sagegen.errors import ConfigError, InputError, SagegenError
+from sagegen.errors import ConfigError, InputError, SagegenError, without_url_credentials
 from sagegen.jsonl import iter_json_objects
 from sagegen.judge import judge_answer
 from sagegen.llm.accounting import AccountingLLM
@@ -113,7 +113,7 @@ def _fingerprint(cfg: Config, bench: Path, k: int, seed: int) -> dict[str, Any]:
     dump = cfg.model_dump(mode="json")
     # The sections that decide the answers, less the fields marked volatile (cache paths, timeouts...).
     sections = ("corpus", "retrieval", "llm", "solver_llm", "judge_llm", "solver", "judge")
-    keep = strip_volatile({key: dump[key] for key in sections})
+    keep = without_url_credentials(strip_volatile({key: dump[key] for key in sections}))
     return {"benchmark": str(bench.resolve()), "k": k, "seed": seed, "config": keep}
 
 

@@ -53,6 +53,7 @@ kinds fails with file, line and field; the ledger is written only after every fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -63,6 +64,7 @@ from typing import Any
 
 from sagegen.agents import tags
 from sagegen.errors import InputError, SagegenError
+from sagegen.jsonl import iter_text_lines
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
 
 _ANSWER_TYPES = {"a number": "number", "a date": "date", "an entity": "entity",
@@ -131,8 +133,10 @@ def read_release(paths: Iterable[str | Path]) -> tuple[list[_Line], list[_Line],
     feedback: list[_Line] = []
     processed: list[_Line] = []
     for f in files:
-        with f.open(encoding="utf-8") as fh:
-            for n, raw in enumerate(fh, 1):
+        # Decoded line by line (a non-UTF-8 byte is named on its own line; a BOM is dropped); closed
+        # at once when a line is refused.
+        with contextlib.closing(iter_text_lines(f, what="release file")) as text_lines:
+            for n, raw in text_lines:
                 if not raw.strip():
                     continue
                 try:

@@ -197,7 +197,8 @@ def create_app(
     # The guards and the fast path wrap the FastAPI app from outside rather than as its middleware,
     # so a valid /retrieve request skips FastAPI's own middleware stack too.
     served: ASGIApp = FastRetrieve(app, validate=RetrieveRequest.model_validate_json, answer=answer)
-    served = RequestGuard(served, api_key=api_key, max_body_bytes=cfg.max_body_bytes)
+    served = RequestGuard(served, api_key=api_key, max_body_bytes=cfg.max_body_bytes,
+                          body_paths=frozenset({RETRIEVE_PATH}))
     if not api_key:  # keyless means loopback-only: refuse other Host names (DNS rebinding)
         served = LoopbackHostOnly(served)
     return served

@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic_core
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from sagegen.config import ServerConfig
 from sagegen.records import Hit, contents_of
@@ -46,6 +46,18 @@ class ErrorResponse(BaseModel):
     detail: list[dict[str, Any]] | None = None
 
 
+def _number_only(value: Any) -> Any:
+    """``topk`` may be written 9 or 9.0 (JSON has one number type; many clients send floats), never
+    "9" or true; pydantic's own integer check then refuses 2.5 ("a fractional part")."""
+    if isinstance(value, (bool, str)):
+        raise pydantic_core.PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+#: An integer, given as an integer or as a float with no fractional part.
+WholeNumber = Annotated[int, BeforeValidator(_number_only)]
+
+
 def request_model(cfg: ServerConfig) -> type[BaseModel]:
     """The request model with this server's limits baked in (so /docs shows them)."""
     # No length limit here: one over-long query would fail its whole batch with 422 (Search-R1's
@@ -67,7 +79,7 @@ def request_model(cfg: ServerConfig) -> type[BaseModel]:
             'characters is searched on its first ones (an empty list gets {"result": []}).',
             examples=[["Who wrote Hamlet?", "capital of France"]],
         )
-        topk: StrictInt | None = Field(
+        topk: WholeNumber | None = Field(
             None,
             ge=1,
             le=cfg.max_topk,
