@@ -10,7 +10,7 @@ import contextlib
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic_core
 from fastapi.exceptions import RequestValidationError
