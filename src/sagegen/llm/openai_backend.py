@@ -2,17 +2,9 @@
 
 Direct async HTTP: the request JSON is built and the reply parsed here, with no SDK in between
 (the ``openai`` SDK cost ~8 ms of CPU per call at 256 in flight, walking every message and
-scanning a pool smaller than the concurrency; see bench/bench_generate.py). Each request goes out
-on one ``http1.H1Connection`` (h11 on an asyncio transport) handed out from our own free list: the
-pool grows to the calls in flight, every connection stays alive between calls, and taking one is
-O(1). (httpx's client layers, URL merging, cookies, auth and redirect hooks and a pool that scans
-every connection per request, were half of our CPU per call at 256 in flight, measured with
-py-spy; one shared httpx client with an unbounded pool was 27 ms per call. httpcore's connection
-alone, under anyio's stream layer, was still half of what was left: see ``http1``.)
-The connections are closed inside the loop that opened them, when the loop ends (``asyncio.run``
-closes async generators) or on ``aclose()``. Where an environment proxy (``HTTPS_PROXY``...)
-applies to an endpoint, that endpoint's requests go through an httpx client instead, which
-honours it as the SDK did.
+scanning a pool smaller than the concurrency; see bench/bench_generate.py). Requests go out through
+``sagegen.llm.transport`` (aiohttp's keep-alive pool, one per event loop, which never hands out a
+connection holding stray bytes; TLS via ``SSL_CERT_FILE``; environment proxies; gzip decoded).
 
 ``llm.base_url`` may be a list of replicas of one model (vLLM / SGLang servers): each request goes
 to the endpoint with the fewest requests in flight (one free list per endpoint, so that is a scan
@@ -39,7 +31,6 @@ all of these). Any other 4xx fails at once: retrying a bad request or a bad key 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import ipaddress
 import json
@@ -50,18 +41,15 @@ import re
 import ssl
 import time
 import urllib.parse
-import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import httpx
 
 from sagegen.config import LLMConfig
 from sagegen.errors import BackendError, ConfigError, LLMError, register_secret
 from sagegen.llm.base import LLM, CallOptions, Message, apply_stop, note_try, tool_arguments
-from sagegen.llm.http1 import H1Connection, HTTPConnectionError, header
 from sagegen.llm.providers import detect
 from sagegen.llm.reasoning import lone_close, split_reasoning
+from sagegen.llm.transport import HTTPConnectionError, Transport
 from sagegen.records import Completion
 
 log = logging.getLogger(__name__)
@@ -73,9 +61,6 @@ PLACEHOLDER_KEY = "sk-no-key-required"
 MAX_WIRE_STOPS = 4
 #: Where the requests go when ``llm.base_url`` is unset (the SDK's own default and override).
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-#: Idle keep-alive connections are dropped after this long: below uvicorn's 5 s (vLLM, SGLang), so
-#: we close an idle connection before the server does and never send on one it is closing.
-KEEPALIVE_EXPIRY = 4.0
 #: ``asyncio.wait_for`` makes a task per call before Python 3.12; ``asyncio.timeout`` (3.11+) does not.
 _timeout = getattr(asyncio, "timeout", None)
 
@@ -102,7 +87,7 @@ def endpoint_label(url: str) -> str:
 
 
 class _Endpoint:
-    """One server of ``llm.base_url``: its free list of idle connections and its counters."""
+    """One server of ``llm.base_url``: its URL and its counters (the transport holds the connections)."""
 
     def __init__(self, root: str):
         parts = urllib.parse.urlsplit(root)
@@ -115,15 +100,7 @@ class _Endpoint:
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
-        path = parts.path.rstrip("/") + "/chat/completions"
-        self.target = (urllib.parse.quote(path, safe="/%:@!$&'()*+,;=-._~")
-                       + (f"?{parts.query}" if parts.query else "")).encode()
         self.http_url = self.label + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
-        self.headers: list[tuple[bytes, bytes]] = []  # set by the backend once it has the key
-        env_proxies = urllib.request.getproxies()
-        self.proxied = bool(env_proxies.get(parts.scheme) or env_proxies.get("all")) and not (
-            urllib.request.proxy_bypass(parts.hostname))
-        self.idle: list[Any] = []  # connections with no request in flight (most recent last)
         self.in_flight = 0
         self.calls = 0  # requests sent here
         self.failures = 0  # of them, connection errors and 5xx
@@ -133,26 +110,6 @@ class _Endpoint:
     def counts(self) -> dict[str, Any]:
         return {"endpoint": self.label, "calls": self.calls, "failures": self.failures,
                 "in_flight": self.in_flight}
-
-
-class _ProxiedConnection:
-    """An httpx client of one connection, for an endpoint behind an environment proxy."""
-
-    def __init__(self, client: httpx.AsyncClient):
-        self.client = client
-
-    def has_expired(self) -> bool:
-        return False  # httpx's pool checks its own connection
-
-    def is_closed(self) -> bool:
-        return False
-
-    async def post(self, ep: _Endpoint, content: bytes) -> tuple[int, Any, bytes]:
-        resp = await self.client.post(ep.http_url, content=content)
-        return resp.status_code, resp.headers, resp.content
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
 
 class OpenAIBackend(LLM):
@@ -198,14 +155,7 @@ class OpenAIBackend(LLM):
         register_secret(key)  # masked in every error text, retry warnings included
         self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                          "Accept": "application/json"}
-        wire = [(k.encode(), v.encode()) for k, v in self._headers.items()]
-        for ep in self.endpoints:
-            ep.headers = wire
-        # Connections of one event loop: they belong to the loop that opened them.
-        self._conns: list[Any] = []  # all of them, for closing
-        self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._closer: AsyncIterator[None] | None = None  # closes the connections when their loop ends
-        self._ssl: ssl.SSLContext | None = None
+        self._transport = Transport()  # its pool belongs to the event loop of the calls
         self.calls = 0  # HTTP requests sent, retries included
         self.retries = 0
         self._turn = 0  # where the next endpoint scan starts
@@ -260,51 +210,12 @@ class OpenAIBackend(LLM):
         now = time.monotonic()
         return any(o is not ep and o.down_until <= now for o in self.endpoints)
 
-    async def _get_conn(self, ep: _Endpoint) -> Any:
-        """An idle connection to ``ep``, or a new one: there are as many as requests have been in flight."""
-        loop = asyncio.get_running_loop()
-        if self._client_loop is not loop:
-            self._conns, self._client_loop = [], loop
-            for e in self.endpoints:
-                e.idle = []
-            # A started async generator is closed by the loop's own shutdown (asyncio.run,
-            # pytest's runner): its ``finally`` then closes the connections while the loop still
-            # runs, instead of garbage-collected ones failing later with "Event loop is closed".
-            self._closer = _close_at_loop_end(self._conns)
-            await self._closer.__anext__()
-        while ep.idle:
-            conn = ep.idle.pop()  # the most recently used: the least likely to be stale
-            if not (conn.is_closed() or conn.has_expired()):  # past its keep-alive, or the server closed it
-                return conn
-            await conn.aclose()
-            self._conns.remove(conn)
-        if self._ssl is None and ep.tls:  # built once: each connection building its own costs ~30 ms of CPU
-            self._ssl = httpx.create_ssl_context()
-        conn: Any
-        if ep.proxied:
-            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1,
-                                  keepalive_expiry=KEEPALIVE_EXPIRY)
-            conn = _ProxiedConnection(httpx.AsyncClient(limits=limits, timeout=self.cfg.timeout,
-                                                        headers=self._headers, verify=self._ssl))
-        else:
-            conn = H1Connection(ep.host, ep.port, ssl_context=self._ssl if ep.tls else None,
-                                keepalive_expiry=KEEPALIVE_EXPIRY)
-        self._conns.append(conn)
-        return conn
-
     async def aclose(self) -> None:
-        closer, self._closer, self._client_loop = self._closer, None, None
-        self._conns = []
-        for ep in self.endpoints:
-            ep.idle = []
-        if closer is not None:
-            await closer.aclose()  # type: ignore[attr-defined]
+        await self._transport.aclose()
 
     def close(self) -> None:
         """After the loop: its shutdown has closed the connections; only the references are left."""
-        self._closer, self._client_loop, self._conns = None, None, []
-        for ep in self.endpoints:
-            ep.idle = []
+        self._transport.close()
 
     def note(self, text: str) -> None:
         """Record an adaptation once (a dropped parameter, stops taken off the wire)."""
@@ -449,49 +360,32 @@ class OpenAIBackend(LLM):
     async def _request(self, ep: _Endpoint, content: bytes) -> dict[str, Any]:
         """One HTTP round trip; returns the parsed body or raises ``_Retryable`` / ``LLMError``."""
         ep.in_flight += 1  # before any await: calls picking an endpoint meanwhile see this one
-        try:
-            conn = await self._get_conn(ep)
-        except BaseException:
-            ep.in_flight -= 1
-            raise
-        owner = self._conns
         self.calls += 1
         ep.calls += 1
-        ok = False
         timeout = self.cfg.timeout
+        post = self._transport.request("POST", ep.http_url, self._headers, content)
         try:
-            # The socket timeouts bound each read and write; the outer one bounds the whole call,
-            # trickling bodies included.
+            # One deadline for the whole call, a body trickling in included; a call cut by it closes
+            # its connection (the transport never reuses one mid-response).
             if _timeout is not None:
                 async with _timeout(timeout):
-                    status, headers, body = await _post(conn, ep, content)
+                    resp = await post
             else:  # Python 3.10
-                status, headers, body = await asyncio.wait_for(_post(conn, ep, content), timeout)
-            ok = True
-        except (asyncio.TimeoutError, httpx.TimeoutException):  # (TimeoutError is an OSError: first)
+                resp = await asyncio.wait_for(post, timeout)
+        except asyncio.TimeoutError:  # (TimeoutError is an OSError: first)
             raise _Retryable(f"timed out after {timeout:g}s") from None
         except ssl.SSLCertVerificationError as e:  # the same certificate next time: no retry helps
             raise LLMError(self._scrub(
                 f"{self.name} at {ep.label}: TLS certificate not trusted ({e.verify_message}); "
                 "for a private CA, point SSL_CERT_FILE at its PEM bundle (not retried)")) from None
-        except (OSError, HTTPConnectionError, httpx.TransportError) as e:
+        except (OSError, HTTPConnectionError) as e:
             # refused, reset, a TLS failure, a body cut short of its length, broken HTTP, ...
             raise _Retryable(f"connection error ({type(e).__name__}: {e})", endpoint_down=True) from None
-        except httpx.HTTPError as e:
-            raise _Retryable(f"{type(e).__name__}: {e}") from None
-        except ValueError as e:  # a header h11 refuses (a key with a newline, ...): no retry helps
+        except ValueError as e:  # a request that is not valid HTTP (a header with a newline, ...)
             raise LLMError(self._scrub(f"{self.name} at {self._where()}: {e}")) from None
         finally:
             ep.in_flight -= 1
-            # A connection that answered goes back to its free list; a failed one is closed (it may
-            # hold half a response), unless aclose() retired this loop's connections meanwhile.
-            if owner is self._conns:
-                if ok and not conn.is_closed():  # not closed by a "Connection: close" reply
-                    ep.idle.append(conn)
-                else:
-                    self._conns.remove(conn)
-                    with contextlib.suppress(Exception):
-                        await conn.aclose()
+        status, headers, body = resp.status, resp.headers, resp.body
         if not 200 <= status < 300:
             msg = f"HTTP {status}: {_error_text(body)}"
             if status in RETRYABLE_STATUS or status >= 500:
@@ -644,24 +538,6 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def _post(conn: Any, ep: _Endpoint, content: bytes) -> tuple[int, Any, bytes]:
-    """POST the body on one connection: (status, headers, body). The caller's timeout bounds it."""
-    if isinstance(conn, _ProxiedConnection):
-        return await conn.post(ep, content)
-    status, headers, body = await conn.request(b"POST", ep.target, ep.headers, content)
-    return status, _Headers(headers), body
-
-
-class _Headers:
-    """h11's header list (names lower-cased), read by name like httpx's (only ``_retry_after`` reads them)."""
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]):
-        self.raw = raw
-
-    def get(self, name: str) -> str | None:
-        return header(self.raw, name.lower().encode())
-
-
 def _is_local_url(url: str) -> bool:
     host = (urllib.parse.urlsplit(url).hostname or "").lower()
     if host == "localhost" or (host and "." not in host and ":" not in host):  # e.g. a compose service
@@ -671,15 +547,6 @@ def _is_local_url(url: str) -> bool:
     except ValueError:
         return False
     return ip.is_loopback or ip.is_private or ip.is_unspecified
-
-
-async def _close_at_loop_end(conns: list[Any]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        for conn in list(conns):
-            with contextlib.suppress(Exception):
-                await conn.aclose()
 
 
 def _error_text(body: bytes) -> str:
