@@ -44,11 +44,12 @@ def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess
 
 
 def one_line(res: subprocess.CompletedProcess[str]) -> str:
-    """The one error line of a refused command (exit 2, no traceback, nothing else on stderr)."""
+    """The one error line of a refused command (exit 2, no traceback; notices such as generate's demo
+    budgets may come before it)."""
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
     assert "Traceback" not in res.stderr, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and res.stderr.rstrip().endswith(lines[0]), res.stderr
     return lines[0]
 
 
