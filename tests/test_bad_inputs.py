@@ -126,6 +126,7 @@ def test_a_damaged_call_cache_says_it_is_the_cache_and_only_costs_repeat_calls(c
     shutil.rmtree(cwd / "run")
     line = one_line(_generate(cwd, 3, *sets))
     assert "LLM call cache" in line and "damaged" in line and "delete it and rerun" in line, line
+    assert "c/cache.sqlite" in line  # the file itself is named
     assert "run directory" not in line and "finished pairs" not in line  # not a run's advice
 
 
