@@ -24,7 +24,7 @@ class LedgerError(SagegenError):
 def keep_or_force(ledger: str | Path) -> str:
     """What to do with a run whose ledger nothing can repair: keep what can be kept, and advise
     ``--force`` only where nothing can, naming what it deletes."""
-    from sagegen.store import OUTPUT_FILES
+    from sagegen.outcomes import OUTPUT_FILES
 
     run = Path(ledger).parent
     kept = [(name, n) for name in OUTPUT_FILES.values() if (n := _lines(run / name))]

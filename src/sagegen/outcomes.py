@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-#: Outcome of each output file (``store.OUTPUT_FILES`` keys, plus the ``duplicate`` marker).
+#: A run's output files by name (the run ledger writes them: sagegen.store).
+OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl",
+                "ambiguous": "ambiguous.jsonl"}
+#: Outcome of each output file (``OUTPUT_FILES`` keys, plus the ``duplicate`` marker).
 OUTCOME_OF_OUTPUT = {
     "dataset": "accepted",
     "ambiguous": "ambiguous",

@@ -77,14 +77,13 @@ from pydantic import BaseModel
 from sagegen.config import semantic_view, strip_volatile, upgrade_stored, volatile_keys
 from sagegen.damage import LedgerError, keep_or_force, ledger_error
 from sagegen.errors import ConfigError, SagegenError, mask_url_credentials, without_url_credentials
+from sagegen.outcomes import OUTPUT_FILES
 from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
 
 _M = TypeVar("_M", bound=BaseModel)
 
 LEDGER = "ledger.sqlite"
 CONFIG_FILE = "config.yaml"
-OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl",
-                "ambiguous": "ambiguous.jsonl"}
 #: 2 added ``llm_tries``; a version-1 ledger is migrated (the table is created) when next written.
 #: ``llm_endpoints`` and ``llm_replies`` (finish reason, reasoning, empty answers per call) came later
 #: without a bump: a table only added, created by the next writer,

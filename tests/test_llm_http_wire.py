@@ -1,4 +1,4 @@
-"""The LLM client's HTTP/1.1 connection (sagegen.llm.http1) against raw loopback servers.
+"""The OpenAI backend over its HTTP transport (sagegen.llm.transport) against raw loopback servers.
 
 Each server here writes its replies byte by byte the way some real server or proxy does (chunked
 bodies, ``Connection: close``, an HTTP/1.0 body that ends with the connection, a keep-alive
@@ -21,7 +21,6 @@ from helpers.loop_server import LoopServer, chat_completion
 from sagegen.config import LLMConfig
 from sagegen.errors import LLMError
 from sagegen.llm.base import collect_tries
-from sagegen.llm.http1 import H1Connection, HTTPConnectionError
 from sagegen.llm.openai_backend import OpenAIBackend
 
 MSGS = [{"role": "user", "content": "ping"}]
@@ -164,20 +163,6 @@ def test_tls_with_certificate_verification(monkeypatch: pytest.MonkeyPatch, tmp_
         texts = asyncio.run(three_calls(backend(srv.url, api_key_env=None)))
         assert texts == ["reply 1", "reply 2", "reply 3"]
         assert srv.opened == 1 and srv.requests == 3  # one TLS connection (the handler sees handshaken ones)
-
-
-def test_a_connection_is_refused_after_it_broke() -> None:
-    async def go() -> None:
-        with RawServer(http10_until_close) as srv:
-            conn = H1Connection("127.0.0.1", srv.port)
-            status, _headers, body = await conn.request(b"POST", b"/v1/chat/completions", [], b"{}")
-            assert status == 200 and json.loads(body)["id"] == "c1"
-            assert conn.is_closed()
-            with pytest.raises(HTTPConnectionError, match="not usable"):
-                await conn.request(b"POST", b"/v1/chat/completions", [], b"{}")
-            await conn.aclose()
-
-    asyncio.run(go())
 
 
 def test_a_server_that_breaks_http_is_a_connection_error() -> None:
