@@ -82,6 +82,10 @@ class DenseConfig(Section):
     nprobe: int = Field(16, ge=1)
     hnsw_m: int = Field(32, ge=4)
     device: str = "cpu"
+    #: A FAISS index already built from this corpus (vector i = passage i, e.g. Search-R1's
+    #: ``e5_Flat.index`` beside ``wiki-18.jsonl``): the index links it instead of embedding the corpus,
+    #: and ``model`` must name the encoder it was built with. Read memory-mapped (README: dense at scale).
+    prebuilt: str | None = None
 
 
 class HybridConfig(Section):

@@ -201,6 +201,10 @@ def index_params(kind: str, rcfg: RetrievalConfig, n_docs: int = 0) -> dict[str,
             "nlist": d.nlist if d.index_type == "ivf" else None,
             "hnsw_m": d.hnsw_m if d.index_type == "hnsw" else None,
         }
+        if d.prebuilt:
+            from sagegen.retrieval.dense import prebuilt_params
+
+            params["dense"].update(prebuilt_params(d.prebuilt))
     return params
 
 
@@ -374,9 +378,14 @@ def build_index(
         if kind in ("dense", "hybrid"):
             from sagegen.retrieval.dense import build_dense
 
-            reuse = _reusable_embeddings(final.parent, chash, params["dense"])
-            dense_docs = docs if isinstance(docs, Sequence) else list(docs)
-            build_dense(dense_docs, rcfg.dense, tmp / "dense", progress=progress, embeddings_from=reuse)
+            if rcfg.dense.prebuilt:
+                from sagegen.retrieval.dense import link_prebuilt
+
+                link_prebuilt(rcfg.dense.prebuilt, tmp / "dense", n_docs)
+            else:
+                reuse = _reusable_embeddings(final.parent, chash, params["dense"])
+                dense_docs = docs if isinstance(docs, Sequence) else list(docs)
+                build_dense(dense_docs, rcfg.dense, tmp / "dense", progress=progress, embeddings_from=reuse)
         manifest = {
             "format_version": INDEX_FORMAT_VERSION,
             "kind": kind,
