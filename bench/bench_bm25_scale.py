@@ -1,10 +1,16 @@
 """BM25 at scale: the numpy engine against the tantivy engine on wiki-18-like corpora of growing size.
 
+Lucene (what Pyserini and so Search-R1 search with) joins with ``--lucene-jar`` (Anserini's fatjar from
+``pip install pyserini==0.22.1 --no-deps``, which runs on Java 17; newer Pyserini needs Java 21) and
+``--lucene-python`` (a Python with ``pyjnius``): built by Anserini's ``IndexCollection`` (1 thread,
+``-storeRaw`` as Search-R1 reads ``doc.raw()``), searched by its ``SimpleSearcher`` (BM25 k1=0.9, b=0.4).
+
 A synthetic Search-R1-format corpus (``{"id", "contents": "\\"Title\\"\\ntext"}``, 100-word passages
 like wiki-18's DPR split) is written to ``--work`` (never to the repository): words are drawn by a
 Zipf law over a vocabulary whose head is the real English words of the bundled Wikipedia leads in
 frequency order and whose tail is made-up words (so the vocabulary keeps growing with the corpus,
-as a real one does). The HotpotQA/MuSiQue/2Wiki gold passages of /work/shared/data (``corpus.jsonl``)
+as a real one does), with words repeating within a passage as often as in real ones (``REPEAT``).
+The HotpotQA/MuSiQue/2Wiki gold passages of /work/shared/data (``corpus.jsonl``)
 are placed at seeded positions inside it, so their questions have real distractors.
 
 For each size and engine, every figure comes from a child process of its own:
@@ -48,6 +54,10 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SAGEGEN_SHARED_DATA", REPO.parent / "shared" / "data"))
 SETS = ("hotpotqa", "musique", "2wiki")
 WORDS, VOCAB, ZIPF_S = 100, 4_000_000, 1.07
+#: Each word repeats an earlier word of its passage with this probability: real passages are bursty
+#: (23% of the content tokens of the shared HotpotQA passages repeat one in the same passage; words
+#: drawn independently repeat 4%), and burstiness is what lets top-k pruning skip postings.
+REPEAT = 0.25
 #: The CLI as a child process (the package has no __main__).
 SAGEGEN = [sys.executable, "-c", "import sys; from sagegen.cli import main; sys.argv[0] = 'sagegen'; main()"]
 
@@ -128,7 +138,12 @@ def synthesise(path: Path, n: int, seed: int = 0) -> None:
     with tmp.open("w", encoding="utf-8") as fh:
         for start_at in range(0, n, chunk):
             m = min(chunk, n - start_at)
-            words = vocab[np.minimum(np.searchsorted(cdf, rng.random((m, WORDS + 2))), len(vocab) - 1)]
+            ranks = np.minimum(np.searchsorted(cdf, rng.random((m, WORDS + 2))), len(vocab) - 1)
+            rows = np.arange(m)
+            for j in range(3, WORDS + 2):  # columns 0-1 are the title, the text starts at 2
+                again = rng.random(m) < REPEAT
+                ranks[again, j] = ranks[rows[again], rng.integers(2, j, size=m)[again]]
+            words = vocab[ranks]
             lines = []
             for j in range(m):
                 i = start_at + j
@@ -206,6 +221,54 @@ json.dump({"single_ms": single * 1e3, "batched_ms": batched * 1e3, "recall@3": r
 """
 
 
+LUCENE_CHILD = r"""
+import json, sys, time
+import jnius_config
+jar, idx, qfile, out = sys.argv[1:5]
+jnius_config.add_classpath(jar)
+from jnius import autoclass
+data = json.load(open(qfile))
+qs, gold = data["queries"], [set(g) for g in data["gold"]]
+s = autoclass("io.anserini.search.SimpleSearcher")(idx)  # Pyserini's LuceneSearcher: BM25 k1=0.9, b=0.4
+AL = autoclass("java.util.ArrayList")
+ql, il = AL(), AL()
+for i, q in enumerate(qs):
+    ql.add(q); il.add(str(i))
+for _ in range(2):  # warm-up: page cache, and the JIT (two passes)
+    [s.search(q, 10) for q in qs]
+t = time.process_time(); [s.search(q, 3) for q in qs]; single = (time.process_time() - t) / len(qs)
+t = time.process_time(); s.batch_search(ql, il, 3, 1); batched = (time.process_time() - t) / len(qs)
+top = [[h.docid for h in s.search(q, 10)] for q in qs]
+ng = len(data["gold_queries"])
+rec = {k: sum(len(set(t[:k]) & gold[j]) / len(gold[j]) for j, t in enumerate(top[:ng])) / ng for k in (3, 10)}
+json.dump({"single_ms": single * 1e3, "batched_ms": batched * 1e3, "recall@3": rec[3], "recall@10": rec[10],
+           "top10": top}, open(out, "w"))
+"""
+#: Pyserini 0.22's Anserini runs on Java 17 (newer ones need 21); JsonCollection reads {"id","contents"}.
+JAVA_HOME = os.environ.get("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
+
+
+def lucene_build(jar: Path, corpus: Path, out: Path) -> dict[str, Any]:
+    src = out.parent / f"{out.name}-input"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir()
+    (src / corpus.name).symlink_to(corpus)
+    cmd = [f"{JAVA_HOME}/bin/java", "-cp", str(jar), "io.anserini.index.IndexCollection", "-collection",
+           "JsonCollection", "-input", str(src), "-index", str(out), "-generator",
+           "DefaultLuceneDocumentGenerator", "-threads", "1", "-storeRaw"]  # fmt: skip
+    try:
+        return measured(cmd)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+
+
+def lucene_queries(python: str, jar: Path, index: Path, qfile: Path, out: Path) -> dict[str, Any]:
+    m = measured([python, "-c", LUCENE_CHILD, str(jar), str(index), str(qfile), str(out)])
+    res = json.loads(out.read_text())
+    res["query_peak_rss_gb"] = m["peak_rss_gb"]
+    return res
+
+
 def query_figures(index: Path, qfile: Path, out: Path) -> dict[str, Any]:
     m = measured([sys.executable, "-c", QUERY_CHILD, str(index), str(qfile), str(out)])
     res = json.loads(out.read_text())
@@ -232,6 +295,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/work/tmp-bench/bm25-scale"))
     ap.add_argument("--serve-seconds", type=float, default=10.0)
     ap.add_argument("--results", type=Path, default=None, help="append each row as JSON here")
+    ap.add_argument(
+        "--lucene-jar", type=Path, default=None, help="Anserini fatjar: add Lucene (Pyserini's engine)"
+    )
+    ap.add_argument(
+        "--lucene-python", default=sys.executable, help="a Python with pyjnius, for Lucene queries"
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     golds = gold_questions()
@@ -260,26 +329,17 @@ def main() -> None:
                 f"({corpus.stat().st_size / 1e9:.2f} GB)",
                 flush=True,
             )
-        tops = {}
-        for engine in ("numpy", "tantivy"):
-            if engine == "numpy" and n > args.numpy_max:
+        tops: dict[str, list[list[str]]] = {}
+        for engine in ("numpy", "tantivy", "lucene"):
+            if (engine == "numpy" and n > args.numpy_max) or (engine == "lucene" and not args.lucene_jar):
                 continue
             out = args.work / f"index-{engine}-{n}"
             shutil.rmtree(out, ignore_errors=True)
-            build = measured(
-                [
-                    *SAGEGEN,
-                    "index",
-                    "--corpus",
-                    str(corpus),
-                    "--kind",
-                    "bm25",
-                    "--out",
-                    str(out),
-                    "-s",
-                    f"retrieval.bm25.engine={engine}",
-                ]
-            )
+            if engine == "lucene":
+                build = lucene_build(args.lucene_jar, corpus, out)
+            else:
+                index_cmd = ["index", "--corpus", str(corpus), "--kind", "bm25", "--out", str(out)]
+                build = measured([*SAGEGEN, *index_cmd, "-s", f"retrieval.bm25.engine={engine}"])
             row: dict[str, Any] = {
                 "n": n,
                 "engine": engine,
@@ -288,23 +348,31 @@ def main() -> None:
                 "build_cpu_s": build["cpu_s"],
                 "build_peak_rss_gb": build["peak_rss_gb"],
                 "disk_gb": disk_gb(out),
-                "store_gb": round(
-                    sum((out / f).stat().st_size for f in ("passages.jsonl", "passages.offsets.npy")) / 1e9, 3
-                ),
             }
-            q = query_figures(out, qfile, args.work / f"q-{engine}-{n}.json")
+            if engine != "lucene":  # the passage store: what serving needs besides the engine's index
+                row["store_gb"] = disk_gb(out) - disk_gb(out / "bm25")
+            qout = args.work / f"q-{engine}-{n}.json"
+            if engine == "lucene":
+                q = lucene_queries(args.lucene_python, args.lucene_jar, out, qfile, qout)
+            else:
+                q = query_figures(out, qfile, qout)
             tops[engine] = q.pop("top10")
             row.update({k: round(v, 4) for k, v in q.items()})
-            row.update(server_figures(out, queries, args.serve_seconds))
+            if engine != "lucene":  # Search-R1's own server on Lucene is not run here (see the README)
+                row.update(server_figures(out, queries, args.serve_seconds))
             print(json.dumps(row), flush=True)
             rows.append(row)
             if args.results:
                 with args.results.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
-            shutil.rmtree(out, ignore_errors=True)  # disk: a 3M index pair is several GB
-        if len(tops) == 2:
-            ov = np.mean([len(set(a) & set(b)) / max(1, len(a)) for a, b in zip(*tops.values(), strict=True)])
-            print(f"n={n:,}: top-10 overlap numpy/tantivy {ov:.3f}", flush=True)
+            shutil.rmtree(out, ignore_errors=True)  # disk: a 3M index trio is several GB
+        names = sorted(tops)
+        for a_i, a in enumerate(names):
+            for b in names[a_i + 1 :]:
+                ov = np.mean(
+                    [len(set(x) & set(y)) / max(1, len(x)) for x, y in zip(tops[a], tops[b], strict=True)]
+                )
+                print(f"n={n:,}: top-10 overlap {a}/{b} {ov:.3f}", flush=True)
     _summary(rows)
 
 
@@ -312,28 +380,40 @@ def _summary(rows: list[dict[str, Any]]) -> None:
     by = {(r["engine"], r["n"]): r for r in rows}
     ns = sorted({r["n"] for r in rows})
     print(
-        "\n| passages | engine | build wall / CPU | peak RSS | disk (store) | query CPU single / batched | "
+        "\n| passages | engine | build wall / CPU | peak RSS | disk | query CPU single / batched | "
         "/retrieve 32 clients | recall@3 / @10 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for n in ns:
-        for e in ("numpy", "tantivy"):
+        for e in ("numpy", "tantivy", "lucene"):
             r = by.get((e, n))
             if r:
+                rps = f"{r['rps_32']:.0f} req/s" if "rps_32" in r else "not run"
                 print(
                     f"| {n:,} | {e} | {r['build_wall_s']:.0f} s / {r['build_cpu_s']:.0f} s | "
-                    f"{r['build_peak_rss_gb']:.2f} GB | {r['disk_gb']:.2f} GB ({r['store_gb']:.2f}) | "
-                    f"{r['single_ms']:.2f} / {r['batched_ms']:.2f} ms | {r['rps_32']:.0f} req/s | "
+                    f"{r['build_peak_rss_gb']:.2f} GB | {r['disk_gb']:.2f} GB | "
+                    f"{r['single_ms']:.2f} / {r['batched_ms']:.2f} ms | {rps} | "
                     f"{r['recall@3']:.3f} / {r['recall@10']:.3f} |"
                 )
-    tv = [by[("tantivy", n)] for n in ns if ("tantivy", n) in by]
-    if len(tv) >= 2:
-        a, b = tv[0], tv[-1]
+    for e in ("tantivy", "lucene"):
+        tv = [by[(e, n)] for n in ns if (e, n) in by]
+        if len(tv) < 2:
+            continue
+        a, b = tv[-2], tv[-1]
         print(
-            f"tantivy {a['n']:,} -> {b['n']:,} passages (x{b['n'] / a['n']:.1f}): peak RSS "
+            f"{e} {a['n']:,} -> {b['n']:,} passages (x{b['n'] / a['n']:.1f}): peak RSS "
             f"x{b['build_peak_rss_gb'] / a['build_peak_rss_gb']:.2f}, query CPU single "
             f"x{b['single_ms'] / a['single_ms']:.2f}"
         )
+    for n in ns:  # tantivy against Lucene (issue 26's yardstick), measured in this run
+        a, b = by.get(("lucene", n)), by.get(("tantivy", n))
+        if a and b:
+            print(
+                f"{n:,} passages, tantivy / lucene: build peak RSS "
+                f"x{b['build_peak_rss_gb'] / a['build_peak_rss_gb']:.2f}, "
+                f"build CPU x{b['build_cpu_s'] / a['build_cpu_s']:.2f}, query CPU single "
+                f"x{b['single_ms'] / a['single_ms']:.2f}, batched x{b['batched_ms'] / a['batched_ms']:.2f}"
+            )
     for n in ns:  # the ratio against the baseline (numpy engine) measured in this run
         a, b = by.get(("numpy", n)), by.get(("tantivy", n))
         if a and b:

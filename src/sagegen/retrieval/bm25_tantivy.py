@@ -20,17 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sagegen.config import BM25Config
 from sagegen.errors import ConfigError, IndexError_
-from sagegen.records import Doc, Hit
+from sagegen.records import Hit
 from sagegen.retrieval.base import SearchPace
-from sagegen.retrieval.index import DocStore, Progress, to_hits
+from sagegen.retrieval.index import DocStore, Passages, Progress, to_hits
 from sagegen.retrieval.tokenize import Tokenizer
-
-if TYPE_CHECKING:
-    from sagegen.corpus import CorpusPassages
 
 #: tantivy's BM25 constants (tantivy/src/query/bm25.rs), recorded in the manifest.
 TANTIVY_K1, TANTIVY_B = 1.2, 0.75
@@ -69,7 +66,7 @@ def _schema(tantivy: Any) -> Any:
 
 
 def build_tantivy(
-    docs: Sequence[Doc] | CorpusPassages, cfg: BM25Config, out_dir: Path, *, progress: Progress | None = None
+    docs: Passages, cfg: BM25Config, out_dir: Path, *, progress: Progress | None = None
 ) -> None:
     """Index ``docs`` (iterated once, never held) into a tantivy index at ``out_dir``."""
     tantivy = _tantivy()

@@ -24,10 +24,10 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pydantic_core
@@ -38,12 +38,18 @@ from sagegen.config import BM25Config, HybridConfig, RetrievalConfig
 from sagegen.errors import IndexError_
 from sagegen.records import Doc, Hit, contents_of
 
-if TYPE_CHECKING:
-    from sagegen.corpus import CorpusPassages
-
 INDEX_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCAL_KINDS = ("bm25", "dense", "hybrid")
+
+class Passages(Protocol):
+    """What an index build reads: passages it can count and iterate (a list, or
+    :class:`~sagegen.corpus.CorpusPassages` streaming them from disk)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Doc]: ...
+
 
 #: progress(stage, done, total): called as a build advances; the CLI draws a bar from it.
 Progress = Callable[[str, int, int], None]
@@ -93,21 +99,12 @@ class DocStore:
             return json.dumps(rec, ensure_ascii=True).encode() + b"\n"
 
     @staticmethod
-    def write(docs: Iterable[Doc], directory: Path, progress: Progress | None = None, total: int = 0) -> int:
-        """Write the passages one by one (nothing but the offsets is held: 8 bytes each); return the count."""
-        offsets = array.array("q", [0])
-        pos = 0
-        step = max(1, total // 100)
-        with (directory / DocStore.FILE).open("wb") as fh:
+    def write(docs: Iterable[Doc], directory: Path) -> int:
+        """Write the passages one by one; return the count."""
+        with StoreWriter(directory) as w:
             for d in docs:
-                line = DocStore.line(d)
-                fh.write(line)
-                pos += len(line)
-                offsets.append(pos)
-                if progress and len(offsets) % step == 1:
-                    progress("passage store", len(offsets) - 1, total)
-        np.save(directory / DocStore.OFFSETS, np.frombuffer(offsets, dtype=np.int64), allow_pickle=False)
-        return len(offsets) - 1
+                w.add(d)
+        return w.count
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -154,6 +151,55 @@ class DocStore:
         if isinstance(self._mm, mmap.mmap):
             self._mm.close()
         self._fh.close()
+
+
+class StoreWriter:
+    """Appends passages to a new store; only the offsets (8 bytes a passage) are held until closed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fh = (directory / DocStore.FILE).open("wb")
+        self._offsets = array.array("q", [0])
+        self._pos = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._offsets) - 1
+
+    def add(self, d: Doc) -> None:
+        line = DocStore.line(d)
+        self._fh.write(line)
+        self._pos += len(line)
+        self._offsets.append(self._pos)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+            offsets = np.frombuffer(self._offsets, dtype=np.int64)
+            np.save(self.directory / DocStore.OFFSETS, offsets, allow_pickle=False)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Stored:
+    """``docs`` read once, each passage written to the store as the index builder takes it: one pass
+    over the corpus feeds both (each pass of a large JSONL corpus is parsing-bound)."""
+
+    def __init__(self, docs: Passages, writer: StoreWriter) -> None:
+        self.docs, self.writer = docs, writer
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __iter__(self) -> Iterator[Doc]:
+        add = self.writer.add
+        for d in self.docs:
+            add(d)
+            yield d
 
 
 def to_hits(store: Sequence[Doc], found: Sequence[Sequence[tuple[int, float]]]) -> list[list[Hit]]:
@@ -322,7 +368,7 @@ def _fsync_write(path: Path, text: str) -> None:
 
 
 def build_index(
-    docs: Sequence[Doc] | CorpusPassages,
+    docs: Passages,
     kind: str,
     rcfg: RetrievalConfig,
     out_dir: str | Path,
@@ -363,18 +409,22 @@ def build_index(
     outer, progress = progress, track
     old: Path | None = None
     try:
-        written = DocStore.write(docs, tmp, progress, n_docs)
-        if written != n_docs:  # the corpus changed on disk between the scan and this pass
-            raise IndexError_(f"the corpus gave {written:,} passages, {n_docs:,} when scanned; rerun it")
-        if kind in ("bm25", "hybrid"):
-            if params["bm25"].get("engine") == "tantivy":
-                from sagegen.retrieval.bm25_tantivy import build_tantivy
+        with StoreWriter(tmp) as writer:
+            stream = _Stored(docs, writer)
+            if kind in ("bm25", "hybrid"):
+                if params["bm25"].get("engine") == "tantivy":
+                    from sagegen.retrieval.bm25_tantivy import build_tantivy
 
-                build_tantivy(docs, rcfg.bm25, tmp / "bm25", progress=progress)
+                    build_tantivy(stream, rcfg.bm25, tmp / "bm25", progress=progress)
+                else:
+                    from sagegen.retrieval.bm25 import build_bm25
+
+                    build_bm25(stream, rcfg.bm25, tmp / "bm25", progress=progress)
             else:
-                from sagegen.retrieval.bm25 import build_bm25
-
-                build_bm25(docs, rcfg.bm25, tmp / "bm25", progress=progress)
+                for _ in stream:
+                    pass
+        if writer.count != n_docs:  # the corpus changed on disk between the scan and this pass
+            raise IndexError_(f"the corpus gave {writer.count:,} passages, {n_docs:,} when scanned; rerun it")
         if kind in ("dense", "hybrid"):
             from sagegen.retrieval.dense import build_dense
 
