@@ -98,7 +98,7 @@ def test_index_streams_the_corpus_and_stores_it_at_its_own_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import sagegen.corpus as corpus_mod
-    from sagegen.retrieval.factory import ensure_index
+    from sagegen.retrieval.factory import build_retriever, ensure_index
 
     docs = [
         Doc.from_contents(f"w{i}", f'"Title {i}"\nPassage {i} about the river number {i}.') for i in range(50)
@@ -124,6 +124,8 @@ def test_index_streams_the_corpus_and_stores_it_at_its_own_size(
     assert hits[0].doc == docs[7] and hits[0].doc.contents == '"Title 7"\nPassage 7 about the river number 7.'
     assert r.store.served(50) == {"id": "plain", "contents": "Lyon\nLyon lies on the Rhone."}
     assert not ensure_index(cfg).built  # the same corpus again: the scan's hash finds the index current
+    # serve, search and eval open their retriever the same way, without loading the corpus either
+    assert build_retriever(cfg).search(["river number 7"], k=1)[0][0].doc == docs[7]
 
 
 def test_a_store_written_before_the_compact_lines_still_reads(tmp_path: Path) -> None:

@@ -124,5 +124,18 @@ def open_corpus_and_retriever(
 
 
 def build_retriever(cfg: Config, *, progress: Progress | None = None) -> Retriever:
-    """The retriever ``cfg.retrieval`` describes, building its local index first if needed."""
-    return open_corpus_and_retriever(cfg, progress=progress)[1]
+    """The retriever ``cfg.retrieval`` describes, building its local index first if needed.
+
+    The corpus is only streamed (to check the index is current, or to build it), never loaded: what
+    ``sagegen serve``, ``search`` and ``eval`` need, whatever the corpus size.
+    """
+    kind = cfg.retrieval.kind
+    if kind == "http":
+        from sagegen.retrieval.http import HTTPRetriever
+
+        return HTTPRetriever(cfg.retrieval.http)
+    if kind == "web":
+        from sagegen.retrieval.web import WebSearchRetriever
+
+        return WebSearchRetriever(cfg.retrieval.web)
+    return open_index(ensure_index(cfg, progress=progress).path, cfg.retrieval)
