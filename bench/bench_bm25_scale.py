@@ -350,7 +350,7 @@ def main() -> None:
                 "disk_gb": disk_gb(out),
             }
             if engine != "lucene":  # the passage store: what serving needs besides the engine's index
-                row["store_gb"] = disk_gb(out) - disk_gb(out / "bm25")
+                row["store_gb"] = round(disk_gb(out) - disk_gb(out / "bm25"), 3)
             qout = args.work / f"q-{engine}-{n}.json"
             if engine == "lucene":
                 q = lucene_queries(args.lucene_python, args.lucene_jar, out, qfile, qout)

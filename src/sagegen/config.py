@@ -53,12 +53,12 @@ class CorpusConfig(Section):
 
 class BM25Config(Section):
     #: ``numpy``: every (term, passage) score precomputed into arrays, built in memory (~8 KB per
-    #: passage while building): the fastest search on small corpora. ``tantivy``: an inverted index
-    #: on disk (Rust, Lucene's BM25 with block-max WAND pruning), built streaming in bounded memory:
-    #: for large corpora. ``auto``: tantivy from ``tantivy_above`` passages on (README: retrieval at
-    #: scale, bench/bench_bm25_scale.py).
+    #: passage while building), with the scoring variants below. ``tantivy``: an inverted index on
+    #: disk (Rust, Lucene's BM25), built streaming in bounded memory, memory-mapped: for large
+    #: corpora. ``auto``: tantivy from ``tantivy_above`` passages on, where it is faster and the numpy
+    #: build passes 1 GB (README: retrieval at scale; bench/bench_bm25_scale.py).
     engine: Literal["auto", "numpy", "tantivy"] = "auto"
-    tantivy_above: int = Field(300_000, ge=1)
+    tantivy_above: int = Field(100_000, ge=1)
     #: tantivy's indexing buffer in MB: what bounds a tantivy build's memory, whatever the corpus size.
     index_memory_mb: int = Field(256, ge=16, json_schema_extra=VOLATILE)
     #: k1, b and method score the numpy engine; tantivy scores with Lucene's k1=1.2, b=0.75 (fixed).
