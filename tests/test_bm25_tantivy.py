@@ -197,3 +197,14 @@ def test_sagegen_serve_on_a_tantivy_index_sends_the_corpus_bytes(tmp_path: Path)
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_the_tokenizer_memo_is_bounded_and_changes_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Tokenizer, "MAX_CACHED", 50)
+    capped, free = Tokenizer("en", "english"), Tokenizer("en", "english")
+    monkeypatch.setattr(free, "MAX_CACHED", 10**9)
+    texts = [f"Running word{i} dogs parks{i % 7} the Berlin{i}ing" for i in range(300)]
+    for t in texts:
+        assert capped(t) == free(t)
+        assert len(capped._cache) <= 50
+    assert len(free._cache) > 300  # without the cap the memo keeps every distinct word
