@@ -52,7 +52,7 @@ class CorpusConfig(Section):
 
 
 class BM25Config(Section):
-    #: ``numpy``: every (term, passage) score precomputed into arrays, built in memory (~8 KB per
+    #: ``numpy``: every (term, passage) score precomputed into arrays, built in memory (7-8 KB per
     #: passage while building), with the scoring variants below. ``tantivy``: an inverted index on
     #: disk (Rust, Lucene's BM25), built streaming in bounded memory, memory-mapped: for large
     #: corpora. ``auto``: tantivy from ``tantivy_above`` passages on, where it is faster and the numpy
