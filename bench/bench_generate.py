@@ -36,6 +36,11 @@ Figures per row:
     python bench/bench_generate.py --ceiling          # the simulated server's own request ceiling
     python bench/bench_generate.py --endpoints 2      # the same capacity split over 2 replicas
                                                       # (llm.base_url a list; slots/2 each)
+    python bench/bench_generate.py --quick --levels 256 --transports
+                      # also replays the baseline's requests through each HTTP transport of the
+                      # OpenAI backend (rows ``http1``: sagegen.llm.http1, one connection per lane
+                      # as the backend's free list holds them; ``aiohttp``: sagegen.llm.transport,
+                      # one shared pool), with the backend's headers, in this same process
 """
 
 from __future__ import annotations
@@ -199,6 +204,48 @@ def run_baseline(sim: Sim | Sims, lanes: int, chains: list[list[dict[str, Any]]]
     return time.process_time() - c
 
 
+#: What the OpenAI backend sends with every request (its key is the bench's placeholder).
+_HEADERS = {"Authorization": "Bearer sim-key", "Content-Type": "application/json",
+            "Accept": "application/json"}
+TRANSPORTS = ("http1", "aiohttp")
+
+
+async def _transport(kind: str, ports: list[int], lanes: int, chains: list[list[dict[str, Any]]]) -> None:
+    """The baseline's lanes, each request sent through one of the backend's HTTP transports."""
+    from sagegen.llm.http1 import H1Connection
+    from sagegen.llm.transport import Transport
+
+    todo = iter(chains)
+    wire = [(k.lower().encode(), v.encode()) for k, v in _HEADERS.items()]
+    pool = Transport()
+
+    async def lane(port: int) -> None:
+        conn = H1Connection("127.0.0.1", port) if kind == "http1" else None
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        for chain in todo:
+            for rec in chain:
+                data = json.dumps(rec["body"]).encode()
+                if conn is not None:
+                    _, _, raw = await conn.request(b"POST", b"/v1/chat/completions", wire, data)
+                else:
+                    raw = (await pool.request("POST", url, _HEADERS, data)).body
+                reply = json.loads(raw)
+                reply["choices"][0]["message"]["content"]  # what an orchestrator reads next
+        if conn is not None:
+            await conn.aclose()
+
+    await asyncio.gather(*(lane(ports[i % len(ports)]) for i in range(lanes)))
+    await pool.aclose()
+
+
+def run_transport(kind: str, sim: Sims, lanes: int, chains: list[list[dict[str, Any]]]) -> float:
+    import aiohttp  # noqa: F401  (a one-off import, not a per-call cost)
+
+    c = time.process_time()
+    asyncio.run(_transport(kind, sim.ports, lanes, chains))
+    return time.process_time() - c
+
+
 def row(name: str, level: int, st: dict[str, Any], cpu: float, ideal: float, slots: int,
         stdy: float | None) -> str:
     span = st["span_s"]
@@ -251,6 +298,8 @@ def main() -> int:
     ap.add_argument("--ceiling-requests", type=int, default=20_000)
     ap.add_argument("--endpoints", type=int, default=1,
                     help="Simulated replicas sharing --slots (llm.base_url a list of them).")
+    ap.add_argument("--transports", action="store_true",
+                    help="Also replay the requests through each HTTP transport (http1, aiohttp).")
     args = ap.parse_args()
     os.environ.setdefault(KEY_ENV, "sim-key")
     if args.ceiling:
@@ -299,6 +348,18 @@ def main() -> int:
             replayed, _ = chains_from_log(base_logs, args.seed, n, args.rounds)
             print(row("baseline" if args.endpoints == 1 else f"base/{args.endpoints}", level, st, cpu, ideal,
                       args.slots, steady(replayed, level, args.slots)), flush=True)
+            base_cpu = cpu / st["requests"]
+            for kind in TRANSPORTS if args.transports else ():
+                t_logs = [tmp / f"{kind}-{level}-{i}.jsonl" for i in range(args.endpoints)]
+                sims = Sims(args, scale, t_logs)
+                try:
+                    cpu = run_transport(kind, sims, level, chains)
+                    st = sims.stats()
+                finally:
+                    sims.close()
+                replayed, _ = chains_from_log(t_logs, args.seed, n, args.rounds)
+                print(row(kind, level, st, cpu, ideal, args.slots, steady(replayed, level, args.slots))
+                      + f"  ({cpu / st['requests'] / base_cpu:.2f}x baseline)", flush=True)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

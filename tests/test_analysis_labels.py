@@ -131,3 +131,113 @@ def test_cli_analyze_labels_with_scripted_backend(tmp_path: Path) -> None:
     # "direct_search" is not an incorrect-pair cause: recorded as unparsed, not forced into a category
     assert labels["incorrect_causes"] == {**labels["incorrect_causes"], "n": 0, "unparsed": 5}
     assert len((run / L.LABELS_FILE).read_text().splitlines()) == 9
+
+
+# ------------------------------------------------------------------ every accepted pair, and benchmarks
+
+
+def _relaxed_pair() -> tuple[Any, Any]:
+    """An accepted pair whose final verdict is too easy (pipeline.final_round_relaxed), in a fake store."""
+    from fixture_ledger import solver_trajectory
+    from sagegen.records import Candidate, Judgement, QAPair, Verdict
+    from sagegen.store import AttemptRecord, PairRecord, RoundRecord
+
+    cand = Candidate(
+        question="Which river flows through the town where Shakespeare was born?",
+        answer="Avon",
+        answer_type="entity",
+        target=3,
+        plan="1. birthplace 2. river",
+        seed_doc_id="d",
+        round=2,
+    )
+    att = AttemptRecord(0, 0, "t0", Judgement(correct=True, em=1.0, f1=1.0, extracted="Avon"), 1)
+    verdict = Verdict(
+        correct=True, difficulty=1, passed=False, avg_at_k=1.0, label="too_easy", num_attempts=1
+    )
+    qa = QAPair(
+        id="r-0",
+        question=cand.question,
+        answer="Avon",
+        answer_type="entity",
+        target=3,
+        difficulty=1,
+        avg_at_k=1.0,
+        label="pass",
+        round=2,
+        seed_doc_id="d",
+        acceptance="relaxed",
+    )
+    pair = PairRecord(
+        0,
+        "d",
+        3,
+        "entity",
+        "pass",
+        2,
+        qa,
+        "dataset",
+        (RoundRecord(2, "feedback", cand, "g", verdict, (att,)),),
+    )
+
+    class Store:
+        def trajectory(self, tid: str) -> Any:
+            return solver_trajectory(cand.question, "Avon", True, 1)
+
+    return Store(), pair
+
+
+def test_relaxed_acceptance_gets_strategies_and_its_shortcut_cause() -> None:
+    store, pair = _relaxed_pair()
+    kinds = sorted(t["kind"] for t in L._tasks(store, [pair]))
+    assert kinds == ["easy_causes", "strategies"]  # was: only the cause (strategies needed a "pass" verdict)
+
+
+def test_imported_release_pairs_are_labelled(tmp_path: Path) -> None:
+    from sagegen.integrations.sage_release import import_release
+
+    release = Path(__file__).parent / "data" / "sage_release" / "agentic_question_gen"
+    import_release([release], tmp_path / "run")
+    llm = ScriptedLLM(responder=lambda m: '{"cause": "direct_search", "temporal": true}')
+    with RunStore.open(tmp_path / "run") as store:
+        out = L.label_run(store, list(store.pairs()), llm=llm)
+    # 4 accepted pairs (no attempt kept for their accepted round: labelled from question and answer),
+    # 4 too-easy first rounds (the release's one kept attempt each)
+    assert (out["strategies"]["n"], out["strategies"]["counts"]["temporal"]) == (4, 4)
+    assert out["easy_causes"]["counts"]["direct_search"] == 4
+    prompts = [c["messages"][0]["content"] for c in llm.calls]
+    assert sum("[trace]" not in p and "needs" in p for p in prompts) == 4
+
+
+def test_analyze_labels_on_a_benchmark_file(tmp_path: Path, shared_data: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    src = shared_data / "musique" / "questions.jsonl"
+    bench = tmp_path / "musique.jsonl"
+    bench.write_text("".join(src.read_text().splitlines(keepends=True)[:5]))
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(['{"calculation": false, "temporal": true, "inference": true}'] * 5))
+    cmd = [
+        sys.executable,
+        "-m",
+        "sagegen.cli",
+        "analyze",
+        str(bench),
+        "--labels",
+        "--json",
+        "-s",
+        "llm.backend=scripted",
+        "-s",
+        f"llm.model={answers}",
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    strat = json.loads(p.stdout)["labels"]["strategies"]
+    assert strat["n"] == 5 and strat["pct"]["temporal"] == 100.0 and strat["pct"]["calculation"] == 0.0
+    assert len(L.benchmark_labels_path(bench).read_text().splitlines()) == 5
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # cached: no call needed
+    assert again.returncode == 0 and json.loads(again.stdout)["labels"]["strategies"]["n"] == 5
+    no_labels = subprocess.run([*cmd[:5], "--json"], capture_output=True, text=True, timeout=120)
+    assert no_labels.returncode == 2 and "only with --labels" in no_labels.stderr

@@ -80,7 +80,7 @@ def test_a_moved_key_is_compared_at_its_new_place(tmp_path: Path) -> None:
 
 def test_a_default_that_changed_since_blocks() -> None:
     diff = config_diff(OLD, Config().model_dump(mode="json"))
-    assert "solver.max_turn_tokens: 512 -> 2048" in diff and "judge.max_tokens: 256 -> 512" in diff
+    assert "solver.max_turn_tokens: 512 -> 8192" in diff and "judge.max_tokens: 256 -> 4096" in diff
 
 
 def test_volatile_fields_come_from_the_marks_for_ledger_and_eval() -> None:

@@ -108,7 +108,7 @@ def test_cli_version_short_help_and_shown_defaults() -> None:
     assert runner.invoke(app, ["--version"]).output.strip() == __version__
     assert "Usage:" in runner.invoke(app, ["-h"]).output
     helptext = runner.invoke(app, ["generate", "-h"], env={"COLUMNS": "200"}).output
-    assert "[default: (4 demo, 8 with -c)]" in helptext and "[default: (feedback)]" in helptext
+    assert "[default: (4 embedded demo, else 8)]" in helptext and "[default: (feedback)]" in helptext
 
 
 def test_index_interrupted_says_what_was_kept(monkeypatch) -> None:

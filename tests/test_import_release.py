@@ -158,7 +158,6 @@ def test_cli_import_prints_status(release: Path, tmp_path: Path) -> None:
         (lambda r: r.pop("prev_question"), "prev_question"),
         (lambda r: r.update(best_of_n="1"), "best_of_n"),
         (lambda r: r.update(feedback_type="correctness"), "feedback_type"),
-        (lambda r: r.update(prev_question="never generated?"), "prev_question"),
     ],
 )
 def test_bad_feedback_line_names_file_line_and_field(release: Path, tmp_path: Path, mutate: Any,
@@ -181,3 +180,21 @@ def test_foreign_and_broken_lines_are_refused(tmp_path: Path) -> None:
     bad.write_text('{"question": "q", "answer": "a"}\n{not json\n')
     p = _cli("import", str(bad), "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert p.returncode == 2 and "line 2" in p.stderr and "not JSON" in p.stderr
+
+
+def test_line_without_source_record_is_skipped_and_reported(release: Path, tmp_path: Path) -> None:
+    # The published release judges and accepts questions none of its released lines generated: such a
+    # line (and what chains on it) is skipped and named by file:line; everything else is imported.
+    path = release / "feedbacks" / "wiki_x_gemini-2.5-flash_0turn.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[1]["prev_question"] = "never generated?"
+    write_jsonl(path, rows)
+    summary = import_release([release], tmp_path / "run")
+    assert summary.skipped == (
+        f"{path}:2: prev_question: no imported initial_questions or feedbacks line generated this question "
+        "(its source record is not in these files)",)
+    assert summary.pairs == 4
+    with RunStore.open(tmp_path / "run") as store:
+        assert [e.message for e in store.events() if e.kind == "import_skipped"] == list(summary.skipped)
+        p1 = store.pair(1)
+        assert p1 is not None and len(p1.rounds) == 1 and p1.rounds[0].verdict is None

@@ -27,7 +27,10 @@ MSGS = [{"role": "user", "content": "q0"}]
 def test_base_url_is_volatile_in_every_llm_section_and_the_model_is_not() -> None:
     assert {"llm.base_url", "solver_llm.base_url", "judge_llm.base_url", "solver_llms.*.base_url"} <= set(
         VOLATILE_KEYS)
-    assert not {"llm.model", "llm.extra_body", "llm.send_seed", "llm.max_tokens_param"} & set(VOLATILE_KEYS)
+    assert not {"llm.model", "llm.extra_body", "llm.send_seed", "llm.reasoning_effort"} & set(VOLATILE_KEYS)
+    # How a request is written (the cap's field name, the provider's rules, stops on the wire or applied
+    # to the answer text) changes nothing the model answers (docs/models.md).
+    assert {"llm.max_tokens_param", "llm.provider", "llm.wire_stops"} <= set(VOLATILE_KEYS)
 
     def cfg(url: object, model: str = "m") -> dict:
         llm = {"backend": "openai", "model": model, "base_url": url}
@@ -69,7 +72,7 @@ def _generate(cwd: Path, out: str, n: int, url: str | list[str], *sets: str):
     urls = url if isinstance(url, str) else f"[{', '.join(url)}]"
     base = ["corpus.path=corpus.jsonl", "retrieval.index_dir=idx", "llm.backend=openai", "llm.model=m",
             "llm.api_key_env=SAGEGEN_NO_SUCH_KEY", "judge.method=em", "pipeline.precheck=off",
-            "pipeline.concurrency=1", f"llm.base_url={urls}", *sets]
+            "pipeline.concurrency=1", "pipeline.target=2", f"llm.base_url={urls}", *sets]
     args = ["generate", "--out", out, "--no-progress", "-n", str(n)]
     for s in base:
         args += ["-s", s]

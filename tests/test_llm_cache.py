@@ -137,7 +137,10 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
 
 def _writer(tmp_path: Path, path: Path, tag: str, n: int, pause: float = 0.0) -> subprocess.Popen[str]:
     script = tmp_path / "writer.py"
-    script.write_text(_WRITER)
+    if not script.exists():  # rewriting it while an earlier writer's interpreter reads it runs half a script
+        tmp = tmp_path / "writer.py.tmp"
+        tmp.write_text(_WRITER)
+        tmp.replace(script)
     return subprocess.Popen([sys.executable, str(script), str(path), tag, str(n), str(pause)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -142,16 +142,16 @@ def _bench(cwd: Path, n: int) -> Path:
 
 
 def test_eval_and_solve_against_a_closed_port_store_nothing_and_fail(run_cwd: Path) -> None:
+    """The pre-flight probe (sagegen.doctor) finds the dead server before any index or call: one line."""
     _bench(run_cwd, 3)
-    sets = _openai_sets(f"http://127.0.0.1:{_closed_port()}/v1")
-    res = _cli("eval", "b.jsonl", "--out", "ev", *sets, cwd=run_cwd)
-    assert res.returncode == 1, res.stderr
-    assert "3 question(s) unfinished by errors" in res.stderr and "Traceback" not in res.stderr
-    results = run_cwd / "ev" / "results.jsonl"
-    assert not results.exists() or results.read_text() == ""
-    assert json.loads(res.stdout.splitlines()[-1])["questions"] == 0
-    solved = _cli("solve", "Where is the Seine?", *sets, cwd=run_cwd)
-    assert "the solver's LLM failed" in _one_line_error(solved)
+    port = _closed_port()
+    sets = _openai_sets(f"http://127.0.0.1:{port}/v1")
+    for cmd in (["eval", "b.jsonl", "--out", "ev"], ["solve", "Where is the Seine?"]):
+        res = _cli(*cmd, *sets, cwd=run_cwd)
+        assert res.returncode == 2, res.stderr
+        line = _one_line_error(res)
+        assert f"llm server http://127.0.0.1:{port}/v1 is not reachable" in line and "llm.base_url" in line
+    assert not (run_cwd / "ev").exists() and not (run_cwd / "idx").exists()
 
 
 def test_eval_after_an_outage_retries_what_it_left(run_cwd: Path) -> None:

@@ -46,10 +46,28 @@ def test_profile_solver_forbids_own_knowledge_shows_no_budget_and_forces_no_answ
     default = ScriptedLLM(["<answer> x </answer>"])
     asyncio.run(solve("Who?", default, OverlapRetriever(), Config().solver))
     assert f"at most {Config().solver.max_searches} searches" in default.calls[0]["messages"][0]["content"]
-    # ten searches, then the attempt ends with no answer and no extra "answer now" call
+    # the release's --max_turn 10 is ten model calls in all: the tenth call's search is run (the release
+    # counts it) but never shown, and the attempt ends with no answer and no extra "answer now" call
     assert traj.num_searches == 10 and traj.answer is None and traj.status == "failed"
-    assert len(llm.calls) == 11
+    assert len(llm.calls) == 10
     assert [s.event for s in traj.steps if s.kind == "event"][-1] == "no_forced_answer"
+
+
+def test_profile_solver_goes_on_after_a_malformed_turn_with_an_empty_information_block() -> None:
+    # the release: no <search> in a turn -> "<information></information>" appended, next turn; the answer
+    # is the last closed <answer> of a turn and an empty one does not end the attempt
+    llm = ScriptedLLM(["<think>hmm</think> no action here", "<think>a</think><search> q1 </search>",
+                       "<answer></answer>", "<answer>first</answer> then <answer> Eiffel </answer>"])
+    traj = asyncio.run(solve("Who built the Garabit viaduct?", llm, OverlapRetriever(), sage_config().solver))
+    assert (traj.answer, traj.status, traj.num_searches, len(llm.calls)) == ("Eiffel", "answered", 1, 4)
+    second = llm.calls[1]["messages"]
+    assert second[-2:] == [{"role": "assistant", "content": "<think>hmm</think> no action here</search>"},
+                           {"role": "user", "content": "<information></information>"}]
+    assert [e.event for e in traj.steps if e.kind == "event"] == ["no_action", "empty_answer"]
+    # the default loop still nudges, then forces, after malformed turns
+    d = asyncio.run(solve("Who?", ScriptedLLM(["no action", "no action", "<answer>x</answer>"]),
+                          OverlapRetriever(), Config().solver))
+    assert [e.event for e in d.steps if e.kind == "event"][:2] == ["no_action", "no_action"]
 
 
 # ------------------------------------------------------------------ whole traces in feedback
@@ -148,6 +166,33 @@ def test_profile_judge_accepts_an_answer_among_extra_words_where_the_strict_grad
     strict = asyncio.run(judge_answer("Capital of France?", "the answer is Paris, France", ["Paris"], grader,
                                       JudgeConfig()))
     assert lenient.correct and not strict.correct
+
+
+def test_profile_judge_counts_an_unreadable_reply_as_incorrect() -> None:
+    # the release asks once and extract_judgement() gives None, which is not "yes"; the default asks
+    # again and then lets F1 decide
+    reply = "I cannot decide."
+    sage = ScriptedLLM([reply, "correct: yes"])
+    golden = ["Gustave Eiffel company"]
+    j = asyncio.run(judge_answer("Q?", "Gustave Eiffel", golden, sage, sage_config().judge))
+    assert (j.correct, j.method, len(sage.calls)) == (False, "unreadable", 1)
+    default = ScriptedLLM([reply, reply])
+    d = asyncio.run(judge_answer("Q?", "Gustave Eiffel", ["Gustave Eiffel company"], default,
+                                 JudgeConfig(f1_threshold=0.5)))
+    assert (d.correct, d.method, len(default.calls)) == (True, "f1_fallback", 2)
+
+
+async def test_profile_sends_top_p_095_on_every_openai_call() -> None:
+    from helpers.fault_server import FaultServer
+    from sagegen.llm.openai_backend import OpenAIBackend
+
+    cfg = sage_config("llm.backend=openai", "llm.model=m", "llm.api_key_env=null", "llm.cache=false")
+    assert cfg.llm.extra_body == {"top_p": 0.95}
+    with FaultServer() as srv:
+        llm = OpenAIBackend(cfg.llm.model_copy(update={"base_url": srv.url}))
+        await llm.complete([{"role": "user", "content": "hi"}], max_tokens=5)
+    assert srv.requests[0]["json"]["top_p"] == 0.95
+    assert Config().llm.extra_body == {}  # the default sends the backend's own
 
 
 def test_first_correct_line_wins_in_the_profile() -> None:
@@ -269,6 +314,20 @@ def test_a_seed_whose_generation_fails_is_dropped_not_resampled(tmp_path: Path) 
         assert rec is not None and rec.state == "failed" and [r.round for r in rec.rounds] == [1]
     with _run(tmp_path / "default", respond, *sets, "pipeline.protocol=default") as store:
         assert len(store.pair(0).rounds) == 3  # type: ignore[union-attr]  # the default resamples
+
+
+def test_profile_keeps_a_pair_the_default_checks_would_refuse() -> None:
+    # the release keeps any generated pair with a question (initial_question_gen.py): a yes/no question
+    # whose answer is in it costs the seed under the default checks (no retry left), not in the profile
+    reply = ("<think>done</think>\n<question> Is Gustave Eiffel the engineer of the Garabit viaduct? "
+             "</question>\n<answer> Gustave Eiffel </answer>\n<answering_steps> 1. a")
+    sage = sage_config().generator
+    out = asyncio.run(generate(DOCS[2], 3, "entity", ScriptedLLM([reply]), OverlapRetriever(), sage))
+    assert out.candidate is not None and out.candidate.answer == "Gustave Eiffel"
+    strict = sage.model_copy(update={"pair_checks": "all"})
+    refused = asyncio.run(generate(DOCS[2], 3, "entity", ScriptedLLM([reply] * 3), OverlapRetriever(),
+                                   strict))
+    assert refused.candidate is None
 
 
 def test_default_reviser_nests_the_previous_feedback_prompt_only_when_asked() -> None:

@@ -135,3 +135,9 @@ def test_a_request_beyond_max_hits_is_refused_clearly(wiki18: dict[str, Any]) ->
         resp = httpx.post(f"{url}/retrieve", json={"queries": ["q"] * 400, "topk": 3})
     assert resp.status_code == 413
     assert "max_hits=1000" in resp.json()["error"]
+
+
+def test_no_hit_search_is_an_empty_block_like_search_r1() -> None:
+    # Search-R1 writes "<information></information>" for a query its server found nothing for; so does
+    # the authors' release (its _passages2string of [] is ""). Every protocol's block is this one.
+    assert format_information([]) == searchr1_information([]) == "<information></information>"

@@ -7,12 +7,23 @@ import asyncio
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sagegen.config import load_config
 from sagegen.errors import ConfigError, InputError
 from sagegen.records import QAPair
+
+
+def _served() -> Any:
+    from sagegen.config import CorpusConfig, RetrievalConfig
+    from sagegen.train.verl_corpus import ServedCorpus
+
+    return ServedCorpus("test", CorpusConfig(), RetrievalConfig(), 5, "0" * 32)
+
+
+_SERVED = _served()
 
 
 def _pairs(path: Path) -> Path:
@@ -188,10 +199,10 @@ def test_verl_recipe_command_and_files(tmp_path: Path, monkeypatch: pytest.Monke
     assert any(c.startswith("critic.model.path=") for c in cmd)  # PPO needs the value model
     assert validate_overrides(["trainer.nope"]) and not validate_overrides(["+trainer.extra=1", "~a.b=1"])
     monkeypatch.delenv("SAGEGEN_VERL_PYTHON", raising=False)
-    files = write_recipe(load_config(None, []), tmp_path / "data", tmp_path / "recipe", check=False)
+    files = write_recipe(load_config(None, []), tmp_path / "data", tmp_path / "recipe", _SERVED, check=False)
     assert files["checked"] is None
     script = files["script"].read_text()
-    assert "sagegen serve --port 8000" in script
+    assert "sagegen serve --config \"$HERE/serve_config.yaml\" --port 8000 --kind bm25 &" in script
     assert 'python3 -m sagegen.integrations.verl_check "${OVERRIDES[@]}" "$@"' in script
     # bash itself reads the array back to exactly the command's overrides
     array = f'eval "$(sed -n "/^OVERRIDES=(/,/^)/p" {shlex.quote(str(files["script"]))})"'
@@ -221,7 +232,7 @@ def test_verl_recipe_refused_by_the_installed_verl_is_a_config_error(
     fake.chmod(0o755)
     monkeypatch.setenv("SAGEGEN_VERL_PYTHON", str(fake))
     with pytest.raises(ConfigError, match=r"installed verl refuses the recipe: verl 9\.9 rejects: algorithm"):
-        write_recipe(load_config(None, []), tmp_path / "data", tmp_path / "recipe")
+        write_recipe(load_config(None, []), tmp_path / "data", tmp_path / "recipe", _SERVED)
     assert not (tmp_path / "recipe" / "run_verl.sh").exists()  # nothing written for a refused recipe
 
 
@@ -233,6 +244,8 @@ def test_cli_train_verl_dry_run(
     from sagegen.cli import app
 
     monkeypatch.delenv("SAGEGEN_VERL_PYTHON", raising=False)  # no verl here: the recipe is written unchecked
+    # the data's corpus (the bundled one here) is recorded with the run (tests/test_verl_corpus.py)
+    (tmp_path / "config.yaml").write_text("corpus: {path: null}\nretrieval: {kind: bm25}\n")
 
     res = CliRunner().invoke(
         app, ["train", str(tmp_path), "--backend", "verl", "--dry-run", "--out", str(tmp_path / "r")]

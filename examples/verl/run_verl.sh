@@ -45,9 +45,13 @@ OVERRIDES=(
 )
 # Compose and validate the overrides with the verl installed here; refuses unchecked versions.
 python3 -m sagegen.integrations.verl_check "${OVERRIDES[@]}" "$@"
-# Serve the corpus the data came from: SAGEGEN_SERVE_ARGS='--corpus corpus.jsonl --kind dense'
-sagegen serve --port 8000 ${SAGEGEN_SERVE_ARGS:-} &  # the Search-R1 /retrieve server
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The corpus the data came from (runs/default/config.yaml):
+#   the bundled corpus (bm25, 10033 passages, corpus hash d73754aadc50bf39d665b9a221092444)
+sagegen serve --config "$HERE/serve_config.yaml" --port 8000 --kind bm25 &  # the Search-R1 /retrieve server
 SERVE_PID=$!
 trap 'kill $SERVE_PID' EXIT
-until curl -sf http://127.0.0.1:8000/health >/dev/null; do sleep 2; done
+# Training against another corpus's passages would run on silently: stop unless /health
+# names this one.
+python3 -m sagegen.train.verl_corpus http://127.0.0.1:8000/health --n-docs 10033 --corpus-hash d73754aadc50bf39d665b9a221092444 --pid $SERVE_PID
 python3 -m verl.trainer.main_ppo "${OVERRIDES[@]}" "$@"

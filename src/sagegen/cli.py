@@ -63,6 +63,36 @@ def _main_options(
 
 
 @app.command(rich_help_panel="Other")
+def doctor(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    protocol: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--protocol", help="A protocol profile under the config: sage = the authors' release.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Token cap of each probe call.")] = 2048,
+    no_retriever: Annotated[bool, typer.Option("--no-retriever", help="Skip the retriever check.")] = False,
+) -> None:
+    """Probe each role's model and the retriever before spending money: reachable, the model served, where
+    its thinking goes, whether stop strings cut it, refused parameters, the tag protocol; then the
+    settings sagegen will use."""
+    from sagegen.doctor import diagnose, diagnose_retriever
+    from sagegen.session import generate_config
+
+    cfg, _ = generate_config(config, list(set_ or []), protocol)
+    ok = True
+    for rep in diagnose(cfg, max_tokens=max_tokens):
+        console.print(f"[bold]{rep.role}[/]: {rep.backend} {rep.model}", highlight=False)
+        for what, finding in rep.lines:
+            console.print(f"  {what:<18} {finding}", highlight=False, markup=False, soft_wrap=True)
+        ok &= rep.ok
+    if not no_retriever:
+        good, line = diagnose_retriever(cfg)
+        console.print(f"[bold]retriever[/]: {line}", highlight=False)
+        ok &= good
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command(rich_help_panel="Other")
 def version() -> None:
     """Print the sagegen version."""
     print(__version__)
@@ -84,6 +114,9 @@ def solve(
     from sagegen.evaluate import build_stack
 
     cfg = resolve_config(config, set_)
+    from sagegen.doctor import cap_advice, preflight
+
+    preflight(cfg)
     llm, _, retriever = build_stack(cfg, with_judge=False)
     console.print(f"[bold]question[/] {question}", highlight=False)
     traj = asyncio.run(run_solver(question, llm, retriever, cfg.solver, seed=seed,
@@ -91,6 +124,12 @@ def solve(
     from sagegen.outage import check_solver
 
     check_solver(traj, "solve")  # a backend outage is an error, not an answer
+    models = [st for st in traj.steps if st.kind == "model"]
+    replies = {"solver": {"calls": len(models), "cut": sum(st.finish_reason == "length" for st in models),
+                          "empty": sum(not st.text.strip() for st in models),
+                          "thinking": sum(bool(st.reasoning) for st in models)}}
+    for line in cap_advice(replies, cfg):
+        console.print(f"cut  {line}", style="yellow", markup=False, highlight=False)
     console.print(f"[bold]answer[/] {traj.answer!r}  [dim]status={traj.status} searches={traj.num_searches} "
                   f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]",
                   highlight=False)
@@ -139,6 +178,9 @@ def eval_(
 
     cfg = resolve_config(config, set_)
     items = load_benchmark(bench, limit, Fields(id=id_field, question=question_field, answer=answer_field))
+    from sagegen.doctor import preflight
+
+    preflight(cfg)  # a dead server or a refused key: one line now, before the index or a paid call
     out_dir = out or default_eval_dir(bench)
     if restart:
         already = 0
@@ -161,6 +203,10 @@ def eval_(
                                        concurrency=concurrency, seed=seed, bench_path=bench, restart=restart,
                                        on_result=on_result))
     console.print(summary_table(summary, title=f"sagegen eval {bench.name}"))
+    from sagegen.doctor import cap_advice
+
+    for line in cap_advice(summary.get("replies", {}), cfg):
+        console.print(f"cut  {line}", style="yellow", markup=False, highlight=False)
     console.print(f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}",
                   highlight=False)
     print(json.dumps(summary))
@@ -172,13 +218,13 @@ def eval_(
 
 
 def _shown(key: str) -> str:
-    """A ``generate`` flag's default for ``--help``: the demo setting, and the config's (with -c)."""
+    """A ``generate`` flag's default for ``--help``: the embedded demo's setting, and everyone else's."""
     from sagegen.session import quick_defaults
 
     section, name = key.split(".")
     demo = dict(kv.split("=", 1) for kv in quick_defaults()).get(key)
     paper = getattr(getattr(Config(), section), name)
-    return f"{demo} demo, {paper} with -c" if demo is not None and demo != str(paper) else str(paper)
+    return f"{demo} embedded demo, else {paper}" if demo is not None and demo != str(paper) else str(paper)
 
 
 @app.command(rich_help_panel="Generate data")
@@ -213,22 +259,25 @@ def generate(
 ) -> None:
     """Generate verified, difficulty-controlled QA pairs (the SAGE loop); rerun the same command to resume.
 
-    Without -c it starts from small demo settings (minutes on 2 CPU cores with the embedded model);
-    a config file starts from the paper's settings. -s and the flags override either.
+    The embedded demo model without -c runs small demo settings (minutes on 2 CPU cores); any other
+    backend, a config file or --protocol runs the paper's (or the profile's). -s and the flags override.
     """
     from sagegen.cli_display import format_summary, generate_display
-    from sagegen.profiles import load_profile
-    from sagegen.session import quick_defaults, resolve_run_dir, run_generate
+    from sagegen.session import budget_line, generate_config, resolve_run_dir, run_generate
 
-    # Without a config file the run starts from small demo settings (minutes on 2 cores); -s and the
-    # flags still override them, and -c FILE gives the paper's defaults (R=3, K=4, ...).
+    # Without a config file the embedded model runs small demo settings (minutes on 2 cores); every
+    # other backend, and every --protocol, runs the paper's or the profile's budgets; -s and the flags
+    # override either.
     flags = {"pipeline.num_seeds": num, "pipeline.target": target, "pipeline.rounds": rounds,
              "pipeline.attempts": k, "pipeline.strategy": strategy, "pipeline.concurrency": concurrency,
              "pipeline.workers": workers, "pipeline.executor": "ray" if ray is not None else None,
              "pipeline.ray_address": ray or None}
-    overrides = flag_overrides(set_, flags, base=[] if config is not None else quick_defaults())
-    cfg = load_config(config, overrides, base=load_profile(protocol))
+    cfg, source = generate_config(config, flag_overrides(set_, flags), protocol)
     run_dir = resolve_run_dir(str(out) if out else None, cfg, new_run=new_run)
+    from sagegen.doctor import preflight
+
+    preflight(cfg)  # a dead server or a refused key: one line now, before the index or a paid call
+    console.print(budget_line(cfg, source), highlight=False, markup=False, soft_wrap=True)
     try:
         with generate_display(console, live=not no_progress) as on_event:
             res = run_generate(cfg, run_dir, force=force, on_event=on_event)
@@ -300,10 +349,9 @@ def estimate(
     from sagegen.estimate import estimate_json, format_estimate, pilot_costs
 
     if pilot is not None:
-        from sagegen.session import quick_defaults, run_generate
+        from sagegen.session import generate_config, run_generate
 
-        base = [] if config is not None else quick_defaults()
-        cfg = resolve_config(config, flag_overrides(set_, {"pipeline.num_seeds": pilot}, base=base))
+        cfg, _ = generate_config(config, flag_overrides(set_, {"pipeline.num_seeds": pilot}), None)
         run_generate(cfg, run)
     costs, _ = pilot_costs(run)
     res = project(costs, pairs, concurrency=concurrency, throughput=throughput,
@@ -333,7 +381,8 @@ _ServePort = Annotated[
 ]
 _ServeWorkers = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option("--workers", help="Server processes sharing the port (default 1): past one core.", min=1),
+    typer.Option("--workers", min=1, help="Server processes sharing the port (default 1): past one core. "
+                 "A worker that dies is restarted; workers that keep dying stop the server (README)."),
 ]
 
 
@@ -384,11 +433,16 @@ def analyze(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Metrics by round and target S, difficulty agreement, duplicates, leaks; writes RUN/analysis.json."""
+    """Metrics by round and target S, difficulty agreement, duplicates, leaks; writes RUN/analysis.json.
+    RUN may be a benchmark file with --labels: the reasoning strategies of its questions."""
     import json
 
     from sagegen.analysis.analyze import analyze_run
     from sagegen.ui.tables import print_analysis
+
+    if run.is_file():
+        _label_benchmark_file(run, labels, json_out, config, set_)
+        return
 
     label_llm = None
     if labels and (config is not None or set_):
@@ -401,6 +455,32 @@ def analyze(
     else:
         print_analysis(result, Console())
         console.print(f"wrote {run / 'analysis.json'}", highlight=False)
+
+
+def _label_benchmark_file(bench: Path, labels: bool, json_out: bool, config: Path | None,
+                          set_: list[str] | None) -> None:
+    """``sagegen analyze BENCH.jsonl --labels``: strategies of a benchmark's questions (the paper's
+    SAGE-vs-MuSiQue table), cached beside it; the labelling model is ``llm`` of --config/--set."""
+    import json
+
+    from sagegen.analysis.labels import benchmark_labels_path, label_benchmark
+    from sagegen.analysis.tables import label_tables
+    from sagegen.llm.factory import build_llm
+    from sagegen.ui.tables import render_rich
+
+    if not labels:
+        raise SagegenError(f"{bench}: a file is analysed only with --labels (the reasoning strategies of its "
+                           "questions); give a run directory for the other analyses")
+    llm = build_llm(resolve_config(config, set_).llm)
+    result = {"benchmark": str(bench), "labels": label_benchmark(bench, llm)}
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    console.print(f"[bold]{bench}[/]", highlight=False)
+    for table in label_tables(result):
+        if table.id == "labels-strategies":
+            console.print(render_rich(table))
+    console.print(f"labels cached in {benchmark_labels_path(bench)}", highlight=False)
 
 
 @app.command(rich_help_panel="After a run")
@@ -586,18 +666,21 @@ def train(
     cfg = resolve_config(config, flag_overrides(set_, flags))
     out_dir = Path(cfg.train.output_dir)
     if cfg.train.backend == "verl":
+        from sagegen.train.verl_corpus import served_corpus
         from sagegen.train.verl_recipe import convert_for_tools, write_recipe
 
         if not dry_run:
             raise SagegenError("--backend verl runs on a GPU cluster: use --dry-run here to write the recipe "
                                "(run_verl.sh) and copy it there; see examples/verl/README.md")
+        served = served_corpus(data, cfg)  # before anything is written: refuses when it cannot know
         data_dir = data.parent if data.is_file() else data
         if (data_dir / "train.parquet").is_file():  # an export: rewrite its prompts for the tool rollout
             convert_for_tools(data_dir, out_dir / "data", max_searches=cfg.train.max_turns)
             data_dir = out_dir / "data"
-        files = write_recipe(cfg, data_dir, out_dir)
+        files = write_recipe(cfg, data_dir, out_dir, served)
         print(files["script"].read_text())
-        console.print(f"wrote {files['script']} and {files['tool_config']}", highlight=False)
+        console.print(f"wrote {files['script']} and {files['tool_config']}; it serves {served.describe()}",
+                      highlight=False)
         if files["checked"]:
             console.print(f"checked against verl {files['checked']['verl']}: Hydra config and "
                           "validate_config accept every override", highlight=False)
@@ -608,7 +691,10 @@ def train(
         return
     if dry_run:
         raise SagegenError("--dry-run is for --backend verl")
+    from sagegen.doctor import preflight
     from sagegen.runlock import DirLock
+
+    preflight(cfg)  # the judge reward or an eval model behind a server: reachable before training starts
     from sagegen.train.grpo import train as run_train
 
     with DirLock(out_dir, "training run"):  # two trainers in one folder would overwrite each other
@@ -654,8 +740,8 @@ def main() -> None:
     except (SagegenError, sqlite3.DatabaseError, OSError) as e:
         if debug:
             raise
-        if isinstance(e, sqlite3.DatabaseError):  # a database other than a run ledger (e.g. the call cache)
-            e = ledger_error("a SQLite database", e)
+        if isinstance(e, sqlite3.DatabaseError):  # not a ledger's (those say their file): the call cache's
+            e = ledger_error("the LLM call cache (llm.cache_path)", e)
         elif isinstance(e, OSError):
             e = os_error(e)
         console.print(f"error: {scrub(str(e))}", style="bold red", markup=False, highlight=False)

@@ -165,6 +165,7 @@ def advice(res: RunResult) -> list[str]:
     elif o["seeds"] - o["unfinished"]:
         out.append(f"next       no pair passed: sagegen report {d} shows each pair's traces and why")
     out += [f"note       {w}" for w in res.warnings]
+    out += [f"cut        {c}" for c in res.caps]
     return out
 
 
@@ -205,6 +206,12 @@ def format_status(store: RunStore) -> str:
                               sorted(t["statuses"].items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
             lines.append(f"  requests {t['tries']} ({t['retries']} retries, {t['wait']:.1f} s waiting; "
                          f"{codes})")
+    for role, r in store.reply_stats().items():  # what the replies were like (docs/models.md)
+        lines.append(f"  replies {role}: {r['calls']} fresh, {r['cut']} cut at the cap, {r['empty']} empty, "
+                     f"{r['thinking']} thought ({r['reasoning_tokens']:,} reasoning tokens reported)")
+    from sagegen.doctor import cap_advice
+
+    lines += [f"cut {c}" for c in cap_advice(store.reply_stats())]
     for e in store.endpoint_stats():  # each server of llm.base_url (a list: replicas)
         lines.append(f"endpoint {e['endpoint']} ({e['model']}): {e['calls']} requests, "
                      f"{e['failures']} failed, {e['in_flight']} in flight at the end")
@@ -261,7 +268,11 @@ def step_markup(step: Any) -> str:
         detail = f" [dim]{escape(step.text[:160])}[/]" if step.text else ""
         return f"[bold yellow]event[/] {escape(step.event or '')}{detail}"
     text = " ".join(step.text.split())
+    thought = " ".join(getattr(step, "reasoning", "").split())
+    cut = " [bold yellow]cut at the cap[/]" if getattr(step, "finish_reason", None) == "length" else ""
     return (
-        f"[bold green]model[/] [dim]({step.completion_tokens} tok, {step.seconds:.1f}s)[/] "
+        (f"[bold magenta]thinks[/] [dim]{escape(thought[:240])}{'…' if len(thought) > 240 else ''}[/]\n"
+         if thought else "")
+        + f"[bold green]model[/] [dim]({step.completion_tokens} tok, {step.seconds:.1f}s)[/]{cut} "
         f"{escape(text[:400])}"
     )

@@ -154,8 +154,27 @@ class LLMConfig(Section):
     retry_backoff: float = Field(1.0, gt=0, json_schema_extra=VOLATILE)
     #: Cap on any single wait between retries, including a server's ``Retry-After``.
     retry_max_wait: float = Field(60.0, gt=0, json_schema_extra=VOLATILE)
-    #: Newer OpenAI models (o-series, gpt-5) only accept ``max_completion_tokens``.
-    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    #: Which provider's request rules apply (sagegen.llm.providers): ``auto`` reads them from the host
+    #: (api.openai.com, api.deepseek.com, Gemini's endpoint, Ollama's port 11434) and the model name;
+    #: ``server`` is any vLLM / SGLang / llama.cpp server. Volatile: it changes how a request is
+    #: written, not what the model answers.
+    provider: Literal["auto", "openai", "deepseek", "gemini", "ollama", "server"] = Field(
+        "auto", json_schema_extra=VOLATILE)
+    #: The token cap's field: ``auto`` is the provider's (``max_completion_tokens`` for OpenAI,
+    #: ``max_tokens`` elsewhere; Ollama ignores the other one).
+    max_tokens_param: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        "auto", json_schema_extra=VOLATILE)
+    #: Sent as the provider's reasoning-effort field (``reasoning_effort``: OpenAI, Gemini, Ollama,
+    #: vLLM/SGLang for gpt-oss), e.g. ``low``/``medium``/``high``, or ``none`` to turn thinking off.
+    reasoning_effort: str | None = None
+    #: What ``<think>…</think>`` in a reply's content is: ``reasoning`` (a thinking model on a server
+    #: without a reasoning parser: moved out of the answer, never parsed) or ``protocol`` (Search-R1's
+    #: own ``<think>`` text, written by a model trained on it: kept in the answer and the history).
+    think_in_content: Literal["reasoning", "protocol"] = "reasoning"
+    #: Stop strings on the wire: ``auto`` sends them until the model shows it thinks (a server
+    #: matches them inside the thinking too: a ``</search>`` in a thought ends the call with no
+    #: answer), then applies them to the answer text only; ``off`` never sends them, ``on`` always.
+    wire_stops: Literal["auto", "on", "off"] = Field("auto", json_schema_extra=VOLATILE)
     #: Extra JSON fields sent with every OpenAI-compatible request (e.g. vLLM's ``top_k``).
     #: Send ``seed`` to OpenAI-compatible servers (turn off for one that rejects it; the call cache
     #: still keys on the seed, so K seeded samples stay K distinct calls).
@@ -175,16 +194,18 @@ class SolverConfig(Section):
     max_searches: int = Field(10, ge=0)
     #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a solver that differs).
     topk: int = Field(DEFAULT_TOPK, ge=1)
-    #: Sized for real backends (a reasoning turn of a strong model); the embedded demo keeps small caps
-    #: (``sagegen.session.quick_defaults``).
-    max_turn_tokens: int = Field(2048, ge=16)
+    #: Sized for real backends: a thinking model's thoughts count against it (a Qwen3 or R1 turn thinks
+    #: for thousands of tokens); the embedded demo keeps small caps (``sagegen.session.quick_defaults``).
+    max_turn_tokens: int = Field(8192, ge=16)
     #: Characters of each passage shown to the model (0 = whole passage).
     passage_chars: int = Field(0, ge=0)
     #: Sampling temperature of solver turns, for every solver model (solver_llm, solver_llms);
     #: K attempts need > 0 (and distinct seeds) to differ.
     temperature: float = Field(0.7, ge=0)
     #: Prompt templates: ``default`` (prompts/*.j2) or a profile's set (``sage``: prompts/sage/*.j2).
-    prompt_set: Literal["default", "sage"] = "default"
+    #: ``searchr1``: Search-R1's own rollout on token ids, for checkpoints it trained (agents/searchr1.py;
+    #: ``max_searches`` is its ``max_turns``).
+    prompt_set: Literal["default", "sage", "searchr1"] = "default"
     #: Out of searches or after a second malformed turn, ask once for the answer alone (false: the
     #: attempt ends without an answer, as in the authors' release).
     force_answer: bool = True
@@ -196,14 +217,19 @@ class JudgeConfig(Section):
     f1_threshold: float = Field(0.8, ge=0, le=1)
     #: An exact match is accepted without calling the LLM judge.
     em_shortcut: bool = True
-    #: Token cap of a judge reply (also of the ambiguity check, which asks the judge model).
-    max_tokens: int = Field(512, ge=16)
+    #: Token cap of a judge reply (also of the ambiguity check, which asks the judge model). Room for a
+    #: thinking judge's thoughts (they count against the cap); a plain judge writes ~60 tokens of it.
+    max_tokens: int = Field(4096, ge=16)
     #: Sampling temperature of judge calls, whichever model judges (judge_llm or llm).
     temperature: float = Field(0.0, ge=0)
     prompt_set: Literal["default", "sage"] = "default"
     #: Which ``correct:`` line of a grader reply decides: the last (a model may restate the format
     #: first) or the first (the authors' release: ``re.search``).
     verdict_line: Literal["last", "first"] = "last"
+    #: A reply with no readable verdict: ask once more, then F1 >= ``f1_threshold`` decides
+    #: (``retry_then_f1``), or the attempt is incorrect at once (``incorrect``: the authors' release,
+    #: whose ``extract_judgement`` gives None, which is not "yes").
+    unreadable: Literal["retry_then_f1", "incorrect"] = "retry_then_f1"
 
 
 class GeneratorConfig(Section):
@@ -217,6 +243,10 @@ class GeneratorConfig(Section):
     max_turn_tokens: int = Field(8192, ge=16)
     #: Retries when the generator's final output cannot be parsed.
     max_format_retries: int = Field(2, ge=0)
+    #: Checks a final pair must pass (yes/no, how/why, answer in the question, placeholders, a long
+    #: answer): ``all``; ``release``: only a question and an answer, as the authors' release keeps every
+    #: pair with a question (``initial_question_gen.py``) and so drops no seed for the rest.
+    pair_checks: Literal["all", "release"] = "all"
     answer_types: list[Literal["number", "date", "entity"]] = Field(
         ["number", "date", "entity"], min_length=1
     )
@@ -312,6 +342,8 @@ class ServerConfig(Section):
     #: A request's queries are searched this many at a time so other clients' requests interleave.
     chunk_queries: int = Field(64, ge=1)
     max_topk: int = Field(100, ge=1)
+    #: A longer query is searched on its first this many characters, never refused: one refused query
+    #: would fail a whole RL batch (Search-R1's own server truncates queries to 256 tokens).
     max_query_chars: int = Field(4096, ge=1)
     #: topk used when a request omits it (Search-R1 falls back to its configured topk the same way);
     #: unset, it is ``retrieval.topk``.
@@ -481,6 +513,8 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder; pass the YAML file itself (-c FILE)")
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:

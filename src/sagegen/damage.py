@@ -21,12 +21,44 @@ class LedgerError(SagegenError):
     """A run ledger that cannot be read or written as it is."""
 
 
-_KEEP = "move the run directory aside to keep it (its JSONL files hold the finished pairs) and rerun, " \
-        "or pass --force to start over"
+def keep_or_force(ledger: str | Path) -> str:
+    """What to do with a run whose ledger nothing can repair: keep what can be kept, and advise
+    ``--force`` only where nothing can, naming what it deletes."""
+    from sagegen.store import OUTPUT_FILES
+
+    run = Path(ledger).parent
+    kept = [(name, n) for name in OUTPUT_FILES.values() if (n := _lines(run / name))]
+    if kept:
+        listing = ", ".join(f"{name} ({n} pair{'s' if n != 1 else ''})" for name, n in kept)
+        return (f"its finished pairs are kept in {listing}: move the run directory aside to keep them, "
+                "then rerun (a new run starts there)")
+    return ("no finished pair is kept outside it: pass --force to start over (it deletes this ledger and "
+            "the unfinished pairs in it)")
 
 
-def ledger_error(path: str | Path, exc: sqlite3.Error) -> LedgerError:
-    """The one-line explanation of a SQLite error on the ledger (or another database) at ``path``."""
+def _lines(path: Path) -> int:
+    """Non-empty lines of a JSONL file; 0 when it is missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
+#: What to do about a damaged LLM call cache, the one SQLite file sagegen keeps besides run ledgers.
+CACHE_ADVICE = "delete it and rerun (the call cache only saves paying twice for a call; no result is lost)"
+
+
+def ledger_error(path: str | Path, exc: sqlite3.Error, *, if_damaged: str | None = None) -> LedgerError:
+    """The one-line explanation of a SQLite error on the database at ``path``: a run ledger (what to
+    do when it is damaged: keep_or_force) or the LLM call cache (CACHE_ADVICE); ``if_damaged``
+    overrides that advice."""
+
+    def advice() -> str:  # only where it is said: keep_or_force reads the run's JSONL files
+        if if_damaged is not None:
+            return if_damaged
+        return keep_or_force(path) if Path(path).name == "ledger.sqlite" else CACHE_ADVICE
+
     text = str(exc)
     low = text.lower()
     if "disk is full" in low or ("disk i/o error" in low and _nearly_full(path)):
@@ -34,7 +66,7 @@ def ledger_error(path: str | Path, exc: sqlite3.Error) -> LedgerError:
         what = "the disk is full; free some space and rerun the same command (nothing finished is lost)"
     elif "disk i/o error" in low:
         what = ("the disk reported an I/O error; check the device (dmesg), then rerun the same command; "
-                f"if it persists, {_KEEP}")
+                f"if it persists, {advice()}")
     elif "readonly" in low or "read-only" in low or ("unable to open" in low and _read_only(path)):
         what = ("cannot write here (read-only file or directory); copy the run to a writable place and "
                 "rerun there, or use another --out")
@@ -44,9 +76,9 @@ def ledger_error(path: str | Path, exc: sqlite3.Error) -> LedgerError:
         what = "another process holds it locked; wait for it to finish"
     elif "no such column" in low or "no such table" in low or "has no column" in low:
         what = f"its tables do not match this sagegen's ({text}); it was written by another version or " \
-               f"altered: {_KEEP}"
+               f"altered: {advice()}"
     else:  # not a database, malformed, truncated
-        what = f"damaged ({text}): {_KEEP}"
+        what = f"damaged ({text}): {advice()}"
     return LedgerError(f"{path}: {what}")
 
 

@@ -31,7 +31,7 @@ from sagegen import outage
 from sagegen.agents.solver import solve
 from sagegen.benchmark_fields import Fields, read_fields
 from sagegen.config import Config, semantic_view, strip_volatile
-from sagegen.errors import ConfigError, InputError, SagegenError
+from sagegen.errors import ConfigError, InputError, SagegenError, without_url_credentials
 from sagegen.jsonl import iter_json_objects
 from sagegen.judge import judge_answer
 from sagegen.llm.accounting import AccountingLLM
@@ -113,7 +113,7 @@ def _fingerprint(cfg: Config, bench: Path, k: int, seed: int) -> dict[str, Any]:
     dump = cfg.model_dump(mode="json")
     # The sections that decide the answers, less the fields marked volatile (cache paths, timeouts...).
     sections = ("corpus", "retrieval", "llm", "solver_llm", "judge_llm", "solver", "judge")
-    keep = strip_volatile({key: dump[key] for key in sections})
+    keep = without_url_credentials(strip_volatile({key: dump[key] for key in sections}))
     return {"benchmark": str(bench.resolve()), "k": k, "seed": seed, "config": keep}
 
 
@@ -213,8 +213,21 @@ async def _evaluate_locked(
     # Wall time per question this run: what a user waits, concurrency included (not the sum of waits).
     summary["wall_seconds_per_question_this_run"] = round(wall / new_done, 2) if new_done else None
     summary["config_hash"] = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    summary["replies"] = reply_totals(rows)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def reply_totals(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per role over the rows: calls, and those cut at the cap, empty, thinking (rows written by an
+    older sagegen lack the last three: counted as 0)."""
+    out: dict[str, dict[str, int]] = {}
+    for role in ("solver", "judge"):
+        tot = {k: int(sum(r.get("cost", {}).get(f"{role}_{k}", 0) for r in rows))
+               for k in ("calls", "cut", "empty", "thinking")}
+        if tot["calls"]:
+            out[role] = tot
+    return out
 
 
 async def _run_stopping_on_outage(jobs: list[Any], done: dict[str, dict[str, Any]], max_in_a_row: int) -> str:
@@ -405,4 +418,8 @@ def build_stack(cfg: Config, *, with_judge: bool) -> tuple[LLM, LLM | None, Retr
     if with_judge and cfg.judge.method == "llm":
         judge_cfg = cfg.judge_llm or cfg.llm
         judge_llm = llm if judge_cfg == solver_cfg else build_llm(judge_cfg)
+    if cfg.solver.prompt_set == "searchr1":  # Search-R1's rollout continues token ids (agents.searchr1)
+        from sagegen.agents.searchr1_ports import with_token_port
+
+        llm = with_token_port(llm, solver_cfg)
     return llm, judge_llm, build_retriever(cfg)

@@ -116,7 +116,8 @@ async def judge_answer(
     """Mark ``predicted`` against ``golden`` with ``cfg.method`` (em, f1 or llm).
 
     ``Judgement.method`` says what decided: ``none`` (no prediction, no call), ``em``, ``f1``,
-    ``llm``, or ``f1_fallback`` (the judge failed twice; ``reason`` says how).
+    ``llm``, ``f1_fallback`` (the judge failed twice; ``reason`` says how), or ``unreadable``
+    (``judge.unreadable: incorrect``: one unreadable reply makes the attempt incorrect).
     """
     goldens = _goldens(golden)
     if predicted is None or not predicted.strip():
@@ -138,10 +139,11 @@ async def judge_answer(
          "content": render("judge.j2", cfg.prompt_set, question=question, response=predicted, golden=goldens)}
     ]
     problems: list[str] = []
-    for attempt in range(2):
+    max_tokens = cfg.max_tokens
+    for attempt in range(2 if cfg.unreadable == "retry_then_f1" else 1):
         try:
             c = await llm.complete(
-                messages, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=attempt
+                messages, max_tokens=max_tokens, temperature=cfg.temperature, seed=attempt
             )
         except LLMError as e:
             problems.append(f"judge call failed: {e}")
@@ -159,6 +161,12 @@ async def judge_answer(
                 reason=reason.strip(),
                 method="llm",
             )
+        if c.finish_reason == "length" and not c.text.strip():
+            # A thinking judge spent its cap on thoughts: the same question with twice the room (the
+            # cap and seed make it a new call for the cache); judge.max_tokens is the lasting fix.
+            problems.append(f"judge reply empty at its cap of {max_tokens} tokens (raise judge.max_tokens)")
+            max_tokens = min(2 * max_tokens, 65536)
+            continue
         problems.append(f"unreadable judge reply: {c.text.strip()[:200]!r}")
         # A follow-up message (not a bare re-ask) so the call cache cannot replay the same reply.
         messages = [
@@ -166,6 +174,10 @@ async def judge_answer(
             {"role": "assistant", "content": c.text},
             {"role": "user", "content": render("judge_retry.j2")},
         ]
+    if cfg.unreadable == "incorrect":  # the release: no verdict is not a "yes"
+        failed = any(p.startswith("judge call failed") for p in problems)
+        return Judgement(correct=False, em=em, f1=f1, extracted=predicted, reason="; ".join(problems),
+                         method="unreadable", llm_failed=failed)
     return Judgement(
         correct=f1 >= cfg.f1_threshold,
         em=em,

@@ -73,8 +73,18 @@ class Completion(Record):
     finish_reason: str | None = None
     seconds: float = 0.0
     cached: bool = False
-    # Native tool calls for backends that support them: [{"id", "name", "arguments"}].
+    # Native tool calls for backends that support them: [{"id", "name", "arguments"}], plus any
+    # per-call state the provider needs back verbatim (Gemini's ``extra_content`` thought signature).
     tool_calls: tuple[dict[str, Any], ...] = ()
+    #: The model's thinking, wherever the backend put it (a ``reasoning``/``reasoning_content`` field,
+    #: a ``<think>`` block, or text before a lone ``</think>``); ``text`` is the answer alone, the only
+    #: part agents parse (sagegen.llm.reasoning).
+    reasoning: str = ""
+    #: Reasoning tokens the server reported (``usage.completion_tokens_details.reasoning_tokens``).
+    reasoning_tokens: int = 0
+    #: Fields of the assistant message the provider requires back verbatim in the next request of
+    #: the same turn (DeepSeek's ``reasoning_content`` on a tool-call turn); empty for most servers.
+    assistant_extra: dict[str, Any] = Field(default_factory=dict)
 
 
 StepKind = Literal["model", "search", "event"]
@@ -96,6 +106,9 @@ class Step(Record):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    #: A ``model`` step's thinking (kept for ``solve``, the ledger and counts; never re-sent).
+    reasoning: str = ""
+    finish_reason: str | None = None
 
 
 TrajectoryStatus = Literal["answered", "forced", "failed"]

@@ -7,7 +7,10 @@ refused second writer who holds the lock. The file is never deleted: unlinking a
 another process waits on it would let two writers lock two different inodes.
 
 Readers (``status``, ``analyze``, ``report``, ``export``) never take the lock; SQLite's WAL lets
-them read a consistent snapshot beside the live writer.
+them read a consistent snapshot beside the live writer. Every writer of a run folder takes it:
+``RunStore.create_or_resume`` takes it unless this process already holds it (``generate`` takes it
+first, so that nothing is written before a second writer is refused), so ``import``, ``--force``
+and any later command that writes a run cannot delete or overwrite a live one.
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sagegen.errors import SagegenError
+from sagegen.errors import SagegenError, scrub
 
 LOCK_FILE = ".sagegen.lock"
+#: Directories this process holds the lock of. A second ``flock`` from this same process (another
+#: open file) would be refused like a stranger's, so a writer asks here before taking it again.
+_HELD: set[Path] = set()
+
+
+def holds(directory: str | Path) -> bool:
+    """Whether this process holds the lock of ``directory``."""
+    return Path(directory).resolve() in _HELD
 
 
 class LockedError(SagegenError):
@@ -55,16 +66,19 @@ class DirLock:
         except BaseException:
             os.close(fd)
             raise
-        command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:300] if sys.argv else ""
+        # Shown to a refused second writer: never with a secret of this process or a URL's credentials.
+        command = scrub(" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))[:300] if sys.argv else ""
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "command": command}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self._fd = fd
+        _HELD.add(self.directory.resolve())
         return self
 
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            _HELD.discard(self.directory.resolve())
             try:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:

@@ -36,6 +36,10 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     #: The generator is the embedded demo model (llamacpp, no model named: SmolLM2-135M).
     demo: bool = False
+    #: This session's replies per role: calls, cut at the cap, empty, thinking (RunStore.reply_stats).
+    replies: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Lines naming each role whose replies were cut at the cap, and the setting to raise.
+    caps: list[str] = field(default_factory=list)
 
 
 def config_warnings(cfg: Config) -> list[str]:
@@ -102,9 +106,13 @@ def run_generate(
         else:
             stats = asyncio.run(pipe.run())
         status = "completed" if not stats.errors else "errors"
+        from sagegen.doctor import cap_advice
+
+        replies = store.reply_stats(session)
         return RunResult(run_dir, resumed, stats, time.monotonic() - t0, store.counts(), store.outcomes(),
                          store.llm_usage(), store.llm_usage(session), warnings=warnings,
-                         demo=cfg.llm.backend == "llamacpp" and not cfg.llm.model)
+                         demo=cfg.llm.backend == "llamacpp" and not cfg.llm.model, replies=replies,
+                         caps=cap_advice(replies, cfg))
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -117,6 +125,39 @@ def run_generate(
             lock.release()
         if own_parts:
             parts.close()
+
+
+def runs_demo_model(cfg: Config) -> bool:
+    """Every model of the run is the embedded demo model (llamacpp with no model named: SmolLM2-135M)
+    or a scripted test fixture: the only runs the small demo budgets are for."""
+    llms = [cfg.llm, cfg.solver_llm, cfg.judge_llm, *cfg.solver_llms]
+    return all(c.backend == "scripted" or (c.backend == "llamacpp" and not c.model)
+               for c in llms if c is not None)
+
+
+def generate_config(path: Path | None, overrides: list[str], protocol: str | None) -> tuple[Config, str]:
+    """The config of a ``generate`` run and where its budgets come from: ``demo`` (no -c, no --protocol,
+    the embedded model: :func:`quick_defaults` under the overrides), ``profile NAME``, ``config FILE``
+    or ``paper`` (every other backend without -c: the paper's budgets, the config's defaults)."""
+    from sagegen.config import load_config
+    from sagegen.profiles import load_profile
+
+    cfg = load_config(path, overrides, base=load_profile(protocol))
+    if path is None and protocol is None and runs_demo_model(cfg):
+        return load_config(None, [*quick_defaults(), *overrides]), "demo"
+    if protocol:
+        return cfg, f"profile {protocol}"
+    return cfg, f"config {path}" if path is not None else "paper"
+
+
+def budget_line(cfg: Config, source: str) -> str:
+    """One line naming the budgets a run uses and where they come from (the first lines of generate)."""
+    g, so, j, p = cfg.generator, cfg.solver, cfg.judge, cfg.pipeline
+    where = {"demo": "demo budgets for the embedded SmolLM2 (a config file gives the paper's)",
+             "paper": "the paper's budgets"}.get(source, f"budgets of the {source}")
+    return (f"{where}: S={p.target}, R={p.rounds} rounds, K={p.attempts} attempts; generator "
+            f"{g.max_searches} searches x {g.max_turn_tokens} tokens/turn, solver {so.max_searches} searches "
+            f"x {so.max_turn_tokens} tokens/turn, judge {j.max_tokens} tokens")
 
 
 def quick_defaults() -> list[str]:

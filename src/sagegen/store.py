@@ -65,23 +65,29 @@ import hashlib
 import json
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel
 
 from sagegen.config import semantic_view, strip_volatile, upgrade_stored, volatile_keys
-from sagegen.damage import LedgerError, ledger_error
-from sagegen.errors import ConfigError, SagegenError
+from sagegen.damage import LedgerError, keep_or_force, ledger_error
+from sagegen.errors import ConfigError, SagegenError, mask_url_credentials, without_url_credentials
 from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
+
+_M = TypeVar("_M", bound=BaseModel)
 
 LEDGER = "ledger.sqlite"
 CONFIG_FILE = "config.yaml"
 OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl",
                 "ambiguous": "ambiguous.jsonl"}
 #: 2 added ``llm_tries``; a version-1 ledger is migrated (the table is created) when next written.
-#: ``llm_endpoints`` came later without a bump: a table only added, created by the next writer,
+#: ``llm_endpoints`` and ``llm_replies`` (finish reason, reasoning, empty answers per call) came later
+#: without a bump: a table only added, created by the next writer,
 #: read as absent before that, and ignored by an older sagegen. So did the three indexes: a ledger
 #: without them gets them from its next writer. Without them every ``finish_pair`` scanned the
 #: pairs table twice (the duplicate check, the next ``finish_seq``), holding the write lock: 0.15 ms
@@ -127,6 +133,10 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, role TEXT NOT NULL, model TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL,
     cached INTEGER NOT NULL, error TEXT, session INTEGER, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_replies (
+    call_id INTEGER PRIMARY KEY, role TEXT NOT NULL, finish_reason TEXT, reasoning_tokens INTEGER NOT NULL,
+    reasoning_chars INTEGER NOT NULL, empty INTEGER NOT NULL, session INTEGER
 );
 CREATE TABLE IF NOT EXISTS llm_tries (
     id INTEGER PRIMARY KEY AUTOINCREMENT, call_id INTEGER NOT NULL, role TEXT NOT NULL, try INTEGER NOT NULL,
@@ -247,12 +257,15 @@ class RunStore:
         self.conn = conn
         self.readonly = readonly
         self.session_id: int | None = None
-        self._pending: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []  # the write window
+        # The write window: (call row, its tries, its reply facts or None).
+        self._pending: list[tuple[tuple[Any, ...], list[tuple[Any, ...]], tuple[Any, ...] | None]] = []
         self._flush_at: asyncio.TimerHandle | None = None
         self._flush_error: BaseException | None = None
         self._last_booked = 0.0  # time.time() of the last call booked
         #: Backends whose per-endpoint counts are booked with the calls (``watch_endpoints``).
         self._endpoint_sources: dict[int, Any] = {}
+        self._lock: Any = None  # the run lock, when create_or_resume took it (released by close)
+        self._resumed = False
 
     # ------------------------------------------------------------------ opening
 
@@ -292,8 +305,29 @@ class RunStore:
         Returns ``(store, resumed)``. A differing config raises ``ConfigError`` naming the keys,
         unless ``force`` (then the old ledger and outputs are discarded and the run starts afresh).
         """
+        from sagegen.runlock import DirLock, holds
+
         run_dir = Path(run_dir)
         path = run_dir / LEDGER
+        # Credentials written into a URL (llm.base_url=http://user:password@...) are never stored: the
+        # live process has them; a resume gets them from its own command line (base_url is volatile).
+        config, config_yaml = without_url_credentials(config), mask_url_credentials(config_yaml)
+        # One writer per run, before anything is read or deleted: a live writer there (a generate,
+        # an import) is refused here, so --force can never delete a run that is being written.
+        lock = None if holds(run_dir) else DirLock(run_dir, "run").acquire()
+        try:
+            store = cls._create_or_resume(run_dir, path, config, config_yaml, force=force)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        store._lock = lock
+        return store, store._resumed
+
+    @classmethod
+    def _create_or_resume(
+        cls, run_dir: Path, path: Path, config: dict[str, Any], config_yaml: str, *, force: bool
+    ) -> RunStore:
         if path.is_file() and force:
             for name in [LEDGER, f"{LEDGER}-wal", f"{LEDGER}-shm", CONFIG_FILE, *OUTPUT_FILES.values()]:
                 (run_dir / name).unlink(missing_ok=True)
@@ -337,7 +371,8 @@ class RunStore:
             with store._tx():  # volatile keys (e.g. a larger num_seeds) take the new values
                 store._set_meta("config", json.dumps(config, sort_keys=True))
         _atomic_write(run_dir / CONFIG_FILE, config_yaml)
-        return store, resumed
+        store._resumed = resumed
+        return store
 
     def close(self) -> None:
         try:
@@ -345,6 +380,9 @@ class RunStore:
                 self.flush()
         finally:
             self.conn.close()
+            lock, self._lock = self._lock, None
+            if lock is not None:  # taken by create_or_resume: this store was the run's writer
+                lock.release()
 
     def __enter__(self) -> RunStore:
         return self
@@ -365,7 +403,15 @@ class RunStore:
     @property
     def config(self) -> dict[str, Any]:
         raw = self._meta("config")
-        return json.loads(raw) if raw else {}
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise self._bad_row("meta", "value", "key 'config'", f"not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise self._bad_row("meta", "value", "key 'config'", "not a JSON object")
+        return data
 
     @property
     def config_hash(self) -> str:
@@ -522,6 +568,7 @@ class RunStore:
         error: str | None = None,
         *,
         tries: Sequence[Any] = (),
+        reply: Any = None,
     ) -> None:
         """One call and (``tries``: objects with status/seconds/wait/error) each request it sent.
 
@@ -538,8 +585,10 @@ class RunStore:
         # an idle one (at 1 call in flight that timer cost 0.3-0.45 ms of the 2.1-4.1 ms CPU per call).
         alone = not self._pending and now - self._last_booked >= CALL_WINDOW_S
         self._last_booked = now
+        facts = None if reply is None else (role, reply.finish_reason, reply.reasoning_tokens,
+                                            reply.reasoning_chars, int(reply.empty), self.session_id)
         self._pending.append((call, [(role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id,
-                                      now) for i, t in enumerate(tries)]))
+                                      now) for i, t in enumerate(tries)], facts))
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -574,10 +623,15 @@ class RunStore:
             self._flush_at = None
         pending, self._pending = self._pending, []
         try:
-            for call, tries in pending:
+            for call, tries, facts in pending:
                 cur = self.conn.execute(
                     "INSERT INTO llm_calls(role, model, prompt_tokens, completion_tokens, seconds, cached, "
                     "error, session, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", call)
+                if facts is not None:
+                    self.conn.execute(
+                        "INSERT INTO llm_replies(call_id, role, finish_reason, reasoning_tokens, "
+                        "reasoning_chars, empty, session) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (cur.lastrowid, *facts))
                 if tries:
                     self.conn.executemany(
                         "INSERT INTO llm_tries(call_id, role, try, status, error, seconds, wait, session, "
@@ -627,6 +681,28 @@ class RunStore:
 
     # ------------------------------------------------------------------ reads
 
+    @overload
+    def _decode(self, model: type[_M], raw: str, table: str, column: str, row: str) -> _M: ...
+    @overload
+    def _decode(self, model: type[_M], raw: str | None, table: str, column: str, row: str) -> _M | None: ...
+
+    def _decode(self, model: type[_M], raw: str | None, table: str, column: str, row: str) -> _M | None:
+        """A row's JSON column as ``model`` (None for NULL or empty); a value that does not parse is
+        damage, said in one line naming the table, row and column."""
+        if not raw:
+            return None
+        try:
+            return model.model_validate_json(raw)
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            # pydantic's first problem, without the echoed value (a whole trajectory) or its URL
+            first = (str(e).splitlines()[1:2] or [str(e)])[0].split(" [type=")[0].strip()
+            raise self._bad_row(table, column, row, f"not valid ({first})") from None
+
+    def _bad_row(self, table: str, column: str, row: str, problem: str) -> LedgerError:
+        path = self.run_dir / LEDGER
+        return LedgerError(f"{path}: table {table}, {row}, column {column}: {problem}; the ledger was "
+                           f"altered or damaged: {keep_or_force(path)}")
+
     def pair(self, idx: int) -> PairRecord | None:
         row = self.conn.execute("SELECT * FROM pairs WHERE idx=?", (idx,)).fetchone()
         return self._pair_from_row(row) if row else None
@@ -649,20 +725,22 @@ class RunStore:
                     index=a["attempt"],
                     seed=a["seed"],
                     trace_id=a["trace_id"],
-                    judgement=Judgement.model_validate_json(a["judgement_json"]),
+                    judgement=self._decode(Judgement, a["judgement_json"], "attempts", "judgement_json",
+                                           f"pair {idx} round {a['round']} attempt {a['attempt']}"),
                     num_searches=a["num_searches"],
                 )
             )
         rounds = []
         for r in self.conn.execute("SELECT * FROM rounds WHERE pair_idx=? ORDER BY round", (idx,)):
             cand = r["candidate_json"]
+            where = f"pair {idx} round {r['round']}"
             rounds.append(
                 RoundRecord(
                     round=r["round"],
                     kind=r["kind"],
-                    candidate=Candidate.model_validate_json(cand) if cand else None,
+                    candidate=self._decode(Candidate, cand, "rounds", "candidate_json", where),
                     gen_trace_id=r["gen_trace_id"],
-                    verdict=Verdict.model_validate_json(r["verdict_json"]) if r["verdict_json"] else None,
+                    verdict=self._decode(Verdict, r["verdict_json"], "rounds", "verdict_json", where),
                     attempts=tuple(atts.get(r["round"], [])),
                 )
             )
@@ -673,7 +751,7 @@ class RunStore:
             answer_type=row["answer_type"],
             state=row["state"],
             final_round=row["final_round"],
-            qa=QAPair.model_validate_json(row["qa_json"]) if row["qa_json"] else None,
+            qa=self._decode(QAPair, row["qa_json"], "pairs", "qa_json", f"pair {idx}"),
             output=row["output"],
             rounds=tuple(rounds),
         )
@@ -682,14 +760,15 @@ class RunStore:
         row = self.conn.execute("SELECT json FROM trajectories WHERE id=?", (tid,)).fetchone()
         if row is None:
             raise KeyError(tid)
-        return Trajectory.model_validate_json(row["json"])
+        return self._decode(Trajectory, row["json"], "trajectories", "json", f"trajectory {tid}")
 
     def trajectories(self, agent: str | None = None) -> Iterator[tuple[str, Trajectory]]:
         sql, args = "SELECT id, json FROM trajectories", ()
         if agent is not None:
             sql, args = sql + " WHERE agent=?", (agent,)
         for row in self.conn.execute(sql + " ORDER BY pair_idx, round, id", args).fetchall():
-            yield row["id"], Trajectory.model_validate_json(row["json"])
+            tid = row["id"]
+            yield tid, self._decode(Trajectory, row["json"], "trajectories", "json", f"trajectory {tid}")
 
     def counts(self) -> dict[str, int]:
         """Pairs by state and by output file, plus rounds/attempts/trajectories/calls totals."""
@@ -718,17 +797,23 @@ class RunStore:
         return outcome_counts((r["state"], r["output"]) for r in rows)
 
     def round_stats(self) -> dict[int, dict[str, int]]:
-        """Per round number: how many rounds were generated, failed to generate, and each verdict label."""
+        """Per round number: how many rounds were generated, failed to generate, and each verdict label;
+        ``accepted``: a round its pair was accepted in without a verdict here (``sagegen import``)."""
         stats: dict[int, dict[str, int]] = {}
         for row in self.conn.execute(
-            "SELECT round, candidate_json IS NULL AS gen_failed, label, COUNT(*) AS n FROM rounds "
-            "GROUP BY round, gen_failed, label"
+            "SELECT r.round AS round, r.candidate_json IS NULL AS gen_failed, r.label AS label, "
+            "(r.label IS NULL AND p.state = 'pass' AND p.final_round = r.round) AS accepted, COUNT(*) AS n "
+            "FROM rounds r JOIN pairs p ON p.idx = r.pair_idx GROUP BY 1, 2, 3, 4"
         ):
             s = stats.setdefault(row["round"], {})
             s["generated"] = s.get("generated", 0) + row["n"]
-            key = "gen_failed" if row["gen_failed"] else (row["label"] or "unverified")
+            key = ("gen_failed" if row["gen_failed"] else
+                   row["label"] or ("accepted" if row["accepted"] else "unverified"))
             s[key] = s.get(key, 0) + row["n"]
-        return dict(sorted(stats.items()))
+        order = ("generated", "gen_failed", "pass", "too_easy", "incorrect", "accepted", "unverified")
+        rank = {k: i for i, k in enumerate(order)}
+        return {r: dict(sorted(s.items(), key=lambda kv: rank.get(kv[0], len(order))))
+                for r, s in sorted(stats.items())}
 
     def label_means(self) -> dict[str, dict[str, float]]:
         """Per final label: pairs, mean measured difficulty, mean Avg@K and mean round (finished pairs)."""
@@ -758,6 +843,22 @@ class RunStore:
             keys = ("calls", "cached", "errors", "prompt_tokens", "completion_tokens", "seconds")
             out[row["role"]] = {k: row[k] or 0 for k in keys}
         return out
+
+    def reply_stats(self, session: int | None = None) -> dict[str, dict[str, int]]:
+        """Per role, over fresh calls with a reply: ``calls``, ``cut`` (finish_reason=length), ``empty``
+        (no answer text nor tool call), ``thinking`` (calls that reasoned), ``reasoning_tokens``."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='llm_replies'"
+                             ).fetchone() is None:
+            return {}  # a ledger written before the table, read before any writer added it
+        sql = ("SELECT role, COUNT(*) AS calls, SUM(finish_reason = 'length') AS cut, SUM(empty) AS empty, "
+               "SUM(reasoning_chars > 0 OR reasoning_tokens > 0) AS thinking, "
+               "SUM(reasoning_tokens) AS reasoning_tokens FROM llm_replies")
+        args: tuple[Any, ...] = ()
+        if session is not None:
+            sql, args = sql + " WHERE session=?", (session,)
+        keys = ("calls", "cut", "empty", "thinking", "reasoning_tokens")
+        return {row["role"]: {k: int(row[k] or 0) for k in keys}
+                for row in self.conn.execute(sql + " GROUP BY role ORDER BY role", args)}
 
     def try_stats(self) -> dict[str, dict[str, Any]]:
         """Per role: requests sent (``tries``), ``retries`` (tries beyond the first of each call), seconds
@@ -841,8 +942,10 @@ def _check_file(path: Path) -> None:
     """A cut-short ledger is caught here, from its header, before any read meets the missing pages.
 
     The header (bytes 16-17: page size, 28-31: page count, valid when 92-95 equals the change counter
-    at 24-27) says how long the file must be; in WAL mode newer pages live in the -wal file and the
-    header is only rewritten with the pages, so a shorter main file is always damage.
+    at 24-27) says how long the file must be. A shorter file is not always damage: a checkpoint
+    (copying the WAL's pages into the main file, page 1 first) that the disk filled up during leaves
+    exactly that, with every missing page still in the WAL, and SQLite reads them from there and
+    completes the checkpoint later. Only when the WAL does not hold them is the ledger damaged.
     """
     size = path.stat().st_size
     if size == 0:
@@ -850,16 +953,70 @@ def _check_file(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(100)
     if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
-        raise LedgerError(f"{path}: damaged (not a SQLite database): move the run directory aside to "
-                          "keep it (its JSONL files hold the finished pairs) and rerun, or pass --force to "
-                          "start over")
+        raise LedgerError(f"{path}: damaged (not a SQLite database): {keep_or_force(path)}")
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
     if head[92:96] == head[24:28] and pages and size < pages * page_size:
-        raise LedgerError(f"{path}: damaged (truncated: {size} of {pages * page_size} bytes): move the run "
-                          "directory aside to keep it (its JSONL files hold the finished pairs) and rerun, "
-                          "or pass --force to start over")
+        wal = path.with_name(path.name + "-wal")
+        if _wal_restores(wal, size // page_size, page_size):
+            return  # a checkpoint cut short (disk full): SQLite reads the pages from the WAL
+        raise LedgerError(f"{path}: damaged (truncated: {size} of {pages * page_size} bytes, and its WAL "
+                          f"does not hold the missing pages): {keep_or_force(path)}")
+
+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums of little- / big-endian words
+
+
+def _wal_restores(wal: Path, whole_pages: int, page_size: int) -> bool:
+    """Whether ``wal`` holds, in committed frames SQLite will read, every page of the database past
+    the first ``whole_pages`` (the ones the main file has in full). The WAL format, as SQLite
+    reads it on recovery (sqlite.org/fileformat2.html#walformat): a 32-byte header (magic, version,
+    page size, checkpoint sequence, two salts, a checksum), then frames of a 24-byte header (page
+    number, database size in pages for the frame that commits a transaction, the header's salts,
+    a cumulative checksum) and one page. Frames count up to the first bad salt or checksum, and
+    only those up to the last commit; the database then has the size that commit says."""
+    try:
+        with open(wal, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    if len(data) < 32:
+        return False
+    magic, _version, wal_page, _seq, salt1, salt2, ck1, ck2 = struct.unpack(">8I", data[:32])
+    if magic not in _WAL_MAGIC or wal_page != page_size:
+        return False
+    order = ">" if magic & 1 else "<"
+    if _wal_checksum(data[:24], order, 0, 0) != (ck1, ck2):
+        return False
+    s0, s1 = ck1, ck2
+    committed: set[int] = set()
+    txn: set[int] = set()
+    db_pages = 0
+    frame = 24 + page_size
+    for off in range(32, len(data) - frame + 1, frame):
+        pgno, commit, f_salt1, f_salt2, f_ck1, f_ck2 = struct.unpack(">6I", data[off : off + 24])
+        if (f_salt1, f_salt2) != (salt1, salt2):
+            break
+        s0, s1 = _wal_checksum(data[off : off + 8], order, s0, s1)
+        s0, s1 = _wal_checksum(data[off + 24 : off + frame], order, s0, s1)
+        if (s0, s1) != (f_ck1, f_ck2):
+            break
+        txn.add(pgno)
+        if commit:
+            committed |= txn
+            txn = set()
+            db_pages = commit
+    return db_pages > 0 and all(p in committed for p in range(whole_pages + 1, db_pages + 1))
+
+
+def _wal_checksum(block: bytes, order: str, s0: int, s1: int) -> tuple[int, int]:
+    """SQLite's WAL checksum (walChecksumBytes) of ``block`` from the running pair ``s0, s1``."""
+    words = struct.unpack(f"{order}{len(block) // 4}I", block)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
 
 
 def _expected_columns() -> dict[str, list[str]]:
@@ -877,8 +1034,10 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
     """Refuse a ledger this version cannot use; True when it holds a run (its config is recorded).
 
     Checked: it is a SQLite database, its schema version is one we know, and every table it has
-    carries the columns we read and write. A missing table is added by the writer (tables only
-    ever get added); a missing column or a newer schema is refused, naming what and what to do.
+    carries the columns we read and write. A table added after schema version 1 (``llm_tries``,
+    ``llm_endpoints``) may be missing, and the writer adds it; one every ledger has had since version
+    1 was dropped from this one, with the rows it held, and is refused as damage instead of being
+    re-created empty. A missing column or a newer schema is refused too, naming what and what to do.
     """
     have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "meta" not in have:
@@ -898,7 +1057,7 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
                               f"({SCHEMA_VERSION}); upgrade sagegen to read it")
         if int(version) < 1:
             raise LedgerError(f"{path}: ledger schema version {version} predates this sagegen's "
-                              f"({SCHEMA_VERSION}) and cannot be migrated; pass --force to start over")
+                              f"({SCHEMA_VERSION}) and cannot be migrated: {keep_or_force(path)}")
     for table, columns in _expected_columns().items():
         if table not in have:
             continue
@@ -907,13 +1066,21 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
         if missing:
             raise LedgerError(f"{path}: table {table} lacks column(s) {', '.join(missing)} (schema version "
                               f"{SCHEMA_VERSION} has them): the ledger was altered or written by another "
-                              "program; move the run aside and rerun, or pass --force to start over")
+                              f"program: {keep_or_force(path)}")
     if config is None:
         if created:
             return False
         raise LedgerError(f"{path}: holds no run configuration (an unfinished ledger); pass --force "
                           "to start over")
+    dropped = [t for t in _TABLES_SINCE_V1 if t not in have]
+    if dropped:
+        raise LedgerError(f"{path}: table(s) {', '.join(dropped)} missing (every ledger has them since "
+                          f"schema version 1): the ledger was altered or damaged: {keep_or_force(path)}")
     return True
+
+
+#: The tables of schema version 1: a ledger that holds a run and lacks one lost its rows.
+_TABLES_SINCE_V1 = ("meta", "sessions", "pairs", "rounds", "attempts", "trajectories", "llm_calls", "events")
 
 
 @dataclass

@@ -8,7 +8,8 @@ place of JSON, a JSON body cut mid-object, and a connection reset.
 Each request pops the next fault from ``faults``; with none left it answers normally, either from
 a built-in fake model (echo of the last user message; fast and deterministic) or by forwarding the
 request to ``upstream`` (e.g. llama-cpp-python's real server). ``requests`` records every request
-seen, faulted or not, so tests can count retries.
+seen, faulted or not, so tests can count retries; a ``GET`` (sagegen's pre-flight ``/models`` probe) is
+answered at once, pops no fault and is kept apart in ``probes``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ TRUNCATE, NONJSON, BADJSON, NOTCOMPLETION, RESET = (
 class FaultServer:
     def __init__(self, faults: list[Fault] | None = None, *, upstream: str | None = None):
         self.faults: deque[Fault] = deque(faults or [])
+        self.probes: list[str] = []  # GET requests (sagegen's pre-flight ``/models``), kept apart
         self.upstream = upstream.rstrip("/") if upstream else None
         self.requests: list[dict[str, Any]] = []
         self.times: list[float] = []  # monotonic arrival time of each request
@@ -106,6 +108,11 @@ class FaultServer:
             pairs = (ln.partition(":") for ln in lines[1:] if ln)
             headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
+            if method == "GET" and not self.upstream:  # sagegen's pre-flight probe (GET /models): no fault
+                self.probes.append(path)
+                _write(writer, 200, "application/json", b'{"object": "list", "data": [{"id": "m"}]}')
+                await writer.drain()
+                return
             self.times.append(time.monotonic())
             self.requests.append({"method": method, "path": path, "headers": headers,
                                   "json": json.loads(body) if body else None})

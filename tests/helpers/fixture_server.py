@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from helpers.loop_server import LoopServer, chat_completion, read_request, reply
-from sagegen.llm.scripted import FIXTURES, _apply_stop
+from helpers.loop_server import LoopServer, chat_completion, read_chat_request, reply
+from sagegen.llm.base import apply_stop
+from sagegen.llm.scripted import FIXTURES
 
 
 class FixtureServer(LoopServer):
@@ -25,9 +26,9 @@ class FixtureServer(LoopServer):
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                body = await read_request(reader)
+                body = await read_chat_request(reader, writer)
                 self.requests += 1
-                text = _apply_stop(self.play(body["messages"]), body.get("stop"))
+                text = apply_stop(self.play(body["messages"]), body.get("stop"))
                 await reply(writer, chat_completion(text, body.get("model"), {
                     "prompt_tokens": 1, "completion_tokens": len(text.split())}))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 
-from helpers.loop_server import LoopServer, chat_completion, read_request, reply
+from helpers.loop_server import LoopServer, chat_completion, read_chat_request, reply
 
 
 class KeepAliveServer(LoopServer):
@@ -37,7 +37,7 @@ class KeepAliveServer(LoopServer):
         self.opened += 1
         try:
             while True:
-                body = await read_request(reader)
+                body = await read_chat_request(reader, writer)
                 self.requests += 1
                 self.active += 1
                 self.peak = max(self.peak, self.active)

@@ -71,6 +71,16 @@ async def read_request(reader: asyncio.StreamReader) -> dict[str, Any]:
     return json.loads(await reader.readexactly(length)) if length else {}
 
 
+async def read_chat_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict[str, Any]:
+    """The next chat request's body; a bodyless request in between (sagegen's pre-flight ``GET /models``)
+    is answered with an empty model list and not returned, so servers count chat calls only."""
+    while True:
+        body = await read_request(reader)
+        if "messages" in body:
+            return body
+        await reply(writer, {"object": "list", "data": []})
+
+
 def chat_completion(text: str, model: Any, usage: dict[str, int], id_: str = "c") -> dict[str, Any]:
     return {"id": id_, "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "finish_reason": "stop",

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import threading
 
-from helpers.loop_server import LoopServer, chat_completion, read_request, reply
+from helpers.loop_server import LoopServer, chat_completion, read_chat_request, reply
 
 
 class Replica(LoopServer):
@@ -52,7 +52,7 @@ class Replica(LoopServer):
         self._writers.add(writer)
         try:
             while True:
-                body = await read_request(reader)
+                body = await read_chat_request(reader, writer)
                 self.requests += 1
                 self.active += 1
                 self.peak = max(self.peak, self.active)

@@ -75,7 +75,8 @@ class Conversation:
             return None
         # A cached replay carries the seconds its first call took: the cost, not this wait.
         self.add(Step(kind="model", text=c.text, prompt_tokens=c.prompt_tokens,
-                      completion_tokens=c.completion_tokens, seconds=c.seconds or time.perf_counter() - t0))
+                      completion_tokens=c.completion_tokens, seconds=c.seconds or time.perf_counter() - t0,
+                      reasoning=c.reasoning, finish_reason=c.finish_reason))
         return c
 
     async def search(self, query: str) -> str:

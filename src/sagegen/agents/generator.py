@@ -89,6 +89,8 @@ def _pair_problem(question: str | None, answer: str | None, cfg: GeneratorConfig
         return "no_question"
     if not answer:
         return "no_answer"
+    if cfg.pair_checks == "release":
+        return None
     if len(question.split()) < 4 or question.lower().strip(" ?.") in _PLACEHOLDERS:
         return "placeholder_question"
     if answer.lower().strip(" .") in _PLACEHOLDERS:

@@ -20,6 +20,7 @@ shorten the oldest retrieved text, recorded as event ``feedback_shortened``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -77,3 +78,44 @@ def read_revision(text: str) -> tuple[str | None, str | None, str]:
     ``<answer>``, the plan under ``<search steps>``, and no further checks."""
     return tags.last(text, "question"), tags.last(text, "answer"), tags.last(
         text, "search steps", allow_unclosed=True) or ""
+
+
+_LAST_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_FIRST_SEARCH = re.compile(r"<search>(.*?)</search>", re.DOTALL)
+
+
+async def solver_turns(run: Any) -> Trajectory:
+    """The release's solver loop (``prompt_gemini_agentic_search_batch.py``, ``agentic_search``), for
+    ``solver.prompt_set: sage``; ``run`` is the solver's conversation (``agents.solver._Run``).
+
+    * ``solver.max_searches`` (``--max_turn``, 10) bounds the *model calls*, not the searches: a
+      search asked for in the last call is run (the release counts it) but never shown, and the
+      attempt ends without an answer (the release's "None");
+    * each call stops at ``</search>``; its answer is the *last* closed ``<answer>`` (``extract_solution``)
+      and an empty one does not end the attempt (``while not final_answer``);
+    * a turn with no ``<search>`` (malformed) gets an empty ``<information></information>`` and the
+      loop goes on; an empty reply spends the turn and changes nothing.
+    """
+    for _ in range(run.cfg.max_searches):
+        c = await run.call(stop=("</search>",))
+        if c is None:  # an LLM error (recorded by call): the turn is spent, as a failed Gemini call
+            continue
+        answers = _LAST_ANSWER.findall(c.text)
+        answer = answers[-1].strip() if answers else None
+        if answer:
+            run.push("assistant", c.text)
+            return run.finish(answer, "answered")
+        if answer is not None or not c.text:  # "<answer></answer>" or nothing: the prompt is unchanged
+            run.event("empty_answer" if answer is not None else "empty_reply", c.text[-300:])
+            continue
+        turn = c.text + "</search>"
+        run.push("assistant", turn)
+        m = _FIRST_SEARCH.search(turn)
+        if m:
+            info = await run.search(m.group(1).strip())
+        else:
+            run.event("no_action", c.text[-300:])
+            info = tags.format_information([])
+        run.push("user", info)
+    run.event("no_forced_answer", "the release's turn budget is spent: its answer is None")
+    return run.finish(None, "failed")

@@ -32,6 +32,10 @@ async def solve(
     on_step: StepCallback | None = None,
 ) -> Trajectory:
     """Run the search agent once on ``question``; ``on_step`` sees each step as it happens."""
+    if cfg.prompt_set == "searchr1":  # Search-R1's own rollout on token ids (agents/searchr1.py)
+        from sagegen.agents.searchr1 import solve_searchr1
+
+        return await solve_searchr1(question, llm, retriever, cfg, seed=seed, on_step=on_step)
     run = _Run(question, llm, retriever, cfg, seed, on_step)
     if cfg.protocol == "tools":
         return await run.loop_tools()
@@ -59,6 +63,15 @@ class _Run(Conversation):
     # -- the two loops ------------------------------------------------------------------
 
     async def loop_tags(self) -> Trajectory:
+        if self.cfg.prompt_set == "sage":  # the release's own loop (agents/release.py, docs/protocol.md)
+            from sagegen.agents.release import solver_turns
+
+            self.messages = [
+                {"role": "system", "content": render("solver_system.j2", "sage",
+                                                     max_searches=self.cfg.max_searches)},
+                {"role": "user", "content": render("solver_user.j2", "sage", question=self.question)},
+            ]
+            return await solver_turns(self)
         self.messages = [
             {"role": "system", "content": render("solver_system.j2", self.cfg.prompt_set,
                                                  max_searches=self.cfg.max_searches)},
@@ -127,10 +140,13 @@ class _Run(Conversation):
         calls = [
             dict(tc, id=tc.get("id") or f"call_{len(self.steps)}_{i}") for i, tc in enumerate(c.tool_calls)
         ]
+        # Per-turn state a provider needs back verbatim rides along: DeepSeek's reasoning_content on
+        # the turn, Gemini's thought signature (extra_content) on each call (sagegen.llm.providers).
         self.messages.append(
             {
                 "role": "assistant",
                 "content": c.text or "",
+                **c.assistant_extra,
                 "tool_calls": [
                     {
                         "id": tc["id"],
@@ -139,6 +155,7 @@ class _Run(Conversation):
                             "name": tc.get("name", ""),
                             "arguments": _arguments_str(tc.get("arguments")),
                         },
+                        **({"extra_content": tc["extra_content"]} if "extra_content" in tc else {}),
                     }
                     for tc in calls
                 ],

@@ -14,7 +14,7 @@ from sagegen.store import PairRecord, RunStore
 
 ANALYSIS_FILE = "analysis.json"
 #: Bumped when the analysis gains or changes fields, so a stale analysis.json is recomputed.
-ANALYSIS_VERSION = 4
+ANALYSIS_VERSION = 5
 
 
 def saved_analysis(run_dir: str | Path) -> dict[str, Any] | None:
@@ -115,6 +115,20 @@ def analyze_pairs(
     return result
 
 
+def _imported(run_dir: Path) -> dict[str, Any]:
+    """``{"import": ...}`` for a run made by ``sagegen import`` (its ``import.json``), else nothing."""
+    from sagegen.integrations.sage_release import IMPORT_FILE
+
+    f = run_dir / IMPORT_FILE
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {"import": data} if isinstance(data, dict) else {}
+
+
 def analyze_run(
     run_dir: str | Path,
     *,
@@ -136,6 +150,8 @@ def analyze_run(
             "config": store.config,
             "counts": store.counts(),
             "llm_usage": store.llm_usage(),
+            "llm_replies": store.reply_stats(),
+            **_imported(run_dir),
             **analyze_pairs(pairs, bench=bench, dup_method=dup_method, dup_threshold=dup_threshold),
         }
         if labels:

@@ -1,8 +1,13 @@
 """Optional LLM labelling: reasoning strategies of accepted pairs and why pairs failed.
 
-The paper's categories (DESIGN.md §1): six reasoning strategies (multi-label) for accepted
-pairs; for too-easy verdicts one of four shortcut causes; for incorrect verdicts one of four
-failure causes. Prompts are ``label_strategies.j2``, ``label_easy.j2``, ``label_incorrect.j2``.
+The paper's categories (DESIGN.md §1): six reasoning strategies (multi-label) for every accepted
+pair — strict, relaxed (accepted although too easy: it also gets a shortcut cause) or imported —
+from the cheapest correct attempt's trace, or from question and answer alone when the round kept
+no attempt (an imported acceptance); for too-easy verdicts one of four shortcut causes; for
+incorrect verdicts one of four failure causes. A benchmark file (``sagegen analyze BENCH.jsonl
+--labels``: the paper's SAGE-vs-MuSiQue table) gets strategies from question and gold answer.
+Prompts are ``label_strategies.j2``, ``label_strategies_question.j2``, ``label_easy.j2``,
+``label_incorrect.j2``.
 
 Every answer is cached in ``RUN/labels.jsonl`` keyed by a hash of the rendered prompt, so a
 rerun labels only what is new and a changed prompt relabels.
@@ -125,30 +130,45 @@ class _Cache:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _strategies_prompt(question: str, answer: str, traj: Trajectory | None) -> str:
+    if traj is None:
+        return render("label_strategies_question.j2", question=question, answer=answer)
+    return render("label_strategies.j2", question=question, answer=answer, trace=trace_text(traj))
+
+
+def _trace(store: Any, r: Any) -> Trajectory | None:
+    """The trace shown: the cheapest correct attempt, else the first attempt; None without attempts."""
+    right = sorted((a for a in r.attempts if a.judgement.correct), key=lambda a: (a.num_searches, a.index))
+    att = right[0] if right else (r.attempts[0] if r.attempts else None)
+    if att is None:
+        return None
+    try:
+        return store.trajectory(att.trace_id)
+    except KeyError:
+        return None
+
+
 def _tasks(store: Any, pairs: list[Any]) -> list[dict[str, Any]]:
-    """One labelling prompt per accepted pair (its final round) and per too-easy / incorrect round."""
+    """Strategies for each accepted pair (the round that went into the dataset, whatever its verdict);
+    a cause for each too-easy / incorrect round that was verified."""
     tasks = []
     for p in pairs:
         for r in p.rounds:
-            if r.candidate is None or r.verdict is None or not r.attempts:
-                continue
-            right = sorted(
-                (a for a in r.attempts if a.judgement.correct), key=lambda a: (a.num_searches, a.index)
-            )
-            label = r.verdict.label
-            if label == "pass" and not (p.output == "dataset" and p.final_round == r.round):
-                continue  # only the version of a pair that went into the dataset
-            # the trace shown: the cheapest correct attempt, or (incorrect) the first attempt
-            att = right[0] if right else r.attempts[0]
-            try:
-                traj = store.trajectory(att.trace_id)
-            except KeyError:
+            if r.candidate is None:
                 continue
             c = r.candidate
+            accepted = p.output == "dataset" and p.final_round == r.round
+            traj = _trace(store, r)
+            if accepted:
+                tasks.append({"kind": "strategies", "pair": p.index, "round": r.round,
+                              "prompt": _strategies_prompt(c.question, c.answer, traj)})
+            if r.verdict is None or traj is None:
+                continue
+            label = r.verdict.label
             common = {"question": c.question, "answer": c.answer, "trace": trace_text(traj)}
             if label == "pass":
-                kind, prompt = "strategies", render("label_strategies.j2", **common)
-            elif label == "too_easy":
+                continue
+            if label == "too_easy":
                 kind = "easy_causes"
                 prompt = render(
                     "label_easy.j2",
@@ -178,7 +198,34 @@ def label_run(
         cfg = stored.get("judge_llm") or stored.get("llm") or {}
         llm = build_llm(LLMConfig.model_validate(cfg))
     cache = _Cache(Path(store.run_dir) / LABELS_FILE)
-    tasks = _tasks(store, pairs)
+    return _label(_tasks(store, pairs), cache, llm, concurrency, max_tokens)
+
+
+def benchmark_labels_path(bench: str | Path) -> Path:
+    """Where ``label_benchmark`` caches its answers: beside the benchmark, ``NAME.labels.jsonl``."""
+    b = Path(bench)
+    return b.with_name(b.stem + "." + LABELS_FILE)
+
+
+def label_benchmark(
+    bench: str | Path, llm: Any, *, concurrency: int = 4, max_tokens: int = 256
+) -> dict[str, Any]:
+    """Strategies of every question of a benchmark file (FlashRAG or the other layouts ``eval`` reads),
+    from question and first gold answer; the same shares as ``label_run`` (causes: n = 0)."""
+    from sagegen.benchmark_fields import Fields, read_fields
+    from sagegen.jsonl import iter_json_objects
+
+    path = Path(bench)
+    tasks = []
+    for no, row in iter_json_objects(path, what="benchmark file"):
+        qid, question, golds = read_fields(row, no, path, Fields())
+        tasks.append({"kind": "strategies", "pair": qid, "round": None,
+                      "prompt": _strategies_prompt(question, golds[0], None)})
+    return _label(tasks, _Cache(benchmark_labels_path(path)), llm, concurrency, max_tokens)
+
+
+def _label(tasks: list[dict[str, Any]], cache: _Cache, llm: Any, concurrency: int, max_tokens: int
+           ) -> dict[str, Any]:
     for t in tasks:
         t["key"] = hashlib.sha256(f"{t['kind']}\n{t['prompt']}".encode()).hexdigest()[:24]
 

@@ -13,6 +13,10 @@ Definitions (SAGE §1, DESIGN.md), computed from :class:`sagegen.store.PairRecor
   mean #search: mean *difficulty* (fewest searches among correct attempts) over correct pairs —
   the "steps" the paper reports; ``mean_attempt_searches`` is the mean over every attempt.
 * Difficulty agreement: for correct pairs, generated target S vs measured difficulty.
+* An *accepted* round without a verdict of ours (``sagegen import`` of the authors' release: its
+  processed_data file accepts a candidate whose judge results were not released) counts as a pass
+  in every table, with what the source does not record (difficulty, Avg@K, attempts) unknown:
+  left out of the means, never counted as 0.
 
 Everything here is plain Python over records (no ledger access), so tests compute it by hand.
 """
@@ -43,11 +47,24 @@ def normalize_text(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """The verdict of a round accepted by its source without one of ours (see the module doc)."""
+
+    difficulty: int | None
+    avg_at_k: float | None
+    num_attempts: int | None
+    correct: bool = True
+    passed: bool = True
+    label: str = "pass"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One pair's state after some round: the candidate and verdict of its latest verified round."""
 
     pair: PairRecord
     round: RoundRecord
+    accepted: Accepted | None = None
 
     @property
     def candidate(self) -> Candidate:
@@ -55,13 +72,31 @@ class Snapshot:
         return self.round.candidate
 
     @property
-    def verdict(self) -> Verdict:
+    def verdict(self) -> Verdict | Accepted:
+        if self.accepted is not None:
+            return self.accepted
         assert self.round.verdict is not None
         return self.round.verdict
 
 
-def _verified(pair: PairRecord) -> list[RoundRecord]:
-    return [r for r in pair.rounds if r.verdict is not None and r.candidate is not None]
+def accepted_round(pair: PairRecord) -> tuple[RoundRecord, Accepted] | None:
+    """The pair's final round when the pair was accepted there without a verdict of ours."""
+    if pair.state != "pass" or pair.qa is None or pair.final_round is None:
+        return None
+    rnd = next((r for r in pair.rounds if r.round == pair.final_round), None)
+    if rnd is None or rnd.candidate is None or rnd.verdict is not None:
+        return None
+    n = pair.qa.trace_ids.get("num_attempts")
+    return rnd, Accepted(pair.qa.difficulty, pair.qa.avg_at_k, n if isinstance(n, int) else None)
+
+
+def _verified(pair: PairRecord) -> list[Snapshot]:
+    out = [Snapshot(pair, r) for r in pair.rounds if r.verdict is not None and r.candidate is not None]
+    acc = accepted_round(pair)
+    if acc is not None:
+        out.append(Snapshot(pair, acc[0], acc[1]))
+        out.sort(key=lambda s: s.round.round)
+    return out
 
 
 def snapshot(pair: PairRecord, after_round: int | None = None) -> Snapshot | None:
@@ -70,16 +105,16 @@ def snapshot(pair: PairRecord, after_round: int | None = None) -> Snapshot | Non
     if not verified:
         return None
     if after_round is None:
-        return Snapshot(pair, verified[-1])
-    upto = [r for r in verified if r.round <= after_round]
+        return verified[-1]
+    upto = [s for s in verified if s.round.round <= after_round]
     if not upto:
         return None
     latest = upto[-1]
-    if latest.round == after_round:
-        return Snapshot(pair, latest)
+    if latest.round.round == after_round:
+        return latest
     # A later round exists (or may still come) unless the pair finished at ``latest``.
     finished = pair.state in FINAL_STATES and (pair.final_round is None or pair.final_round <= after_round)
-    return Snapshot(pair, latest) if finished else None
+    return latest if finished else None
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -94,18 +129,20 @@ def summarize(snaps: Sequence[Snapshot]) -> dict[str, Any]:
     difficulties = [s.verdict.difficulty for s in correct if s.verdict.difficulty is not None]
     attempt_searches = [a.num_searches for s in snaps for a in s.round.attempts]
     labels = Counter(s.verdict.label for s in snaps)
+    # Unknown Avg@K / attempt counts (imported acceptances) are left out of the means, not taken as 0.
+    avgs = [a for s in snaps if (a := s.verdict.avg_at_k) is not None]
     return {
         "n": n,
         "correct": len(correct),
         "passed": len(passed),
         "pct_correct": 100.0 * len(correct) / n if n else None,
         "pct_pass": 100.0 * len(passed) / n if n else None,
-        "avg_at_k": 100.0 * sum(s.verdict.avg_at_k for s in snaps) / n if n else None,
+        "avg_at_k": 100.0 * sum(avgs) / len(avgs) if avgs else None,
         "mean_searches": _mean(difficulties),
         "mean_attempt_searches": _mean(attempt_searches),
         # Avg@K is over the attempts actually run: with early stopping a too-easy pair can be
         # decided after one attempt, so report how many there were.
-        "mean_attempts": _mean([s.verdict.num_attempts for s in snaps]),
+        "mean_attempts": _mean([k for s in snaps if (k := s.verdict.num_attempts) is not None]),
         "labels": {k: labels.get(k, 0) for k in ("pass", "too_easy", "incorrect")},
         "difficulty_hist": dict(sorted(Counter(difficulties).items())),
         "attempt_searches_hist": dict(sorted(Counter(attempt_searches).items())),
@@ -126,6 +163,7 @@ def round_verdicts(pairs: Sequence[PairRecord]) -> dict[int, dict[str, int]]:
     """What happened *in* each round: generated, generator failures, and each verdict label."""
     out: dict[int, dict[str, int]] = {}
     for p in pairs:
+        acc = accepted_round(p)
         for r in p.rounds:
             row = out.setdefault(
                 r.round,
@@ -135,7 +173,7 @@ def round_verdicts(pairs: Sequence[PairRecord]) -> dict[int, dict[str, int]]:
             if r.candidate is None:
                 row["gen_failed"] += 1
             elif r.verdict is None:
-                row["unverified"] += 1
+                row["pass" if acc is not None and acc[0] is r else "unverified"] += 1
             else:
                 row[r.verdict.label] += 1
     return dict(sorted(out.items()))

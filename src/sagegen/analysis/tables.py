@@ -232,6 +232,24 @@ def usage_table(a: dict[str, Any]) -> Table:
     )
 
 
+def replies_table(a: dict[str, Any]) -> Table:
+    """Per role, what the fresh replies were like (the ledger's llm_replies; docs/models.md): cut at the
+    token cap, empty answers, calls that thought, reasoning tokens the server reported."""
+    replies = a.get("llm_replies") or {}
+    cols = ("calls", "cut", "empty", "thinking", "reasoning_tokens")
+    return Table(
+        "replies",
+        "LLM replies: cut at the cap, empty, thinking",
+        (Column("role", text=True), Column("fresh calls", count), Column("cut at the cap", count),
+         Column("empty answers", count), Column("thought", count), Column("reasoning tokens", count)),
+        tuple((role, *(r.get(k, 0) for k in cols)) for role, r in replies.items()),
+        note="Calls that came back with finish_reason=length, with no answer text and no tool call, and with "
+        "reasoning (a field, <think> or reasoning tokens). Cut calls mean the role's token cap is too small "
+        "for the model's thinking: raise generator.max_turn_tokens, solver.max_turn_tokens or "
+        "judge.max_tokens.",
+    )
+
+
 def near_duplicates_table(a: dict[str, Any], limit: int = 50) -> Table:
     return Table(
         "near-duplicates",
@@ -313,7 +331,10 @@ def analysis_tables(a: dict[str, Any]) -> list[Table]:
     tables = [funnel_table(a), rounds_table(a), targets_table(a)]
     if a["difficulty_agreement"]["matrix"]:
         tables.append(agreement_table(a))
-    tables += [answer_types_table(a), usage_table(a), *label_tables(a)]
+    tables += [answer_types_table(a), usage_table(a)]
+    if a.get("llm_replies"):
+        tables.append(replies_table(a))
+    tables += label_tables(a)
     return tables
 
 
@@ -322,6 +343,24 @@ def analysis_tables(a: dict[str, Any]) -> list[Table]:
 
 def _f(x: Any, digits: int = 2) -> str:
     return num(digits)(x)
+
+
+def import_line(a: dict[str, Any]) -> str | None:
+    """What an imported run's source recorded (``RUN/import.json``), or None for a generated run."""
+    m = a.get("import")
+    if not isinstance(m, dict):
+        return None
+
+    def v(key: str) -> str:
+        return "unknown" if m.get(key) is None else str(m[key])
+
+    rounds = "unknown" if m.get("feedback_rounds") is None else f"{m['feedback_rounds'] + 1}"
+    targets = "unknown" if m.get("target_min") is None else f"{m['target_min']}-{m['target_max']}"
+    return (f"imported from {m.get('source', 'another run')}: generator {v('generator_model')} · reviser "
+            f"{v('reviser_model')} · solver {v('solver_model')} · judge {v('judge_model')} · retriever "
+            f"{v('retriever')} · rounds {rounds} (feedback {v('feedback_rounds')}) · targets S {targets} · "
+            f"attempts K {v('attempts')} · min steps {v('min_search_step')} · "
+            f"{len(m.get('skipped') or [])} lines skipped without a source record")
 
 
 def agreement_line(a: dict[str, Any]) -> str:

@@ -73,7 +73,9 @@ def _verl(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dic
     from sagegen.export.verl import write_verl
 
     train, test = split_pairs(pairs, o.split, o.seed)
-    res = write_verl(train, test, out_dir, data_source=o.data_source, run_id=run.run_id)
+    corpus = {k: run.config[k] for k in ("corpus", "retrieval") if isinstance(run.config.get(k), dict)}
+    res = write_verl(train, test, out_dir, data_source=o.data_source, run_id=run.run_id,
+                     corpus=corpus or None)
     return {"files": {k: str(v) for k, v in res.files.items()}, "counts": res.counts,
             "reward": str(res.reward_path)}
 

@@ -108,14 +108,17 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def select(pairs: Iterable[QAPair], *, min_difficulty: int = 0, dedupe: bool = True) -> list[QAPair]:
-    """Pairs with measured difficulty ≥ ``min_difficulty`` (unknown difficulty fails any minimum > 0),
-    first occurrence of each normalised question kept."""
+    """Pairs with measured difficulty ≥ ``min_difficulty``, first occurrence of each normalised
+    question kept. Unknown difficulty fails any minimum > 0, except for a pair its source accepted
+    without recording it (``acceptance="unknown"``, ``sagegen import``): the release applied its own
+    step filter when it accepted the pair, and that acceptance is all the file records."""
     from sagegen.export.reward import normalize_answer
 
     seen: set[str] = set()
     out = []
     for p in pairs:
-        if min_difficulty > 0 and (p.difficulty is None or p.difficulty < min_difficulty):
+        known = p.difficulty is not None or p.acceptance != "unknown"
+        if min_difficulty > 0 and known and (p.difficulty is None or p.difficulty < min_difficulty):
             continue
         key = normalize_answer(p.question)
         if dedupe and key in seen:

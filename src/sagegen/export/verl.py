@@ -102,8 +102,13 @@ def write_verl(
     *,
     data_source: str = DEFAULT_DATA_SOURCE,
     run_id: str = "",
+    corpus: dict[str, Any] | None = None,
 ) -> VerlExport:
-    """Write ``train.parquet`` (and ``test.parquet`` when ``test`` is non-empty) plus the reward file."""
+    """Write ``train.parquet`` (and ``test.parquet`` when ``test`` is non-empty) plus the reward file.
+
+    ``corpus``: the run's ``corpus`` and ``retrieval`` config sections, kept in ``export.json`` so the
+    verl recipe serves the corpus the questions came from (``sagegen.train.verl_corpus``).
+    """
     pa = _pa()
     import pyarrow.parquet as pq
 
@@ -136,6 +141,7 @@ def write_verl(
                 "data_source": data_source,
                 "counts": res.counts,
                 "reward": {"path": res.reward_path.name, "name": "compute_score"},
+                **({"corpus": corpus} if corpus else {}),
             },
             indent=2,
         )

@@ -28,14 +28,35 @@ documents:
 Never invented: the K-1 attempt traces the release drops (only the answers are kept, in an event),
 passage ids, the verdicts of candidates that no imported file judges (such a pair stays
 ``running``: its last candidate was never judged in these files), and the seed passage's corpus id.
+The reviser (``feedback_gen.py``, "0turn") has no search tool: a ``<search>`` it writes in its reply
+is text, not a search, so reviser trajectories hold no search steps.
+
+The release as published is not closed under its own references: its feedbacks file judges a
+question no released initial_questions line generated, and its processed_data file accepts a
+question no released line generated. Such a line (a ``prev_question`` or accepted ``question``
+without a source record among the imported files, directly or through a skipped line) is skipped
+and reported by file and line (``ImportSummary.skipped``, an ``import_skipped`` event each). A
+``processed_data`` file imported without any initial_questions line (a user holding only the
+released dataset) gives one accepted pair per line, round 1, with difficulty, Avg@K, target S and
+seed unknown (``None`` / ``0`` = no target, as for the release's "multiple"; the answer type is
+read from the answer, ``answer_types.classify``, since the file does not record it).
+
+What the release's file names record (``initial_question_gen.py``: ``{corpus}_{model}_{retriever}
+_with_search_{n}_{max_turn}turn_{min}to{max}_steps``; each feedback round appends
+``_{model}_{turns}turn``; processed files end ``_{k}{st|nd|rd|th}_feedback``) becomes the run's
+config (generator model, rounds, target range, search budget, K, the HTTP retriever) and
+``RUN/import.json`` (models per role, retriever name, rounds, what is unknown: ``None``), which
+``analyze`` and ``report`` show.
 A line that is not JSON, lacks a field, has a field of the wrong type, or matches none of the three
 kinds fails with file, line and field; the ledger is written only after every file has been read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +64,7 @@ from typing import Any
 
 from sagegen.agents import tags
 from sagegen.errors import InputError, SagegenError
+from sagegen.jsonl import iter_text_lines
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
 
 _ANSWER_TYPES = {"a number": "number", "a date": "date", "an entity": "entity",
@@ -77,8 +99,21 @@ class _Round:
 
 @dataclass
 class _Pair:
+    #: The initial_questions line; for a processed_data line imported alone, that line.
     seed: _Line
     rounds: list[_Round] = field(default_factory=list)
+
+    @property
+    def accepted_only(self) -> bool:
+        return "initial_doc" not in self.seed.row
+
+
+#: The file written beside the ledger with what the release's files say about the run.
+IMPORT_FILE = "import.json"
+_INITIAL_NAME = re.compile(r"^(?P<corpus>.+?)_(?P<model>[^_]+)_(?P<retriever>[^_]+)_with_search_(?P<n>\d+)_"
+                           r"(?P<turns>\d+)turn_(?P<smin>\d+)to(?P<smax>\d+)_steps(?P<rest>.*)$")
+_FEEDBACK_ROUND = re.compile(r"_(?P<model>[^_]+)_(?P<turns>\d+)turn")
+_PROCESSED_NAME = re.compile(r"_(?P<k>\d+)(?:st|nd|rd|th)_feedback$")
 
 
 def read_release(paths: Iterable[str | Path]) -> tuple[list[_Line], list[_Line], list[_Line]]:
@@ -98,8 +133,10 @@ def read_release(paths: Iterable[str | Path]) -> tuple[list[_Line], list[_Line],
     feedback: list[_Line] = []
     processed: list[_Line] = []
     for f in files:
-        with f.open(encoding="utf-8") as fh:
-            for n, raw in enumerate(fh, 1):
+        # Decoded line by line (a non-UTF-8 byte is named on its own line; a BOM is dropped); closed
+        # at once when a line is refused.
+        with contextlib.closing(iter_text_lines(f, what="release file")) as text_lines:
+            for n, raw in text_lines:
                 if not raw.strip():
                     continue
                 try:
@@ -168,8 +205,9 @@ def split_release_transcript(text: str) -> tuple[str, str]:
 
 def _trajectory(agent: str, prompt: str, output: str, question: str, answer: str | None) -> Trajectory:
     steps = [Step(kind="model", text=output)]
-    # The queries the transcript shows; the passage ids they returned are not in the release's files.
-    steps += [Step(kind="search", query=b.content) for b in tags.blocks(output, "search") if b.content]
+    if agent != "reviser":  # the release's reviser has no search tool: its written <search> searched nothing
+        # The queries the transcript shows; the passage ids they returned are not in the release's files.
+        steps += [Step(kind="search", query=b.content) for b in tags.blocks(output, "search") if b.content]
     messages = [{"role": "user", "content": prompt}]
     if output:
         messages.append({"role": "assistant", "content": output})
@@ -185,23 +223,89 @@ class ImportSummary:
     accepted: int
     unjudged: int
     files: tuple[str, ...]
+    #: "file:line: why" for each line skipped for want of its source record.
+    skipped: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return (f"imported {self.pairs} pairs, {self.rounds} rounds, {self.verdicts} verdicts, "
+        text = (f"imported {self.pairs} pairs, {self.rounds} rounds, {self.verdicts} verdicts, "
                 f"{self.accepted} accepted; {self.unjudged} pairs end in a candidate no imported file "
                 f"judges (left running)\nfrom {', '.join(self.files)}")
+        if self.skipped:
+            text += (f"\nskipped {len(self.skipped)} lines without a source record:\n  "
+                     + "\n  ".join(self.skipped))
+        return text
+
+
+def _skip(line: _Line, why: str) -> str:
+    return f"{line.path}:{line.line}: {why}"
+
+
+def release_facts(initial: list[_Line], feedback: list[_Line], processed: list[_Line]) -> dict[str, Any]:
+    """What the release's file names and rows say about its run; ``None`` where they say nothing."""
+    facts: dict[str, Any] = {"generator_model": None, "reviser_model": None, "solver_model": None,
+                             "judge_model": None, "retriever": None, "corpus": None, "target_min": None,
+                             "target_max": None, "generator_max_searches": None, "feedback_rounds": None,
+                             "attempts": None, "min_search_step": None}
+    for line in initial:
+        m = _INITIAL_NAME.match(line.path.stem)
+        if m:
+            facts.update(generator_model=m["model"], retriever=m["retriever"], corpus=m["corpus"],
+                         target_min=int(m["smin"]), target_max=int(m["smax"]),
+                         generator_max_searches=int(m["turns"]))
+            break
+    rounds_seen = []
+    for line in feedback:
+        m = _INITIAL_NAME.match(line.path.stem)
+        chain = _FEEDBACK_ROUND.findall(m["rest"]) if m else []
+        if m and chain:
+            facts.update(retriever=facts["retriever"] or m["retriever"],
+                         generator_model=facts["generator_model"] or m["model"], reviser_model=chain[-1][0])
+            rounds_seen.append(len(chain))
+    for line in processed:
+        m = _PROCESSED_NAME.search(line.path.stem)
+        if m:
+            rounds_seen.append(int(m["k"]))
+    if rounds_seen:
+        facts["feedback_rounds"] = max(rounds_seen)
+    ks = {line.row["n_rollouts"] for line in feedback}
+    if len(ks) == 1:
+        facts["attempts"] = ks.pop()
+    return facts
+
+
+def _config_overrides(facts: dict[str, Any], n_pairs: int) -> list[str]:
+    """The run config's rows the release's files fix; the rest stays the ``sage`` profile's."""
+    out = [f"pipeline.num_seeds={max(n_pairs, 1)}",
+           # The release searched a Search-R1 /retrieve server (its E5 index) at this address.
+           "retrieval.kind=http", "retrieval.http.url=http://127.0.0.1:8000/retrieve",
+           # process_generated_data.py's --min_search_step is in no file name: no minimum of ours applies
+           # on top of the release's own acceptance (import.json says it is unknown).
+           "pipeline.min_difficulty_for_dataset=0"]
+    if facts["generator_model"]:
+        out += ["llm.backend=openai", f"llm.model={facts['generator_model']}"]
+    if facts["feedback_rounds"] is not None:
+        out.append(f"pipeline.rounds={facts['feedback_rounds'] + 1}")
+    if facts["target_min"] is not None:
+        out.append(f"pipeline.target={facts['target_min']}-{facts['target_max']}")
+    if facts["generator_max_searches"] is not None:
+        out.append(f"generator.max_searches={facts['generator_max_searches']}")
+    if facts["attempts"] is not None:
+        out.append(f"pipeline.attempts={facts['attempts']}")
+    return out
 
 
 def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool = False) -> ImportSummary:
     """Read the release's files, then write them as a run ledger at ``out`` (see the module doc)."""
     from sagegen.config import load_config
     from sagegen.profiles import load_profile
+    from sagegen.runlock import DirLock
     from sagegen.store import RunStore, trace_id
 
     paths = list(paths)
     initial, feedback, processed = read_release(paths)
-    if not initial:
-        raise InputError("no initial_questions line: the pairs start there; import it with the other files",
+    skipped: list[str] = []
+    if not initial and not processed:
+        raise InputError("no initial_questions or processed_data line: pairs start in one of them",
                          path=", ".join(map(str, paths)))
     pairs = [_Pair(seed=line) for line in initial]
     latest: dict[str, tuple[int, int]] = {}  # question → (pair, round index) of its candidate
@@ -217,10 +321,11 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
     pending = list(feedback)
     while pending:  # chain rounds: a line's prev_question is a candidate already placed
         placed = [fb for fb in pending if fb.row["prev_question"] in latest]
-        if not placed:
-            fb = pending[0]
-            raise InputError("names a question that no imported initial_questions or earlier feedbacks line "
-                             "generated", path=fb.path, line=fb.line, field="prev_question")
+        if not placed:  # the rest judge questions whose source record is not among the imported files
+            why = ("prev_question: no imported initial_questions or feedbacks line generated this question "
+                   "(its source record is not in these files)")
+            skipped += [_skip(fb, why) for fb in pending]
+            break
         for fb in placed:
             pending.remove(fb)
             i, r = latest[fb.row["prev_question"]]
@@ -241,49 +346,76 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
                 latest[q] = (i, len(pairs[i].rounds) - 1)
     for line in processed:
         hit = latest.get(line.row["question"])
-        if hit is None:
-            raise InputError("an accepted question that no imported initial_questions or feedbacks line "
-                             "generated; import it with the files that produced it", path=line.path,
-                             line=line.line, field="question")
-        pairs[hit[0]].rounds[hit[1]].accepted = line
+        if hit is not None:
+            pairs[hit[0]].rounds[hit[1]].accepted = line
+        elif initial:
+            skipped.append(_skip(line, "question: no imported initial_questions or feedbacks line generated "
+                                       "this accepted question (its source record is not in these files)"))
+        else:  # only the released dataset: each line is an accepted pair, all else unknown
+            q, a = line.row["question"], line.row["answer"]
+            traj = Trajectory(agent="generator", question=q, answer=a, status="answered")
+            pairs.append(_Pair(seed=line, rounds=[_Round(q, a, "generate", traj, line, accepted=line)]))
+            latest.setdefault(q, (len(pairs) - 1, 0))
 
-    cfg = load_config(None, [f"pipeline.num_seeds={len(pairs)}"], base=load_profile("sage"))
+    facts = release_facts(initial, feedback, processed)
+    cfg = load_config(None, _config_overrides(facts, len(pairs)), base=load_profile("sage"))
     out = Path(out)
-    if (out / "ledger.sqlite").exists() and not force:
-        raise SagegenError(f"{out} already holds a run; pass --force to replace it, or choose another --out")
     for p in pairs:
-        _target(p.seed)
-    store, _ = RunStore.create_or_resume(out, cfg.model_dump(mode="json"), cfg.dump(), force=force)
+        if not p.accepted_only:
+            _target(p.seed)
+    files = sorted({str(x.path) for x in (*initial, *feedback, *processed)})
     counts = {"rounds": 0, "verdicts": 0, "accepted": 0, "unjudged": 0}
-    try:
-        store.begin_session()
-        files = sorted({str(x.path) for x in (*initial, *feedback, *processed)})
-        store.event("import", "sagegen import of the authors' release: " + ", ".join(files))
-        for idx, p in enumerate(pairs):
-            _write_pair(store, idx, p, out.name, counts, trace_id)
-        store.end_session("completed")
-    finally:
-        store.close()
+    with DirLock(out, "run"):  # one writer per run directory, as for `generate`
+        if (out / "ledger.sqlite").exists() and not force:
+            raise SagegenError(
+                f"{out} already holds a run; pass --force to replace it, or choose another --out")
+        store, _ = RunStore.create_or_resume(out, cfg.model_dump(mode="json"), cfg.dump(), force=force)
+        try:
+            store.begin_session()
+            store.event("import", "sagegen import of the authors' release: " + ", ".join(files))
+            for why in skipped:
+                store.event("import_skipped", why)
+            for idx, p in enumerate(pairs):
+                _write_pair(store, idx, p, out.name, counts, trace_id)
+            store.end_session("completed")
+        finally:
+            store.close()
+        meta = {"source": "the authors' release (google-research, sage/outputs/agentic_question_gen)",
+                "files": files, **facts, "skipped": skipped,
+                "unknown": sorted(k for k, v in facts.items() if v is None)}
+        (out / IMPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return ImportSummary(len(pairs), counts["rounds"], counts["verdicts"], counts["accepted"],
-                         counts["unjudged"], tuple(files))
+                         counts["unjudged"], tuple(files), tuple(skipped))
 
 
 def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int], trace_id: Any) -> None:
     row = p.seed.row
-    doc_id = "release:" + hashlib.sha1(row["initial_doc"].encode("utf-8")).hexdigest()[:16]
-    target = _target(p.seed)
-    answer_type = _ANSWER_TYPES[row["answer_type"]]
-    store.add_pair(idx, doc_id, target, answer_type)
-    store.event("import_unknown", "seed passage: the release keeps its text, not its corpus id", idx)
+    if p.accepted_only:
+        from sagegen.answer_types import classify
+
+        doc_id, target = "", 0
+        answer_type = classify(row["answer"]) or "entity"
+        store.add_pair(idx, doc_id, target, answer_type)
+        store.event("import_unknown", "a processed_data line alone: seed passage, target S, answer type "
+                    "(read from the answer), difficulty, Avg@K and the round it was accepted in are not "
+                    "recorded", idx)
+    else:
+        doc_id = "release:" + hashlib.sha1(row["initial_doc"].encode("utf-8")).hexdigest()[:16]
+        target = _target(p.seed)
+        answer_type = _ANSWER_TYPES[row["answer_type"]]
+        store.add_pair(idx, doc_id, target, answer_type)
+        store.event("import_unknown", "seed passage: the release keeps its text, not its corpus id", idx)
     last: tuple[int, Candidate, Verdict | None, list[str]] | None = None
     for r, rnd in enumerate(p.rounds, 1):
         gen_tid = trace_id(f"p{idx}", f"r{r}", "gen")
         cand = None
         if rnd.question and rnd.answer:
             plan_tag = "answering steps" if rnd.kind == "generate" else "search steps"
-            plan = tags.last(str(rnd.trajectory.messages[-1]["content"]), plan_tag, allow_unclosed=True) or ""
+            msgs = rnd.trajectory.messages
+            plan = (tags.last(str(msgs[-1]["content"]), plan_tag, allow_unclosed=True) or "") if msgs else ""
             cand = Candidate(question=rnd.question, answer=rnd.answer, answer_type=answer_type,  # type: ignore[arg-type]
-                             target=target, plan=plan, seed_doc_id=doc_id, round=r, supporting_ids=(doc_id,))
+                             target=target, plan=plan, seed_doc_id=doc_id, round=r,
+                             supporting_ids=(doc_id,) if doc_id else ())
         store.add_round(idx, r, rnd.kind, cand, gen_tid, rnd.trajectory)
         counts["rounds"] += 1
         if cand is None:

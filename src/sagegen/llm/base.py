@@ -60,6 +60,14 @@ class LLM(Protocol):
         raise NotImplementedError
 
 
+def apply_stop(text: str, stop: Sequence[str] | None) -> str:
+    """Cut before the first stop sequence, which is dropped: the OpenAI semantics every backend follows."""
+    if not stop:
+        return text
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
 def tool_arguments(raw: Any) -> dict[str, Any] | str:
     """Tool arguments as a dict when they are a JSON object, else the raw string (malformed calls
     are the caller's to record, not ours to hide)."""

@@ -16,12 +16,13 @@ concurrent asyncio callers asking the same question at once share one backend ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ class CallCache:
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Completion | None:
-        with self._lock:
+        with self._lock, self._named_errors():
             row = self._db.execute("SELECT completion FROM calls WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
@@ -104,11 +105,24 @@ class CallCache:
 
     def put(self, key: str, name: str, completion: Completion) -> None:
         blob = completion.model_copy(update={"cached": False}).model_dump_json()
-        with self._lock:
+        with self._lock, self._named_errors():
             self._db.execute(
                 "INSERT OR REPLACE INTO calls (key, name, completion, created) VALUES (?, ?, ?, ?)",
                 (key, name, blob, time.time()),
             )
+
+    @contextlib.contextmanager
+    def _named_errors(self) -> Iterator[None]:
+        """A SQLite failure after opening (a page damaged later, a full disk) as one line naming this
+        file and what to do (sagegen.damage). A LedgerError, not an LLMError: the run stops here, as on
+        its own ledger's failure, instead of counting it as a backend failure of the pair."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            from sagegen.damage import ledger_error
+
+            err = ledger_error(self.path, e)
+            raise type(err)(f"LLM call cache {err}") from None
 
     def __len__(self) -> int:
         with self._lock:

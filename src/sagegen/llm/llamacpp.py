@@ -31,8 +31,7 @@ from typing import Any
 
 from sagegen.config import LLMConfig
 from sagegen.errors import ConfigError, LLMError
-from sagegen.llm.base import LLM, CallOptions, Message, tool_arguments
-from sagegen.llm.scripted import _apply_stop
+from sagegen.llm.base import LLM, CallOptions, Message, apply_stop, tool_arguments
 from sagegen.records import Completion
 
 log = logging.getLogger(__name__)
@@ -255,7 +254,7 @@ class LlamaCppBackend(LLM):
             calls, text = _parse_tool_calls(text)
         usage = out.get("usage") or {}
         comp = Completion(
-            text=_apply_stop(text, stops),
+            text=apply_stop(text, stops),
             model=self.path.name,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),

@@ -2,17 +2,9 @@
 
 Direct async HTTP: the request JSON is built and the reply parsed here, with no SDK in between
 (the ``openai`` SDK cost ~8 ms of CPU per call at 256 in flight, walking every message and
-scanning a pool smaller than the concurrency; see bench/bench_generate.py). Each request goes out
-on one ``http1.H1Connection`` (h11 on an asyncio transport) handed out from our own free list: the
-pool grows to the calls in flight, every connection stays alive between calls, and taking one is
-O(1). (httpx's client layers, URL merging, cookies, auth and redirect hooks and a pool that scans
-every connection per request, were half of our CPU per call at 256 in flight, measured with
-py-spy; one shared httpx client with an unbounded pool was 27 ms per call. httpcore's connection
-alone, under anyio's stream layer, was still half of what was left: see ``http1``.)
-The connections are closed inside the loop that opened them, when the loop ends (``asyncio.run``
-closes async generators) or on ``aclose()``. Where an environment proxy (``HTTPS_PROXY``...)
-applies to an endpoint, that endpoint's requests go through an httpx client instead, which
-honours it as the SDK did.
+scanning a pool smaller than the concurrency; see bench/bench_generate.py). Requests go out through
+``sagegen.llm.transport`` (aiohttp's keep-alive pool, one per event loop, which never hands out a
+connection holding stray bytes; TLS via ``SSL_CERT_FILE``; environment proxies; gzip decoded).
 
 ``llm.base_url`` may be a list of replicas of one model (vLLM / SGLang servers): each request goes
 to the endpoint with the fewest requests in flight (one free list per endpoint, so that is a scan
@@ -24,6 +16,13 @@ behaviour as one endpoint, ending in the pipeline's outage handling.
 The retry loop is ours, so that every retry is bounded, logged, honours ``Retry-After`` with a
 cap, and the final failure is one ``LLMError`` whose message never carries the API key.
 
+Reasoning models (docs/models.md): the thinking is read wherever the server puts it
+(``sagegen.llm.reasoning``) and kept out of ``Completion.text``; stop strings go on the wire only once
+the model has answered without proof that it thinks (a server matches them inside the thinking), and a
+reply whose stop fired inside a thought (no answer, some thinking) is sent again without them; each provider's
+request rules come from ``sagegen.llm.providers``, and a parameter a 400 names as unsupported is
+dropped for this backend and the request resent at once (recorded in ``notes``).
+
 Retried: HTTP 408/409/425/429 and 5xx, connection errors and resets, timeouts, and 2xx bodies that
 are truncated, not JSON or not a chat completion (a flaky proxy in front of a model server produces
 all of these). Any other 4xx fails at once: retrying a bad request or a bad key only burns quota.
@@ -32,27 +31,25 @@ all of these). Any other 4xx fails at once: retrying a bad request or a bad key 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import ipaddress
 import json
 import logging
 import os
 import random
+import re
 import ssl
 import time
 import urllib.parse
-import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import httpx
 
 from sagegen.config import LLMConfig
 from sagegen.errors import BackendError, ConfigError, LLMError, register_secret
-from sagegen.llm.base import LLM, CallOptions, Message, note_try, tool_arguments
-from sagegen.llm.http1 import H1Connection, HTTPConnectionError, header
-from sagegen.llm.scripted import _apply_stop
+from sagegen.llm.base import LLM, CallOptions, Message, apply_stop, note_try, tool_arguments
+from sagegen.llm.providers import detect
+from sagegen.llm.reasoning import lone_close, split_reasoning
+from sagegen.llm.transport import HTTPConnectionError, Transport
 from sagegen.records import Completion
 
 log = logging.getLogger(__name__)
@@ -64,9 +61,6 @@ PLACEHOLDER_KEY = "sk-no-key-required"
 MAX_WIRE_STOPS = 4
 #: Where the requests go when ``llm.base_url`` is unset (the SDK's own default and override).
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-#: Idle keep-alive connections are dropped after this long: below uvicorn's 5 s (vLLM, SGLang), so
-#: we close an idle connection before the server does and never send on one it is closing.
-KEEPALIVE_EXPIRY = 4.0
 #: ``asyncio.wait_for`` makes a task per call before Python 3.12; ``asyncio.timeout`` (3.11+) does not.
 _timeout = getattr(asyncio, "timeout", None)
 
@@ -93,7 +87,7 @@ def endpoint_label(url: str) -> str:
 
 
 class _Endpoint:
-    """One server of ``llm.base_url``: its free list of idle connections and its counters."""
+    """One server of ``llm.base_url``: its URL and its counters (the transport holds the connections)."""
 
     def __init__(self, root: str):
         parts = urllib.parse.urlsplit(root)
@@ -106,15 +100,7 @@ class _Endpoint:
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
-        path = parts.path.rstrip("/") + "/chat/completions"
-        self.target = (urllib.parse.quote(path, safe="/%:@!$&'()*+,;=-._~")
-                       + (f"?{parts.query}" if parts.query else "")).encode()
         self.http_url = self.label + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
-        self.headers: list[tuple[bytes, bytes]] = []  # set by the backend once it has the key
-        env_proxies = urllib.request.getproxies()
-        self.proxied = bool(env_proxies.get(parts.scheme) or env_proxies.get("all")) and not (
-            urllib.request.proxy_bypass(parts.hostname))
-        self.idle: list[Any] = []  # connections with no request in flight (most recent last)
         self.in_flight = 0
         self.calls = 0  # requests sent here
         self.failures = 0  # of them, connection errors and 5xx
@@ -124,26 +110,6 @@ class _Endpoint:
     def counts(self) -> dict[str, Any]:
         return {"endpoint": self.label, "calls": self.calls, "failures": self.failures,
                 "in_flight": self.in_flight}
-
-
-class _ProxiedConnection:
-    """An httpx client of one connection, for an endpoint behind an environment proxy."""
-
-    def __init__(self, client: httpx.AsyncClient):
-        self.client = client
-
-    def has_expired(self) -> bool:
-        return False  # httpx's pool checks its own connection
-
-    def is_closed(self) -> bool:
-        return False
-
-    async def post(self, ep: _Endpoint, content: bytes) -> tuple[int, Any, bytes]:
-        resp = await self.client.post(ep.http_url, content=content)
-        return resp.status_code, resp.headers, resp.content
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
 
 class OpenAIBackend(LLM):
@@ -163,6 +129,18 @@ class OpenAIBackend(LLM):
             roots = [cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL]
         self.name = f"openai:{cfg.model}"
         self.endpoints = [_Endpoint(r.rstrip("/")) for r in roots]
+        self.provider = detect(cfg.provider, roots[0], cfg.model)
+        self._token_param = (self.provider.token_param if cfg.max_tokens_param == "auto"
+                             else cfg.max_tokens_param)
+        self._return_reasoning = self.provider.return_reasoning
+        #: Request fields a server refused as unsupported (a 400 naming them): never sent again.
+        self._dropped: set[str] = set()
+        #: Whether the model thinks (None: no reply yet); decides whether stops go on the wire.
+        self.thinks: bool | None = None
+        #: Replies have shown a lone ``</think>``: the chat template opens the block in the prompt.
+        self._opens_in_prompt = False
+        #: What this backend learned and changed on the way, once each (doctor and the run's end show them).
+        self.notes: list[str] = []
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if not key:
             if self._is_local():
@@ -177,14 +155,7 @@ class OpenAIBackend(LLM):
         register_secret(key)  # masked in every error text, retry warnings included
         self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                          "Accept": "application/json"}
-        wire = [(k.encode(), v.encode()) for k, v in self._headers.items()]
-        for ep in self.endpoints:
-            ep.headers = wire
-        # Connections of one event loop: they belong to the loop that opened them.
-        self._conns: list[Any] = []  # all of them, for closing
-        self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._closer: AsyncIterator[None] | None = None  # closes the connections when their loop ends
-        self._ssl: ssl.SSLContext | None = None
+        self._transport = Transport()  # its pool belongs to the event loop of the calls
         self.calls = 0  # HTTP requests sent, retries included
         self.retries = 0
         self._turn = 0  # where the next endpoint scan starts
@@ -193,8 +164,8 @@ class OpenAIBackend(LLM):
         """What besides the call itself decides the answer; the call cache keys on it. Not the URL:
         replicas of one model answer alike, so a call cached through one server is a hit through
         another (``name`` carries the model; llm.base_url is volatile on resume for the same reason)."""
-        return {"extra_body": self.cfg.extra_body,
-                "max_tokens_param": self.cfg.max_tokens_param, "send_seed": self.cfg.send_seed}
+        return {"extra_body": self.cfg.extra_body, "send_seed": self.cfg.send_seed,
+                "reasoning_effort": self.cfg.reasoning_effort}
 
     def endpoint_counts(self) -> list[dict[str, Any]]:
         """Per endpoint: requests sent, connection errors and 5xx among them, requests in flight now."""
@@ -239,74 +210,58 @@ class OpenAIBackend(LLM):
         now = time.monotonic()
         return any(o is not ep and o.down_until <= now for o in self.endpoints)
 
-    async def _get_conn(self, ep: _Endpoint) -> Any:
-        """An idle connection to ``ep``, or a new one: there are as many as requests have been in flight."""
-        loop = asyncio.get_running_loop()
-        if self._client_loop is not loop:
-            self._conns, self._client_loop = [], loop
-            for e in self.endpoints:
-                e.idle = []
-            # A started async generator is closed by the loop's own shutdown (asyncio.run,
-            # pytest's runner): its ``finally`` then closes the connections while the loop still
-            # runs, instead of garbage-collected ones failing later with "Event loop is closed".
-            self._closer = _close_at_loop_end(self._conns)
-            await self._closer.__anext__()
-        while ep.idle:
-            conn = ep.idle.pop()  # the most recently used: the least likely to be stale
-            if not (conn.is_closed() or conn.has_expired()):  # past its keep-alive, or the server closed it
-                return conn
-            await conn.aclose()
-            self._conns.remove(conn)
-        if self._ssl is None and ep.tls:  # built once: each connection building its own costs ~30 ms of CPU
-            self._ssl = httpx.create_ssl_context()
-        conn: Any
-        if ep.proxied:
-            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1,
-                                  keepalive_expiry=KEEPALIVE_EXPIRY)
-            conn = _ProxiedConnection(httpx.AsyncClient(limits=limits, timeout=self.cfg.timeout,
-                                                        headers=self._headers, verify=self._ssl))
-        else:
-            conn = H1Connection(ep.host, ep.port, ssl_context=self._ssl if ep.tls else None,
-                                keepalive_expiry=KEEPALIVE_EXPIRY)
-        self._conns.append(conn)
-        return conn
-
     async def aclose(self) -> None:
-        closer, self._closer, self._client_loop = self._closer, None, None
-        self._conns = []
-        for ep in self.endpoints:
-            ep.idle = []
-        if closer is not None:
-            await closer.aclose()  # type: ignore[attr-defined]
+        await self._transport.aclose()
 
     def close(self) -> None:
         """After the loop: its shutdown has closed the connections; only the references are left."""
-        self._closer, self._client_loop, self._conns = None, None, []
-        for ep in self.endpoints:
-            ep.idle = []
+        self._transport.close()
 
-    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
-        params: dict[str, Any] = {
-            "model": self.model,
-            "messages": [dict(m) for m in messages],
-            "temperature": o.temperature,
-            self.cfg.max_tokens_param: o.max_tokens,
-        }
-        stops = list(o.stop)
-        if stops:
-            params["stop"] = stops[:MAX_WIRE_STOPS]
+    def note(self, text: str) -> None:
+        """Record an adaptation once (a dropped parameter, stops taken off the wire)."""
+        if text not in self.notes:
+            self.notes.append(text)
+            log.warning("%s: %s", self.name, text)
+
+    def wire_stops(self) -> bool:
+        """Whether this request's stop strings go on the wire (docs/models.md, "Stop strings")."""
+        if self.cfg.wire_stops != "auto":
+            return self.cfg.wire_stops == "on"
+        if "stop" in self._dropped or self.provider.wire_stops is False:
+            return False
+        # Only once the model has answered without thinking: a server matches stops inside a thought.
+        return self.thinks is False
+
+    def _params(self, messages: Sequence[Message], o: CallOptions, send_stops: bool,
+                cap: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
+        if self.provider.sampling:
+            params["temperature"] = o.temperature
+        params[self._token_param] = cap or o.max_tokens
+        if o.stop and send_stops:
+            params["stop"] = list(o.stop)[:MAX_WIRE_STOPS]
         if o.seed is not None and self.cfg.send_seed:
             params["seed"] = o.seed
         if o.tools:
             params["tools"] = list(o.tools)
+        if self.cfg.reasoning_effort and self.provider.effort_field:
+            params[self.provider.effort_field] = self.cfg.reasoning_effort
         if self.cfg.extra_body:
             params.update(self.cfg.extra_body)  # top-level fields, over ours (as the SDK merged them)
+        for key in self._dropped:
+            params.pop(key, None)
+        return params
 
+    async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
+        stops = list(o.stop)
         attempts = self.cfg.max_retries + 1
         started = time.monotonic()
         last = ""
-        content = json.dumps(params, ensure_ascii=False).encode()
-        for attempt in range(attempts):
+        send_stops = self.wire_stops()
+        cap: int | None = None  # the cap lowered to what the server's context has room for
+        content = json.dumps(self._params(messages, o, send_stops), ensure_ascii=False).encode()
+        attempt = adapted = 0
+        while attempt < attempts:
             ep = self._pick()
             t0 = time.monotonic()
             try:
@@ -314,9 +269,25 @@ class OpenAIBackend(LLM):
                 comp = self._to_completion(data, stops, time.monotonic() - t0)
                 ep.down_streak, ep.down_until = 0, 0.0
                 note_try(200, time.monotonic() - t0)
+                if send_stops and stops and self._stopped_in_thought(comp):
+                    # The server matched a stop inside the thinking: no answer came. The same call
+                    # without wire stops (applied to the answer text here instead) is the call asked for.
+                    self.thinks = True
+                    self.note("a stop string fired inside the model's thinking (no answer came back): "
+                              "stops are applied to the answer text only from now on")
+                    send_stops = False
+                    content = json.dumps(self._params(messages, o, False, cap), ensure_ascii=False).encode()
+                    continue
                 return comp
             except LLMError as e:  # not retried (a 4xx other than the retryable ones)
                 note_try(getattr(e, "status", None), time.monotonic() - t0, 0.0, str(e))
+                room = _context_room(getattr(e, "body", b""), cap or o.max_tokens)
+                if adapted < 6 and (room or self._adapt(e)):  # fixable here: send again at once
+                    adapted += 1
+                    cap = room or cap
+                    params = self._params(messages, o, send_stops, cap)
+                    content = json.dumps(params, ensure_ascii=False).encode()
+                    continue
                 raise
             except _Retryable as e:
                 last = str(e)
@@ -327,17 +298,55 @@ class OpenAIBackend(LLM):
                     break
                 # Another endpoint is up: the request goes there at once (a try like any other).
                 wait = 0.0 if e.endpoint_down and self._others_up(ep) else self._wait(attempt, e.wait)
+                attempt += 1
                 note_try(e.status, time.monotonic() - t0, wait, last)
                 self.retries += 1
                 log.warning("%s: %s; retry %d/%d in %.1fs", self.name,
                             f"{ep.label}: {last}" if len(self.endpoints) > 1 else last,
-                            attempt + 1, attempts - 1, wait)
+                            attempt, attempts - 1, wait)
                 if wait:
                     await asyncio.sleep(wait)
         raise LLMError(self._scrub(
             f"{self.name} at {self._where()}: gave up after {attempts} attempt(s) "
             f"in {time.monotonic() - started:.1f}s; last error: {last}"
         ))
+
+    def _stopped_in_thought(self, comp: Completion) -> bool:
+        """A reply that thought and then stopped with no answer and no tool call: the wire stop fired
+        in the thinking (a reply cut at its cap says ``length`` and is the caller's to handle)."""
+        return (comp.finish_reason == "stop" and not comp.text.strip() and not comp.tool_calls
+                and bool(comp.reasoning))
+
+    def _adapt(self, e: LLMError) -> bool:
+        """A 400 that names a parameter as unsupported: stop sending it (or send the token cap under
+        the name the server asks for). True when the request is worth resending."""
+        if getattr(e, "status", None) != 400:
+            return False
+        body = getattr(e, "body", b"")
+        param, message = _error_param(body)
+        low = message.lower()
+        if "reasoning_content" in low and not self._return_reasoning:  # DeepSeek behind another host
+            # This history lacks it already (no resend helps); turns from now on carry it back.
+            self._return_reasoning = True
+            self.note("the server requires reasoning_content back on tool-call turns: it is sent back "
+                      "from now on (set llm.provider=deepseek to have it from the first call)")
+            return False
+        if not any(w in low for w in _UNSUPPORTED_WORDS):
+            return False
+        if not param:
+            param = next((p for p in _ADAPTABLE if re.search(rf"\b{p}\b", low)), "")
+        # Calls in flight may meet the same refusal after another one adapted: they just resend.
+        if param == "max_tokens":
+            if self._token_param == "max_tokens":
+                self._token_param = "max_completion_tokens"
+                self.note(f"max_tokens refused ({message[:120]}): the cap is sent as max_completion_tokens")
+            return True
+        if param in _ADAPTABLE:
+            if param not in self._dropped:
+                self._dropped.add(param)
+                self.note(f"{param} refused by the server ({message[:120]}): no longer sent")
+            return True
+        return False
 
     def _wait(self, attempt: int, retry_after: float | None) -> float:
         cap = self.cfg.retry_max_wait
@@ -351,49 +360,32 @@ class OpenAIBackend(LLM):
     async def _request(self, ep: _Endpoint, content: bytes) -> dict[str, Any]:
         """One HTTP round trip; returns the parsed body or raises ``_Retryable`` / ``LLMError``."""
         ep.in_flight += 1  # before any await: calls picking an endpoint meanwhile see this one
-        try:
-            conn = await self._get_conn(ep)
-        except BaseException:
-            ep.in_flight -= 1
-            raise
-        owner = self._conns
         self.calls += 1
         ep.calls += 1
-        ok = False
         timeout = self.cfg.timeout
+        post = self._transport.request("POST", ep.http_url, self._headers, content)
         try:
-            # The socket timeouts bound each read and write; the outer one bounds the whole call,
-            # trickling bodies included.
+            # One deadline for the whole call, a body trickling in included; a call cut by it closes
+            # its connection (the transport never reuses one mid-response).
             if _timeout is not None:
                 async with _timeout(timeout):
-                    status, headers, body = await _post(conn, ep, content)
+                    resp = await post
             else:  # Python 3.10
-                status, headers, body = await asyncio.wait_for(_post(conn, ep, content), timeout)
-            ok = True
-        except (asyncio.TimeoutError, httpx.TimeoutException):  # (TimeoutError is an OSError: first)
+                resp = await asyncio.wait_for(post, timeout)
+        except asyncio.TimeoutError:  # (TimeoutError is an OSError: first)
             raise _Retryable(f"timed out after {timeout:g}s") from None
         except ssl.SSLCertVerificationError as e:  # the same certificate next time: no retry helps
             raise LLMError(self._scrub(
                 f"{self.name} at {ep.label}: TLS certificate not trusted ({e.verify_message}); "
                 "for a private CA, point SSL_CERT_FILE at its PEM bundle (not retried)")) from None
-        except (OSError, HTTPConnectionError, httpx.TransportError) as e:
+        except (OSError, HTTPConnectionError) as e:
             # refused, reset, a TLS failure, a body cut short of its length, broken HTTP, ...
             raise _Retryable(f"connection error ({type(e).__name__}: {e})", endpoint_down=True) from None
-        except httpx.HTTPError as e:
-            raise _Retryable(f"{type(e).__name__}: {e}") from None
-        except ValueError as e:  # a header h11 refuses (a key with a newline, ...): no retry helps
+        except ValueError as e:  # a request that is not valid HTTP (a header with a newline, ...)
             raise LLMError(self._scrub(f"{self.name} at {self._where()}: {e}")) from None
         finally:
             ep.in_flight -= 1
-            # A connection that answered goes back to its free list; a failed one is closed (it may
-            # hold half a response), unless aclose() retired this loop's connections meanwhile.
-            if owner is self._conns:
-                if ok and not conn.is_closed():  # not closed by a "Connection: close" reply
-                    ep.idle.append(conn)
-                else:
-                    self._conns.remove(conn)
-                    with contextlib.suppress(Exception):
-                        await conn.aclose()
+        status, headers, body = resp.status, resp.headers, resp.body
         if not 200 <= status < 300:
             msg = f"HTTP {status}: {_error_text(body)}"
             if status in RETRYABLE_STATUS or status >= 500:
@@ -402,6 +394,7 @@ class OpenAIBackend(LLM):
                 f"{self.name} at {self._where()}: {msg} (not retried)"
             ))
             fatal.status = status  # type: ignore[attr-defined]
+            fatal.body = body  # type: ignore[attr-defined]  # for _adapt: the parameter it names
             raise fatal
         try:
             data = json.loads(body)
@@ -430,20 +423,50 @@ class OpenAIBackend(LLM):
         text = message.get("content") or ""
         if not isinstance(text, str):  # some servers send content parts
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        # The thinking: a field (vLLM >= 0.11 and Ollama: reasoning; SGLang, DeepSeek, older vLLM:
+        # reasoning_content), or <think> text in content (a server without a reasoning parser).
+        field = next((k for k in ("reasoning_content", "reasoning") if isinstance(message.get(k), str)), None)
+        native = bool(field and message.get(field)) or lone_close(text)  # proof the model itself thinks
+        if self.cfg.think_in_content == "reasoning":
+            if lone_close(text):
+                self._opens_in_prompt = True
+            elif self._opens_in_prompt and not field and "think>" not in text.lower():
+                # A template that opens <think> in the prompt: a reply without </think> never left its
+                # thought (cut at the cap): all of it is thinking, none of it an answer.
+                text = f"{text}</think>"
+            thought, text = split_reasoning(text)
+        else:
+            thought = ""
+        reasoning = "\n\n".join(t for t in (message.get(field) if field else "", thought) if t)
         calls = []
         for i, tc in enumerate(message.get("tool_calls") or ()):
             fn = tc.get("function") or {}
-            calls.append({"id": tc.get("id") or f"call_{i}", "name": fn.get("name", ""),
-                          "arguments": tool_arguments(fn.get("arguments"))})
+            call = {"id": tc.get("id") or f"call_{i}", "name": fn.get("name", ""),
+                    "arguments": tool_arguments(fn.get("arguments"))}
+            if tc.get("extra_content") is not None:  # Gemini 3's thought signature: must come back
+                call["extra_content"] = tc["extra_content"]
+            calls.append(call)
         usage = data.get("usage") or {}
+        details = usage.get("completion_tokens_details") or {}
+        reasoning_tokens = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
+        if native or reasoning_tokens:
+            self.thinks = True
+        elif self.thinks is None:
+            self.thinks = False
+        # Only a provider that requires the thinking back on a tool-call turn gets it in the history.
+        extra = ({"reasoning_content": message[field]}
+                 if calls and field and message.get(field) and self._return_reasoning else {})
         return Completion(
-            text=_apply_stop(text, stops),  # also covers stops beyond the 4 sent on the wire
+            text=apply_stop(text, stops),  # stops on the answer: covers those not sent on the wire
             model=str(data.get("model") or self.model),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             finish_reason=choice.get("finish_reason"),
             seconds=seconds,
             tool_calls=tuple(calls),
+            reasoning=reasoning,
+            reasoning_tokens=reasoning_tokens,
+            assistant_extra=extra,
         )
 
     def _scrub(self, text: str) -> str:
@@ -451,6 +474,44 @@ class OpenAIBackend(LLM):
         if self._key and self._key != PLACEHOLDER_KEY:
             text = text.replace(self._key, "***")
         return text
+
+
+#: A 400's wording when it refuses a parameter (OpenAI: "Unsupported parameter", "Unsupported value:
+#: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported.";
+#: vLLM/pydantic: "Extra inputs are not permitted").
+_UNSUPPORTED_WORDS = ("unsupported", "not supported", "does not support", "only the default",
+                      "not permitted", "unrecognized", "unknown parameter", "not allowed")
+#: Request fields sagegen may stop sending when a server refuses them (never model, messages, tools).
+_ADAPTABLE = ("max_tokens", "temperature", "stop", "seed", "reasoning_effort")
+
+
+_CONTEXT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
+_INPUT = re.compile(r"(\d+) (?:tokens )?in the messages|has (\d+) input tokens|(\d+) input tokens",
+                    re.IGNORECASE)
+
+
+def _context_room(body: bytes, asked: int) -> int | None:
+    """A 400 saying prompt + cap exceed the model's context (vLLM, SGLang: "maximum context length is
+    8192 tokens ... 808 in the messages"): the cap that fits, if any room is left; else None."""
+    _, message = _error_param(body) if body else ("", "")
+    ctx, used = _CONTEXT.search(message), _INPUT.search(message)
+    if ctx is None or used is None:
+        return None
+    room = int(ctx.group(1)) - int(next(g for g in used.groups() if g)) - 8
+    return room if 16 <= room < asked else None
+
+
+def _error_param(body: bytes) -> tuple[str, str]:
+    """(the refused parameter where the error names it in ``param``, the error's message)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "", body.decode("utf-8", "replace")[:500]
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        param = err.get("param")
+        return (param if isinstance(param, str) else ""), str(err.get("message") or err)[:500]
+    return "", str(err)[:500]
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -477,24 +538,6 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def _post(conn: Any, ep: _Endpoint, content: bytes) -> tuple[int, Any, bytes]:
-    """POST the body on one connection: (status, headers, body). The caller's timeout bounds it."""
-    if isinstance(conn, _ProxiedConnection):
-        return await conn.post(ep, content)
-    status, headers, body = await conn.request(b"POST", ep.target, ep.headers, content)
-    return status, _Headers(headers), body
-
-
-class _Headers:
-    """h11's header list (names lower-cased), read by name like httpx's (only ``_retry_after`` reads them)."""
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]):
-        self.raw = raw
-
-    def get(self, name: str) -> str | None:
-        return header(self.raw, name.lower().encode())
-
-
 def _is_local_url(url: str) -> bool:
     host = (urllib.parse.urlsplit(url).hostname or "").lower()
     if host == "localhost" or (host and "." not in host and ":" not in host):  # e.g. a compose service
@@ -504,15 +547,6 @@ def _is_local_url(url: str) -> bool:
     except ValueError:
         return False
     return ip.is_loopback or ip.is_private or ip.is_unspecified
-
-
-async def _close_at_loop_end(conns: list[Any]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        for conn in list(conns):
-            with contextlib.suppress(Exception):
-                await conn.aclose()
 
 
 def _error_text(body: bytes) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sagegen.errors import LLMError
-from sagegen.llm.base import LLM, CallOptions, Message
+from sagegen.llm.base import LLM, CallOptions, Message, apply_stop
 from sagegen.records import Completion
 
 Responder = Callable[[Sequence[Message]], "str | Completion"]
@@ -50,20 +50,12 @@ class ScriptedLLM(LLM):
             raise item
         if isinstance(item, Completion):
             return item
-        text = _apply_stop(item, o.stop)
+        text = apply_stop(item, o.stop)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         return Completion(
             text=text, model=self.name, prompt_tokens=prompt_tokens,
             completion_tokens=len(text.split()), finish_reason="stop",
         )
-
-
-def _apply_stop(text: str, stop: Sequence[str] | None) -> str:
-    """Cut before the first stop sequence, which is dropped: the OpenAI semantics every backend follows."""
-    if not stop:
-        return text
-    cut = min((text.find(s) for s in stop if s in text), default=-1)
-    return text[:cut] if cut >= 0 else text
 
 
 # --- Named deterministic fixtures, selectable from config (``llm.backend=scripted``,

@@ -21,9 +21,8 @@ from typing import Any
 
 from sagegen.config import LLMConfig
 from sagegen.errors import ConfigError, LLMError
-from sagegen.llm.base import LLM, CallOptions, Message
+from sagegen.llm.base import LLM, CallOptions, Message, apply_stop
 from sagegen.llm.llamacpp import _parse_tool_calls, _plain, trim_messages
-from sagegen.llm.scripted import _apply_stop
 from sagegen.records import Completion
 
 _MODELS: dict[str, tuple[Any, Any, threading.Lock]] = {}
@@ -131,6 +130,6 @@ class TransformersBackend(LLM):
                if isinstance(t, int)}
         ended = bool(new) and new[-1] in eos
         raw = tok.decode(new, skip_special_tokens=True)
-        text = _apply_stop(raw, stops)
+        text = apply_stop(raw, stops)
         finish = "stop" if ended or text != raw or len(new) < max_tokens else "length"
         return text, len(ids), len(new), finish

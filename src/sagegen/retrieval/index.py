@@ -464,6 +464,11 @@ def build_index(
         if old is not None and old.exists() and not final.exists():  # stopped between the two renames
             os.rename(old, final)
         raise BuildInterrupted(final, *seen, existed=(final / MANIFEST).is_file()) from None
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename is None:  # a write through an open file (np.save, a stream) names none: the index's
+            e.filename = str(final)  # folder is what the user can act on ("...: the disk is full")
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -481,24 +486,35 @@ def open_index(path: str | Path, rcfg: RetrievalConfig | None = None):
     given = rcfg is not None
     rcfg = rcfg or RetrievalConfig()
     kind = manifest["kind"]
-    store = DocStore(path)
+    try:
+        store = DocStore(path)
+    except _LOAD_ERRORS as e:
+        raise _damaged(path, e) from None
     if len(store) != manifest.get("n_docs"):
         raise IndexError_(f"{path}: manifest says {manifest.get('n_docs')} passages, store has {len(store)}")
+    end, size = (int(store._at[-1]) if len(store._at) else 0), len(store._mm)
+    if end != size:  # the last passage ends where the file does: a cut-short file is caught here
+        store.close()
+        raise _damaged(path, ValueError(f"{size} bytes, its offsets say {end}"), path / DocStore.FILE)
     bm25 = dense = None
-    if kind in ("bm25", "hybrid"):
-        from sagegen.retrieval.bm25 import BM25Retriever
+    try:
+        if kind in ("bm25", "hybrid"):
+            from sagegen.retrieval.bm25 import BM25Retriever
 
-        bparams = manifest["params"]["bm25"]
-        if bparams.get("engine") == "tantivy":
-            from sagegen.retrieval.bm25_tantivy import TantivyRetriever
+            bparams = manifest["params"]["bm25"]
+            if bparams.get("engine") == "tantivy":
+                from sagegen.retrieval.bm25_tantivy import TantivyRetriever
 
-            bm25 = TantivyRetriever.load(path / "bm25", store, bparams)
-        else:
-            bm25 = BM25Retriever.load(path / "bm25", store, bparams)
-    if kind in ("dense", "hybrid"):
-        from sagegen.retrieval.dense import DenseRetriever
+                bm25 = TantivyRetriever.load(path / "bm25", store, bparams)
+            else:
+                bm25 = BM25Retriever.load(path / "bm25", store, bparams)
+        if kind in ("dense", "hybrid"):
+            from sagegen.retrieval.dense import DenseRetriever
 
-        dense = DenseRetriever.load(path / "dense", store, manifest["params"]["dense"], rcfg.dense)
+            dense = DenseRetriever.load(path / "dense", store, manifest["params"]["dense"], rcfg.dense)
+    except _LOAD_ERRORS as e:
+        store.close()
+        raise _damaged(path, e) from None
     if kind == "bm25":
         retriever: Any = bm25
     elif kind == "dense":
@@ -515,3 +531,39 @@ def open_index(path: str | Path, rcfg: RetrievalConfig | None = None):
     retriever.manifest = manifest
     retriever.path = path
     return retriever
+
+
+#: What numpy, json, bm25s and FAISS raise on a cut-short or altered file (FAISS: RuntimeError).
+_LOAD_ERRORS = (OSError, ValueError, EOFError, KeyError, RuntimeError)
+
+
+def _damaged(path: Path, exc: BaseException, file: Path | None = None) -> IndexError_:
+    """One line for an index that does not load: the file at fault (found by checking each one,
+    only now that loading failed) and how to rebuild the index."""
+    file = file or _bad_file(path)
+    where = file if file is not None else path
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return IndexError_(f"{where}: damaged index file ({reason}); rebuild the index: `sagegen index --force` "
+                       f"with the same settings, or delete {path} (a run builds a missing index)")
+
+
+def _bad_file(path: Path) -> Path | None:
+    """The first file of the index that is cut short or not what its format says, if any."""
+    for f in sorted(path.rglob("*")):
+        if not f.is_file():
+            continue
+        try:
+            if f.suffix == ".npy":
+                with open(f, "rb") as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _fortran, dtype = read_header(fh)
+                    need = fh.tell() + int(np.prod(shape)) * dtype.itemsize
+                if f.stat().st_size < need:
+                    return f
+            elif f.suffix == ".json":
+                json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError, EOFError):
+            return f
+    return None

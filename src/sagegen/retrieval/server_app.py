@@ -31,6 +31,7 @@ from sagegen.retrieval.server_wire import (
     encode_positions,
     encode_result,
     request_model,
+    served_corpus_hash,
     validation_payload,
 )
 
@@ -118,9 +119,12 @@ class Answerer:
         # Blank queries (an agent's empty <search></search>) get no hits rather than failing the whole
         # batch, which in RL training holds many rollouts' queries.
         live = [i for i, q in enumerate(queries) if q.strip()]
+        # An over-long query is searched on its first max_query_chars characters, as Search-R1's
+        # server searches its first 256 tokens: the batch (many rollouts' queries) still answers.
+        cut = self.cfg.max_query_chars
         started = time.perf_counter()
         try:
-            found = await self.searcher.search([queries[i] for i in live], k)
+            found = await self.searcher.search([queries[i][:cut] for i in live], k)
         except Exception as e:  # the retriever's fault, not the client's: a 5xx that clients may retry
             log.exception("retrieval failed for a batch of %d queries", len(queries))
             return 500, _error(f"retrieval failed: {type(e).__name__}: {e}")
@@ -156,11 +160,14 @@ def create_app(
     """An ASGI app (FastAPI inside) serving ``retriever`` over Search-R1's ``/retrieve`` protocol.
 
     ``api_key``: when given, every route except /health and the docs requires it. ``kind`` and
-    ``n_docs`` are reported by /health (guessed from the retriever when omitted).
+    ``n_docs`` are reported by /health (guessed from the retriever when omitted), with the index
+    manifest's ``corpus_hash`` (None for a retriever without one) so a client can check which
+    corpus it searches (run_verl.sh does, before training).
     """
     guessed_kind, guessed_n = describe(retriever)
     health_info = {"status": "ok", "kind": kind or guessed_kind, "n_docs": n_docs if n_docs is not None else
-                   guessed_n, "version": __version__, "auth": bool(api_key), "max_topk": cfg.max_topk,
+                   guessed_n, "corpus_hash": served_corpus_hash(retriever), "version": __version__,
+                    "auth": bool(api_key), "max_topk": cfg.max_topk,
                    "max_queries": cfg.max_queries, "max_hits": cfg.max_hits, "default_topk": cfg.default_topk,
                    # which of the ``serve --workers`` processes answered
                    "workers": cfg.workers, "pid": os.getpid()}
@@ -190,7 +197,8 @@ def create_app(
     # The guards and the fast path wrap the FastAPI app from outside rather than as its middleware,
     # so a valid /retrieve request skips FastAPI's own middleware stack too.
     served: ASGIApp = FastRetrieve(app, validate=RetrieveRequest.model_validate_json, answer=answer)
-    served = RequestGuard(served, api_key=api_key, max_body_bytes=cfg.max_body_bytes)
+    served = RequestGuard(served, api_key=api_key, max_body_bytes=cfg.max_body_bytes,
+                          body_paths=frozenset({RETRIEVE_PATH}))
     if not api_key:  # keyless means loopback-only: refuse other Host names (DNS rebinding)
         served = LoopbackHostOnly(served)
     return served

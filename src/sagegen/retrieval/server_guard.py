@@ -76,10 +76,14 @@ class RequestGuard:
     an oversized body is refused before it is parsed (413).
     """
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int,
+                 body_paths: frozenset[str] | None = None) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
+        #: The routes that take a body; a body method elsewhere (``PUT /health``) goes to the app, which
+        #: answers 405 or 404 (not a 415 about a body no route would read). None: every path.
+        self.body_paths = body_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,7 +99,8 @@ class RequestGuard:
                 extra_headers=[(b"www-authenticate", b"Bearer")],
             )
             return
-        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+        if scope.get("method") not in ("POST", "PUT", "PATCH") or (
+                self.body_paths is not None and path not in self.body_paths):
             await self.app(scope, receive, send)
             return
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import pydantic_core
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from sagegen.config import ServerConfig
 from sagegen.records import Hit
@@ -46,9 +46,25 @@ class ErrorResponse(BaseModel):
     detail: list[dict[str, Any]] | None = None
 
 
+def _number_only(value: Any) -> Any:
+    """``topk`` may be written 9 or 9.0 (JSON has one number type; many clients send floats), never
+    "9" or true; pydantic's own integer check then refuses 2.5 ("a fractional part")."""
+    if isinstance(value, (bool, str)):
+        raise pydantic_core.PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+#: An integer, given as an integer or as a float with no fractional part.
+WholeNumber = Annotated[int, BeforeValidator(_number_only)]
+
+
 def request_model(cfg: ServerConfig) -> type[BaseModel]:
     """The request model with this server's limits baked in (so /docs shows them)."""
-    Query = Annotated[StrictStr, StringConstraints(max_length=cfg.max_query_chars)]
+    # No length limit here: one over-long query would fail its whole batch with 422 (Search-R1's
+    # client then dies on KeyError 'result' mid GRPO step), while Search-R1's own server answers it
+    # (its dense encoder truncates every query to 256 tokens). The Answerer cuts such a query to
+    # ``server.max_query_chars`` and searches that; the body size limit still bounds the request.
+    Query = StrictStr
 
     class RetrieveRequest(BaseModel):
         # A typo such as "top_k" must not silently fall back to the default topk.
@@ -59,11 +75,11 @@ def request_model(cfg: ServerConfig) -> type[BaseModel]:
         # here would crash its training loop. The answer is simply {"result": []}.
         queries: list[Query] = Field(
             max_length=cfg.max_queries,
-            description=f"Up to {cfg.max_queries} query strings of at most {cfg.max_query_chars} characters "
-            '(an empty list gets {"result": []}).',
+            description=f"Up to {cfg.max_queries} query strings; a longer one than {cfg.max_query_chars} "
+            'characters is searched on its first ones (an empty list gets {"result": []}).',
             examples=[["Who wrote Hamlet?", "capital of France"]],
         )
-        topk: StrictInt | None = Field(
+        topk: WholeNumber | None = Field(
             None,
             ge=1,
             le=cfg.max_topk,
@@ -147,6 +163,13 @@ def _to_json(result: dict[str, Any]) -> bytes:
         return pydantic_core.to_json(result)
     except pydantic_core.PydanticSerializationError:
         return json.dumps(result, separators=(",", ":")).encode()
+
+
+def served_corpus_hash(retriever: Retriever) -> str | None:
+    """The hash of the passages served (``corpus_hash`` of a loaded index's manifest), else None."""
+    manifest = getattr(retriever, "manifest", None)
+    value = manifest.get("corpus_hash") if isinstance(manifest, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def describe(retriever: Retriever) -> tuple[str, int | None]:

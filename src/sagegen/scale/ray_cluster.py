@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ from sagegen.scale import (
     reraise,
     share,
 )
+
+log = logging.getLogger(__name__)
 
 SAME_PATHS = ("every Ray node needs sagegen installed and the corpus, the index and the model files at the "
               "same paths as the driver (README: Scaling)")
@@ -59,47 +63,120 @@ def run_pairs_ray(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHoo
             ray.init(address=address, include_dashboard=False)
         except Exception as e:  # Ray raises ConnectionError, ValueError, RuntimeError... for a bad address
             where = f"the Ray cluster at {address}" if address else "Ray"
-            raise ConfigError(f"cannot start or join {where}: {type(e).__name__}: {e}") from None
-    ledger = workers = None
+            raise ConfigError(f"cannot start or join {where}: {type(e).__name__}: {e}{_AUTH_HINT}") from None
+    ledger = None
+    workers: dict[Any, tuple[int, Any]] = {}  # run() ref -> (worker number, actor)
     try:
-        n = cfg.pipeline.workers if cfg.pipeline.workers > 1 else int(ray.cluster_resources().get("CPU", 1))
-        n = max(1, min(n, len(todo)))
+        n = worker_count(cfg.pipeline.workers, *_settled_resources(ray, cfg.pipeline.workers), len(todo))
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         cwd = os.getcwd()
         ledger = ray.remote(num_cpus=0)(LedgerActor).options(scheduling_strategy=here).remote(
             str(run_dir.resolve()), session, todo, cwd)
         Worker = ray.remote(num_cpus=1)(PairWorker)
-        workers = [Worker.remote() for _ in range(n)]
         per = share(cfg.pipeline.concurrency, n)
         data = cfg.model_dump(mode="json")
-        refs = {w.run.remote(i, data, cwd, fingerprint, run_dir.name, str(run_dir.resolve()), ledger, per): i
-                for i, w in enumerate(workers)}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=POLL)
-            for r in ray.get(ledger.drain.remote()):
-                if isinstance(r, PairResult):
-                    on_result(r)
-                elif on_counts is not None:  # a CallsCounted
-                    on_counts(r)
-            for ref in done:
-                try:
-                    out = ray.get(ref)
-                except ray.exceptions.RayError as e:  # the actor's process or node was lost
-                    raise WorkerError(
-                        f"Ray worker {refs[ref]} was lost ({type(e).__name__}); the pairs it held stay "
-                        "unfinished: rerun the same command to resume them") from None
-                if out[0] == "fatal":
-                    raise reraise(out[1], f"Ray worker {refs[ref]}: {out[2]}")
+        for i in range(n):
+            actor = Worker.remote()
+            ref = actor.run.remote(i, data, cwd, fingerprint, run_dir.name, str(run_dir.resolve()), ledger,
+                                   per)
+            workers[ref] = (i, actor)
+        _drive(ray, ledger, workers, on_result, on_counts, n)
     finally:
-        for w in workers or ():
-            ray.kill(w)
+        for _, actor in workers.values():
+            ray.kill(actor)
         if ledger is not None:
             with contextlib.suppress(Exception):
                 ray.get(ledger.close.remote(), timeout=30)
             ray.kill(ledger)
         if started:
             ray.shutdown()
+
+
+#: Seconds to wait for the first pair worker to start before saying the cluster cannot place one.
+START_TIMEOUT = 120.0
+#: Seconds a started worker has, once every pair is done, to record itself and return.
+GRACE = 30.0
+_AUTH_HINT = ("; a cluster started by `ray start` with token authentication (the default since Ray 2.59 on "
+              "a head's own machine) needs its token here too: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the "
+              "output of `ray get-auth-token` on the head), see README: Scaling")
+
+
+#: Seconds to wait for CPUs that are being given back (a run that just ended, its actors being killed)
+#: before counting the free ones.
+SETTLE = 10.0
+
+
+def _settled_resources(ray: Any, asked: int) -> tuple[dict[str, float], dict[str, float]]:
+    """The cluster's resources and its free ones, once the CPUs wanted are free or ``SETTLE`` has passed:
+    a job that just ended gives its CPUs back a moment later, and a worker not started for want of one
+    would be a worker less for the whole run."""
+    deadline = time.monotonic() + SETTLE
+    while True:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        cpus = int(total.get("CPU", 0))
+        if int(free.get("CPU", 0)) >= min(asked if asked > 1 else cpus, cpus) or time.monotonic() > deadline:
+            return total, free
+        time.sleep(0.2)
+
+
+def worker_count(asked: int, total: dict[str, float], free: dict[str, float], pairs: int) -> int:
+    """Pair workers to start: ``--workers`` (default: one per CPU of the cluster), never more than the
+    CPUs free now (one each; more would wait for a CPU that no finished worker gives back in time),
+    nor than the pairs to run. No free CPU at all is an error that says so."""
+    total_cpus, free_cpus = int(total.get("CPU", 0)), int(free.get("CPU", 0))
+    if free_cpus < 1:
+        raise WorkerError(f"the Ray cluster has no free CPU for a pair worker ({total_cpus} CPU(s), all in "
+                          "use by other jobs); wait for them, or add nodes")
+    want = asked if asked > 1 else total_cpus
+    n = max(1, min(want, free_cpus, pairs))
+    if asked > 1 and asked > free_cpus:
+        log.warning("--workers %d: the Ray cluster has %d free CPU(s) of %d; running %d pair workers",
+                    asked, free_cpus, total_cpus, n)
+    return n
+
+
+def _drive(ray: Any, ledger: Any, workers: dict[Any, tuple[int, Any]], on_result: ResultHook,
+           on_counts: CountsHook | None, n: int) -> None:
+    """Until every pair is done: pass the results on, give a finished worker's CPU back at once, and
+    end (never wait) when nothing is left, when a worker is lost, or when none can start."""
+    pending = list(workers)
+    deadline = time.monotonic() + START_TIMEOUT
+    idle_since = 0.0
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1, timeout=POLL)
+        try:
+            results, left, in_flight, started = ray.get(ledger.poll.remote())
+        except ray.exceptions.RayError as e:  # the driver's node lost its ledger actor
+            raise WorkerError(f"the Ray ledger actor was lost ({type(e).__name__}); everything it "
+                              "committed is in the ledger: rerun the same command to resume") from None
+        for r in results:
+            if isinstance(r, PairResult):
+                on_result(r)
+            elif on_counts is not None:  # a CallsCounted
+                on_counts(r)
+        for ref in done:
+            i, actor = workers[ref]
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayError as e:  # the actor's process or node was lost
+                raise WorkerError(
+                    f"Ray worker {i} was lost ({type(e).__name__}); the pairs it held stay "
+                    "unfinished: rerun the same command to resume them") from None
+            ray.kill(actor)  # its CPU goes back now, not at the end of the run
+            if out[0] == "fatal":
+                raise reraise(out[1], f"Ray worker {i}: {out[2]}")
+        if pending and left == 0 and in_flight == 0:
+            # Every pair is done. A worker that started is finishing (recording itself in the ledger);
+            # one that never started (still waiting for a CPU) has nothing to do: it is not waited for.
+            idle_since = idle_since or time.monotonic()
+            unstarted = all(workers[ref][0] not in started for ref in pending)
+            if unstarted or time.monotonic() - idle_since > GRACE:
+                return
+        if not started and time.monotonic() > deadline:
+            raise WorkerError(
+                f"no Ray pair worker started within {START_TIMEOUT:.0f}s ({n} asked, one CPU each; the "
+                f"cluster has {ray.available_resources().get('CPU', 0):g} free CPU(s)): is every node "
+                "up? rerun the same command to resume")
 
 
 def _cause(e: BaseException) -> BaseException:
@@ -119,16 +196,28 @@ class LedgerActor:
         self.todo = deque(todo)
         self.results: list[PairResult | CallsCounted] = []  # in the order they were reported
         self.caches: dict[str, Any] = {}
+        self.in_flight = 0  # pairs handed out and not reported yet
+        self.started: set[int] = set()  # workers that began to run
+
+    def hello(self, worker: int) -> None:
+        self.started.add(worker)
 
     def take(self) -> int | None:
-        return self.todo.popleft() if self.todo else None
+        if not self.todo:
+            return None
+        self.in_flight += 1
+        return self.todo.popleft()
 
     def report(self, result: PairResult | CallsCounted) -> None:
+        if isinstance(result, PairResult):
+            self.in_flight -= 1
         self.results.append(result)
 
-    def drain(self) -> list[PairResult | CallsCounted]:
+    def poll(self) -> tuple[list[PairResult | CallsCounted], int, int, set[int]]:
+        """The results since the last poll, the pairs left to hand out, the pairs handed out and not
+        reported yet, and the workers that have started."""
         out, self.results = self.results, []
-        return out
+        return out, len(self.todo), self.in_flight, set(self.started)
 
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if name.startswith("_") or not callable(getattr(self.store, name, None)):
@@ -201,6 +290,7 @@ class PairWorker:
         from sagegen.scale.worker import record_worker, serve
 
         node = f"{socket.gethostname()} pid {os.getpid()}"
+        ray.get(ledger.hello.remote(n))
         if os.path.isdir(cwd):
             os.chdir(cwd)
         parts = None

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.config import Config
-from sagegen.errors import ConfigError
+from sagegen.errors import ConfigError, mask_url_credentials
 from sagegen.retrieval.base import Retriever
 from sagegen.train.masking import MaskAudit, audit
 from sagegen.train.rewards import EpisodeLog, format_reward, make_outcome_reward
@@ -317,7 +317,7 @@ def _fresh_output_dir(cfg: Config, output_dir: str | Path | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("train_log.jsonl", "episodes.jsonl"):  # a rerun starts a fresh log
         (out / name).unlink(missing_ok=True)
-    (out / "config.yaml").write_text(cfg.dump(), encoding="utf-8")
+    (out / "config.yaml").write_text(mask_url_credentials(cfg.dump()), encoding="utf-8")
     return out
 
 

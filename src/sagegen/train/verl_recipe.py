@@ -4,7 +4,8 @@ What runs on the cluster (``examples/verl/README.md`` has the full command set):
 
 1. ``sagegen export RUN --format verl --out data/`` → ``train.parquet``, ``test.parquet`` and
    ``sagegen_reward.py`` (our stdlib-only ``compute_score``);
-2. ``sagegen serve`` → the Search-R1 ``/retrieve`` server over the same corpus;
+2. ``sagegen serve`` → the Search-R1 ``/retrieve`` server over the corpus the data came from
+   (``verl_corpus``: found from the run, checked against ``/health`` before training starts);
 3. ``python3 -m verl.trainer.main_ppo`` with verl's multi-turn rollout (``rollout.name=sglang``,
    ``multi_turn.enable=True``, ``max_assistant_turns`` = the turn cap + 1), sagegen's own tool class
    (``sagegen.integrations.verl_tool.SearchTool``) pointed at our server, and
@@ -29,6 +30,7 @@ import yaml
 
 from sagegen.config import Config
 from sagegen.errors import ConfigError
+from sagegen.train.verl_corpus import ServedCorpus
 
 #: The tool class the tool config names: ours, so the recipe needs no tool class from verl.
 TOOL_CLASS = "sagegen.integrations.verl_tool.SearchTool"
@@ -176,16 +178,19 @@ def verl_python() -> str | None:
 
 
 def write_recipe(
-    cfg: Config, data_dir: str | Path, out_dir: str | Path, *, check: bool = True
+    cfg: Config, data_dir: str | Path, out_dir: str | Path, served: ServedCorpus, *, check: bool = True
 ) -> dict[str, Any]:
-    """Write ``search_tool_config.yaml`` and ``run_verl.sh`` (serve, check, train) into ``out_dir``.
+    """Write ``search_tool_config.yaml``, ``serve_config.yaml`` and ``run_verl.sh`` (serve the data's
+    corpus, check that /health names it, check the overrides, train) into ``out_dir``.
 
-    With ``check`` and a verl interpreter at hand (``verl_python``), the overrides are composed and
-    validated by that verl first; ``checked`` in the result says which verl did it (None: not here,
-    ``run_verl.sh`` checks on the cluster before training).
+    ``served`` is the data's corpus (``verl_corpus.served_corpus``). With ``check`` and a verl
+    interpreter at hand (``verl_python``), the overrides are composed and validated by that verl
+    first; ``checked`` in the result says which verl did it (None: not here, ``run_verl.sh`` checks
+    on the cluster before training).
     """
     out = Path(out_dir)
     tool_path = out / "search_tool_config.yaml"
+    serve_path = out / "serve_config.yaml"
     cmd = build_command(cfg, data_dir, tool_path)
     python = verl_python() if check else None
     checked = check_with_verl(cmd[3:], python) if python else None
@@ -193,6 +198,10 @@ def write_recipe(
     tool_path.write_text(yaml.safe_dump(tool_config(cfg), sort_keys=False), encoding="utf-8")
     host_port = cfg.train.verl.retriever_url.split("//", 1)[-1].split("/", 1)[0]
     port = host_port.rsplit(":", 1)[-1] if ":" in host_port else "8000"
+    serve_path.write_text(yaml.safe_dump(served.serve_config(), sort_keys=False), encoding="utf-8")
+    serve = ["sagegen", "serve", "--config", '"$HERE/serve_config.yaml"', "--port", port,
+             *(shlex.quote(a) for a in served.serve_args())]
+    health = f"http://127.0.0.1:{port}/health"
     script = "\n".join(
         [
             "#!/usr/bin/env bash",
@@ -203,11 +212,16 @@ def write_recipe(
             ")",
             "# Compose and validate the overrides with the verl installed here; refuses unchecked versions.",
             'python3 -m sagegen.integrations.verl_check "${OVERRIDES[@]}" "$@"',
-            "# Serve the corpus the data came from: SAGEGEN_SERVE_ARGS='--corpus corpus.jsonl --kind dense'",
-            f"sagegen serve --port {port} ${{SAGEGEN_SERVE_ARGS:-}} &  # the Search-R1 /retrieve server",
+            'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
+            f"# The corpus the data came from ({served.origin}):",
+            f"#   {served.describe()}",
+            " ".join(serve) + " &  # the Search-R1 /retrieve server",
             "SERVE_PID=$!",
             "trap 'kill $SERVE_PID' EXIT",
-            f"until curl -sf http://127.0.0.1:{port}/health >/dev/null; do sleep 2; done",
+            "# Training against another corpus's passages would run on silently: stop unless /health",
+            "# names this one.",
+            f"python3 -m sagegen.train.verl_corpus {health} --n-docs {served.n_docs} "
+            f"--corpus-hash {served.corpus_hash} --pid $SERVE_PID",
             'python3 -m verl.trainer.main_ppo "${OVERRIDES[@]}" "$@"',
             "",
         ]

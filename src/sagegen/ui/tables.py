@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table as RichTable
 
-from sagegen.analysis.tables import Table, agreement_line, analysis_tables, quality_lines
+from sagegen.analysis.tables import Table, agreement_line, analysis_tables, import_line, quality_lines
 
 
 def render_rich(table: Table) -> RichTable:
@@ -25,6 +25,9 @@ def render_rich(table: Table) -> RichTable:
 def print_analysis(result: dict[str, Any], console: Any) -> None:
     """``sagegen analyze``: the run's main tables and quality checks (the JSON has everything)."""
     console.print(f"[bold]{result.get('run_id', '')}[/]")
+    imported = import_line(result)
+    if imported:
+        console.print(imported, highlight=False, markup=False)
     for table in analysis_tables(result):
         console.print(render_rich(table))
         if table.id == "targets":
