@@ -21,7 +21,8 @@ For each size and engine, every figure comes from a child process of its own:
   after a warm-up pass (page cache warm, as a server's would be); recall@3/@10 of the gold passages
   of the shared questions; top-10 overlap between the engines;
 - ``/retrieve``: ``sagegen serve --index`` with 32 single-query clients (bench_retrieval_server's
-  asyncio client), requests/s and the server's CPU per request.
+  asyncio client), requests/s and the server's CPU per request; then one request of 2,560 queries
+  (a Search-R1 GRPO step), its wall and server CPU seconds.
 
 The numpy engine needs ~8.4 KB per passage while building, so it is run only up to ``--numpy-max``
 passages (default 300k: ~2.7 GB); its larger-size figures are extrapolated and printed as such.
@@ -45,6 +46,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -283,9 +285,17 @@ def server_figures(index: Path, queries: list[str], seconds: float) -> dict[str,
         cpu0 = cpu_seconds(proc.pid)
         rps = asyncio.run(clients(port, 32, queries, seconds))
         cpu = cpu_seconds(proc.pid) - cpu0
+        # Search-R1's GRPO step: 512 prompts x 5 rollouts = 2,560 queries in one request.
+        batch = [queries[i % len(queries)] + ("" if i < len(queries) else f" {i}") for i in range(2560)]
+        cpu1, t = cpu_seconds(proc.pid), time.perf_counter()
+        body = {"queries": batch, "topk": 3, "return_scores": True}
+        r = httpx.post(f"http://127.0.0.1:{port}/retrieve", json=body, timeout=600)
+        batch_s, batch_cpu = time.perf_counter() - t, cpu_seconds(proc.pid) - cpu1
+        assert r.status_code == 200 and len(r.json()["result"]) == 2560, r.text[:300]
     finally:
         stop(proc)
-    return {"rps_32": round(rps, 1), "server_cpu_ms_per_req": round(cpu / (rps * seconds) * 1e3, 3)}
+    return {"rps_32": round(rps, 1), "server_cpu_ms_per_req": round(cpu / (rps * seconds) * 1e3, 3),
+            "batch2560_s": round(batch_s, 2), "batch2560_cpu_s": round(batch_cpu, 2)}  # fmt: skip
 
 
 def main() -> None:
