@@ -42,6 +42,7 @@ INDEX_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCAL_KINDS = ("bm25", "dense", "hybrid")
 
+
 class Passages(Protocol):
     """What an index build reads: passages it can count and iterate (a list, or
     :class:`~sagegen.corpus.CorpusPassages` streaming them from disk)."""
