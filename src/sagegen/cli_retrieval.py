@@ -66,17 +66,14 @@ def run_index(
     cfg: Config, console: Console, *, out: Path | None = None, force: bool = False
 ) -> dict[str, Any]:
     """Build (or confirm) the index ``cfg`` selects; returns a summary dict (also printed)."""
-    from sagegen.corpus import corpus_source, load_corpus
+    from sagegen.corpus import corpus_source
     from sagegen.retrieval.factory import ensure_index
 
-    t0 = time.perf_counter()
     source = corpus_source(cfg.corpus)
-    docs = load_corpus(cfg.corpus)
-    t_load = time.perf_counter() - t0
-    console.print(f"corpus: {len(docs):,} passages from {source} ({t_load:.1f}s)", highlight=False)
+    console.print(f"corpus: {source} (streamed: read once to check and hash, once to index)", highlight=False)
     t1 = time.perf_counter()
     with progress_bar(console) as cb:
-        ens = ensure_index(cfg, docs, path=out, force=force, progress=cb)
+        ens = ensure_index(cfg, path=out, force=force, progress=cb)
     t_build = time.perf_counter() - t1
     m = ens.manifest
     if ens.built:
@@ -92,7 +89,6 @@ def run_index(
         "kind": m["kind"],
         "n_docs": m["n_docs"],
         "built": ens.built,
-        "load_seconds": round(t_load, 3),
         "build_seconds": round(t_build, 3),
     }
 

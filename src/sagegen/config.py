@@ -52,6 +52,16 @@ class CorpusConfig(Section):
 
 
 class BM25Config(Section):
+    #: ``numpy``: every (term, passage) score precomputed into arrays, built in memory (7-8 KB per
+    #: passage while building), with the scoring variants below. ``tantivy``: an inverted index on
+    #: disk (Rust, Lucene's BM25), built streaming in bounded memory, memory-mapped: for large
+    #: corpora. ``auto``: tantivy from ``tantivy_above`` passages on, where it is faster and the numpy
+    #: build passes 1 GB (README: retrieval at scale; bench/bench_bm25_scale.py).
+    engine: Literal["auto", "numpy", "tantivy"] = "auto"
+    tantivy_above: int = Field(100_000, ge=1)
+    #: tantivy's indexing buffer in MB: what bounds a tantivy build's memory, whatever the corpus size.
+    index_memory_mb: int = Field(256, ge=16, json_schema_extra=VOLATILE)
+    #: k1, b and method score the numpy engine; tantivy scores with Lucene's k1=1.2, b=0.75 (fixed).
     k1: float = 1.5
     b: float = 0.75
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
@@ -72,6 +82,10 @@ class DenseConfig(Section):
     nprobe: int = Field(16, ge=1)
     hnsw_m: int = Field(32, ge=4)
     device: str = "cpu"
+    #: A FAISS index already built from this corpus (vector i = passage i, e.g. Search-R1's
+    #: ``e5_Flat.index`` beside ``wiki-18.jsonl``): the index links it instead of embedding the corpus,
+    #: and ``model`` must name the encoder it was built with. Read memory-mapped (README: dense at scale).
+    prebuilt: str | None = None
 
 
 class HybridConfig(Section):

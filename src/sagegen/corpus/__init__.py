@@ -10,7 +10,10 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from sagegen.config import CorpusConfig
 from sagegen.corpus.chunking import chunk_doc, chunk_docs
@@ -27,6 +30,7 @@ from sagegen.errors import InputError
 from sagegen.records import Doc
 
 __all__ = [
+    "CorpusPassages",
     "bundled_path",
     "check_unique",
     "chunk_doc",
@@ -39,8 +43,10 @@ __all__ = [
     "iter_folder",
     "iter_jsonl",
     "iter_parquet",
+    "iter_passages",
     "iter_searchr1",
     "load_corpus",
+    "scan_corpus",
 ]
 
 
@@ -132,10 +138,14 @@ def load_corpus(cfg: CorpusConfig | None = None) -> list[Doc]:
     return passages
 
 
-def corpus_hash(docs: Iterable[Doc]) -> str:
-    """A fast content hash (BLAKE2b-128 over ids, titles and texts, in order) for index manifests."""
-    h = hashlib.blake2b(digest_size=16)
-    for d in docs:
+class _Hasher:
+    """BLAKE2b-128 over ids, titles and texts, in order, fed one passage at a time."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.blake2b(digest_size=16)
+
+    def update(self, d: Doc) -> None:
+        h = self._h
         # Length prefixes keep (id, title, text) boundaries unambiguous whatever characters they hold.
         for field in (d.id, d.title, d.text):
             b = field.encode("utf-8", "surrogatepass")
@@ -145,4 +155,85 @@ def corpus_hash(docs: Iterable[Doc]) -> str:
             b = d.raw.encode("utf-8", "surrogatepass")
             h.update(b"raw" + len(b).to_bytes(8, "little"))
             h.update(b)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def corpus_hash(docs: Iterable[Doc]) -> str:
+    """A fast content hash (BLAKE2b-128 over ids, titles and texts, in order) for index manifests."""
+    h = _Hasher()
+    for d in docs:
+        h.update(d)
     return h.hexdigest()
+
+
+def iter_passages(cfg: CorpusConfig) -> Iterator[Doc]:
+    """The passages :func:`load_corpus` returns, one at a time: nothing but the current one is held.
+
+    Duplicate ids are not checked here (that needs every id); :func:`scan_corpus` checks them.
+    """
+    fmt = detect_format(cfg)
+    if fmt == "bundled":
+        docs: Iterable[Doc] = iter_bundled(Path(cfg.path) if cfg.path else None)
+    else:
+        assert cfg.path is not None
+        loader = {
+            "searchr1": iter_searchr1,
+            "jsonl": iter_jsonl,
+            "parquet": iter_parquet,
+            "folder": iter_folder,
+        }
+        docs = (d for d, _ in loader[fmt](cfg.path))
+    if cfg.limit is not None:
+        docs = itertools.islice(docs, cfg.limit)
+    return chunk_docs(docs, cfg.chunk_words, cfg.chunk_overlap)
+
+
+@dataclass(frozen=True)
+class CorpusScan:
+    n_docs: int
+    hash: str
+
+
+def scan_corpus(cfg: CorpusConfig) -> CorpusScan:
+    """One streaming pass over the corpus: its passage count and :func:`corpus_hash`, ids checked unique.
+
+    Memory is 8 bytes per passage (a 64-bit digest of each id, sorted once at the end) instead of
+    :func:`load_corpus`'s every passage in memory: what a 21M-passage corpus needs to be indexed on
+    an ordinary machine. A repeated digest re-reads the corpus the strict way, whose error names both
+    places (two distinct ids sharing a 64-bit digest would only cost that re-read).
+    """
+    h = _Hasher()
+    digests = np.empty(1 << 16, dtype=np.uint64)
+    n = 0
+    for d in iter_passages(cfg):
+        h.update(d)
+        if n == len(digests):
+            digests = np.resize(digests, 2 * n)
+        key = hashlib.blake2b(d.id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        digests[n] = int.from_bytes(key, "little")
+        n += 1
+    if n == 0:
+        raise InputError(f"the corpus is empty ({corpus_source(cfg)})")
+    ids = np.sort(digests[:n])
+    if n > 1 and bool((ids[1:] == ids[:-1]).any()):
+        load_corpus(cfg)  # raises the duplicate's error naming both places
+    return CorpusScan(n, h.hexdigest())
+
+
+class CorpusPassages:
+    """The passages of a corpus as a re-iterable sized collection, read from disk on each pass.
+
+    What an index build takes in place of a list (it only iterates and asks the length), so building
+    never holds the corpus in memory.
+    """
+
+    def __init__(self, cfg: CorpusConfig, n_docs: int) -> None:
+        self.cfg, self.n_docs = cfg, n_docs
+
+    def __len__(self) -> int:
+        return self.n_docs
+
+    def __iter__(self) -> Iterator[Doc]:
+        return iter_passages(self.cfg)

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from sagegen.config import BM25Config
-from sagegen.records import Doc, Hit
+from sagegen.records import Hit
 from sagegen.retrieval.base import SearchPace
-from sagegen.retrieval.index import DocStore, Progress, to_hits
+from sagegen.retrieval.index import DocStore, Passages, Progress, to_hits
 from sagegen.retrieval.tokenize import Tokenizer
 
 #: Above this many postings per document, a dense score vector beats sorting the postings.
@@ -35,7 +35,7 @@ _DENSE_RATIO = 8
 
 
 def build_bm25(
-    docs: Sequence[Doc], cfg: BM25Config, out_dir: Path, *, progress: Progress | None = None
+    docs: Passages, cfg: BM25Config, out_dir: Path, *, progress: Progress | None = None
 ) -> None:
     import bm25s
 

@@ -185,6 +185,43 @@ def _write_faiss(emb: np.ndarray, cfg: DenseConfig, out_dir: Path, progress: Pro
         progress(f"dense: faiss {cfg.index_type}", 1, 1)
 
 
+def prebuilt_params(path: str) -> dict[str, Any]:
+    """What identifies a prebuilt FAISS index in the manifest (its kind, where it is, its size)."""
+    src = Path(path).expanduser().resolve()
+    if not src.is_file():
+        raise ConfigError(f"retrieval.dense.prebuilt: no FAISS index file at {src}")
+    return {"index_type": "prebuilt", "nlist": None, "hnsw_m": None,
+            "prebuilt": {"path": str(src), "bytes": src.stat().st_size}}
+
+
+def read_faiss(path: Path) -> Any:
+    """A FAISS index read memory-mapped where FAISS can (flat codes since FAISS 1.10, IVF lists),
+    else into memory (HNSW graphs): a 64 GB ``e5_Flat.index`` then costs page cache, not heap."""
+    faiss = _faiss()
+    flags = [faiss.IO_FLAG_MMAP | getattr(faiss, "IO_FLAG_MMAP_IFC", 0), faiss.IO_FLAG_MMAP, 0]
+    for flag in flags:
+        try:
+            return faiss.read_index(str(path), flag)
+        except RuntimeError as e:  # this index type cannot be mapped with these flags; the next may
+            if flag == 0:
+                raise IndexError_(f"{path}: not a readable FAISS index ({str(e).splitlines()[0]})") from None
+    raise AssertionError("unreachable")
+
+
+def link_prebuilt(path: str, out_dir: Path, n_docs: int) -> None:
+    """Link a prebuilt FAISS index into ``out_dir`` after checking it holds one vector per passage."""
+    src = Path(path).expanduser().resolve()
+    index = read_faiss(src)
+    if index.ntotal != n_docs:
+        raise IndexError_(
+            f"retrieval.dense.prebuilt: {src} holds {index.ntotal:,} vectors and the corpus {n_docs:,} "
+            "passages; a prebuilt index must have one vector per corpus passage, in corpus order"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A link, not a copy: Search-R1's e5_Flat.index of wiki-18 is ~64 GB.
+    (out_dir / "faiss.index").symlink_to(src)
+
+
 class DenseRetriever:
     """Batched nearest-neighbour search of query embeddings in a FAISS index over a :class:`DocStore`."""
 
@@ -210,18 +247,22 @@ class DenseRetriever:
     def load(
         cls, directory: Path, store: DocStore, params: dict[str, Any], cfg: DenseConfig
     ) -> DenseRetriever:
-        faiss = _faiss()
         path = directory / "faiss.index"
-        try:
-            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
-        except RuntimeError:
-            index = faiss.read_index(str(path))
+        if not path.exists():
+            raise IndexError_(f"{path}: no FAISS index (a prebuilt one moved or deleted?); rebuild the index")
+        index = read_faiss(path)
         if index.ntotal != len(store):
             raise IndexError_(f"{path}: {index.ntotal} vectors for {len(store)} passages; rebuild the index")
         # Build-time choices come from the manifest; device/batch size/nprobe from the current config.
         run_cfg = cfg.model_copy(update={"model": params["model"]})
         retriever = cls(index, params["model"], store, run_cfg, params["query_prefix"])
-        retriever.encoder  # noqa: B018 - load the model now, not inside the first (timed, served) query
+        model = retriever.encoder  # load the model now, not inside the first (timed, served) query
+        dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+        if dim != index.d:
+            raise IndexError_(
+                f"{path}: {index.d}-dimensional vectors, and {params['model']} encodes queries in {dim}: "
+                "set retrieval.dense.model to the encoder the index was built with"
+            )
         return retriever
 
     @property

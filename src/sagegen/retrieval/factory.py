@@ -50,8 +50,12 @@ def ensure_index(
     force: bool = False,
     progress: Progress | None = None,
 ) -> EnsuredIndex:
-    """Make sure a current ``kind`` index of ``cfg.corpus`` (or ``docs``) exists, building it if needed."""
-    from sagegen.corpus import corpus_hash, corpus_source, load_corpus
+    """Make sure a current ``kind`` index of ``cfg.corpus`` (or ``docs``) exists, building it if needed.
+
+    Without ``docs`` the corpus is streamed from disk (scanned once for its hash, read again to
+    build), never held in memory: what ``sagegen index`` and ``sagegen serve`` do.
+    """
+    from sagegen.corpus import CorpusPassages, corpus_hash, corpus_source, scan_corpus
 
     rcfg = cfg.retrieval
     kind = kind or rcfg.kind
@@ -59,10 +63,13 @@ def ensure_index(
         raise IndexError_(
             f"retrieval.kind={kind!r} has no local index (local kinds: {', '.join(LOCAL_KINDS)})"
         )
+    passages: list[Doc] | CorpusPassages
     if docs is None:
-        docs = load_corpus(cfg.corpus)
-    chash = corpus_hash(docs)
-    params = index_params(kind, rcfg)
+        scan = scan_corpus(cfg.corpus)
+        passages, chash = CorpusPassages(cfg.corpus, scan.n_docs), scan.hash
+    else:
+        passages, chash = docs, corpus_hash(docs)
+    params = index_params(kind, rcfg, len(passages))
     explicit = path or rcfg.index_path
     target = Path(explicit) if explicit else default_index_path(rcfg, kind, index_key(kind, chash, params))
 
@@ -87,7 +94,7 @@ def ensure_index(
         reason = "stale: " + "; ".join(problems)
     source = corpus_source(cfg.corpus)
     manifest = build_index(
-        docs, kind, rcfg, target, corpus_hash=chash, corpus_source=source, progress=progress
+        passages, kind, rcfg, target, corpus_hash=chash, corpus_source=source, progress=progress
     )
     return EnsuredIndex(target, manifest, built=True, reason=reason)
 
@@ -117,5 +124,18 @@ def open_corpus_and_retriever(
 
 
 def build_retriever(cfg: Config, *, progress: Progress | None = None) -> Retriever:
-    """The retriever ``cfg.retrieval`` describes, building its local index first if needed."""
-    return open_corpus_and_retriever(cfg, progress=progress)[1]
+    """The retriever ``cfg.retrieval`` describes, building its local index first if needed.
+
+    The corpus is only streamed (to check the index is current, or to build it), never loaded: what
+    ``sagegen serve``, ``search`` and ``eval`` need, whatever the corpus size.
+    """
+    kind = cfg.retrieval.kind
+    if kind == "http":
+        from sagegen.retrieval.http import HTTPRetriever
+
+        return HTTPRetriever(cfg.retrieval.http)
+    if kind == "web":
+        from sagegen.retrieval.web import WebSearchRetriever
+
+        return WebSearchRetriever(cfg.retrieval.web)
+    return open_index(ensure_index(cfg, progress=progress).path, cfg.retrieval)

@@ -3,9 +3,10 @@
 Layout of one index directory (every file plain .npy / JSON / FAISS, nothing pickled)::
 
     manifest.json            format version, kind, corpus hash, n_docs, model, params (written last)
-    passages.jsonl           one {"id","title","text"[,"raw"]} per line, in index order
+    passages.jsonl           one {"id","contents"} (or {"id","title","text"[,"raw"]}) per line, in index order
     passages.offsets.npy     int64 byte offsets (n_docs + 1) into passages.jsonl, memory-mapped
-    bm25/                    bm25s arrays (data/indices/indptr .npy, vocab/params .json)   [bm25, hybrid]
+    bm25/                    numpy engine: bm25s arrays (data/indices/indptr .npy, vocab/params .json)
+                             tantivy engine: a tantivy index (segments, memory-mapped)   [bm25, hybrid]
     dense/                   embeddings.npy + faiss.index                                  [dense, hybrid]
 
 A build writes into a hidden sibling ``.<name>.tmp-<pid>-<rand>`` and renames it into place only
@@ -15,6 +16,7 @@ the loader requires ``manifest.json``, and only a finished build has one under t
 
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 import mmap
@@ -22,23 +24,33 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pydantic_core
 from pydantic import ValidationError
 
 from sagegen import __version__
-from sagegen.config import HybridConfig, RetrievalConfig
+from sagegen.config import BM25Config, HybridConfig, RetrievalConfig
 from sagegen.errors import IndexError_
-from sagegen.records import Doc, Hit
+from sagegen.records import Doc, Hit, contents_of
 
 INDEX_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCAL_KINDS = ("bm25", "dense", "hybrid")
+
+
+class Passages(Protocol):
+    """What an index build reads: passages it can count and iterate (a list, or
+    :class:`~sagegen.corpus.CorpusPassages` streaming them from disk)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Doc]: ...
+
 
 #: progress(stage, done, total): called as a build advances; the CLI draws a bar from it.
 Progress = Callable[[str, int, int], None]
@@ -74,22 +86,26 @@ class DocStore:
         self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
 
     @staticmethod
-    def write(docs: Sequence[Doc], directory: Path) -> None:
-        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
-        pos = 0
-        with (directory / DocStore.FILE).open("wb") as fh:
-            for i, d in enumerate(docs):
-                rec = {"id": d.id, "title": d.title, "text": d.text}
-                if d.raw is not None:  # the corpus's own contents bytes (see Doc.raw)
-                    rec["raw"] = d.raw
-                try:
-                    line = json.dumps(rec, ensure_ascii=False).encode() + b"\n"
-                except UnicodeEncodeError:  # a lone surrogate (a corpus' "\ud800"): UTF-8 cannot hold it
-                    line = json.dumps(rec, ensure_ascii=True).encode() + b"\n"
-                fh.write(line)
-                pos += len(line)
-                offsets[i + 1] = pos
-        np.save(directory / DocStore.OFFSETS, offsets, allow_pickle=False)
+    def line(d: Doc) -> bytes:
+        """One stored passage: ``{"id","contents"}`` when :meth:`Doc.from_contents` gives ``d`` back
+        (a Search-R1 corpus line, about what the corpus itself costs on disk), else every field."""
+        rec: dict[str, str] = {"id": d.id, "contents": d.contents}
+        if Doc.from_contents(d.id, rec["contents"]) != d:
+            rec = {"id": d.id, "title": d.title, "text": d.text}
+            if d.raw is not None:  # the corpus's own contents bytes (see Doc.raw)
+                rec["raw"] = d.raw
+        try:
+            return json.dumps(rec, ensure_ascii=False).encode() + b"\n"
+        except UnicodeEncodeError:  # a lone surrogate (a corpus' "\ud800"): UTF-8 cannot hold it
+            return json.dumps(rec, ensure_ascii=True).encode() + b"\n"
+
+    @staticmethod
+    def write(docs: Iterable[Doc], directory: Path) -> int:
+        """Write the passages one by one; return the count."""
+        with StoreWriter(directory) as w:
+            for d in docs:
+                w.add(d)
+        return w.count
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -99,6 +115,9 @@ class DocStore:
 
     def __getitem__(self, i: int) -> Doc:
         line = self._line(i)
+        if b'"contents":' in line:  # the key itself: inside a JSON string its quotes would be escaped
+            rec = self._parse(line)
+            return Doc.from_contents(rec["id"], rec["contents"])
         try:
             # pydantic-core parses and checks the line in one pass: 3x json.loads + model_construct,
             # and a 256-query top-3 search reads 768 passages.
@@ -107,13 +126,23 @@ class DocStore:
             rec = json.loads(line)
             return Doc.model_construct(id=rec["id"], title=rec["title"], text=rec["text"], raw=rec.get("raw"))
 
-    def record(self, i: int) -> dict[str, Any]:
-        """Passage ``i`` as its stored fields (id, title, text and maybe raw), no Doc built."""
-        line = self._line(i)
+    @staticmethod
+    def _parse(line: bytes) -> dict[str, Any]:
         try:
             return pydantic_core.from_json(line)
         except ValueError:  # a lone surrogate's escape, as in __getitem__
             return json.loads(line)
+
+    def record(self, i: int) -> dict[str, Any]:
+        """Passage ``i`` as its stored fields (id and contents, or id, title, text and maybe raw)."""
+        return self._parse(self._line(i))
+
+    def served(self, i: int) -> dict[str, str]:
+        """Passage ``i`` as the ``/retrieve`` wire shows it: ``{"id", "contents"}``, no Doc built."""
+        rec = self._parse(self._line(i))
+        if "contents" in rec:
+            return {"id": rec["id"], "contents": rec["contents"]}
+        return {"id": rec["id"], "contents": contents_of(rec["title"], rec["text"], rec.get("raw"))}
 
     def __iter__(self):
         for i in range(len(self)):
@@ -125,6 +154,55 @@ class DocStore:
         self._fh.close()
 
 
+class StoreWriter:
+    """Appends passages to a new store; only the offsets (8 bytes a passage) are held until closed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fh = (directory / DocStore.FILE).open("wb")
+        self._offsets = array.array("q", [0])
+        self._pos = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._offsets) - 1
+
+    def add(self, d: Doc) -> None:
+        line = DocStore.line(d)
+        self._fh.write(line)
+        self._pos += len(line)
+        self._offsets.append(self._pos)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+            offsets = np.frombuffer(self._offsets, dtype=np.int64)
+            np.save(self.directory / DocStore.OFFSETS, offsets, allow_pickle=False)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Stored:
+    """``docs`` read once, each passage written to the store as the index builder takes it: one pass
+    over the corpus feeds both (each pass of a large JSONL corpus is parsing-bound)."""
+
+    def __init__(self, docs: Passages, writer: StoreWriter) -> None:
+        self.docs, self.writer = docs, writer
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __iter__(self) -> Iterator[Doc]:
+        add = self.writer.add
+        for d in self.docs:
+            add(d)
+            yield d
+
+
 def to_hits(store: Sequence[Doc], found: Sequence[Sequence[tuple[int, float]]]) -> list[list[Hit]]:
     """``search_ids`` results as Hits: every local retriever's ``search`` ends here."""
     return [[Hit(doc=store[i], score=s) for i, s in row] for row in found]
@@ -133,19 +211,30 @@ def to_hits(store: Sequence[Doc], found: Sequence[Sequence[tuple[int, float]]]) 
 # ----------------------------------------------------------------------------- manifest
 
 
-def index_params(kind: str, rcfg: RetrievalConfig) -> dict[str, Any]:
-    """The build-time parameters that define an index (search-time knobs such as nprobe are left out)."""
+def bm25_engine(cfg: BM25Config, n_docs: int) -> str:
+    """The BM25 engine ``cfg`` picks for a corpus of ``n_docs`` passages (``auto`` resolved)."""
+    if cfg.engine != "auto":
+        return cfg.engine
+    return "tantivy" if n_docs >= cfg.tantivy_above else "numpy"
+
+
+def index_params(kind: str, rcfg: RetrievalConfig, n_docs: int = 0) -> dict[str, Any]:
+    """The build-time parameters that define an index (search-time knobs such as nprobe are left out).
+
+    ``n_docs`` (the corpus' passage count) resolves ``retrieval.bm25.engine=auto``.
+    """
     from sagegen.retrieval.tokenize import Tokenizer
 
     params: dict[str, Any] = {}
     if kind in ("bm25", "hybrid"):
         b = rcfg.bm25
-        params["bm25"] = {
-            "k1": b.k1,
-            "b": b.b,
-            "method": b.method,
-            "tokenizer": Tokenizer(b.stopwords, b.stemmer).spec(),
-        }
+        tokenizer = Tokenizer(b.stopwords, b.stemmer).spec()
+        if bm25_engine(b, n_docs) == "tantivy":
+            from sagegen.retrieval.bm25_tantivy import tantivy_params
+
+            params["bm25"] = tantivy_params(b, tokenizer)
+        else:  # no "engine" key: the numpy indexes built before engines existed keep their key
+            params["bm25"] = {"k1": b.k1, "b": b.b, "method": b.method, "tokenizer": tokenizer}
     if kind in ("dense", "hybrid"):
         from sagegen.retrieval.dense import resolve_prefixes
 
@@ -159,6 +248,10 @@ def index_params(kind: str, rcfg: RetrievalConfig) -> dict[str, Any]:
             "nlist": d.nlist if d.index_type == "ivf" else None,
             "hnsw_m": d.hnsw_m if d.index_type == "hnsw" else None,
         }
+        if d.prebuilt:
+            from sagegen.retrieval.dense import prebuilt_params
+
+            params["dense"].update(prebuilt_params(d.prebuilt))
     return params
 
 
@@ -276,7 +369,7 @@ def _fsync_write(path: Path, text: str) -> None:
 
 
 def build_index(
-    docs: Sequence[Doc],
+    docs: Passages,
     kind: str,
     rcfg: RetrievalConfig,
     out_dir: str | Path,
@@ -285,7 +378,11 @@ def build_index(
     corpus_source: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Build a ``kind`` index of ``docs`` at ``out_dir`` atomically (replacing one); return its manifest."""
+    """Build a ``kind`` index of ``docs`` at ``out_dir`` atomically (replacing one); return its manifest.
+
+    ``docs`` is only iterated (and its length asked), so a :class:`~sagegen.corpus.CorpusPassages`
+    builds a bm25 index without ever holding the corpus (dense builds read it into memory).
+    """
     from sagegen.corpus import corpus_hash as _hash
 
     if kind not in LOCAL_KINDS:
@@ -298,7 +395,8 @@ def build_index(
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(final)
     chash = corpus_hash or _hash(docs)
-    params = index_params(kind, rcfg)
+    n_docs = len(docs)
+    params = index_params(kind, rcfg, n_docs)
     t0 = time.perf_counter()
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
@@ -312,23 +410,40 @@ def build_index(
     outer, progress = progress, track
     old: Path | None = None
     try:
-        DocStore.write(docs, tmp)
-        if kind in ("bm25", "hybrid"):
-            from sagegen.retrieval.bm25 import build_bm25
+        with StoreWriter(tmp) as writer:
+            stream = _Stored(docs, writer)
+            if kind in ("bm25", "hybrid"):
+                if params["bm25"].get("engine") == "tantivy":
+                    from sagegen.retrieval.bm25_tantivy import build_tantivy
 
-            build_bm25(docs, rcfg.bm25, tmp / "bm25", progress=progress)
+                    build_tantivy(stream, rcfg.bm25, tmp / "bm25", progress=progress)
+                else:
+                    from sagegen.retrieval.bm25 import build_bm25
+
+                    build_bm25(stream, rcfg.bm25, tmp / "bm25", progress=progress)
+            else:
+                for _ in stream:
+                    pass
+        if writer.count != n_docs:  # the corpus changed on disk between the scan and this pass
+            raise IndexError_(f"the corpus gave {writer.count:,} passages, {n_docs:,} when scanned; rerun it")
         if kind in ("dense", "hybrid"):
             from sagegen.retrieval.dense import build_dense
 
-            reuse = _reusable_embeddings(final.parent, chash, params["dense"])
-            build_dense(docs, rcfg.dense, tmp / "dense", progress=progress, embeddings_from=reuse)
+            if rcfg.dense.prebuilt:
+                from sagegen.retrieval.dense import link_prebuilt
+
+                link_prebuilt(rcfg.dense.prebuilt, tmp / "dense", n_docs)
+            else:
+                reuse = _reusable_embeddings(final.parent, chash, params["dense"])
+                dense_docs = docs if isinstance(docs, Sequence) else list(docs)
+                build_dense(dense_docs, rcfg.dense, tmp / "dense", progress=progress, embeddings_from=reuse)
         manifest = {
             "format_version": INDEX_FORMAT_VERSION,
             "kind": kind,
             "key": index_key(kind, chash, params),
             "corpus_hash": chash,
             "corpus_source": corpus_source,
-            "n_docs": len(docs),
+            "n_docs": n_docs,
             "model": params.get("dense", {}).get("model"),
             "params": params,
             "search": {"hybrid": rcfg.hybrid.model_dump()} if kind == "hybrid" else {},
@@ -387,7 +502,13 @@ def open_index(path: str | Path, rcfg: RetrievalConfig | None = None):
         if kind in ("bm25", "hybrid"):
             from sagegen.retrieval.bm25 import BM25Retriever
 
-            bm25 = BM25Retriever.load(path / "bm25", store, manifest["params"]["bm25"])
+            bparams = manifest["params"]["bm25"]
+            if bparams.get("engine") == "tantivy":
+                from sagegen.retrieval.bm25_tantivy import TantivyRetriever
+
+                bm25 = TantivyRetriever.load(path / "bm25", store, bparams)
+            else:
+                bm25 = BM25Retriever.load(path / "bm25", store, bparams)
         if kind in ("dense", "hybrid"):
             from sagegen.retrieval.dense import DenseRetriever
 

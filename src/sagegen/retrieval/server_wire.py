@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from sagegen.config import ServerConfig
-from sagegen.records import Hit, contents_of
+from sagegen.records import Hit
 from sagegen.retrieval.base import Retriever
 from sagegen.retrieval.index import DocStore
 
@@ -146,10 +146,7 @@ def encode_positions(store: DocStore, per_query: list[list[tuple[int, float]]], 
     never builds the Docs and Hits that ``search`` returns: at 256 queries x top-3 they cost more
     than all of the HTTP and JSON work (tests/test_server_encode.py checks the two agree)."""
 
-    def doc(i: int) -> dict[str, str]:
-        rec = store.record(i)
-        return {"id": rec["id"], "contents": contents_of(rec["title"], rec["text"], rec.get("raw"))}
-
+    doc = store.served
     if return_scores:
         rows: list[list[Any]] = [[{"document": doc(i), "score": json_safe_score(s)} for i, s in hits]
                                  for hits in per_query]

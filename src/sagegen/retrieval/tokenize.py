@@ -46,6 +46,11 @@ def _stopwords(name: str | None) -> frozenset[str]:
 class Tokenizer:
     """Maps text to stemmed tokens; ``spec()`` goes into index manifests so queries match the index."""
 
+    #: Distinct surface words memoised before the memo starts over (~150 MB at most): a large
+    #: corpus' vocabulary keeps growing (numbers, names; wiki-18 has millions of distinct words), and a
+    #: streaming build must not grow with it. Frequent words are back in the new memo within a few passages.
+    MAX_CACHED = 1_000_000
+
     def __init__(self, stopwords: str | None = "en", stemmer: str | None = "english") -> None:
         self.stopwords_name, self.stemmer_name = stopwords, stemmer
         self._stop = _stopwords(stopwords)
@@ -76,6 +81,9 @@ class Tokenizer:
         }
 
     def _norm(self, word: str) -> str | None:
+        if len(self._cache) >= self.MAX_CACHED:
+            # A new dict, not clear(): a thread tokenizing meanwhile keeps reading the one it holds.
+            self._cache = {}
         if word in self._stop:
             out = None
         elif self._stem_fn is None:
