@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -161,8 +162,19 @@ SCRIPTED_RUN_SETS = (
 )
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+#: This checkout's sources, first on a child's path (a worktree's tests run its own code, not the install's).
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ``sagegen`` child: wide lines (rich wraps at the terminal width), our sources."""
+    env = {**os.environ, "COLUMNS": "2000", **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    return env
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 180,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``sagegen ARGS`` in a fresh process, as a user would run it; output captured as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "sagegen.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=cli_env(env))

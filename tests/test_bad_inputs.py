@@ -9,38 +9,21 @@ BM25 index, a real SQLite ledger), as tests/test_operations.py does for the firs
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from helpers.fault_server import FaultServer, status
-from sage_loop_helpers import SCRIPTED_RUN_SETS, write_corpus
+from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, write_corpus
 from sagegen.errors import IndexError_, register_secret, scrub
 from sagegen.retrieval.index import open_index
 from sagegen.retrieval.server import create_app, running_server
 from test_import_release import release  # noqa: F401  (the fixture: the release's files)
 from test_server import LIMITS, WordOverlap
-
-SRC = Path(__file__).resolve().parent.parent / "src"
-
-
-def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "COLUMNS": "2000", **(env or {})}
-    full["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=full,
-    )
 
 
 def one_line(res: subprocess.CompletedProcess[str]) -> str:
@@ -54,7 +37,7 @@ def one_line(res: subprocess.CompletedProcess[str]) -> str:
 
 
 def _generate(cwd: Path, n: int = 3, *extra: str, env: dict[str, str] | None = None):
-    return _cli(
+    return run_cli(
         "generate",
         "--out",
         "run",
@@ -97,7 +80,7 @@ def test_a_ledger_row_with_invalid_json_is_one_line_for_every_command(cwd: Path)
         ("export", "run", "--format", "flashrag", "--out", "x.jsonl"),
     ]
     for args in commands:
-        line = one_line(_cli(*args, cwd=cwd))
+        line = one_line(run_cli(*args, cwd=cwd))
         assert (
             "run/ledger.sqlite: table rounds, pair 0 round 1, column verdict_json: not valid (Invalid JSON"
             in line
@@ -108,7 +91,7 @@ def test_a_ledger_row_with_invalid_json_is_one_line_for_every_command(cwd: Path)
 def test_a_dropped_table_is_refused_not_silently_re_created_empty(cwd: Path) -> None:
     with sqlite3.connect(cwd / "run" / "ledger.sqlite") as c:
         c.execute("DROP TABLE attempts")
-    for res in (_generate(cwd, 4), _cli("status", "run", cwd=cwd)):
+    for res in (_generate(cwd, 4), run_cli("status", "run", cwd=cwd)):
         assert "ledger.sqlite: table(s) attempts missing" in one_line(res)
     with sqlite3.connect(cwd / "run" / "ledger.sqlite") as c:  # the writer did not create it again
         assert not c.execute("SELECT name FROM sqlite_master WHERE name='attempts'").fetchall()
@@ -150,7 +133,7 @@ def test_each_truncated_index_file_is_named(cwd: Path) -> None:
     f = index / "bm25" / "data.csc.index.npy"
     f.write_bytes(f.read_bytes()[:100])
     line = one_line(
-        _cli("search", "Seine", "-s", "corpus.path=corpus.jsonl", "-s", "retrieval.index_dir=idx", cwd=cwd)
+        run_cli("search", "Seine", "-s", "corpus.path=corpus.jsonl", "-s", "retrieval.index_dir=idx", cwd=cwd)
     )
     assert f"{f.relative_to(cwd)}: damaged index file" in line
 
@@ -164,7 +147,7 @@ def test_corpus_bom_accepted_and_a_bad_byte_named_on_its_own_line(tmp_path: Path
         for i in range(600)
     ]
     (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode() + b"\n")
-    ok = _cli(
+    ok = run_cli(
         "search",
         "passage number 0",
         "--json",
@@ -180,7 +163,7 @@ def test_corpus_bom_accepted_and_a_bad_byte_named_on_its_own_line(tmp_path: Path
     data[sum(len(r) + 1 for r in rows[:499]) + 20] = 0xFF  # line 500, far past the first 8 KB block
     (tmp_path / "bad.jsonl").write_bytes(bytes(data))
     line = one_line(
-        _cli("search", "x", "-s", "corpus.path=bad.jsonl", "-s", "retrieval.index_dir=i2", cwd=tmp_path)
+        run_cli("search", "x", "-s", "corpus.path=bad.jsonl", "-s", "retrieval.index_dir=i2", cwd=tmp_path)
     )
     assert "bad.jsonl, line 500: not valid UTF-8 (byte 0xff at column 21)" in line
 
@@ -189,11 +172,11 @@ def test_a_non_utf8_import_file_is_one_line_and_a_bom_is_accepted(release: Path,
     first = next(release.rglob("initial_questions/*.jsonl"))
     text = first.read_bytes()
     first.write_bytes(b"\xef\xbb\xbf" + text)  # a BOM (a Windows editor's save) is accepted
-    assert _cli("import", str(release), "--out", "ok", cwd=tmp_path).returncode == 0
+    assert run_cli("import", str(release), "--out", "ok", cwd=tmp_path).returncode == 0
     lines = text.split(b"\n")
     lines[1] = lines[1].replace(b'"Q1 first?"', b'"Q1 \xe9t\xe9?"')  # latin-1 bytes on line 2
     first.write_bytes(b"\n".join(lines))
-    line = one_line(_cli("import", str(release), "--out", "bad", cwd=tmp_path))
+    line = one_line(run_cli("import", str(release), "--out", "bad", cwd=tmp_path))
     assert f"{first}, line 2: not valid UTF-8 (byte 0xe9" in line
     assert not (tmp_path / "bad").exists()
 
@@ -201,7 +184,7 @@ def test_a_non_utf8_import_file_is_one_line_and_a_bom_is_accepted(release: Path,
 def test_a_config_folder_is_named_as_a_folder(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     assert "config file conf is a folder; pass the YAML file itself" in one_line(
-        _cli("generate", "-c", "conf", cwd=tmp_path)
+        run_cli("generate", "-c", "conf", cwd=tmp_path)
     )
 
 
@@ -235,7 +218,7 @@ def test_a_short_key_echoed_by_the_server_is_never_printed_or_stored(tmp_path: P
             "pipeline.concurrency=1",
         ):
             sets += ["-s", s]
-        res = _cli(
+        res = run_cli(
             "generate",
             "--out",
             "run",
@@ -258,7 +241,7 @@ def test_credentials_in_a_url_are_never_stored(cwd: Path) -> None:
     url = f"http://user:{password}@127.0.0.1:9/v1"
     shutil.rmtree(cwd / "run")
     assert _generate(cwd, 2, "-s", f"llm.base_url={url}").returncode == 0
-    assert _cli("analyze", "run", cwd=cwd).returncode == 0
+    assert run_cli("analyze", "run", cwd=cwd).returncode == 0
     again = _generate(cwd, 3, "-s", f"llm.base_url={url}")  # a resume with the same command line
     assert again.returncode == 0 and "resum" in again.stdout, again.stdout + again.stderr
     stored = {f.name: f.read_bytes() for f in (cwd / "run").iterdir() if f.is_file()}

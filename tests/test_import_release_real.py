@@ -11,14 +11,12 @@ round 2 are not released).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from sage_loop_helpers import run_cli
 from sagegen.analysis.analyze import analyze_run
 from sagegen.analysis.report import render_report
 from sagegen.export.api import export_run
@@ -117,19 +115,11 @@ def test_export_verl_takes_the_accepted_pairs(imported: tuple[Path, object], tmp
     assert s["selected"] == 4 and s["counts"] == {"train": 4}
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "1000"},
-    )
+
 
 
 def test_cli_import_status_analyze_on_the_release(tmp_path: Path) -> None:
-    p = _cli("import", str(RELEASE), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    p = run_cli("import", str(RELEASE), "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "imported 5 pairs" in p.stdout and "skipped 2 lines without a source record" in p.stdout
     assert f"{FEEDBACKS}:5" in p.stdout and f"{PROCESSED}:2" in p.stdout and "pass 4" in p.stdout
@@ -137,7 +127,7 @@ def test_cli_import_status_analyze_on_the_release(tmp_path: Path) -> None:
     # round 2: 3 accepted, the Avicenna revision judged by no released file
     assert "round 1: generated 5, too_easy 4, accepted 1" in p.stdout
     assert "round 2: generated 4, accepted 3, unverified 1" in p.stdout
-    a = _cli("analyze", str(tmp_path / "run"), "--dedup", "jaccard", cwd=tmp_path)
+    a = run_cli("analyze", str(tmp_path / "run"), "--dedup", "jaccard", cwd=tmp_path)
     assert a.returncode == 0, a.stderr
     assert "generator gemini-2.5-flash" in a.stdout and "retriever e5" in a.stdout
 

@@ -14,7 +14,6 @@ closing. What is left on disk is what a full disk leaves.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,35 +21,21 @@ from pathlib import Path
 
 import pytest
 
-from sage_loop_helpers import SCRIPTED_RUN_SETS, write_corpus
+from sage_loop_helpers import SCRIPTED_RUN_SETS, cli_env, run_cli, write_corpus
 from sagegen.damage import LedgerError
 from sagegen.store import RunStore, _check_file
 
-SRC = Path(__file__).resolve().parent.parent / "src"
 NOTES = 600  # events written after the run, each ~1 KB: ~150 pages beyond the main file
 
 
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "COLUMNS": "2000",
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=_env(),
-    )
+
+
 
 
 def _generate(cwd: Path, n: int) -> subprocess.CompletedProcess[str]:
-    return _cli("generate", "--out", "run", "--no-progress", "-n", str(n), *SCRIPTED_RUN_SETS, cwd=cwd)
+    return run_cli("generate", "--out", "run", "--no-progress", "-n", str(n), *SCRIPTED_RUN_SETS, cwd=cwd)
 
 
 _CUT_CHECKPOINT = """
@@ -84,7 +69,7 @@ def cut_run(tmp_path: Path) -> Path:
         [sys.executable, "-c", _CUT_CHECKPOINT, str(run), str(NOTES)],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cli_env(),
     )
     assert "checkpoint failed" in p.stdout, p.stdout + p.stderr
     ledger = run / "ledger.sqlite"
@@ -97,7 +82,7 @@ def cut_run(tmp_path: Path) -> Path:
 
 def test_a_checkpoint_cut_by_a_full_disk_is_recovered_with_nothing_lost(cut_run: Path) -> None:
     cwd = cut_run.parent
-    status = _cli("status", "run", cwd=cwd)
+    status = run_cli("status", "run", cwd=cwd)
     assert status.returncode == 0, status.stderr
     assert "damaged" not in status.stderr and "--force" not in status.stderr + status.stdout
 
@@ -128,7 +113,7 @@ def test_a_short_ledger_whose_wal_lacks_the_pages_is_damage_and_keeps_the_finish
     finished += sum(1 for line in (cut_run / "too_easy.jsonl").read_text().splitlines() if line.strip())
     assert finished > 0
 
-    res = _cli("status", "run", cwd=cut_run.parent)
+    res = run_cli("status", "run", cwd=cut_run.parent)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr

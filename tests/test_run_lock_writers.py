@@ -8,7 +8,6 @@ writes anything); what is checked is that the import is refused and the run is l
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,30 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from sage_loop_helpers import cli_env, run_cli
 from sagegen.runlock import DirLock, LockedError, holds
 from sagegen.store import RunStore
 from test_import_release import release  # noqa: F401  (the fixture: the release's files)
-
-SRC = Path(__file__).resolve().parent.parent / "src"
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "COLUMNS": "1000",
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-    )
 
 
 class LiveWriter:
@@ -51,8 +30,8 @@ class LiveWriter:
             f"lock = DirLock({str(run)!r}, 'run').acquire(); print('locked', flush=True); sys.stdin.read()"
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env()
-        )
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=cli_env())
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "locked"
         self.pid = self.proc.pid
 
@@ -80,12 +59,12 @@ def test_import_force_beside_a_live_writer_is_refused_and_deletes_nothing(
     writers: list[LiveWriter],
 ) -> None:
     run = tmp_path / "run"
-    first = _cli("import", str(release), "--out", str(run), cwd=tmp_path)
+    first = run_cli("import", str(release), "--out", str(run), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     before = _files(run)
     writers.append(LiveWriter(run))  # a generate resuming this run, live
 
-    p = _cli("import", str(release), "--out", str(run), "--force", cwd=tmp_path)
+    p = run_cli("import", str(release), "--out", str(run), "--force", cwd=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
@@ -93,7 +72,7 @@ def test_import_force_beside_a_live_writer_is_refused_and_deletes_nothing(
     assert _files(run) == before  # not one byte of the live run changed
 
     writers.pop().finish()  # once the writer is gone, --force replaces the run as asked
-    again = _cli("import", str(release), "--out", str(run), "--force", cwd=tmp_path)
+    again = run_cli("import", str(release), "--out", str(run), "--force", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
 
 
@@ -104,7 +83,7 @@ def test_import_into_a_folder_a_live_writer_just_took_is_refused(
 ) -> None:
     run = tmp_path / "run"
     writers.append(LiveWriter(run))  # a generate that has taken the lock and not written its ledger yet
-    p = _cli("import", str(release), "--out", str(run), cwd=tmp_path)
+    p = run_cli("import", str(release), "--out", str(run), cwd=tmp_path)
     assert p.returncode == 2 and "being written by another sagegen process" in p.stderr
     assert sorted(x.name for x in run.iterdir()) == [".sagegen.lock"]
 
