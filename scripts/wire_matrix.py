@@ -25,25 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from typer.testing import CliRunner
 
-from helpers.reasoning_server import DIALECTS, ReasoningServer
+from helpers.reasoning_server import DIALECTS, ReasoningServer, write_wire_inputs
 from sagegen.cli import app
 from sagegen.llm.scripted import sage_fixture
 
 runner = CliRunner()
-
-
-def write_inputs(d: Path, questions: int) -> None:
-    from sagegen.config import CorpusConfig
-    from sagegen.corpus import load_corpus
-
-    docs = load_corpus(CorpusConfig(limit=max(400, questions * 2)))
-    (d / "corpus.jsonl").write_text("".join(json.dumps({"id": x.id, "contents": x.contents}) + "\n"
-                                            for x in docs), encoding="utf-8")
-    with (d / "bench.jsonl").open("w", encoding="utf-8") as f:
-        for i, x in enumerate(docs[:questions]):
-            quote = " ".join(x.text.split()[3:11])
-            f.write(json.dumps({"id": f"q{i}", "question": f'Which article says "{quote}"?',
-                                "golden_answers": [x.title]}) + "\n")
 
 
 def args_for(url: str, d: Path, provider: str) -> list[str]:
@@ -107,7 +93,7 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        write_inputs(d, a.questions)
+        write_wire_inputs(d, max(400, 2 * a.questions), a.questions)
         results = {dl: run_dialect(dl, d, a.questions, a.seeds) for dl in DIALECTS}
     ctl = results["plain"]
     print(f"| dialect | solve tags (12) | solve tools (12) | eval ({a.questions}) judged like control | "

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from helpers.reasoning_server import DIALECTS, ReasoningServer
+from helpers.reasoning_server import DIALECTS, ReasoningServer, write_wire_inputs
 from sagegen.cli import app
 from sagegen.llm.scripted import sage_fixture
 
@@ -28,18 +28,8 @@ QUESTIONS = int(os.environ.get("SAGEGEN_WIRE_QUESTIONS", "20"))  # the note's ma
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """200 passages of the bundled corpus as a Search-R1 JSONL file, and eval questions about them."""
-    from sagegen.config import CorpusConfig
-    from sagegen.corpus import load_corpus
-
     d = tmp_path_factory.mktemp("wire")
-    docs = load_corpus(CorpusConfig(limit=200))
-    (d / "corpus.jsonl").write_text("".join(json.dumps({"id": x.id, "contents": x.contents}) + "\n"
-                                            for x in docs), encoding="utf-8")
-    with (d / "bench.jsonl").open("w", encoding="utf-8") as f:
-        for i, x in enumerate(docs[:QUESTIONS]):
-            quote = " ".join(x.text.split()[3:11])
-            f.write(json.dumps({"id": f"q{i}", "question": f'Which article says "{quote}"?',
-                                "golden_answers": [x.title]}) + "\n")
+    write_wire_inputs(d, 200, QUESTIONS)
     return d
 
 

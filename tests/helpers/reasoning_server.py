@@ -37,6 +37,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from helpers.loop_server import LoopServer, read_request, reply
@@ -184,6 +185,22 @@ class ReasoningServer(LoopServer):
             usage["completion_tokens_details"] = {"reasoning_tokens": len(think.split())}
         return {"id": "chatcmpl-1", "object": "chat.completion", "model": body.get("model"),
                 "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
+
+
+def write_wire_inputs(d: Path, passages: int, questions: int) -> None:
+    """``d/corpus.jsonl``: the first ``passages`` of the bundled corpus (Search-R1 lines), and
+    ``d/bench.jsonl``: ``questions`` eval questions quoting them, each with its title as the answer."""
+    from sagegen.config import CorpusConfig
+    from sagegen.corpus import load_corpus
+
+    docs = load_corpus(CorpusConfig(limit=passages))
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"id": x.id, "contents": x.contents}) + "\n"
+                                            for x in docs), encoding="utf-8")
+    with (d / "bench.jsonl").open("w", encoding="utf-8") as f:
+        for i, x in enumerate(docs[:questions]):
+            quote = " ".join(x.text.split()[3:11])
+            f.write(json.dumps({"id": f"q{i}", "question": f'Which article says "{quote}"?',
+                                "golden_answers": [x.title]}) + "\n")
 
 
 def _first_words(text: str, n: int) -> str:
