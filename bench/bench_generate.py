@@ -170,7 +170,7 @@ def run_sagegen(sim: Sims, level: int, n: int, args: argparse.Namespace, tmp: Pa
         f"retrieval.index_dir={args.index_dir}",
     ])
     parts = Components.from_config(cfg)  # corpus and index opened before the clock starts
-    import h11  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
+    import aiohttp  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
     try:
         c = time.process_time()
         run_generate(cfg, tmp / f"run-{level}", parts=parts)

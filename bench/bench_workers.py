@@ -45,7 +45,7 @@ def run(sim: Sim, args: argparse.Namespace, workers: int, tmp: Path) -> tuple[fl
         f"pipeline.seed={args.seed}", f"retrieval.index_dir={args.index_dir}", f"pipeline.workers={workers}",
     ])
     parts = Components.from_config(cfg)  # this process's corpus and index, before the clock
-    import h11  # noqa: F401  (the backend's first call would import it)
+    import aiohttp  # noqa: F401  (the backend's first call would import it)
     try:
         c, k, t = time.process_time(), children_cpu(), time.monotonic()
         run_generate(cfg, tmp / f"run-{workers}", parts=parts)
