@@ -174,7 +174,7 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
             forced = c.model_copy(update={"wire_stops": "on", "cache": False})
             probe: Any = build_llm(forced)
             # What the first probe learned (refused parameters) holds for this one too.
-            probe._dropped, probe._token_param = set(inner._dropped), inner._token_param
+            probe.learn_from(inner)
             second = await probe.complete(msgs, max_tokens=max_tokens, temperature=0.0, seed=2,
                                           stop=["</answer>"])
             cut = any("inside the model's thinking" in n for n in getattr(probe, "notes", []))
@@ -187,12 +187,8 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
                 if "inside the model's thinking" not in n and n not in inner.notes:
                     inner.notes.append(n)
         if c.backend == "openai":
-            prov = inner.provider
             rep.add("refused parameters", "; ".join(inner.notes) or "none")
-            rep.add("settings", f"provider {prov.name}; token cap as {inner._token_param}; temperature "
-                    f"{'sent' if prov.sampling and 'temperature' not in inner._dropped else 'not sent'}; "
-                    f"stops {'on the wire' if inner.wire_stops() else 'applied to the answer text only'}; "
-                    f"reasoning_effort {c.reasoning_effort or 'server default'}")
+            rep.add("settings", inner.request_rules())
     except Exception as e:  # a probe's failure is its finding
         rep.add("call", scrub(str(e))[:300])
         rep.ok = False

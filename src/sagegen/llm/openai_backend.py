@@ -223,6 +223,18 @@ class OpenAIBackend(LLM):
             self.notes.append(text)
             log.warning("%s: %s", self.name, text)
 
+    def learn_from(self, other: OpenAIBackend) -> None:
+        """Take what ``other`` (the same model) learned from the server: refused fields, the cap's name."""
+        self._dropped, self._token_param = set(other._dropped), other._token_param
+
+    def request_rules(self) -> str:
+        """How this backend writes a request now, in words (``sagegen doctor`` prints it)."""
+        temperature = self.provider.sampling and "temperature" not in self._dropped
+        return (f"provider {self.provider.name}; token cap as {self._token_param}; temperature "
+                f"{'sent' if temperature else 'not sent'}; stops "
+                f"{'on the wire' if self.wire_stops() else 'applied to the answer text only'}; "
+                f"reasoning_effort {self.cfg.reasoning_effort or 'server default'}")
+
     def wire_stops(self) -> bool:
         """Whether this request's stop strings go on the wire (docs/models.md, "Stop strings")."""
         if self.cfg.wire_stops != "auto":
