@@ -99,22 +99,19 @@ def corpus_source(cfg: CorpusConfig) -> str:
     return f"bundled:{bundled_path()}" if fmt == "bundled" else f"{fmt}:{Path(cfg.path or '').resolve()}"
 
 
-def iter_corpus(cfg: CorpusConfig) -> Iterator[Doc]:
-    """Documents (before chunking) of ``cfg``, with duplicate ids reported."""
+def _located(cfg: CorpusConfig) -> Iterable[tuple[Doc, str]]:
+    """Each document of ``cfg``'s source with where it came from (file and line), in order."""
     fmt = detect_format(cfg)
     if fmt == "bundled":
-        path = Path(cfg.path) if cfg.path else None
-        located: Iterable[tuple[Doc, str]] = ((d, d.id) for d in iter_bundled(path))
-    else:
-        assert cfg.path is not None
-        loader = {
-            "searchr1": iter_searchr1,
-            "jsonl": iter_jsonl,
-            "parquet": iter_parquet,
-            "folder": iter_folder,
-        }
-        located = loader[fmt](cfg.path)
-    docs = check_unique(located)
+        return ((d, d.id) for d in iter_bundled(Path(cfg.path) if cfg.path else None))
+    assert cfg.path is not None
+    loader = {"searchr1": iter_searchr1, "jsonl": iter_jsonl, "parquet": iter_parquet, "folder": iter_folder}
+    return loader[fmt](cfg.path)
+
+
+def iter_corpus(cfg: CorpusConfig) -> Iterator[Doc]:
+    """Documents (before chunking) of ``cfg``, with duplicate ids reported."""
+    docs = check_unique(_located(cfg))
     if cfg.limit is not None:
         docs = itertools.islice(docs, cfg.limit)
     return docs
@@ -173,18 +170,7 @@ def iter_passages(cfg: CorpusConfig) -> Iterator[Doc]:
 
     Duplicate ids are not checked here (that needs every id); :func:`scan_corpus` checks them.
     """
-    fmt = detect_format(cfg)
-    if fmt == "bundled":
-        docs: Iterable[Doc] = iter_bundled(Path(cfg.path) if cfg.path else None)
-    else:
-        assert cfg.path is not None
-        loader = {
-            "searchr1": iter_searchr1,
-            "jsonl": iter_jsonl,
-            "parquet": iter_parquet,
-            "folder": iter_folder,
-        }
-        docs = (d for d, _ in loader[fmt](cfg.path))
+    docs: Iterable[Doc] = (d for d, _ in _located(cfg))
     if cfg.limit is not None:
         docs = itertools.islice(docs, cfg.limit)
     return chunk_docs(docs, cfg.chunk_words, cfg.chunk_overlap)
