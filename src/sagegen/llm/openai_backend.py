@@ -438,17 +438,17 @@ class OpenAIBackend(LLM):
         # The thinking: a field (vLLM >= 0.11 and Ollama: reasoning; SGLang, DeepSeek, older vLLM:
         # reasoning_content), or <think> text in content (a server without a reasoning parser).
         field = next((k for k in ("reasoning_content", "reasoning") if isinstance(message.get(k), str)), None)
-        native = bool(field and message.get(field)) or lone_close(text)  # proof the model itself thinks
+        lone = lone_close(text)
+        native = bool(field and message.get(field)) or lone  # proof the model itself thinks
+        self._opens_in_prompt |= lone
+        thought = ""
         if self.cfg.think_in_content == "reasoning":
-            if lone_close(text):
-                self._opens_in_prompt = True
-            elif self._opens_in_prompt and not field and "think>" not in text.lower():
+            if self._opens_in_prompt and not field and "think>" not in text.lower():
                 # A template that opens <think> in the prompt: a reply without </think> never left its
                 # thought (cut at the cap): all of it is thinking, none of it an answer.
-                text = f"{text}</think>"
-            thought, text = split_reasoning(text)
-        else:
-            thought = ""
+                thought, text = text.strip(), ""
+            else:
+                thought, text = split_reasoning(text)
         reasoning = "\n\n".join(t for t in (message.get(field) if field else "", thought) if t)
         calls = []
         for i, tc in enumerate(message.get("tool_calls") or ()):

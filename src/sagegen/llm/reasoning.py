@@ -33,10 +33,9 @@ def split_reasoning(text: str) -> tuple[str, str]:
     if "think" not in text.lower():  # the common case, no regex
         return "", text
     thoughts: list[str] = []
-    close = _CLOSE.search(text)
-    opening = _OPEN.search(text)
-    if close is not None and (opening is None or close.start() < opening.start()):
-        thoughts.append(text[: close.start()].strip())  # a lone </think>: the block opened in the prompt
+    close = _lone_close(text)
+    if close is not None:
+        thoughts.append(text[: close.start()].strip())  # the block opened in the prompt
         text = text[close.end():]
     out: list[str] = []
     pos = 0
@@ -57,8 +56,12 @@ def lone_close(text: str) -> bool:
     """A ``</think>`` before any ``<think>``: the block opened in the prompt, as a thinking model's
     template does. (A closed ``<think>`` block alone is no proof of a thinking model: Search-R1's own
     protocol asks every model to reason inside ``<think>``.)"""
+    return _lone_close(text) is not None
+
+
+def _lone_close(text: str) -> re.Match[str] | None:
     close = _CLOSE.search(text)
     if close is None:
-        return False
+        return None
     opening = _OPEN.search(text)
-    return opening is None or close.start() < opening.start()
+    return close if opening is None or close.start() < opening.start() else None
