@@ -117,18 +117,17 @@ def solve(
     from sagegen.doctor import cap_advice, preflight
 
     preflight(cfg)
-    llm, _, retriever = build_stack(cfg, with_judge=False)
+    from sagegen.llm.accounting import AccountingLLM
+
+    backend, _, retriever = build_stack(cfg, with_judge=False)
+    llm = AccountingLLM(backend, "solver")  # counts the replies cut at the cap, as generate and eval do
     console.print(f"[bold]question[/] {question}", highlight=False)
     traj = asyncio.run(run_solver(question, llm, retriever, cfg.solver, seed=seed,
                                   on_step=lambda st: console.print(step_markup(st), highlight=False)))
     from sagegen.outage import check_solver
 
     check_solver(traj, "solve")  # a backend outage is an error, not an answer
-    models = [st for st in traj.steps if st.kind == "model"]
-    replies = {"solver": {"calls": len(models), "cut": sum(st.finish_reason == "length" for st in models),
-                          "empty": sum(not st.text.strip() for st in models),
-                          "thinking": sum(bool(st.reasoning) for st in models)}}
-    for line in cap_advice(replies, cfg):
+    for line in cap_advice({"solver": llm.reply_counts()}, cfg):
         console.print(f"cut  {line}", style="yellow", markup=False, highlight=False)
     console.print(f"[bold]answer[/] {traj.answer!r}  [dim]status={traj.status} searches={traj.num_searches} "
                   f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]",
