@@ -151,15 +151,14 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
             listed = "listed" if c.model in served else (f"NOT listed (serves {', '.join(served[:5])})"
                                                           if served else "no model list")
             rep.add("endpoint", f"{url} reachable; model {c.model} {listed}")
-    llm = build_llm(c.model_copy(update={"cache": False}))
-    inner: Any = llm
+    llm: Any = build_llm(c.model_copy(update={"cache": False}))  # the backend itself: no cache wrapper
     msgs = [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": PROBE_USER}]
     try:
         t0 = time.monotonic()
         first = await llm.complete(msgs, max_tokens=max_tokens, temperature=0.0, seed=1)
         secs = time.monotonic() - t0
         answer = tags.first(first.text, "answer", allow_unclosed=True)
-        where = _thinking_where(first, inner)
+        where = _thinking_where(first)
         rep.add("reply", f"{secs:.1f}s, finish_reason={first.finish_reason}, {first.completion_tokens} "
                          f"completion tokens" + (f" ({first.reasoning_tokens} reasoning)"
                                                  if first.reasoning_tokens else ""))
@@ -174,7 +173,7 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
             forced = c.model_copy(update={"wire_stops": "on", "cache": False})
             probe: Any = build_llm(forced)
             # What the first probe learned (refused parameters) holds for this one too.
-            probe.learn_from(inner)
+            probe.learn_from(llm)
             second = await probe.complete(msgs, max_tokens=max_tokens, temperature=0.0, seed=2,
                                           stop=["</answer>"])
             cut = any("inside the model's thinking" in n for n in getattr(probe, "notes", []))
@@ -184,11 +183,11 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
             rep.add("stop probe answer", repr(second.text.strip()[:60]))
             await _aclose(probe)
             for n in probe.notes:  # already logged by the probe's backend
-                if "inside the model's thinking" not in n and n not in inner.notes:
-                    inner.notes.append(n)
+                if "inside the model's thinking" not in n and n not in llm.notes:
+                    llm.notes.append(n)
         if c.backend == "openai":
-            rep.add("refused parameters", "; ".join(inner.notes) or "none")
-            rep.add("settings", inner.request_rules())
+            rep.add("refused parameters", "; ".join(llm.notes) or "none")
+            rep.add("settings", llm.request_rules())
     except Exception as e:  # a probe's failure is its finding
         rep.add("call", scrub(str(e))[:300])
         rep.ok = False
@@ -197,7 +196,7 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
     return rep
 
 
-def _thinking_where(c: Any, backend: Any) -> str:
+def _thinking_where(c: Any) -> str:
     if c.reasoning_tokens and not c.reasoning:
         return f"yes, hidden ({c.reasoning_tokens} reasoning tokens counted)"
     if c.reasoning:
