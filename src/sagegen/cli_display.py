@@ -206,12 +206,13 @@ def format_status(store: RunStore) -> str:
                               sorted(t["statuses"].items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
             lines.append(f"  requests {t['tries']} ({t['retries']} retries, {t['wait']:.1f} s waiting; "
                          f"{codes})")
-    for role, r in store.reply_stats().items():  # what the replies were like (docs/models.md)
+    replies = store.reply_stats()
+    for role, r in replies.items():  # what the replies were like (docs/models.md)
         lines.append(f"  replies {role}: {r['calls']} fresh, {r['cut']} cut at the cap, {r['empty']} empty, "
                      f"{r['thinking']} thought ({r['reasoning_tokens']:,} reasoning tokens reported)")
     from sagegen.doctor import cap_advice
 
-    lines += [f"cut {c}" for c in cap_advice(store.reply_stats())]
+    lines += [f"cut {c}" for c in cap_advice(replies)]
     for e in store.endpoint_stats():  # each server of llm.base_url (a list: replicas)
         lines.append(f"endpoint {e['endpoint']} ({e['model']}): {e['calls']} requests, "
                      f"{e['failures']} failed, {e['in_flight']} in flight at the end")

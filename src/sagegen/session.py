@@ -36,8 +36,6 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     #: The generator is the embedded demo model (llamacpp, no model named: SmolLM2-135M).
     demo: bool = False
-    #: This session's replies per role: calls, cut at the cap, empty, thinking (RunStore.reply_stats).
-    replies: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Lines naming each role whose replies were cut at the cap, and the setting to raise.
     caps: list[str] = field(default_factory=list)
 
@@ -108,11 +106,10 @@ def run_generate(
         status = "completed" if not stats.errors else "errors"
         from sagegen.doctor import cap_advice
 
-        replies = store.reply_stats(session)
         return RunResult(run_dir, resumed, stats, time.monotonic() - t0, store.counts(), store.outcomes(),
                          store.llm_usage(), store.llm_usage(session), warnings=warnings,
-                         demo=cfg.llm.backend == "llamacpp" and not cfg.llm.model, replies=replies,
-                         caps=cap_advice(replies, cfg))
+                         demo=cfg.llm.backend == "llamacpp" and not cfg.llm.model,
+                         caps=cap_advice(store.reply_stats(session), cfg))
     except KeyboardInterrupt:
         status = "interrupted"
         raise
