@@ -107,22 +107,19 @@ def test_cli_dry_run_refuses_with_one_line(tmp_path: Path) -> None:
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
+def _accepted(id_: str, question: str, answer: str, docs: tuple[str, ...],
+              supporting: bool = False) -> QAPair:
+    """An accepted pair (difficulty 2, round 1) seeded on ``docs[0]``; ``supporting``: its evidence."""
+    return QAPair(id=id_, question=question, answer=answer, answer_type="entity", target=2, difficulty=2,
+                  avg_at_k=0.5, label="pass", round=1, seed_doc_id=docs[0],
+                  supporting_ids=docs if supporting else ())
+
+
 def test_export_json_carries_the_corpus(tmp_path: Path) -> None:
     from sagegen.export.api import export_run
 
     corpus = _corpus(tmp_path / "c.jsonl")
-    pair = QAPair(
-        id="p0",
-        question="Which title holds text number 1?",
-        answer="Title 1",
-        answer_type="entity",
-        target=2,
-        difficulty=2,
-        avg_at_k=0.5,
-        label="pass",
-        round=1,
-        seed_doc_id="d1",
-    )
+    pair = _accepted("p0", "Which title holds text number 1?", "Title 1", ("d1",))
     run = _run(tmp_path / "run", corpus, pairs=[pair])
     export_run(run, "verl", tmp_path / "exp", split=0.0)
     meta = json.loads((tmp_path / "exp" / "export.json").read_text())
@@ -212,22 +209,8 @@ def test_run_verl_sh_serves_the_hotpotqa_corpus(shared_data: Path, tmp_path: Pat
     if not corpus.is_file():
         pytest.skip(f"{corpus} absent (shared data)")
     rows = [json.loads(x) for x in questions.read_text().splitlines()[:13]]
-    pairs = [
-        QAPair(
-            id=r["id"],
-            question=r["question"],
-            answer=r["golden_answers"][0],
-            answer_type="entity",
-            target=2,
-            difficulty=2,
-            avg_at_k=0.5,
-            label="pass",
-            round=1,
-            seed_doc_id=r["supporting"][0],
-            supporting_ids=tuple(r["supporting"]),
-        )
-        for r in rows
-    ]
+    pairs = [_accepted(r["id"], r["question"], r["golden_answers"][0], tuple(r["supporting"]),
+                       supporting=True) for r in rows]
     run = _run(tmp_path / "runs" / "hotpot", corpus, pairs=pairs)
     clean = tmp_path / "clean"  # the recipe folder, started from a clean folder (no index built yet)
     clean.mkdir()
