@@ -61,8 +61,10 @@ def main() -> int:
     if args.replicate:
         docs = replicate(docs, args.replicate)
     qs = questions(SHARED)
-    print(f"corpus: {len(docs):,} passages ({args.corpus.name}{', replicated' if args.replicate else ''}); "
-          f"queries: {len(qs):,}; k={args.k}")
+    print(
+        f"corpus: {len(docs):,} passages ({args.corpus.name}{', replicated' if args.replicate else ''}); "
+        f"queries: {len(qs):,}; k={args.k}"
+    )
 
     rcfg = RetrievalConfig(bm25=BM25Config(method="robertson", k1=1.5, b=0.75))
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,9 +19,17 @@ from sagegen.estimate import FIELDS, estimate, pilot_costs
 from sagegen.session import run_generate
 from sagegen.store import RunStore
 
-SETS = ["llm.backend=scripted", "llm.model=fixture:sage", "llm.cache=false", "judge.method=em",
-        "pipeline.precheck=off", "pipeline.target=2", "pipeline.attempts=4", "pipeline.rounds=2",
-        "pipeline.concurrency=4"]
+SETS = [
+    "llm.backend=scripted",
+    "llm.model=fixture:sage",
+    "llm.cache=false",
+    "judge.method=em",
+    "pipeline.precheck=off",
+    "pipeline.target=2",
+    "pipeline.attempts=4",
+    "pipeline.rounds=2",
+    "pipeline.concurrency=4",
+]
 
 
 def main() -> None:
@@ -46,16 +54,25 @@ def main() -> None:
     total = {k: sum(getattr(c, k) for c in full_costs) for k in FIELDS}
     assert total["calls"] == sum(u["calls"] for u in usage.values())
     scale = args.pairs / acc
-    print(f"pilot {args.pilot} seeds: {pred['pilot_accepted']} accepted; larger run {args.full} seeds: "
-          f"{acc} accepted; target {args.pairs} accepted pairs")
+    print(
+        f"pilot {args.pilot} seeds: {pred['pilot_accepted']} accepted; larger run {args.full} seeds: "
+        f"{acc} accepted; target {args.pairs} accepted pairs"
+    )
     print("| quantity | predicted | 90% interval | actual (larger run, scaled) |\n|---|---|---|---|")
     for k in ("seeds", "calls", "prompt_tokens", "completion_tokens", "cost"):
-        actual = scale * (args.full if k == "seeds" else total[k] if k in total else
-                          total["prompt_tokens"] / 1e6 * 0.30 + total["completion_tokens"] / 1e6 * 2.50)
+        actual = scale * (
+            args.full
+            if k == "seeds"
+            else total[k]
+            if k in total
+            else total["prompt_tokens"] / 1e6 * 0.30 + total["completion_tokens"] / 1e6 * 2.50
+        )
         lo, hi = pred["interval"][k]
         fmt = "{:,.2f}" if k == "cost" else "{:,.0f}"
-        print(f"| {k} | {fmt.format(pred['estimate'][k])} | {fmt.format(lo)} – {fmt.format(hi)} | "
-              f"{fmt.format(actual)} |")
+        print(
+            f"| {k} | {fmt.format(pred['estimate'][k])} | {fmt.format(lo)} – {fmt.format(hi)} | "
+            f"{fmt.format(actual)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -72,11 +72,23 @@ KEY_ENV = "SAGEGEN_BENCH_SIM_KEY"
 class Sim:
     """The simulated server in its own process (so its CPU never competes with the client's GIL)."""
 
-    def __init__(self, args: argparse.Namespace, scale: float, log: Path | None = None,
-                 slots: int | None = None) -> None:
-        cmd = [sys.executable, str(HERE / "sim_llm_server.py"), "--slots", str(slots or args.slots),
-               "--decode", str(args.decode), "--prefill", str(args.prefill), "--ttft", str(args.ttft),
-               "--time-scale", str(scale)]
+    def __init__(
+        self, args: argparse.Namespace, scale: float, log: Path | None = None, slots: int | None = None
+    ) -> None:
+        cmd = [
+            sys.executable,
+            str(HERE / "sim_llm_server.py"),
+            "--slots",
+            str(slots or args.slots),
+            "--decode",
+            str(args.decode),
+            "--prefill",
+            str(args.prefill),
+            "--ttft",
+            str(args.ttft),
+            "--time-scale",
+            str(scale),
+        ]
         if log is not None:
             cmd += ["--log", str(log)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -142,8 +154,9 @@ class Sims:
             s.close()
 
 
-def chains_from_log(logs: list[Path], seed: int, n: int,
-                    rounds: int) -> tuple[list[list[dict[str, Any]]], int]:
+def chains_from_log(
+    logs: list[Path], seed: int, n: int, rounds: int
+) -> tuple[list[list[dict[str, Any]]], int]:
     """Logged requests grouped by pair (pair order), each in arrival order; and how many had no pair."""
     owner = {derive_seed(seed, "gen", i, r): i for i in range(n) for r in range(1, rounds + 1)}
     by_pair: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -162,15 +175,28 @@ def chains_from_log(logs: list[Path], seed: int, n: int,
 
 def run_sagegen(sim: Sims, level: int, n: int, args: argparse.Namespace, tmp: Path) -> float:
     url = sim.urls[0] if len(sim.urls) == 1 else "[" + ", ".join(sim.urls) + "]"
-    cfg = load_config(None, [
-        "llm.backend=openai", f"llm.base_url={url}", "llm.model=sim", "llm.cache=false",
-        f"llm.api_key_env={KEY_ENV}", "llm.timeout=900", "judge.method=llm",
-        f"pipeline.num_seeds={n}", f"pipeline.concurrency={level}", f"pipeline.rounds={args.rounds}",
-        f"pipeline.attempts={args.k}", "pipeline.strategy=feedback", f"pipeline.seed={args.seed}",
-        f"retrieval.index_dir={args.index_dir}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "llm.backend=openai",
+            f"llm.base_url={url}",
+            "llm.model=sim",
+            "llm.cache=false",
+            f"llm.api_key_env={KEY_ENV}",
+            "llm.timeout=900",
+            "judge.method=llm",
+            f"pipeline.num_seeds={n}",
+            f"pipeline.concurrency={level}",
+            f"pipeline.rounds={args.rounds}",
+            f"pipeline.attempts={args.k}",
+            "pipeline.strategy=feedback",
+            f"pipeline.seed={args.seed}",
+            f"retrieval.index_dir={args.index_dir}",
+        ],
+    )
     parts = Components.from_config(cfg)  # corpus and index opened before the clock starts
     import aiohttp  # noqa: F401  (imported by the backend's first call: a one-off, not a per-call cost)
+
     try:
         c = time.process_time()
         run_generate(cfg, tmp / f"run-{level}", parts=parts)
@@ -188,8 +214,10 @@ async def _baseline(ports: list[int], lanes: int, chains: list[list[dict[str, An
         for chain in todo:  # one shared iterator: each lane takes the next pair, as the pipeline does
             for rec in chain:
                 data = json.dumps(rec["body"]).encode()
-                writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: "
-                             b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+                writer.write(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+                )
                 head = await reader.readuntil(b"\r\n\r\n")
                 m = length.search(head)
                 reply = json.loads(await reader.readexactly(int(m.group(1)) if m else 0))
@@ -206,8 +234,11 @@ def run_baseline(sim: Sim | Sims, lanes: int, chains: list[list[dict[str, Any]]]
 
 
 #: What the OpenAI backend sends with every request (its key is the bench's placeholder).
-_HEADERS = {"Authorization": "Bearer sim-key", "Content-Type": "application/json",
-            "Accept": "application/json"}
+_HEADERS = {
+    "Authorization": "Bearer sim-key",
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+}
 TRANSPORTS = ("aiohttp",)
 
 
@@ -238,25 +269,33 @@ def run_transport(kind: str, sim: Sims, lanes: int, chains: list[list[dict[str, 
     return time.process_time() - c
 
 
-def row(name: str, level: int, st: dict[str, Any], cpu: float, ideal: float, slots: int,
-        stdy: float | None) -> str:
+def row(
+    name: str, level: int, st: dict[str, Any], cpu: float, ideal: float, slots: int, stdy: float | None
+) -> str:
     span = st["span_s"]
     cap = st["service_s"] / (span * slots)
     reach = st["service_s"] / (span * min(level, slots))
     steady_txt = "-" if stdy is None else f"{100 * stdy:.1f}"
-    return (f"{name:9} {level:5} {st['requests']:7} {span:8.1f} {ideal:8.1f} {100 * cap:6.1f} "
-            f"{100 * reach:7.1f} {steady_txt:>8} {100 * (span / ideal - 1):6.1f} "
-            f"{1000 * cpu / st['requests']:8.2f} "
-            f"{st['requests'] / span:8.1f} {1000 * st['cpu_s'] / st['requests']:7.2f}")
+    return (
+        f"{name:9} {level:5} {st['requests']:7} {span:8.1f} {ideal:8.1f} {100 * cap:6.1f} "
+        f"{100 * reach:7.1f} {steady_txt:>8} {100 * (span / ideal - 1):6.1f} "
+        f"{1000 * cpu / st['requests']:8.2f} "
+        f"{st['requests'] / span:8.1f} {1000 * st['cpu_s'] / st['requests']:7.2f}"
+    )
 
 
 def ceiling(args: argparse.Namespace) -> None:
     """Requests/s of the simulated server with zero service time, and its CPU per request."""
     sim = Sim(args, 0.0)
     try:
-        body = {"model": "sim", "seed": 1, "messages": [
-            {"role": "system", "content": "Answer the given question. " * 80},
-            {"role": "user", "content": "In which year did the archive catalogued as item G7 open?"}]}
+        body = {
+            "model": "sim",
+            "seed": 1,
+            "messages": [
+                {"role": "system", "content": "Answer the given question. " * 80},
+                {"role": "user", "content": "In which year did the archive catalogued as item G7 open?"},
+            ],
+        }
         chains = [[{"body": dict(body, seed=i)}] * 20 for i in range(args.ceiling_requests // 20)]
         t = time.monotonic()
         cpu = run_baseline(sim, args.slots, chains)
@@ -264,10 +303,12 @@ def ceiling(args: argparse.Namespace) -> None:
         st = sim.stats()
     finally:
         sim.close()
-    print(f"ceiling: {st['requests']} requests in {wall:.2f}s = {st['requests'] / wall:,.0f}/s with "
-          f"{args.slots} connections; server CPU {1000 * st['cpu_s'] / st['requests']:.3f} ms/request "
-          f"(= {st['requests'] / st['cpu_s']:,.0f} requests per CPU-second); client CPU "
-          f"{1000 * cpu / st['requests']:.3f} ms/request; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"ceiling: {st['requests']} requests in {wall:.2f}s = {st['requests'] / wall:,.0f}/s with "
+        f"{args.slots} connections; server CPU {1000 * st['cpu_s'] / st['requests']:.3f} ms/request "
+        f"(= {st['requests'] / st['cpu_s']:,.0f} requests per CPU-second); client CPU "
+        f"{1000 * cpu / st['requests']:.3f} ms/request; load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 def main() -> int:
@@ -288,10 +329,17 @@ def main() -> int:
     ap.add_argument("--no-warmup", action="store_true", help="Skip the unmeasured one-pair warm-up run.")
     ap.add_argument("--ceiling", action="store_true", help="Only measure the simulated server's ceiling.")
     ap.add_argument("--ceiling-requests", type=int, default=20_000)
-    ap.add_argument("--endpoints", type=int, default=1,
-                    help="Simulated replicas sharing --slots (llm.base_url a list of them).")
-    ap.add_argument("--transports", action="store_true",
-                    help="Also replay the requests through the backend's HTTP transport (aiohttp).")
+    ap.add_argument(
+        "--endpoints",
+        type=int,
+        default=1,
+        help="Simulated replicas sharing --slots (llm.base_url a list of them).",
+    )
+    ap.add_argument(
+        "--transports",
+        action="store_true",
+        help="Also replay the requests through the backend's HTTP transport (aiohttp).",
+    )
     args = ap.parse_args()
     os.environ.setdefault(KEY_ENV, "sim-key")
     if args.ceiling:
@@ -302,10 +350,14 @@ def main() -> int:
     args.rounds = args.rounds or (2 if q else 3)
     args.k = args.k or (2 if q else 4)
     scale = args.time_scale if args.time_scale is not None else (0.25 if q else 1.0)
-    print(f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.2f}  slots {args.slots}  time x{scale}  "
-          f"R={args.rounds} K={args.k} feedback, cache off, endpoints {args.endpoints}")
-    print("client     inflt   calls   span_s  ideal_s   cap%  reach%  steady%  over%  cpu_ms/c   req/s"
-          "  srv_ms/c")
+    print(
+        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.2f}  slots {args.slots}  time x{scale}  "
+        f"R={args.rounds} K={args.k} feedback, cache off, endpoints {args.endpoints}"
+    )
+    print(
+        "client     inflt   calls   span_s  ideal_s   cap%  reach%  steady%  over%  cpu_ms/c   req/s"
+        "  srv_ms/c"
+    )
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         if not args.no_warmup:
@@ -326,8 +378,11 @@ def main() -> int:
             chains, lost = chains_from_log(logs, args.seed, n, args.rounds)
             ideal = ideal_span([[r["service"] for r in c] for c in chains], level, args.slots)
             name = "sagegen" if args.endpoints == 1 else f"sagegen/{args.endpoints}"
-            print(row(name, level, st, cpu, ideal, args.slots, steady(chains, level, args.slots))
-                  + (f"  ({lost} calls not attributed)" if lost else ""), flush=True)
+            print(
+                row(name, level, st, cpu, ideal, args.slots, steady(chains, level, args.slots))
+                + (f"  ({lost} calls not attributed)" if lost else ""),
+                flush=True,
+            )
             if args.no_baseline:
                 continue
             base_logs = [tmp / f"base-{level}-{i}.jsonl" for i in range(args.endpoints)]
@@ -338,8 +393,18 @@ def main() -> int:
             finally:
                 sims.close()
             replayed, _ = chains_from_log(base_logs, args.seed, n, args.rounds)
-            print(row("baseline" if args.endpoints == 1 else f"base/{args.endpoints}", level, st, cpu, ideal,
-                      args.slots, steady(replayed, level, args.slots)), flush=True)
+            print(
+                row(
+                    "baseline" if args.endpoints == 1 else f"base/{args.endpoints}",
+                    level,
+                    st,
+                    cpu,
+                    ideal,
+                    args.slots,
+                    steady(replayed, level, args.slots),
+                ),
+                flush=True,
+            )
             base_cpu = cpu / st["requests"]
             for kind in TRANSPORTS if args.transports else ():
                 t_logs = [tmp / f"{kind}-{level}-{i}.jsonl" for i in range(args.endpoints)]
@@ -350,8 +415,11 @@ def main() -> int:
                 finally:
                     sims.close()
                 replayed, _ = chains_from_log(t_logs, args.seed, n, args.rounds)
-                print(row(kind, level, st, cpu, ideal, args.slots, steady(replayed, level, args.slots))
-                      + f"  ({cpu / st['requests'] / base_cpu:.2f}x baseline)", flush=True)
+                print(
+                    row(kind, level, st, cpu, ideal, args.slots, steady(replayed, level, args.slots))
+                    + f"  ({cpu / st['requests'] / base_cpu:.2f}x baseline)",
+                    flush=True,
+                )
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

@@ -85,12 +85,16 @@ def main() -> int:
         print(f"bundled corpus: {len(bundled):,} passages, {words:,} words, loaded in {load_s:.2f}s")
         build, open_s = timed_build(bundled, "bm25", rcfg, tmp / "b")
         ref = rank_bm25_build(bundled)
-        print(f"  bm25 build {build:.2f}s (open + first query {open_s:.2f}s); "
-              f"rank_bm25 BM25Okapi build {ref:.2f}s; ratio {build / ref:.2f}x the reference")
+        print(
+            f"  bm25 build {build:.2f}s (open + first query {open_s:.2f}s); "
+            f"rank_bm25 BM25Okapi build {ref:.2f}s; ratio {build / ref:.2f}x the reference"
+        )
         if args.dense:
             dbuild, dopen = timed_build(bundled, "dense", rcfg, tmp / "b")
-            print(f"  dense (MiniLM, flat) build {dbuild:.1f}s = {len(bundled) / dbuild:.0f} passages/s "
-                  f"(open + first query {dopen:.2f}s)")
+            print(
+                f"  dense (MiniLM, flat) build {dbuild:.1f}s = {len(bundled) / dbuild:.0f} passages/s "
+                f"(open + first query {dopen:.2f}s)"
+            )
 
         t = time.perf_counter()
         big = big_corpus(args.n)
@@ -98,8 +102,10 @@ def main() -> int:
         print(f"large corpus: {len(big):,} passages, {words:,} words ({time.perf_counter() - t:.1f}s)")
         build, open_s = timed_build(big, "bm25", rcfg, tmp / "l")
         ref = rank_bm25_build(big)
-        print(f"  bm25 build {build:.2f}s (open + first query {open_s:.2f}s); goal < {GOAL_S:.0f}s: "
-              f"{'met' if build < GOAL_S else 'MISSED'} ({build / GOAL_S:.2f} of the budget)")
+        print(
+            f"  bm25 build {build:.2f}s (open + first query {open_s:.2f}s); goal < {GOAL_S:.0f}s: "
+            f"{'met' if build < GOAL_S else 'MISSED'} ({build / GOAL_S:.2f} of the budget)"
+        )
         print(f"  rank_bm25 BM25Okapi build {ref:.2f}s; ratio {build / ref:.2f}x the reference")
     return 0
 

@@ -44,9 +44,19 @@ def fill(run_dir: Path, n: int, *, indexed: bool) -> tuple[list[float], list[flo
             events.append(time.perf_counter() - t)
             store.event("ambiguity", '{"ambiguous": false, "reason": "one archive fits"}', i, 1)
             question = f"In which year did the archive catalogued as item G{i} first open to readers?"
-            qa = QAPair(id=f"q{i}", question=question, answer=str(1500 + i % 500), answer_type="date",
-                        target=3, difficulty=3, avg_at_k=0.5, label="pass", round=1, seed_doc_id=f"doc{i}",
-                        plan=plan)
+            qa = QAPair(
+                id=f"q{i}",
+                question=question,
+                answer=str(1500 + i % 500),
+                answer_type="date",
+                target=3,
+                difficulty=3,
+                avg_at_k=0.5,
+                label="pass",
+                round=1,
+                seed_doc_id=f"doc{i}",
+                plan=plan,
+            )
             t = time.perf_counter()
             store.finish_pair(i, "pass", 1, qa, "dataset", question.lower())
             finish.append(time.perf_counter() - t)
@@ -68,8 +78,9 @@ def main() -> int:
         t = time.perf_counter()
         old = fill(Path(td) / "unindexed", n, indexed=False)
         old_s = time.perf_counter() - t
-    print("pairs          finish_pair ms: indexed  unindexed      x  "
-          "events(idx) ms: indexed  unindexed      x")
+    print(
+        "pairs          finish_pair ms: indexed  unindexed      x  events(idx) ms: indexed  unindexed      x"
+    )
     for lo in sorted({0, n // 10, n // 2, n - 1000}):
         hi = lo + 1000
 
@@ -77,10 +88,14 @@ def main() -> int:
             return 1000 * sum(xs[lo:hi]) / len(xs[lo:hi])
 
         f_new, f_old, e_new, e_old = mean(new[0]), mean(old[0]), mean(new[1]), mean(old[1])
-        print(f"{lo:6}-{hi:6}  {f_new:22.3f} {f_old:10.3f} {f_old / f_new:6.1f}  {e_new:22.3f} {e_old:10.3f} "
-              f"{e_old / e_new:6.1f}")
-    print(f"whole run: indexed {new_s:.1f} s, unindexed {old_s:.1f} s ({old_s / new_s:.1f}x); "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            f"{lo:6}-{hi:6}  {f_new:22.3f} {f_old:10.3f} {f_old / f_new:6.1f}  {e_new:22.3f} {e_old:10.3f} "
+            f"{e_old / e_new:6.1f}"
+        )
+    print(
+        f"whole run: indexed {new_s:.1f} s, unindexed {old_s:.1f} s ({old_s / new_s:.1f}x); "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     return 0
 
 

@@ -46,15 +46,22 @@ async def main() -> None:
         c = await llm.complete(long_prompt, max_tokens=1, temperature=0.0)
         prompt.append(c.prompt_tokens / c.seconds)
 
-    print(json.dumps({
-        "model": llm.name, "threads": llm.n_threads, "cpus": os.cpu_count(), "load_s": round(load_s, 2),
-        "decode_tokens_per_s": round(statistics.median(decode), 1),
-        "decode_runs": [round(x, 1) for x in decode],
-        "prompt_tokens_per_s": round(statistics.median(prompt), 1),
-        "prompt_tokens": c.prompt_tokens,
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-    }))
+    print(
+        json.dumps(
+            {
+                "model": llm.name,
+                "threads": llm.n_threads,
+                "cpus": os.cpu_count(),
+                "load_s": round(load_s, 2),
+                "decode_tokens_per_s": round(statistics.median(decode), 1),
+                "decode_runs": [round(x, 1) for x in decode],
+                "prompt_tokens_per_s": round(statistics.median(prompt), 1),
+                "prompt_tokens": c.prompt_tokens,
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,11 @@ def responder(messages) -> str:
         resp = re.search(r"\[response\]: (.*)", contents[-1]).group(1)
         gold = re.search(r"\[correct_answer\]: (.*)", contents[-1]).group(1)
         return f"correct: {'yes' if resp.strip() == gold.strip() else 'no'}"
-    infos = sum(1 for m, c in zip(messages, contents, strict=True)
-                if m.get("role") == "user" and c.startswith("<information>"))
+    infos = sum(
+        1
+        for m, c in zip(messages, contents, strict=True)
+        if m.get("role") == "user" and c.startswith("<information>")
+    )
     if "answering_steps" in system:  # generator or reviser
         m = re.search(r"Orgco(\d+)|\w+ \w+ (\d+) was born", contents[1])
         i = int(m.group(1) or m.group(2)) if m else 0
@@ -63,10 +66,15 @@ def responder(messages) -> str:
         person = f"{FIRST[i % 10]} {LAST[(i // 10) % 10]} {i}"
         year = 1800 + i % 150
         revising = "Your question:" in contents[1]
-        q = (f"In which year was the founder of Orgco{i} born?" if revising or h(str(i), 2)
-             else f"In which year was {person} born?")
-        return (f"<think>ok</think>\n<question> {q} </question>\n<answer> {year} </answer>\n"
-                f"<answering_steps> 1. Who founded Orgco{i}? {person}. 2. When was {person} born? {year}")
+        q = (
+            f"In which year was the founder of Orgco{i} born?"
+            if revising or h(str(i), 2)
+            else f"In which year was {person} born?"
+        )
+        return (
+            f"<think>ok</think>\n<question> {q} </question>\n<answer> {year} </answer>\n"
+            f"<answering_steps> 1. Who founded Orgco{i}? {person}. 2. When was {person} born? {year}"
+        )
     q = re.search(r"Question: (.*)", contents[1]).group(1)
     m = re.search(r"Orgco(\d+)|(\d+) born", q)
     i = int(m.group(1) or m.group(2))
@@ -78,10 +86,24 @@ def responder(messages) -> str:
 
 
 def run(tmp: Path, docs_path: Path, seeds: int, name: str, sets: list[str]) -> dict:
-    cfg = load_config(None, [f"corpus.path={docs_path}", f"retrieval.index_dir={tmp / 'idx'}",
-                             "llm.backend=scripted", "llm.model=bench", "llm.cache=false", "judge.method=llm",
-                             "judge.em_shortcut=false", f"pipeline.num_seeds={seeds}", "pipeline.target=2",
-                             "pipeline.attempts=4", "pipeline.rounds=3", "pipeline.concurrency=4", *sets])
+    cfg = load_config(
+        None,
+        [
+            f"corpus.path={docs_path}",
+            f"retrieval.index_dir={tmp / 'idx'}",
+            "llm.backend=scripted",
+            "llm.model=bench",
+            "llm.cache=false",
+            "judge.method=llm",
+            "judge.em_shortcut=false",
+            f"pipeline.num_seeds={seeds}",
+            "pipeline.target=2",
+            "pipeline.attempts=4",
+            "pipeline.rounds=3",
+            "pipeline.concurrency=4",
+            *sets,
+        ],
+    )
     docs, retriever = open_corpus_and_retriever(cfg)
     llm = ScriptedLLM(responder=responder)
     parts = Components(list(docs), retriever, llm, llm, llm)
@@ -99,16 +121,25 @@ def run(tmp: Path, docs_path: Path, seeds: int, name: str, sets: list[str]) -> d
     allt = sum(x["prompt_tokens"] + x["completion_tokens"] for x in u.values())
     stoks = solver["prompt_tokens"] + solver["completion_tokens"]
     return {
-        "run": name, "accepted": acc, "too_easy": c.get("too_easy", 0), "incorrect": c.get("incorrect", 0),
-        "failed": c.get("failed", 0), "not_in_dataset": c.get("output.duplicate", 0),
-        "precheck_verdicts": pre, "solver_calls": solver["calls"], "solver_tokens": stoks,
-        "all_calls": allc, "all_tokens": allt,
+        "run": name,
+        "accepted": acc,
+        "too_easy": c.get("too_easy", 0),
+        "incorrect": c.get("incorrect", 0),
+        "failed": c.get("failed", 0),
+        "not_in_dataset": c.get("output.duplicate", 0),
+        "precheck_verdicts": pre,
+        "solver_calls": solver["calls"],
+        "solver_tokens": stoks,
+        "all_calls": allc,
+        "all_tokens": allt,
         "solver_calls_per_accepted": solver["calls"] / acc if acc else None,
         "solver_tokens_per_accepted": stoks / acc if acc else None,
         "all_calls_per_accepted": allc / acc if acc else None,
         "all_tokens_per_accepted": allt / acc if acc else None,
-        "compared": len(events), "disagree": sum(1 for e in events if not e["agree"]),
-        "seconds": round(secs, 2), "pairs": res.stats.total,
+        "compared": len(events),
+        "disagree": sum(1 for e in events if not e["agree"]),
+        "seconds": round(secs, 2),
+        "pairs": res.stats.total,
     }
 
 
@@ -120,14 +151,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         path = tmp / "corpus.jsonl"
-        path.write_text("".join(json.dumps({"id": x.id, "title": x.title, "text": x.text}) + "\n"
-                                for x in corpus(args.chains)))
-        rows = [run(tmp, path, args.seeds, "off", ["pipeline.precheck=off"]),
-                run(tmp, path, args.seeds, "auto", []),
-                run(tmp, path, args.seeds, "compare", ["pipeline.precheck_compare=true"]),
-                run(tmp, path, args.seeds, "off-no-early-stop",
-                    ["pipeline.precheck=off", "pipeline.early_stop=false"]),
-                run(tmp, path, args.seeds, "auto-no-early-stop", ["pipeline.early_stop=false"])]
+        path.write_text(
+            "".join(
+                json.dumps({"id": x.id, "title": x.title, "text": x.text}) + "\n" for x in corpus(args.chains)
+            )
+        )
+        rows = [
+            run(tmp, path, args.seeds, "off", ["pipeline.precheck=off"]),
+            run(tmp, path, args.seeds, "auto", []),
+            run(tmp, path, args.seeds, "compare", ["pipeline.precheck_compare=true"]),
+            run(
+                tmp,
+                path,
+                args.seeds,
+                "off-no-early-stop",
+                ["pipeline.precheck=off", "pipeline.early_stop=false"],
+            ),
+            run(tmp, path, args.seeds, "auto-no-early-stop", ["pipeline.early_stop=false"]),
+        ]
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:

@@ -143,8 +143,10 @@ class Conn:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
-        head = (f"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         status_line = await self.reader.readline()
         length = None
@@ -165,8 +167,9 @@ def body(queries: Sequence[str]) -> bytes:
     return json.dumps({"queries": list(queries), "topk": TOPK, "return_scores": True}).encode()
 
 
-async def interleaved(port: int, search: Callable[[list[str]], Any],
-                      batches: list[list[str]]) -> tuple[float, float, float, float]:
+async def interleaved(
+    port: int, search: Callable[[list[str]], Any], batches: list[list[str]]
+) -> tuple[float, float, float, float]:
     """(in-process wall, HTTP wall, in-process CPU) seconds per request, medians, and the median of
     each request's HTTP / in-process ratio. Each batch is searched in this process, then sent to
     the server (replies parsed, as clients do), request by request: on a machine whose speed drifts
@@ -206,6 +209,7 @@ async def clients(port: int, n_clients: int, queries: list[str], seconds: float)
             assert len(reply["result"]) == 1
             done += 1
             i += n_clients
+
     t = time.perf_counter()
     await asyncio.gather(*(loop(c, i) for i, c in enumerate(conns)))
     elapsed = time.perf_counter() - t
@@ -234,10 +238,19 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=8.0, help="duration of each concurrent-clients round")
     ap.add_argument("--rounds", type=int, default=3, help="concurrent rounds per server, alternated; median")
-    ap.add_argument("--ours-src", type=Path, default=REPO / "src",
-                    help="the sagegen src our server runs from (another checkout's, for a before)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    help="a server.* override for ours, e.g. --set server.max_concurrency=1 (repeatable)")
+    ap.add_argument(
+        "--ours-src",
+        type=Path,
+        default=REPO / "src",
+        help="the sagegen src our server runs from (another checkout's, for a before)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="a server.* override for ours, e.g. --set server.max_concurrency=1 (repeatable)",
+    )
     args = ap.parse_args()
 
     theirs_file = args.searchr1
@@ -263,8 +276,16 @@ def main() -> None:
 
     servers: dict[str, tuple[list[str], Callable[[list[str]], Any]]] = {}
     cli = "import sys; from sagegen.cli import main; sys.argv[0] = 'sagegen'; main()"
-    ours_cmd = [sys.executable, "-c", cli, "serve", "--index", str(index),
-                "--set", "server.log_level=warning"]
+    ours_cmd = [
+        sys.executable,
+        "-c",
+        cli,
+        "serve",
+        "--index",
+        str(index),
+        "--set",
+        "server.log_level=warning",
+    ]
     for o in args.overrides:
         ours_cmd += ["--set", o]
     servers["ours"] = (ours_cmd, lambda qs: ours_search.search(qs, TOPK))
@@ -277,9 +298,11 @@ def main() -> None:
         servers["theirs"] = (theirs_cmd, lambda qs: their_retriever.batch_search(qs, TOPK, True))
 
     load_start = os.getloadavg()
-    print(f"index {index} ({len(ours_search.store)} passages), top-{TOPK}, return_scores; "
-          f"load {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}; "
-          f"ours from {args.ours_src} with {args.overrides or 'its defaults'}")
+    print(
+        f"index {index} ({len(ours_search.store)} passages), top-{TOPK}, return_scores; "
+        f"load {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}; "
+        f"ours from {args.ours_src} with {args.overrides or 'its defaults'}"
+    )
     overhead: dict[str, dict[int, tuple[float, float, float, float]]] = {}
     rps: dict[str, list[float]] = {name: [] for name in servers}
     cpu_ms: dict[str, list[float]] = {name: [] for name in servers}
@@ -312,30 +335,42 @@ def main() -> None:
         for p in procs.values():
             stop(p)
 
-    print("\n| server | queries/request | in-process ms | HTTP+JSON ms | ratio | paired ratio "
-          "| in-process CPU ms | server CPU ms | CPU ratio |")
+    print(
+        "\n| server | queries/request | in-process ms | HTTP+JSON ms | ratio | paired ratio "
+        "| in-process CPU ms | server CPU ms | CPU ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in overhead.items():
         for size, (local, http, local_cpu, server_cpu, paired) in rows.items():
-            print(f"| {name} | {size} | {local * 1e3:.2f} | {http * 1e3:.2f} | {http / local:.2f}x "
-                  f"| {paired:.2f}x "
-                  f"| {local_cpu * 1e3:.2f} | {server_cpu * 1e3:.2f} | {server_cpu / local_cpu:.2f}x |")
-    print(f"\n| server | {args.clients} single-query clients: req/s (median of {args.rounds}) | rounds "
-          "| server CPU ms/request (median) |")
+            print(
+                f"| {name} | {size} | {local * 1e3:.2f} | {http * 1e3:.2f} | {http / local:.2f}x "
+                f"| {paired:.2f}x "
+                f"| {local_cpu * 1e3:.2f} | {server_cpu * 1e3:.2f} | {server_cpu / local_cpu:.2f}x |"
+            )
+    print(
+        f"\n| server | {args.clients} single-query clients: req/s (median of {args.rounds}) | rounds "
+        "| server CPU ms/request (median) |"
+    )
     print("|---|---|---|---|")
     for name, values in rps.items():
-        print(f"| {name} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} "
-              f"| {statistics.median(cpu_ms[name]):.2f} |")
+        print(
+            f"| {name} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} "
+            f"| {statistics.median(cpu_ms[name]):.2f} |"
+        )
     if "theirs" in rps:
         ratio = statistics.median(rps["ours"]) / statistics.median(rps["theirs"])
         per_cpu = statistics.median(cpu_ms["theirs"]) / statistics.median(cpu_ms["ours"])
-        print(f"\nours / theirs with {args.clients} single-query clients: {ratio:.2f}x req/s (goal >= 1.5x), "
-              f"{per_cpu:.2f}x requests per server CPU-second")
+        print(
+            f"\nours / theirs with {args.clients} single-query clients: {ratio:.2f}x req/s (goal >= 1.5x), "
+            f"{per_cpu:.2f}x requests per server CPU-second"
+        )
     at = max(sizes)
     local, http, local_cpu, server_cpu, paired = overhead["ours"][at]
-    print(f"ours HTTP+JSON / in-process at {at} queries/request: {paired:.2f}x wall, paired (goal <= 1.2x; "
-          f"{http / local:.2f}x as a ratio of medians), "
-          f"{server_cpu / local_cpu:.2f}x CPU (server process against the search alone)")
+    print(
+        f"ours HTTP+JSON / in-process at {at} queries/request: {paired:.2f}x wall, paired (goal <= 1.2x; "
+        f"{http / local:.2f}x as a ratio of medians), "
+        f"{server_cpu / local_cpu:.2f}x CPU (server process against the search alone)"
+    )
     end = os.getloadavg()
     print(f"load at the end {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
     tmp.cleanup()

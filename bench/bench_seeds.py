@@ -23,8 +23,10 @@ def main() -> None:
     args = ap.parse_args()
     docs = load_corpus()
     if args.replicate:
-        docs = [Doc(id=f"{i}", title=docs[i % len(docs)].title, text=docs[i % len(docs)].text)
-                for i in range(args.replicate)]
+        docs = [
+            Doc(id=f"{i}", title=docs[i % len(docs)].title, text=docs[i % len(docs)].text)
+            for i in range(args.replicate)
+        ]
     t0 = time.perf_counter()
     strata = StratifiedSeeds(docs, seed=0)
     secs = time.perf_counter() - t0

@@ -53,8 +53,9 @@ def run(retriever, chunk: int, queries: list[str]) -> dict[str, float]:
 
         def big() -> None:
             t = time.perf_counter()
-            r = httpx.post(f"{url}/retrieve", json={"queries": queries, "topk": 3, "return_scores": True},
-                           timeout=600)
+            r = httpx.post(
+                f"{url}/retrieve", json={"queries": queries, "topk": 3, "return_scores": True}, timeout=600
+            )
             out["batch_s"] = time.perf_counter() - t
             out["status"] = r.status_code
             out["results"] = len(r.json()["result"])
@@ -86,8 +87,10 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         for chunk in (int(c) for c in args.chunks.split(",")):
             r = run(retriever, chunk, queries)
-            print(f"| {chunk} | {r['status']:.0f} | {r['results']:.0f} | {r['batch_s']:.2f} | "
-                  f"{r['single_n']} | {r['single_p50']:.3f} | {r['single_max']:.3f} |")
+            print(
+                f"| {chunk} | {r['status']:.0f} | {r['results']:.0f} | {r['batch_s']:.2f} | "
+                f"{r['single_n']} | {r['single_p50']:.3f} | {r['single_max']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

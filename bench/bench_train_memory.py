@@ -48,18 +48,34 @@ def main() -> int:
     lines = [x for x in args.data.read_text(encoding="utf-8").splitlines() if x.strip()][: args.rows]
     data = args.out / "train.jsonl"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = load_config(None, [f"corpus.path={json.dumps(str(args.corpus))}", "retrieval.kind=bm25",
-                             f"retrieval.index_dir={json.dumps(str(args.out / 'indexes'))}"])
+    cfg = load_config(
+        None,
+        [
+            f"corpus.path={json.dumps(str(args.corpus))}",
+            "retrieval.kind=bm25",
+            f"retrieval.index_dir={json.dumps(str(args.out / 'indexes'))}",
+        ],
+    )
     rows = load_rows(data, max_searches=4)
     convs = build_warmup(rows, build_retriever(cfg), topk=2, passage_chars=150, max_searches=4)
     model, tok = load_policy(args.model, cache_dir=cfg.train.model_cache_dir)
     t0 = time.perf_counter()
-    losses = sft_warmup(model, tok, convs, steps=args.steps, batch_size=args.batch,
-                        checkpointing=not args.no_checkpointing)
+    losses = sft_warmup(
+        model, tok, convs, steps=args.steps, batch_size=args.batch, checkpointing=not args.no_checkpointing
+    )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"checkpointing": not args.no_checkpointing, "steps": args.steps, "batch": args.batch,
-                      "losses": [round(x, 4) for x in losses], "seconds": round(time.perf_counter() - t0, 1),
-                      "peak_rss_mb": round(peak_mb)}))
+    print(
+        json.dumps(
+            {
+                "checkpointing": not args.no_checkpointing,
+                "steps": args.steps,
+                "batch": args.batch,
+                "losses": [round(x, 4) for x in losses],
+                "seconds": round(time.perf_counter() - t0, 1),
+                "peak_rss_mb": round(peak_mb),
+            }
+        )
+    )
     return 0
 
 

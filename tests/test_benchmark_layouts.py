@@ -23,14 +23,20 @@ def _write(path: Path, rows: list[dict]) -> Path:
         # FlashRAG
         ([{"id": "a", "question": "Q1?", "golden_answers": ["x", "y"]}], [("a", "Q1?", ("x", "y"))]),
         # idx + a string answer, no id (the layout in the issue)
-        ([{"idx": 0, "question": "Q1?", "answer": "x"}, {"idx": 1, "question": "Q2?", "answer": "y"}],
-         [("0", "Q1?", ("x",)), ("1", "Q2?", ("y",))]),
+        (
+            [{"idx": 0, "question": "Q1?", "answer": "x"}, {"idx": 1, "question": "Q2?", "answer": "y"}],
+            [("0", "Q1?", ("x",)), ("1", "Q2?", ("y",))],
+        ),
         # HotpotQA: _id and answer
-        ([{"_id": "5a8b", "question": "Q1?", "answer": "yes", "type": "comparison"}],
-         [("5a8b", "Q1?", ("yes",))]),
+        (
+            [{"_id": "5a8b", "question": "Q1?", "answer": "yes", "type": "comparison"}],
+            [("5a8b", "Q1?", ("yes",))],
+        ),
         # answers as a list, no id field at all: the line number is the id
-        ([{"question": "Q1?", "answers": ["x"]}, {"question": "Q2?", "answer": ["y", "z"]}],
-         [("1", "Q1?", ("x",)), ("2", "Q2?", ("y", "z"))]),
+        (
+            [{"question": "Q1?", "answers": ["x"]}, {"question": "Q2?", "answer": ["y", "z"]}],
+            [("1", "Q1?", ("x",)), ("2", "Q2?", ("y", "z"))],
+        ),
     ],
 )
 def test_public_layouts_are_read(tmp_path: Path, rows: list[dict], expect: list[tuple]) -> None:
@@ -71,15 +77,36 @@ def test_cli_eval_flags_map_a_layout(tmp_path: Path) -> None:
     from sage_loop_helpers import run_cli, write_corpus
 
     bench = _write(tmp_path / "odd.jsonl", [{"key": "k1", "q": "Who wrote Hamlet?", "gold": "Shakespeare"}])
-    common = ["-s", f"corpus.path={write_corpus(tmp_path / 'corpus.jsonl')}", "-s", "llm.backend=scripted",
-              "-s", "llm.model=fixture:sage", "-s", "judge.method=em",
-              "-s", f"retrieval.index_dir={tmp_path / 'idx'}", "--out", str(tmp_path / "ev")]
+    common = [
+        "-s",
+        f"corpus.path={write_corpus(tmp_path / 'corpus.jsonl')}",
+        "-s",
+        "llm.backend=scripted",
+        "-s",
+        "llm.model=fixture:sage",
+        "-s",
+        "judge.method=em",
+        "-s",
+        f"retrieval.index_dir={tmp_path / 'idx'}",
+        "--out",
+        str(tmp_path / "ev"),
+    ]
     res = run_cli("eval", str(bench), *common, cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     err = " ".join(res.stderr.split())  # the console wraps long lines
     assert "odd.jsonl, line 1, field 'question'" in err and "--question-field" in err
-    res = run_cli("eval", str(bench), "--id-field", "key", "--question-field", "q", "--answer-field", "gold",
-                  *common, cwd=tmp_path)
+    res = run_cli(
+        "eval",
+        str(bench),
+        "--id-field",
+        "key",
+        "--question-field",
+        "q",
+        "--answer-field",
+        "gold",
+        *common,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(x) for x in (tmp_path / "ev" / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["k1"] and rows[0]["golden_answers"] == ["Shakespeare"]

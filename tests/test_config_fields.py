@@ -126,9 +126,15 @@ class _Module:
         elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
             if (recv := _dotted(node.value)) is not None:
                 self.reads.add((recv, node.attr))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
-              and isinstance(node.args[1].value, str) and (recv := _dotted(node.args[0])) is not None):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and (recv := _dotted(node.args[0])) is not None
+        ):
             self.reads.add((recv, node.args[1].value))
 
 
@@ -202,8 +208,11 @@ def stale_reads(src: Path = SRC) -> list[str]:
     found = []
     for path in sorted(src.rglob("*.py")):
         mod = _Module(ast.parse(path.read_text(encoding="utf-8")), section_attrs)
-        found += [f"{path.relative_to(src)}: {recv}.{attr}" for recv, attr in sorted(mod.reads)
-                  if (recv.rpartition(".")[2], attr) in old]
+        found += [
+            f"{path.relative_to(src)}: {recv}.{attr}"
+            for recv, attr in sorted(mod.reads)
+            if (recv.rpartition(".")[2], attr) in old
+        ]
     return found
 
 

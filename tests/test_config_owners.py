@@ -72,11 +72,15 @@ def test_the_sage_profile_sets_each_knob_at_its_owner() -> None:
     [
         ("llm:\n  temperature: 1.0\n", "llm.temperature: moved to generator.temperature"),
         ("llm:\n  max_tokens: 256\n", "llm.max_tokens: removed (it was never read; each role has its own"),
-        ("solver_llm:\n  backend: openai\n  temperature: 0.2\n",
-         "solver_llm.temperature: removed (it never applied: solver turns sample at solver.temperature)"),
+        (
+            "solver_llm:\n  backend: openai\n  temperature: 0.2\n",
+            "solver_llm.temperature: removed (it never applied: solver turns sample at solver.temperature)",
+        ),
         ("judge_llm:\n  temperature: 0\n", "judge_llm.temperature: removed (it never applied: judge calls"),
-        ("solver_llms:\n  - {backend: openai}\n  - {backend: openai, max_tokens: 9}\n",
-         "solver_llms.1.max_tokens: removed"),
+        (
+            "solver_llms:\n  - {backend: openai}\n  - {backend: openai, max_tokens: 9}\n",
+            "solver_llms.1.max_tokens: removed",
+        ),
     ],
 )
 def test_a_moved_or_removed_key_is_named_with_its_new_place(tmp_path: Path, text: str, expect: str) -> None:

@@ -84,8 +84,15 @@ def test_a_default_that_changed_since_blocks() -> None:
 
 
 def test_volatile_fields_come_from_the_marks_for_ledger_and_eval() -> None:
-    assert {"llm.n_threads", "llm.retry_backoff", "solver_llm.cache_path", "solver_llms.*.timeout",
-            "pipeline.num_seeds", "pipeline.concurrency", "server"} <= set(VOLATILE_KEYS)
+    assert {
+        "llm.n_threads",
+        "llm.retry_backoff",
+        "solver_llm.cache_path",
+        "solver_llms.*.timeout",
+        "pipeline.num_seeds",
+        "pipeline.concurrency",
+        "server",
+    } <= set(VOLATILE_KEYS)
     cfg = Config(solver_llm=Config().llm, solver_llms=[Config().llm])
     stripped = strip_volatile(cfg.model_dump(mode="json"))
     assert "server" not in stripped and "num_seeds" not in stripped["pipeline"]
@@ -112,15 +119,29 @@ def test_eval_meta_of_an_older_version_is_accepted(tmp_path: Path) -> None:
 
 def test_cli_resumes_a_run_whose_ledger_holds_an_older_config(tmp_path: Path) -> None:
     write_corpus(tmp_path / "corpus.jsonl")
-    cmd = ["generate", "--out", "runs/x", "--no-progress", *SCRIPTED_RUN_SETS,
-           "-s", "llm.cache_path=cache.sqlite", "-n", "2"]
+    cmd = [
+        "generate",
+        "--out",
+        "runs/x",
+        "--no-progress",
+        *SCRIPTED_RUN_SETS,
+        "-s",
+        "llm.cache_path=cache.sqlite",
+        "-n",
+        "2",
+    ]
     first = run_cli(*cmd, cwd=tmp_path, timeout=120)
     assert first.returncode == 0, first.stderr
     ledger = tmp_path / "runs" / "x" / "ledger.sqlite"
     with sqlite3.connect(ledger) as conn:  # rewrite the stored config the way b28380c wrote it
         stored = json.loads(conn.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
-        for section, key in [("pipeline", "precheck"), ("pipeline", "dedup"), ("solver", "force_answer"),
-                             ("judge", "verdict_line"), ("generator", "feedback_search")]:
+        for section, key in [
+            ("pipeline", "precheck"),
+            ("pipeline", "dedup"),
+            ("solver", "force_answer"),
+            ("judge", "verdict_line"),
+            ("generator", "feedback_search"),
+        ]:
             del stored[section][key]
         stored["llm"]["temperature"] = stored["generator"].pop("temperature")
         stored["llm"]["max_tokens"] = 512

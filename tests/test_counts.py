@@ -23,8 +23,22 @@ def _lines(path: Path) -> int:
 def test_summary_status_and_funnel_count_what_the_files_hold(shared_data: Path, tmp_path: Path) -> None:
     corpus = (shared_data / "hotpotqa" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:3]
     (tmp_path / "corpus.jsonl").write_text("\n".join(corpus) + "\n", encoding="utf-8")
-    p = run_cli("generate", "-o", "run", "-n", "10", "--target", "2", "--rounds", "2", "--k", "2",
-                "--no-progress", *SCRIPTED_RUN_SETS, cwd=tmp_path)
+    p = run_cli(
+        "generate",
+        "-o",
+        "run",
+        "-n",
+        "10",
+        "--target",
+        "2",
+        "--rounds",
+        "2",
+        "--k",
+        "2",
+        "--no-progress",
+        *SCRIPTED_RUN_SETS,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     run = tmp_path / "run"
     files = {name: _lines(run / f"{name}.jsonl") for name in ("dataset", "too_easy", "unsolved", "ambiguous")}
@@ -34,9 +48,14 @@ def test_summary_status_and_funnel_count_what_the_files_hold(shared_data: Path, 
         states = store.counts()
     # the scenario: duplicates among rejected pairs, so the state counts are not the file counts
     assert outcomes["duplicate"] > 0 and states.get("too_easy", 0) + states.get("incorrect", 0) > (
-        files["too_easy"] + files["unsolved"])
+        files["too_easy"] + files["unsolved"]
+    )
     assert (outcomes["accepted"], outcomes["too_easy"], outcomes["incorrect"], outcomes["ambiguous"]) == (
-        files["dataset"], files["too_easy"], files["unsolved"], files["ambiguous"])
+        files["dataset"],
+        files["too_easy"],
+        files["unsolved"],
+        files["ambiguous"],
+    )
     assert sum(v for k, v in outcomes.items() if k != "seeds") == outcomes["seeds"] == 10
     # the end-of-run summary
     m = re.search(r"too easy\s+(\d+)\s+unsolved (\d+)", p.stdout)

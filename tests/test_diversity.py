@@ -40,7 +40,9 @@ def test_spread_separates_copies_from_different_questions(method: str) -> None:
 def test_entities_and_small_inputs() -> None:
     assert entities("Which river flows through the capital of France?") == ["France"]
     assert entities("In which year did Gustave Eiffel design the Garabit Viaduct?") == [
-        "Gustave Eiffel", "Garabit Viaduct"]
+        "Gustave Eiffel",
+        "Garabit Viaduct",
+    ]
     one = question_diversity(ITEMS_SAME[:1])
     assert one["spread"] is None and one["n"] == 1 and one["distinct_entities"] == 1
     dups = {"exact_duplicates": 3, "near_pairs": [{"a": "x", "b": "y", "similarity": 0.95}]}

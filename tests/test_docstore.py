@@ -10,8 +10,12 @@ from sagegen.retrieval.index import DocStore, to_hits
 DOCS = [
     Doc(id="p0", title="Plain", text="text"),
     Doc(id="p1", title="", text="no title, only text"),
-    Doc(id='wiki:2 "x"', title="Quoted", text="tab\tnew\nline é 漢字 🙂 \u2028",
-        raw='"Quoted"\ntab\tnew\nline  '),
+    Doc(
+        id='wiki:2 "x"',
+        title="Quoted",
+        text="tab\tnew\nline é 漢字 🙂 \u2028",
+        raw='"Quoted"\ntab\tnew\nline  ',
+    ),
     Doc(id="p3", title="ctrl", text="\x00\x01\x1f back\\slash"),
     # A lone surrogate (a corpus' "\ud800" escape): UTF-8 cannot hold it, the store still must.
     Doc(id="p4", title="lone", text="before \ud800 after"),
@@ -37,8 +41,11 @@ def test_to_hits_pairs_each_position_with_its_score(tmp_path: Path) -> None:
     store = DocStore(tmp_path)
     try:
         found = to_hits(store, [[(3, 2.5), (0, 1.0)], [], [(5, 0.25)]])
-        assert found == [[Hit(doc=DOCS[3], score=2.5), Hit(doc=DOCS[0], score=1.0)], [],
-                         [Hit(doc=DOCS[5], score=0.25)]]
+        assert found == [
+            [Hit(doc=DOCS[3], score=2.5), Hit(doc=DOCS[0], score=1.0)],
+            [],
+            [Hit(doc=DOCS[5], score=0.25)],
+        ]
         assert all(type(h.score) is float for row in found for h in row)
     finally:
         store.close()

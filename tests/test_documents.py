@@ -88,5 +88,7 @@ def test_folder_of_pdf_html_docx(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     msgs = [r.getMessage() for r in caplog.records]
     assert any("skipped" in m and "broken.pdf" in m and "not a readable PDF" in m for m in msgs)
     summary = [m for m in msgs if m.startswith("corpus folder")]
-    assert summary == [f"corpus folder {root}: 4 files read (1 docx, 1 html, 1 md, 1 pdf), 1 skipped "
-                       f"(broken.pdf), {len(docs)} passages"]
+    assert summary == [
+        f"corpus folder {root}: 4 files read (1 docx, 1 html, 1 md, 1 pdf), 1 skipped "
+        f"(broken.pdf), {len(docs)} passages"
+    ]

@@ -14,15 +14,25 @@ from sagegen.estimate import SeedCost, estimate, format_estimate, pilot_costs
 from sagegen.session import run_generate
 from sagegen.store import RunStore
 
-SETS = ["llm.backend=scripted", "llm.model=fixture:sage", "judge.method=em", "pipeline.precheck=off",
-        "pipeline.target=2", "pipeline.rounds=1", "pipeline.attempts=2", "llm.cache=false"]
+SETS = [
+    "llm.backend=scripted",
+    "llm.model=fixture:sage",
+    "judge.method=em",
+    "pipeline.precheck=off",
+    "pipeline.target=2",
+    "pipeline.rounds=1",
+    "pipeline.attempts=2",
+    "llm.cache=false",
+]
 
 
 @pytest.fixture
 def pilot(tmp_path: Path) -> Path:
     corpus = write_corpus(tmp_path / "corpus.jsonl")
-    cfg = load_config(None, [*SETS, f"corpus.path={corpus}", f"retrieval.index_dir={tmp_path / 'idx'}",
-                             "pipeline.num_seeds=12"])
+    cfg = load_config(
+        None,
+        [*SETS, f"corpus.path={corpus}", f"retrieval.index_dir={tmp_path / 'idx'}", "pipeline.num_seeds=12"],
+    )
     run_generate(cfg, tmp_path / "run")
     return tmp_path / "run"
 
@@ -67,8 +77,19 @@ def test_no_accepted_pair_and_no_pilot() -> None:
 def test_cli_estimate_runs_a_pilot(tmp_path: Path) -> None:
     write_corpus(tmp_path / "corpus.jsonl", DOCS)
     sets = [x for s in [*SETS, "corpus.path=corpus.jsonl", "retrieval.index_dir=idx"] for x in ("-s", s)]
-    r = run_cli("estimate", "runs/pilot", "--pilot", "6", "--pairs", "50", "--price-in", "0.5", "--json",
-                *sets, cwd=tmp_path)
+    r = run_cli(
+        "estimate",
+        "runs/pilot",
+        "--pilot",
+        "6",
+        "--pairs",
+        "50",
+        "--price-in",
+        "0.5",
+        "--json",
+        *sets,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["pilot_seeds"] == 6 and res["target_pairs"] == 50

@@ -436,8 +436,16 @@ class SlowLLM:
 async def test_seconds_per_question_are_wall_time_not_a_sum_of_concurrent_waits(tmp_path: Path) -> None:
     bench = write_bench(tmp_path / "b.jsonl", ["France", "Germany", "Italy", "Spain"])
     t0 = time.perf_counter()
-    summary = await evaluate(load_benchmark(bench), SlowLLM(0.2), TinyRetriever(), em_config(),
-                             tmp_path / "o", k=4, concurrency=16, bench_path=bench)
+    summary = await evaluate(
+        load_benchmark(bench),
+        SlowLLM(0.2),
+        TinyRetriever(),
+        em_config(),
+        tmp_path / "o",
+        k=4,
+        concurrency=16,
+        bench_path=bench,
+    )
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
     for r in rows:  # four attempts side by side, two 0.2 s calls each: ~0.4 s, not the ~1.6 s they sum to

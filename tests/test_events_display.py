@@ -47,8 +47,12 @@ def test_llm_calls_are_reported_while_the_pair_is_in_flight(tmp_path: Path) -> N
     # the events add up to what the ledger recorded
     usage = res.usage
     assert len(calls) == sum(int(u["calls"]) for u in usage.values()) == res.stats.calls
-    assert sum(e.tokens for e in calls) == sum(int(u["prompt_tokens"] + u["completion_tokens"])
-                                               for u in usage.values()) == res.stats.tokens > 0
+    assert (
+        sum(e.tokens for e in calls)
+        == sum(int(u["prompt_tokens"] + u["completion_tokens"]) for u in usage.values())
+        == res.stats.tokens
+        > 0
+    )
     view = GenerateView()
     for e in events:
         view.update(e)
@@ -70,12 +74,22 @@ def test_a_resumed_run_says_how_far_it_is_first(tmp_path: Path) -> None:
 def _result(tmp_path: Path, accepted: int, *, demo: bool, warnings: list[str]) -> RunResult:
     from sagegen.pipeline import Stats
 
-    outcomes = {"seeds": 4, "accepted": accepted, "ambiguous": 0, "duplicate": 0, "too_easy": 0,
-                "incorrect": 4 - accepted, "failed": 0, "unfinished": 0}
-    usage = {"generator": {"calls": 3, "cached": 0, "prompt_tokens": 10, "completion_tokens": 5,
-                           "seconds": 1.0}}
-    return RunResult(tmp_path, False, Stats(total=4), 1.0, {}, outcomes, usage, usage, warnings=warnings,
-                     demo=demo)
+    outcomes = {
+        "seeds": 4,
+        "accepted": accepted,
+        "ambiguous": 0,
+        "duplicate": 0,
+        "too_easy": 0,
+        "incorrect": 4 - accepted,
+        "failed": 0,
+        "unfinished": 0,
+    }
+    usage = {
+        "generator": {"calls": 3, "cached": 0, "prompt_tokens": 10, "completion_tokens": 5, "seconds": 1.0}
+    }
+    return RunResult(
+        tmp_path, False, Stats(total=4), 1.0, {}, outcomes, usage, usage, warnings=warnings, demo=demo
+    )
 
 
 def test_the_end_of_a_demo_run_explains_accepted_zero_and_gives_the_next_step(tmp_path: Path) -> None:
@@ -91,8 +105,13 @@ def test_the_end_of_a_demo_run_explains_accepted_zero_and_gives_the_next_step(tm
 
 def test_the_view_counts_each_kind_of_event() -> None:
     view = GenerateView()
-    for e in (RunStarted(5, 2, {"pass": 2}), PairStarted(2), LLMCallFinished("solver", 7, 3, cached=True),
-              RunWarning("w"), PairFinished(2, "too_easy")):
+    for e in (
+        RunStarted(5, 2, {"pass": 2}),
+        PairStarted(2),
+        LLMCallFinished("solver", 7, 3, cached=True),
+        RunWarning("w"),
+        PairFinished(2, "too_easy"),
+    ):
         view.update(e)
     assert view.completed == 3 and view.labels == {"pass": 2, "too_easy": 1} and view.in_flight == 0
     assert "accepted 2 · too easy 1" in view.line() and "calls 1 (1 cached) · tokens 10" in view.line()
@@ -151,8 +170,9 @@ def test_a_pipeline_builds_in_a_child_process_from_config_and_run_dir(tmp_path: 
         "store = RunStore.open('run', readonly=False)\n"
         "print(asyncio.run(Pipeline(cfg, store, Components.from_config(cfg)).run_pair(1)))\n"
     )
-    p = subprocess.run([sys.executable, "-c", child], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", child], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     with RunStore.open(tmp_path / "run") as store:
         pair = store.pair(1)

@@ -59,8 +59,12 @@ def test_sft_searchr1_style_spans_mark_exactly_the_information(run_dir: Path, tm
     s = export_run(run_dir, "sft", tmp_path / "sft", min_difficulty=0, sft_style="searchr1")
     row = _lines(Path(s["files"]["sft"]))[0]
     first = row["messages"][0]
-    assert first["role"] == "user" and not first["train"] and first["content"].endswith(
-        "Question: How many moons does the planet discovered by Herschel have?\n"
+    assert (
+        first["role"] == "user"
+        and not first["train"]
+        and first["content"].endswith(
+            "Question: How many moons does the planet discovered by Herschel have?\n"
+        )
     )
     # conversational: each <information> block is a user turn of its own, never trained
     roles = [(m["role"], m["train"], m["retrieved"]) for m in row["messages"][1:]]

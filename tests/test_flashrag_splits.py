@@ -36,8 +36,13 @@ def test_flashrag_get_dataset_reads_the_split_folder(run_dir: Path, tmp_path: Pa
     out = tmp_path / "bench"
     s = export_run(run_dir, "flashrag", out, min_difficulty=0, labels=LABELS, split=0.25, dev_split=0.25)
     assert sorted(s["files"]) == ["dev", "test", "train"] and sum(s["counts"].values()) == s["selected"]
-    config = {"dataset_path": str(out), "split": ["train", "dev", "test"], "dataset_name": "sagegen",
-              "test_sample_num": None, "random_sample": False}
+    config = {
+        "dataset_path": str(out),
+        "split": ["train", "dev", "test"],
+        "dataset_name": "sagegen",
+        "test_sample_num": None,
+        "random_sample": False,
+    }
     splits = utils.get_dataset(config)
     for name in ("train", "dev", "test"):
         ds = splits[name]
@@ -68,5 +73,6 @@ def test_a_jsonl_out_still_writes_one_benchmark_and_bad_fractions_are_refused(
     s = export_run(run_dir, "flashrag", tmp_path / "all.jsonl", min_difficulty=0, labels=LABELS)
     assert list(s["files"]) == ["all"] and len(_ids(tmp_path / "all.jsonl")) == s["selected"]
     with pytest.raises(SagegenError, match=r"--dev 0\.6 with --split 0\.5"):
-        export_run(run_dir, "flashrag", tmp_path / "x", min_difficulty=0, labels=LABELS, split=0.5,
-                   dev_split=0.6)
+        export_run(
+            run_dir, "flashrag", tmp_path / "x", min_difficulty=0, labels=LABELS, split=0.5, dev_split=0.6
+        )

@@ -34,8 +34,13 @@ NOTE = "Your answer is not of the requested type"
 
 @pytest.mark.parametrize(
     ("requested", "written", "found"),
-    [("number", "Helen Keller", "entity"), ("date", "New Orleans", "entity"), ("date", "1832", "date"),
-     ("number", "1,200", "number"), ("entity", "Dijon", "entity")],
+    [
+        ("number", "Helen Keller", "entity"),
+        ("date", "New Orleans", "entity"),
+        ("date", "1832", "date"),
+        ("number", "1,200", "number"),
+        ("entity", "Dijon", "entity"),
+    ],
 )
 async def test_the_candidate_records_what_its_answer_reads_as(
     requested: str, written: str, found: str
@@ -48,9 +53,15 @@ async def test_the_candidate_records_what_its_answer_reads_as(
 
 
 def _too_easy(cand: Candidate) -> tuple[Trajectory, Verdict]:
-    solver = Trajectory(agent="solver", answer=cand.answer, messages=(
-        {"role": "system", "content": "s"}, {"role": "user", "content": f"Question: {cand.question}"},
-        {"role": "assistant", "content": f"<answer> {cand.answer} </answer>"}))
+    solver = Trajectory(
+        agent="solver",
+        answer=cand.answer,
+        messages=(
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": f"Question: {cand.question}"},
+            {"role": "assistant", "content": f"<answer> {cand.answer} </answer>"},
+        ),
+    )
     attempt = Attempt(index=0, trajectory=solver, judgement=Judgement(correct=True))
     verdict = Verdict.from_attempts([attempt], 3)
     return solver, verdict
@@ -106,8 +117,9 @@ async def test_a_mismatch_runs_through_the_loop_into_the_ledger_and_the_dataset(
             return answer("Helen Keller")  # solved at once: too easy
         return search(f"hop {infos(m)}") if infos(m) < 2 else answer("300")
 
-    script = RoleScript(generator=lambda m: final(q1, "Helen Keller"), reviser=lambda m: final(q2, "300"),
-                        solver=solver)
+    script = RoleScript(
+        generator=lambda m: final(q1, "Helen Keller"), reviser=lambda m: final(q2, "300"), solver=solver
+    )
     cfg = small_config()
     cfg.generator.answer_types = ["number"]
     pipe, store = loop_pipeline(tmp_path, cfg, script)

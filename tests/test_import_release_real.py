@@ -115,9 +115,6 @@ def test_export_verl_takes_the_accepted_pairs(imported: tuple[Path, object], tmp
     assert s["selected"] == 4 and s["counts"] == {"train": 4}
 
 
-
-
-
 def test_cli_import_status_analyze_on_the_release(tmp_path: Path) -> None:
     p = run_cli("import", str(RELEASE), "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert p.returncode == 0, p.stderr

@@ -22,8 +22,18 @@ def _open(run: Path) -> RunStore:
 
 
 def _qa(idx: int, question: str) -> QAPair:
-    return QAPair(id=f"r-{idx}", question=question, answer="1889", answer_type="date", target=2, difficulty=2,
-                  avg_at_k=0.5, label="pass", round=1, seed_doc_id=f"d{idx}")  # type: ignore[arg-type]
+    return QAPair(
+        id=f"r-{idx}",
+        question=question,
+        answer="1889",
+        answer_type="date",
+        target=2,
+        difficulty=2,
+        avg_at_k=0.5,
+        label="pass",
+        round=1,
+        seed_doc_id=f"d{idx}",
+    )  # type: ignore[arg-type]
 
 
 def _one_pair(store: RunStore, idx: int) -> None:
@@ -41,8 +51,9 @@ def _one_pair(store: RunStore, idx: int) -> None:
         store.record_call("solver", "m", 20, 4, 0.25, False)
     store.events(idx)
     store.event("ambiguity", '{"ambiguous": false}', idx, 1)
-    store.set_verdict(idx, 1, Verdict(correct=True, difficulty=2, passed=True, avg_at_k=1.0, label="pass",
-                                      num_attempts=2))
+    store.set_verdict(
+        idx, 1, Verdict(correct=True, difficulty=2, passed=True, avg_at_k=1.0, label="pass", num_attempts=2)
+    )
     store.finish_pair(idx, "pass", 1, _qa(idx, q), "dataset", q.lower())
 
 

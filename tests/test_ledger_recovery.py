@@ -28,12 +28,6 @@ from sagegen.store import RunStore, _check_file
 NOTES = 600  # events written after the run, each ~1 KB: ~150 pages beyond the main file
 
 
-
-
-
-
-
-
 def _generate(cwd: Path, n: int) -> subprocess.CompletedProcess[str]:
     return run_cli("generate", "--out", "run", "--no-progress", "-n", str(n), *SCRIPTED_RUN_SETS, cwd=cwd)
 

@@ -48,10 +48,15 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv
 
 def _child(run: Path, total: int, every: int, idle: float) -> subprocess.Popen[str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).parents[1] / "src"),
-                                                    env.get("PYTHONPATH", "")] if p)
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(run), str(total), str(every), str(idle)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")] if p
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(run), str(total), str(every), str(idle)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _booked(run: Path) -> list[int]:
@@ -76,8 +81,9 @@ def _kill_after(proc: subprocess.Popen[str], until: str) -> list[str]:
 
 
 @pytest.mark.parametrize("kill_at", [37, 150, 299])
-def test_sigkill_loses_at_most_the_window_and_nothing_before_another_write(tmp_path: Path,
-                                                                          kill_at: int) -> None:
+def test_sigkill_loses_at_most_the_window_and_nothing_before_another_write(
+    tmp_path: Path, kill_at: int
+) -> None:
     run = tmp_path / "run"
     lines = _kill_after(_child(run, 400, 10, 5.0), f"booked {kill_at}")
     printed = [int(x.split()[1]) for x in lines if x.startswith("booked")]

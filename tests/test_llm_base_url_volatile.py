@@ -26,7 +26,8 @@ MSGS = [{"role": "user", "content": "q0"}]
 
 def test_base_url_is_volatile_in_every_llm_section_and_the_model_is_not() -> None:
     assert {"llm.base_url", "solver_llm.base_url", "judge_llm.base_url", "solver_llms.*.base_url"} <= set(
-        VOLATILE_KEYS)
+        VOLATILE_KEYS
+    )
     assert not {"llm.model", "llm.extra_body", "llm.send_seed", "llm.reasoning_effort"} & set(VOLATILE_KEYS)
     # How a request is written (the cap's field name, the provider's rules, stops on the wire or applied
     # to the answer text) changes nothing the model answers (docs/models.md).
@@ -43,8 +44,15 @@ def test_base_url_is_volatile_in_every_llm_section_and_the_model_is_not() -> Non
 
 
 def _cached(url: str | list[str], path: Path, **kw: object):
-    params: dict[str, object] = {"backend": "openai", "model": "m", "base_url": url, "api_key_env": None,
-                                 "max_retries": 0, "cache": True, "cache_path": str(path)}
+    params: dict[str, object] = {
+        "backend": "openai",
+        "model": "m",
+        "base_url": url,
+        "api_key_env": None,
+        "max_retries": 0,
+        "cache": True,
+        "cache_path": str(path),
+    }
     params.update(kw)
     return build_llm(LLMConfig(**params))  # type: ignore[arg-type]
 
@@ -70,9 +78,19 @@ async def test_a_call_cached_through_one_server_is_a_hit_through_another(tmp_pat
 
 def _generate(cwd: Path, out: str, n: int, url: str | list[str], *sets: str):
     urls = url if isinstance(url, str) else f"[{', '.join(url)}]"
-    base = ["corpus.path=corpus.jsonl", "retrieval.index_dir=idx", "llm.backend=openai", "llm.model=m",
-            "llm.api_key_env=SAGEGEN_NO_SUCH_KEY", "judge.method=em", "pipeline.precheck=off",
-            "pipeline.concurrency=1", "pipeline.target=2", f"llm.base_url={urls}", *sets]
+    base = [
+        "corpus.path=corpus.jsonl",
+        "retrieval.index_dir=idx",
+        "llm.backend=openai",
+        "llm.model=m",
+        "llm.api_key_env=SAGEGEN_NO_SUCH_KEY",
+        "judge.method=em",
+        "pipeline.precheck=off",
+        "pipeline.concurrency=1",
+        "pipeline.target=2",
+        f"llm.base_url={urls}",
+        *sets,
+    ]
     args = ["generate", "--out", out, "--no-progress", "-n", str(n)]
     for s in base:
         args += ["-s", s]

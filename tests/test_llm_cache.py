@@ -35,8 +35,14 @@ class SlowEcho:
         self.calls += 1
         await asyncio.sleep(self.delay)
         text = f"{messages[-1]['content']}|seed={kw.get('seed')}"
-        return Completion(text=text, model="echo", prompt_tokens=11, completion_tokens=2, seconds=self.delay,
-                          finish_reason="stop")
+        return Completion(
+            text=text,
+            model="echo",
+            prompt_tokens=11,
+            completion_tokens=2,
+            seconds=self.delay,
+            finish_reason="stop",
+        )
 
 
 async def test_hit_and_miss(tmp_path: Path) -> None:
@@ -56,8 +62,14 @@ async def test_key_covers_every_parameter(tmp_path: Path) -> None:
     tools = [{"type": "function", "function": {"name": "search", "parameters": {}}}]
     base: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0, "stop": None, "seed": 1, "tools": None}
     variants = [
-        {}, {"seed": 2}, {"seed": None}, {"max_tokens": 9}, {"temperature": 0.7}, {"stop": ["\n"]},
-        {"stop": ["\n", "</search>"]}, {"tools": tools},
+        {},
+        {"seed": 2},
+        {"seed": None},
+        {"max_tokens": 9},
+        {"temperature": 0.7},
+        {"stop": ["\n"]},
+        {"stop": ["\n", "</search>"]},
+        {"tools": tools},
     ]
     keys = {cache_key("a:m", MSGS, {**base, **v}) for v in variants}
     assert len(keys) == len(variants)
@@ -141,8 +153,12 @@ def _writer(tmp_path: Path, path: Path, tag: str, n: int, pause: float = 0.0) ->
         tmp = tmp_path / "writer.py.tmp"
         tmp.write_text(_WRITER)
         tmp.replace(script)
-    return subprocess.Popen([sys.executable, str(script), str(path), tag, str(n), str(pause)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(path), tag, str(n), str(pause)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 async def test_persists_across_processes(tmp_path: Path) -> None:

@@ -53,12 +53,25 @@ def test_wrappers_pass_every_option_through_to_the_backend(tmp_path) -> None:
     inner = ScriptedLLM(["ok"])
     tools = [{"type": "function", "function": {"name": "search", "parameters": {}}}]
     llm = AccountingLLM(CachedLLM(inner, tmp_path / "c.sqlite"), "solver")
-    comp = asyncio.run(llm.complete([{"role": "user", "content": "q"}], max_tokens=33, temperature=0.3,
-                                    stop=("X", "Y"), seed=7, tools=tools))
+    comp = asyncio.run(
+        llm.complete(
+            [{"role": "user", "content": "q"}],
+            max_tokens=33,
+            temperature=0.3,
+            stop=("X", "Y"),
+            seed=7,
+            tools=tools,
+        )
+    )
     assert comp.text == "ok" and llm.calls == 1
     (call,) = inner.calls
     assert (call["max_tokens"], call["temperature"], call["stop"], call["seed"], call["tools"]) == (
-        33, 0.3, ["X", "Y"], 7, tools)
+        33,
+        0.3,
+        ["X", "Y"],
+        7,
+        tools,
+    )
 
 
 def test_cache_key_is_the_same_for_a_defaulted_and_an_explicit_call(tmp_path) -> None:
@@ -70,8 +83,15 @@ def test_cache_key_is_the_same_for_a_defaulted_and_an_explicit_call(tmp_path) ->
     assert (a.text, b.text, b.cached, len(inner.calls)) == ("first", "first", True, 1)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ({"q": 1}, {"q": 1}), ('{"q": "x"}', {"q": "x"}), ("[1]", "[1]"), ("not json", "not json"), (None, ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"q": 1}, {"q": 1}),
+        ('{"q": "x"}', {"q": "x"}),
+        ("[1]", "[1]"),
+        ("not json", "not json"),
+        (None, ""),
+    ],
+)
 def test_tool_arguments(raw, expected) -> None:
     assert tool_arguments(raw) == expected

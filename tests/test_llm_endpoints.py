@@ -22,9 +22,17 @@ from sagegen.store import RunStore
 
 
 def backend(urls: list[str], **kw: object) -> OpenAIBackend:
-    params: dict[str, object] = {"backend": "openai", "model": "m", "base_url": urls, "api_key_env": None,
-                                 "timeout": 5.0, "max_retries": 3, "retry_backoff": 0.01,
-                                 "retry_max_wait": 5.0, "cache": False}
+    params: dict[str, object] = {
+        "backend": "openai",
+        "model": "m",
+        "base_url": urls,
+        "api_key_env": None,
+        "timeout": 5.0,
+        "max_retries": 3,
+        "retry_backoff": 0.01,
+        "retry_max_wait": 5.0,
+        "cache": False,
+    }
     params.update(kw)
     return OpenAIBackend(LLMConfig(**params))  # type: ignore[arg-type]
 
@@ -53,7 +61,8 @@ def test_calls_spread_by_fewest_in_flight(n: int) -> None:
     assert [r.requests for r in reps] == [4] * n and [r.peak for r in reps] == [4] * n
     assert sorted(t.split(": ")[1] for t in texts) == sorted(f"q{i}" for i in range(4 * n))
     assert {c["endpoint"]: (c["calls"], c["failures"], c["in_flight"]) for c in llm.endpoint_counts()} == {
-        r.url: (4, 0, 0) for r in reps}
+        r.url: (4, 0, 0) for r in reps
+    }
 
 
 def test_a_faster_replica_takes_more_of_the_calls() -> None:
@@ -64,6 +73,7 @@ def test_a_faster_replica_takes_more_of_the_calls() -> None:
             async def lane(k: int) -> None:
                 for i in range(10):
                     await llm.complete(ask(100 * k + i))
+
             await asyncio.gather(*(lane(k) for k in range(4)))
 
         asyncio.run(lanes())
@@ -96,6 +106,7 @@ def test_a_replica_that_dies_mid_run_is_set_aside(n: int) -> None:
                     if done == 30:  # a third of the way: the replica dies under load
                         dead.kill()
                 return out
+
             return [t for lane_out in await asyncio.gather(*(lane(k) for k in range(8))) for t in lane_out]
 
         texts = asyncio.run(run())
@@ -169,8 +180,10 @@ def test_endpoint_counts_are_booked_in_the_ledger(tmp_path: Path) -> None:
         store.end_session("completed")
         store.close()
     with RunStore.open(tmp_path / "run") as ro:
-        rows = {r["endpoint"]: (r["model"], r["calls"], r["failures"], r["in_flight"])
-                for r in ro.endpoint_stats()}
+        rows = {
+            r["endpoint"]: (r["model"], r["calls"], r["failures"], r["in_flight"])
+            for r in ro.endpoint_stats()
+        }
     assert rows[a.url][0] == "openai:m" and rows[a.url][2:] == (0, 0)
     assert rows[b.url][2] == 1  # the call that met the dead replica (its turn came), then went to a
     assert rows[a.url][1] + rows[b.url][1] == 6 + 3 + 1
@@ -179,8 +192,11 @@ def test_endpoint_counts_are_booked_in_the_ledger(tmp_path: Path) -> None:
 def _sim(slots: int) -> tuple[subprocess.Popen[str], str]:
     """bench/sim_llm_server.py: a simulated OpenAI-compatible server following sagegen's protocol."""
     sim = Path(__file__).parents[1] / "bench" / "sim_llm_server.py"
-    proc = subprocess.Popen([sys.executable, str(sim), "--slots", str(slots), "--time-scale", "0.01"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(sim), "--slots", str(slots), "--time-scale", "0.01"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline() if proc.stdout else ""
     assert line.startswith("port "), line
     return proc, f"http://127.0.0.1:{int(line.split()[1])}/v1"
@@ -196,11 +212,22 @@ def test_generate_over_two_replicas_shows_both_in_status(tmp_path: Path) -> None
     sims = [_sim(4), _sim(4)]
     try:
         urls = [u for _, u in sims]
-        cfg = load_config(None, [
-            "llm.backend=openai", f"llm.base_url=[{urls[0]}, {urls[1]}]", "llm.model=sim", "llm.cache=false",
-            "judge.method=llm", "pipeline.num_seeds=4", "pipeline.concurrency=4", "pipeline.rounds=1",
-            "pipeline.attempts=2", f"corpus.path={tmp_path / 'corpus.jsonl'}",
-            f"retrieval.index_dir={tmp_path / 'idx'}"])
+        cfg = load_config(
+            None,
+            [
+                "llm.backend=openai",
+                f"llm.base_url=[{urls[0]}, {urls[1]}]",
+                "llm.model=sim",
+                "llm.cache=false",
+                "judge.method=llm",
+                "pipeline.num_seeds=4",
+                "pipeline.concurrency=4",
+                "pipeline.rounds=1",
+                "pipeline.attempts=2",
+                f"corpus.path={tmp_path / 'corpus.jsonl'}",
+                f"retrieval.index_dir={tmp_path / 'idx'}",
+            ],
+        )
         run_generate(cfg, tmp_path / "run")
     finally:
         for proc, _ in sims:

@@ -18,8 +18,10 @@ MSGS = [{"role": "user", "content": "hi"}]
 
 
 def test_core_import_stays_light() -> None:
-    code = ("import sys, sagegen.llm.factory, sagegen.llm.cache; "
-            "print(any(m in sys.modules for m in ('openai', 'llama_cpp', 'torch', 'transformers')))")
+    code = (
+        "import sys, sagegen.llm.factory, sagegen.llm.cache; "
+        "print(any(m in sys.modules for m in ('openai', 'llama_cpp', 'torch', 'transformers')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -77,8 +79,11 @@ async def test_transformers_backend_on_a_tiny_random_llama(tmp_path: Path) -> No
         smollm2_gguf_path()
     except Exception as e:  # the tokenizer comes from SmolLM2's GGUF
         pytest.skip(f"SmolLM2 not available: {e}")
-    llm = build_llm(LLMConfig(backend="transformers", model="tiny-llama", cache=True,
-                              cache_path=str(tmp_path / "c.sqlite")))
+    llm = build_llm(
+        LLMConfig(
+            backend="transformers", model="tiny-llama", cache=True, cache_path=str(tmp_path / "c.sqlite")
+        )
+    )
     assert llm.name == "transformers:tiny-llama"
     a = await llm.complete(MSGS, max_tokens=6, temperature=1.0, seed=3)
     assert a.completion_tokens == 6 and a.prompt_tokens > 0 and a.finish_reason == "length"

@@ -38,8 +38,9 @@ class RawServer(LoopServer):
 
     kind = "raw HTTP server"
 
-    def __init__(self, write: Writer, *, close_after_reply: bool = False,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, write: Writer, *, close_after_reply: bool = False, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__()
         self.write = write
         self.close_after_reply = close_after_reply
@@ -60,8 +61,13 @@ class RawServer(LoopServer):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.heads.append(head)
-                length = int(next(v for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n"))
-                                  if k.strip().lower() == b"content-length"))
+                length = int(
+                    next(
+                        v
+                        for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n"))
+                        if k.strip().lower() == b"content-length"
+                    )
+                )
                 json.loads(await reader.readexactly(length))
                 self.requests += 1
                 await self.write(writer, _payload(self.requests))
@@ -74,8 +80,10 @@ class RawServer(LoopServer):
 
 
 async def content_length(w: asyncio.StreamWriter, body: bytes) -> None:
-    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body))
+    w.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
 
 
 async def chunked(w: asyncio.StreamWriter, body: bytes) -> None:
@@ -98,8 +106,15 @@ async def http10_until_close(w: asyncio.StreamWriter, body: bytes) -> None:
 
 
 def backend(url: str, **kw: Any) -> OpenAIBackend:
-    params: dict[str, Any] = {"backend": "openai", "model": "m", "base_url": url, "timeout": 5.0,
-                              "max_retries": 2, "retry_backoff": 0.01, "cache": False}
+    params: dict[str, Any] = {
+        "backend": "openai",
+        "model": "m",
+        "base_url": url,
+        "timeout": 5.0,
+        "max_retries": 2,
+        "retry_backoff": 0.01,
+        "cache": False,
+    }
     params.update(kw)
     return OpenAIBackend(LLMConfig(**params))
 
@@ -127,8 +142,9 @@ def test_a_chunked_body_in_small_pieces_is_read_whole() -> None:
     assert srv.opened == 1 and not any(t.error for t in tries)
 
 
-@pytest.mark.parametrize("write", [connection_close, http10_until_close],
-                         ids=["connection-close", "http-1.0"])
+@pytest.mark.parametrize(
+    "write", [connection_close, http10_until_close], ids=["connection-close", "http-1.0"]
+)
 def test_a_last_response_is_read_and_the_next_call_opens_a_new_connection(write: Writer) -> None:
     with RawServer(write) as srv, collect_tries() as tries:
         assert asyncio.run(three_calls(backend(srv.url))) == ["reply 1", "reply 2", "reply 3"]

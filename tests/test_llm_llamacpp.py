@@ -60,8 +60,19 @@ def test_trim_drops_oldest_observations_first() -> None:
 
 
 def test_plain_messages_and_tool_call_text() -> None:
-    m = _plain({"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"query": "x"}'}}]})
+    m = _plain(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "search", "arguments": '{"query": "x"}'},
+                }
+            ],
+        }
+    )
     assert m["content"].startswith("<tool_call>") and "tool_calls" not in m
     calls, text = _parse_tool_calls(m["content"])
     assert calls == [{"id": "call_0", "name": "search", "arguments": {"query": "x"}}] and text == ""
@@ -90,8 +101,11 @@ COUNT = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}
 @pytest.mark.ci
 async def test_generates_text_with_accounting(smol: object) -> None:
     llm = smol
-    comp = await llm.complete([{"role": "user", "content": "What is the capital of France?"}],  # type: ignore[attr-defined]
-                              max_tokens=16, temperature=0.0)
+    comp = await llm.complete(
+        [{"role": "user", "content": "What is the capital of France?"}],  # type: ignore[attr-defined]
+        max_tokens=16,
+        temperature=0.0,
+    )
     assert llm.name == "llamacpp:SmolLM2-135M-Instruct.Q4_1"  # type: ignore[attr-defined]
     assert comp.text.strip() and comp.model == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert comp.prompt_tokens > 5 and 0 < comp.completion_tokens <= 16
@@ -148,11 +162,15 @@ async def test_context_overflow_trims_observations_or_fails_clearly() -> None:
 
     llm = LlamaCppBackend(LLMConfig(n_ctx=512, cache=False))
     obs = "The quick brown fox jumps over the lazy dog near the river bank. " * 12  # ~170 tokens
-    msgs = [{"role": "system", "content": "Answer briefly."},
-            {"role": "user", "content": "Which animal jumps?"}]
+    msgs = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Which animal jumps?"},
+    ]
     for i in range(4):
-        msgs += [{"role": "assistant", "content": f"<search>fox {i}</search>"},
-                 {"role": "tool", "content": obs}]
+        msgs += [
+            {"role": "assistant", "content": f"<search>fox {i}</search>"},
+            {"role": "tool", "content": obs},
+        ]
     msgs.append({"role": "user", "content": "Now answer."})
     comp = await llm.complete(msgs, max_tokens=16, temperature=0.0)
     assert comp.prompt_tokens + 16 <= 512 and llm.stats.trimmed_calls == 1

@@ -53,8 +53,14 @@ def test_a_model_still_loaded_at_exit_is_freed_before_teardown(tmp_path: Path) -
         threading.Thread(target=linger, daemon=True).start()
         time.sleep(0.1)
     """)
-    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert res.returncode == 0 and res.stdout.startswith("completed "), res.stderr
     assert "Exception ignored in" not in res.stderr and "TypeError" not in res.stderr, res.stderr
 
@@ -86,9 +92,11 @@ async def test_a_run_s_components_free_the_model_when_closed(tmp_path: Path) -> 
     from sagegen.llm import llamacpp
 
     write_corpus(tmp_path / "corpus.jsonl")
-    cfg = Config(corpus={"path": str(tmp_path / "corpus.jsonl")},
-                 retrieval={"index_dir": str(tmp_path / "idx")},
-                 llm={"n_ctx": 1536, "cache_path": str(tmp_path / "cache.sqlite")})  # cached, as in a run
+    cfg = Config(
+        corpus={"path": str(tmp_path / "corpus.jsonl")},
+        retrieval={"index_dir": str(tmp_path / "idx")},
+        llm={"n_ctx": 1536, "cache_path": str(tmp_path / "cache.sqlite")},
+    )  # cached, as in a run
     parts = Components.from_config(cfg)
     await parts.generator.complete(SAY_HI, max_tokens=4, seed=1)
     await parts.solver.complete(SAY_HI, max_tokens=4, seed=2)

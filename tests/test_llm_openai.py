@@ -36,9 +36,17 @@ def key_env(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def backend(url: str, key_env: str | None, **kw: object) -> OpenAIBackend:
-    params: dict[str, object] = {"backend": "openai", "model": "fake-model", "base_url": url,
-                                 "api_key_env": key_env, "timeout": 5.0, "max_retries": 3,
-                                 "retry_backoff": 0.01, "retry_max_wait": 5.0, "cache": False}
+    params: dict[str, object] = {
+        "backend": "openai",
+        "model": "fake-model",
+        "base_url": url,
+        "api_key_env": key_env,
+        "timeout": 5.0,
+        "max_retries": 3,
+        "retry_backoff": 0.01,
+        "retry_max_wait": 5.0,
+        "cache": False,
+    }
     params.update(kw)
     return OpenAIBackend(LLMConfig(**params))  # type: ignore[arg-type]
 
@@ -137,8 +145,11 @@ async def test_timeouts_exhaust_into_clear_error(key_env: str) -> None:
     assert len(srv.requests) == 2
 
 
-@pytest.mark.parametrize("fault", [TRUNCATE, NONJSON, BADJSON, NOTCOMPLETION, RESET],
-                         ids=["truncated", "nonjson", "badjson", "notcompletion", "reset"])
+@pytest.mark.parametrize(
+    "fault",
+    [TRUNCATE, NONJSON, BADJSON, NOTCOMPLETION, RESET],
+    ids=["truncated", "nonjson", "badjson", "notcompletion", "reset"],
+)
 async def test_broken_responses_are_retried(key_env: str, fault: object) -> None:
     with FaultServer([fault, fault]) as srv:  # type: ignore[list-item]
         llm = backend(srv.url, key_env)
@@ -147,10 +158,16 @@ async def test_broken_responses_are_retried(key_env: str, fault: object) -> None
     assert len(srv.requests) == 3
 
 
-@pytest.mark.parametrize(("fault", "expect"), [
-    (TRUNCATE, "connection error"), (NONJSON, "not JSON"), (BADJSON, "not JSON"),
-    (NOTCOMPLETION, "not a chat completion"), (RESET, "connection error"),
-])
+@pytest.mark.parametrize(
+    ("fault", "expect"),
+    [
+        (TRUNCATE, "connection error"),
+        (NONJSON, "not JSON"),
+        (BADJSON, "not JSON"),
+        (NOTCOMPLETION, "not a chat completion"),
+        (RESET, "connection error"),
+    ],
+)
 async def test_broken_responses_final_error_is_clear(key_env: str, fault: object, expect: str) -> None:
     with FaultServer([fault] * 5) as srv:  # type: ignore[list-item]
         llm = backend(srv.url, key_env, max_retries=1)
@@ -160,8 +177,16 @@ async def test_broken_responses_final_error_is_clear(key_env: str, fault: object
 
 
 async def test_every_fault_in_a_row_then_success(key_env: str) -> None:
-    faults = [status(429, Retry_After="0"), status(500), status(503), sleep(2.0), TRUNCATE, NONJSON,
-              BADJSON, RESET]
+    faults = [
+        status(429, Retry_After="0"),
+        status(500),
+        status(503),
+        sleep(2.0),
+        TRUNCATE,
+        NONJSON,
+        BADJSON,
+        RESET,
+    ]
     with FaultServer(faults) as srv:
         llm = backend(srv.url, key_env, timeout=0.4, max_retries=len(faults))
         comp = await llm.complete(MSGS)
@@ -196,10 +221,20 @@ async def test_connection_refused_is_bounded(key_env: str) -> None:
 
 
 async def test_native_tool_calls(key_env: str) -> None:
-    tools = [{"type": "function", "function": {
-        "name": "search", "description": "Search the corpus.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
-                       "required": ["query"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "search",
+                "description": "Search the corpus.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"query": {"type": "string"}},
+                    "required": ["query"],
+                },
+            },
+        }
+    ]
     with FaultServer() as srv:
         comp = await backend(srv.url, key_env).complete(MSGS, tools=tools)
     assert comp.tool_calls == ({"id": "call_abc", "name": "search", "arguments": {"query": "ping"}},)
@@ -217,8 +252,13 @@ async def test_more_stops_than_the_wire_allows(key_env: str) -> None:
 
 async def test_max_completion_tokens_and_extra_body(key_env: str) -> None:
     with FaultServer() as srv:
-        llm = backend(srv.url, key_env, max_tokens_param="max_completion_tokens", extra_body={"top_k": 5},
-                      send_seed=False)
+        llm = backend(
+            srv.url,
+            key_env,
+            max_tokens_param="max_completion_tokens",
+            extra_body={"top_k": 5},
+            send_seed=False,
+        )
         await llm.complete(MSGS, max_tokens=9, seed=4)
     body = srv.requests[0]["json"]
     assert body["max_completion_tokens"] == 9 and "max_tokens" not in body and body["top_k"] == 5
@@ -245,8 +285,13 @@ async def test_local_server_needs_no_key() -> None:
 
 
 async def test_factory_builds_cached_openai_backend(key_env: str, tmp_path: Path) -> None:
-    cfg = LLMConfig(backend="openai", model="fake-model", api_key_env=key_env, cache=True,
-                    cache_path=str(tmp_path / "c.sqlite"))
+    cfg = LLMConfig(
+        backend="openai",
+        model="fake-model",
+        api_key_env=key_env,
+        cache=True,
+        cache_path=str(tmp_path / "c.sqlite"),
+    )
     with FaultServer() as srv:
         cfg.base_url = srv.url
         llm = build_llm(cfg)
@@ -259,6 +304,7 @@ async def test_factory_builds_cached_openai_backend(key_env: str, tmp_path: Path
 
 
 # --- llama-cpp-python's own OpenAI-compatible server, behind the fault proxy ---------------------
+
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -278,9 +324,12 @@ async def test_real_llama_cpp_server_through_fault_proxy(llama_server: str) -> N
         assert comp.text.strip() and comp.completion_tokens > 0 and comp.prompt_tokens > 0
         assert comp.finish_reason in ("stop", "length")
 
-
-        cut = await llm.complete([{"role": "user", "content": "Count from 1 to 20, separated by commas."}],
-                                 max_tokens=80, temperature=0.0, stop=["7"])
+        cut = await llm.complete(
+            [{"role": "user", "content": "Count from 1 to 20, separated by commas."}],
+            max_tokens=80,
+            temperature=0.0,
+            stop=["7"],
+        )
         assert "7" not in cut.text and cut.finish_reason == "stop"
 
         short = await llm.complete(msgs, max_tokens=4, temperature=0.0)
@@ -288,6 +337,7 @@ async def test_real_llama_cpp_server_through_fault_proxy(llama_server: str) -> N
 
 
 # --- the connection pool and its lifetime (a keep-alive server that counts connections) -----------
+
 
 def test_pool_follows_the_calls_in_flight() -> None:
     # 150 calls at once: more than httpx's default pool (100 connections, 20 kept alive), so a
@@ -297,8 +347,9 @@ def test_pool_follows_the_calls_in_flight() -> None:
     async def waves(llm: OpenAIBackend) -> list[str]:
         texts = []
         for _ in range(2):
-            comps = await asyncio.gather(*(llm.complete([{"role": "user", "content": f"q{i}"}])
-                                           for i in range(n)))
+            comps = await asyncio.gather(
+                *(llm.complete([{"role": "user", "content": f"q{i}"}]) for i in range(n))
+            )
             texts += [c.text for c in comps]
         return texts
 
@@ -327,17 +378,24 @@ def test_client_is_closed_inside_its_loop() -> None:
             await llm.aclose()
             assert srv.wait_closed(), (srv.opened, srv.closed)  # closed before the loop ends
             await some_calls()  # and usable again afterwards
+
         asyncio.run(explicit())
         assert srv.opened == 12 and srv.wait_closed()
     llm.close()  # after the loop: nothing to do but drop the references, and no error
 
 
-@pytest.mark.parametrize("body", [
-    '{"choices": [{"message": null}]}', '{"choices": [42]}', '[{"choices": []}]',
-    '{"choices": [{"message": {"content": 5}}]}',
-    '{"choices": [{"message": {"content": "x", "tool_calls": [7]}}]}',
-    '{"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "many"}}',
-], ids=["null-message", "number-choice", "list", "number-content", "bad-tool-call", "bad-usage"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"choices": [{"message": null}]}',
+        '{"choices": [42]}',
+        '[{"choices": []}]',
+        '{"choices": [{"message": {"content": 5}}]}',
+        '{"choices": [{"message": {"content": "x", "tool_calls": [7]}}]}',
+        '{"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "many"}}',
+    ],
+    ids=["null-message", "number-choice", "list", "number-content", "bad-tool-call", "bad-usage"],
+)
 async def test_json_that_is_not_a_chat_completion_is_a_recorded_retry(key_env: str, body: str) -> None:
     with FaultServer([status(200, body=body)] * 2) as srv:
         llm = backend(srv.url, key_env)

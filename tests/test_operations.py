@@ -27,8 +27,14 @@ WIDE = {"COLUMNS": "2000"}  # rich wraps long lines at the terminal width
 
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
-    return subprocess.run([sys.executable, "-m", "sagegen.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **WIDE, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "sagegen.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **WIDE, **(env or {})},
+    )
 
 
 def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
@@ -46,8 +52,9 @@ def run_cwd(tmp_path: Path) -> Path:
 
 
 def _generate(cwd: Path, *extra: str, env: dict[str, str] | None = None):
-    return _cli("generate", "--out", "run", "--no-progress", "-n", "2", *SCRIPTED_RUN_SETS, *extra,
-                cwd=cwd, env=env)
+    return _cli(
+        "generate", "--out", "run", "--no-progress", "-n", "2", *SCRIPTED_RUN_SETS, *extra, cwd=cwd, env=env
+    )
 
 
 # ---------------------------------------------------------------------------- 1. one writer
@@ -127,17 +134,32 @@ def _closed_port() -> int:
 
 def _openai_sets(url: str, *more: str) -> list[str]:
     out = []
-    for s in ("corpus.path=corpus.jsonl", "retrieval.index_dir=idx", "llm.backend=openai", "llm.model=m",
-              f"llm.base_url={url}", "llm.max_retries=1", "llm.retry_backoff=0.01", "llm.cache=false",
-              "judge.method=em", "solver.max_searches=1", *more):
+    for s in (
+        "corpus.path=corpus.jsonl",
+        "retrieval.index_dir=idx",
+        "llm.backend=openai",
+        "llm.model=m",
+        f"llm.base_url={url}",
+        "llm.max_retries=1",
+        "llm.retry_backoff=0.01",
+        "llm.cache=false",
+        "judge.method=em",
+        "solver.max_searches=1",
+        *more,
+    ):
         out += ["-s", s]
     return out
 
 
 def _bench(cwd: Path, n: int) -> Path:
     path = cwd / "b.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Where is the Seine {i}?",
-                                        "golden_answers": ["France"]}) + "\n" for i in range(n)))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": f"Where is the Seine {i}?", "golden_answers": ["France"]})
+            + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
@@ -185,9 +207,11 @@ def test_a_key_echoed_by_the_server_never_reaches_stderr_or_the_ledger(run_cwd: 
     assert "retry" in res.stderr and "***" in res.stderr, res.stderr
     assert secret not in res.stderr and secret not in res.stdout
     with sqlite3.connect(run_cwd / "run" / "ledger.sqlite") as c:
-        rows = " ".join(str(r) for r in c.execute("SELECT * FROM llm_calls")) + " ".join(
-            str(r) for r in c.execute("SELECT * FROM events")) + " ".join(
-            str(r) for r in c.execute("SELECT * FROM llm_tries"))
+        rows = (
+            " ".join(str(r) for r in c.execute("SELECT * FROM llm_calls"))
+            + " ".join(str(r) for r in c.execute("SELECT * FROM events"))
+            + " ".join(str(r) for r in c.execute("SELECT * FROM llm_tries"))
+        )
     assert "rate limited for key ***" in rows and secret not in rows
 
 
@@ -212,7 +236,7 @@ def test_damaged_ledger_is_one_line_for_writers_and_readers(run_cwd: Path, damag
     data = ledger.read_bytes()
     for side in (ledger.with_name("ledger.sqlite-wal"), ledger.with_name("ledger.sqlite-shm")):
         side.unlink(missing_ok=True)
-    ledger.write_bytes(os.urandom(len(data)) if damage == "garbage" else data[:4096 + 100])
+    ledger.write_bytes(os.urandom(len(data)) if damage == "garbage" else data[: 4096 + 100])
     damaged = ledger.read_bytes()
     writer = ("generate", "--out", "run", "--no-progress", "-n", "2", *SCRIPTED_RUN_SETS)
     for args in (writer, ("status", "run"), ("export", "run", "--format", "flashrag")):
@@ -268,15 +292,20 @@ def test_read_only_run_dir_and_full_disk(run_cwd: Path, small_fs: Path) -> None:
     sets[sets.index("retrieval.index_dir=idx")] = f"retrieval.index_dir={run_cwd / 'idx'}"
     sets += ["-s", f"llm.cache_path={run_cwd / 'cache.sqlite'}"]  # only the run lives on the small disk
     no_cache_override = sets[:-2]  # the call cache in the cwd, on the small disk too
-    assert _cli("generate", "--out", "run", "--no-progress", "-n", "1", *no_cache_override,
-                cwd=small_fs).returncode == 0
+    assert (
+        _cli(
+            "generate", "--out", "run", "--no-progress", "-n", "1", *no_cache_override, cwd=small_fs
+        ).returncode
+        == 0
+    )
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     line = _one_line_error(_cli("generate", "--out", "run", "--no-progress", "-n", "2", *sets, cwd=small_fs))
     assert "run" in line and "read-only" in line, line
     line = _one_line_error(_cli("analyze", "run", cwd=small_fs))
     assert "analysis.json" in line and "cannot write" in line, line
-    line = _one_line_error(_cli("generate", "--out", "run", "--no-progress", "-n", "2", *no_cache_override,
-                                cwd=small_fs))
+    line = _one_line_error(
+        _cli("generate", "--out", "run", "--no-progress", "-n", "2", *no_cache_override, cwd=small_fs)
+    )
     assert "llm_cache.sqlite" in line and "read-only" in line and "delete it" not in line, line
     subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     # Fill the disk, then ask for more pairs: the writes fail with a clear line, and what was written stays.
@@ -321,8 +350,10 @@ def test_bad_input_leaves_no_run_behind(run_cwd: Path, args: tuple[str, ...], ex
 
 def test_every_try_is_recorded_and_status_shows_retries_and_waits(run_cwd: Path) -> None:
     with FaultServer([status(503), status(429, retry_after="0.3"), status(500)]) as server:
-        res = _generate(run_cwd, *_openai_sets(server.url, "llm.max_retries=4", "llm.retry_backoff=0.2",
-                                                   "pipeline.concurrency=1"))
+        res = _generate(
+            run_cwd,
+            *_openai_sets(server.url, "llm.max_retries=4", "llm.retry_backoff=0.2", "pipeline.concurrency=1"),
+        )
         sent = len(server.requests)
     assert res.returncode in (0, 1), res.stderr
     with sqlite3.connect(run_cwd / "run" / "ledger.sqlite") as c:

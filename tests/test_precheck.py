@@ -113,8 +113,9 @@ async def test_precheck_skips_targets_of_one(tmp_path: Path) -> None:
 
 
 def cand(answer: str, target: int = 2, plan: str = "") -> Candidate:
-    return Candidate(question="q?", answer=answer, answer_type="entity", target=target, seed_doc_id="d1",
-                     plan=plan)
+    return Candidate(
+        question="q?", answer=answer, answer_type="entity", target=target, seed_doc_id="d1", plan=plan
+    )
 
 
 def test_safety_rules_and_sub_questions() -> None:
@@ -122,10 +123,15 @@ def test_safety_rules_and_sub_questions() -> None:
     assert not applies(cand("1832", target=1), "on") and not applies(cand("1832"), "off")
     pat = answer_pattern("The Seine")
     assert pat is not None and pat.search("river seine flows") and not pat.search("seineriver")
-    plan = ("1. Who built the Garabit viaduct? Gustave Eiffel (Garabit viaduct). "
-            "2. Which tower did his company design? The Eiffel Tower. 3. When was it completed? 1889")
-    assert sub_questions(plan) == ["Who built the Garabit viaduct?", "Which tower did his company design?",
-                                   "When was it completed?"]
+    plan = (
+        "1. Who built the Garabit viaduct? Gustave Eiffel (Garabit viaduct). "
+        "2. Which tower did his company design? The Eiffel Tower. 3. When was it completed? 1889"
+    )
+    assert sub_questions(plan) == [
+        "Who built the Garabit viaduct?",
+        "Which tower did his company design?",
+        "When was it completed?",
+    ]
     assert sub_questions("no steps here") == []
 
 

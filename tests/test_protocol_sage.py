@@ -56,17 +56,31 @@ def test_profile_solver_forbids_own_knowledge_shows_no_budget_and_forces_no_answ
 def test_profile_solver_goes_on_after_a_malformed_turn_with_an_empty_information_block() -> None:
     # the release: no <search> in a turn -> "<information></information>" appended, next turn; the answer
     # is the last closed <answer> of a turn and an empty one does not end the attempt
-    llm = ScriptedLLM(["<think>hmm</think> no action here", "<think>a</think><search> q1 </search>",
-                       "<answer></answer>", "<answer>first</answer> then <answer> Eiffel </answer>"])
+    llm = ScriptedLLM(
+        [
+            "<think>hmm</think> no action here",
+            "<think>a</think><search> q1 </search>",
+            "<answer></answer>",
+            "<answer>first</answer> then <answer> Eiffel </answer>",
+        ]
+    )
     traj = asyncio.run(solve("Who built the Garabit viaduct?", llm, OverlapRetriever(), sage_config().solver))
     assert (traj.answer, traj.status, traj.num_searches, len(llm.calls)) == ("Eiffel", "answered", 1, 4)
     second = llm.calls[1]["messages"]
-    assert second[-2:] == [{"role": "assistant", "content": "<think>hmm</think> no action here</search>"},
-                           {"role": "user", "content": "<information></information>"}]
+    assert second[-2:] == [
+        {"role": "assistant", "content": "<think>hmm</think> no action here</search>"},
+        {"role": "user", "content": "<information></information>"},
+    ]
     assert [e.event for e in traj.steps if e.kind == "event"] == ["no_action", "empty_answer"]
     # the default loop still nudges, then forces, after malformed turns
-    d = asyncio.run(solve("Who?", ScriptedLLM(["no action", "no action", "<answer>x</answer>"]),
-                          OverlapRetriever(), Config().solver))
+    d = asyncio.run(
+        solve(
+            "Who?",
+            ScriptedLLM(["no action", "no action", "<answer>x</answer>"]),
+            OverlapRetriever(),
+            Config().solver,
+        )
+    )
     assert [e.event for e in d.steps if e.kind == "event"][:2] == ["no_action", "no_action"]
 
 
@@ -80,8 +94,10 @@ LONG_DOCS = [d.model_copy(update={"text": " ".join([d.text] * 20)}) for d in DOC
 def _long_trace(n: int = 25) -> tuple[Trajectory, list[str]]:
     queries = [f"query number {i} about {DOCS[i % len(DOCS)].title}" for i in range(n)]
     script = [f"<think>step {i}</think>\n<search> {q} </search>" for i, q in enumerate(queries)]
-    script.append("<think>done</think>\n<question> Which engineer born in Dijon completed the tower? "
-                  "</question>\n<answer> Gustave Eiffel </answer>\n<answering_steps> 1. a 2. b")
+    script.append(
+        "<think>done</think>\n<question> Which engineer born in Dijon completed the tower? "
+        "</question>\n<answer> Gustave Eiffel </answer>\n<answering_steps> 1. a 2. b"
+    )
     cfg = sage_config().generator.model_copy(update={"max_searches": n})
     out = asyncio.run(generate(DOCS[2], 3, "entity", ScriptedLLM(script), OverlapRetriever(LONG_DOCS), cfg))
     assert out.candidate is not None and out.trajectory.num_searches == n
@@ -89,20 +105,27 @@ def _long_trace(n: int = 25) -> tuple[Trajectory, list[str]]:
 
 
 def _solver_trace() -> Trajectory:
-    llm = ScriptedLLM(["<think>x</think><search> Eiffel Tower </search>",
-                       "<answer> Gustave Eiffel </answer>"])
+    llm = ScriptedLLM(
+        ["<think>x</think><search> Eiffel Tower </search>", "<answer> Gustave Eiffel </answer>"]
+    )
     return asyncio.run(solve("Who?", llm, OverlapRetriever(LONG_DOCS), sage_config().solver))
 
 
-CAND = Candidate(question="Which engineer born in Dijon completed the tower?", answer="Gustave Eiffel",
-                 answer_type="entity", target=3, seed_doc_id="d3")
+CAND = Candidate(
+    question="Which engineer born in Dijon completed the tower?",
+    answer="Gustave Eiffel",
+    answer_type="entity",
+    target=3,
+    seed_doc_id="d3",
+)
 TOO_EASY = Verdict(correct=True, difficulty=1, passed=False, avg_at_k=1.0, label="too_easy", num_attempts=4)
 
 
 def release_prompt(own: Trajectory, solver: Trajectory, budget_tokens: int = 0) -> tuple[str, Any]:
     """The profile's feedback prompt (``feedback_search`` off: the release's shape) and its shortening."""
-    msgs, shortened = feedback_prompt(DOCS[2], CAND, own, solver, TOO_EASY, sage_config().generator,
-                                      budget_tokens)
+    msgs, shortened = feedback_prompt(
+        DOCS[2], CAND, own, solver, TOO_EASY, sage_config().generator, budget_tokens
+    )
     assert len(msgs) == 1 and msgs[0]["role"] == "user"  # one flat user message, as the release sends
     return str(msgs[0]["content"]), shortened
 
@@ -135,8 +158,11 @@ def test_over_the_context_only_the_oldest_retrieved_text_is_shortened() -> None:
     for i in range(25):
         assert f"step {i}" in text  # nor the model's own reasoning
     own_part = text.split("# Search agent")[0]
-    infos = [x for x in re.findall(r"<information>(.*?)</information>", own_part, re.DOTALL)
-             if x.startswith("Doc 1(")]  # not the instructions that name the tag
+    infos = [
+        x
+        for x in re.findall(r"<information>(.*?)</information>", own_part, re.DOTALL)
+        if x.startswith("Doc 1(")
+    ]  # not the instructions that name the tag
     assert len(infos) == 25
     omitted = [i for i, x in enumerate(infos) if "characters of retrieved text omitted" in x]
     assert omitted and omitted == list(range(len(omitted)))  # oldest first, a prefix of the turns
@@ -147,10 +173,15 @@ def test_revise_records_that_it_shortened_the_feedback() -> None:
     own, _ = _long_trace(12)
     cand = CAND
     cfg = sage_config().generator
-    llm = ScriptedLLM(["<reason>r</reason><question> Which engineer born in Dijon finished the tower in "
-                       "1889? </question><answer> Gustave Eiffel </answer><search steps> s </search steps>"])
-    out = asyncio.run(revise(DOCS[2], cand, own, _solver_trace(), TOO_EASY, llm, None, cfg,
-                              budget_tokens=800))
+    llm = ScriptedLLM(
+        [
+            "<reason>r</reason><question> Which engineer born in Dijon finished the tower in "
+            "1889? </question><answer> Gustave Eiffel </answer><search steps> s </search steps>"
+        ]
+    )
+    out = asyncio.run(
+        revise(DOCS[2], cand, own, _solver_trace(), TOO_EASY, llm, None, cfg, budget_tokens=800)
+    )
     assert out.candidate is not None and out.candidate.question.endswith("in 1889?")
     assert out.trajectory.steps[0].event == "feedback_shortened"
     assert len(llm.calls) == 1 and llm.calls[0]["tools"] is None  # one call, no search tool
@@ -161,10 +192,14 @@ def test_revise_records_that_it_shortened_the_feedback() -> None:
 
 def test_profile_judge_accepts_an_answer_among_extra_words_where_the_strict_grader_does_not() -> None:
     grader = fixture_llm("fixture:grader")
-    lenient = asyncio.run(judge_answer("Capital of France?", "the answer is Paris, France", ["Paris"], grader,
-                                       sage_config().judge))
-    strict = asyncio.run(judge_answer("Capital of France?", "the answer is Paris, France", ["Paris"], grader,
-                                      JudgeConfig()))
+    lenient = asyncio.run(
+        judge_answer(
+            "Capital of France?", "the answer is Paris, France", ["Paris"], grader, sage_config().judge
+        )
+    )
+    strict = asyncio.run(
+        judge_answer("Capital of France?", "the answer is Paris, France", ["Paris"], grader, JudgeConfig())
+    )
     assert lenient.correct and not strict.correct
 
 
@@ -177,8 +212,11 @@ def test_profile_judge_counts_an_unreadable_reply_as_incorrect() -> None:
     j = asyncio.run(judge_answer("Q?", "Gustave Eiffel", golden, sage, sage_config().judge))
     assert (j.correct, j.method, len(sage.calls)) == (False, "unreadable", 1)
     default = ScriptedLLM([reply, reply])
-    d = asyncio.run(judge_answer("Q?", "Gustave Eiffel", ["Gustave Eiffel company"], default,
-                                 JudgeConfig(f1_threshold=0.5)))
+    d = asyncio.run(
+        judge_answer(
+            "Q?", "Gustave Eiffel", ["Gustave Eiffel company"], default, JudgeConfig(f1_threshold=0.5)
+        )
+    )
     assert (d.correct, d.method, len(default.calls)) == (True, "f1_fallback", 2)
 
 
@@ -208,8 +246,14 @@ def test_warns_when_the_judge_is_the_solvers_own_model() -> None:
     cfg2 = load_config(None, ["judge_llm.backend=openai", "judge_llm.model=a-small-judge"])
     assert config_warnings(cfg2) == []
     # The same model on another replica is still the solver's own model.
-    served = ["llm.backend=openai", "llm.model=qwen", "llm.base_url=http://10.0.0.1:8001/v1",
-              "judge_llm.backend=openai", "judge_llm.model=qwen", "judge_llm.base_url=http://10.0.0.2:8001/v1"]
+    served = [
+        "llm.backend=openai",
+        "llm.model=qwen",
+        "llm.base_url=http://10.0.0.1:8001/v1",
+        "judge_llm.backend=openai",
+        "judge_llm.model=qwen",
+        "judge_llm.base_url=http://10.0.0.2:8001/v1",
+    ]
     assert any("judge is the solver's own model" in w for w in config_warnings(load_config(None, served)))
 
 
@@ -223,8 +267,10 @@ def _respond(gen_questions: list[str], solver_searches: int) -> Any:
     def respond(messages: Sequence[dict[str, Any]]) -> str:
         first = str(messages[0]["content"])
         if "# Data generator agent" in first:
-            return ("<reason>one passage</reason><think>more hops</think><question> Which river crosses the "
-                    "city where the 1889 tower stands, revised? </question><answer> Seine </answer>")
+            return (
+                "<reason>one passage</reason><think>more hops</think><question> Which river crosses the "
+                "city where the 1889 tower stands, revised? </question><answer> Seine </answer>"
+            )
         if "<answering steps>" in first:
             q = gen_questions[min(seen["gen"], len(gen_questions) - 1)]
             seen["gen"] += 1
@@ -286,10 +332,26 @@ def test_profile_yaml_is_a_valid_starting_config(tmp_path: Path) -> None:
 
 def test_generate_protocol_sage_end_to_end_on_the_scripted_fixture(tmp_path: Path) -> None:
     write_corpus(tmp_path / "corpus.jsonl")
-    sets = [s.replace("fixture:sage", "fixture:sage-release").replace("judge.method=em", "judge.method=llm")
-            for s in SCRIPTED_RUN_SETS]
-    p = run_cli("generate", "--protocol", "sage", "-o", "run", "-n", "3", "--k", "2", "--no-progress",
-                *sets, "-s", "generator.max_searches=2", cwd=tmp_path)
+    sets = [
+        s.replace("fixture:sage", "fixture:sage-release").replace("judge.method=em", "judge.method=llm")
+        for s in SCRIPTED_RUN_SETS
+    ]
+    p = run_cli(
+        "generate",
+        "--protocol",
+        "sage",
+        "-o",
+        "run",
+        "-n",
+        "3",
+        "--k",
+        "2",
+        "--no-progress",
+        *sets,
+        "-s",
+        "generator.max_searches=2",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["pipeline"]["protocol"] == "sage" and saved["solver"]["prompt_set"] == "sage"
@@ -319,25 +381,32 @@ def test_a_seed_whose_generation_fails_is_dropped_not_resampled(tmp_path: Path) 
 def test_profile_keeps_a_pair_the_default_checks_would_refuse() -> None:
     # the release keeps any generated pair with a question (initial_question_gen.py): a yes/no question
     # whose answer is in it costs the seed under the default checks (no retry left), not in the profile
-    reply = ("<think>done</think>\n<question> Is Gustave Eiffel the engineer of the Garabit viaduct? "
-             "</question>\n<answer> Gustave Eiffel </answer>\n<answering_steps> 1. a")
+    reply = (
+        "<think>done</think>\n<question> Is Gustave Eiffel the engineer of the Garabit viaduct? "
+        "</question>\n<answer> Gustave Eiffel </answer>\n<answering_steps> 1. a"
+    )
     sage = sage_config().generator
     out = asyncio.run(generate(DOCS[2], 3, "entity", ScriptedLLM([reply]), OverlapRetriever(), sage))
     assert out.candidate is not None and out.candidate.answer == "Gustave Eiffel"
     strict = sage.model_copy(update={"pair_checks": "all"})
-    refused = asyncio.run(generate(DOCS[2], 3, "entity", ScriptedLLM([reply] * 3), OverlapRetriever(),
-                                   strict))
+    refused = asyncio.run(
+        generate(DOCS[2], 3, "entity", ScriptedLLM([reply] * 3), OverlapRetriever(), strict)
+    )
     assert refused.candidate is None
 
 
 def test_default_reviser_nests_the_previous_feedback_prompt_only_when_asked() -> None:
     from sagegen.agents.generator import render_trace
 
-    previous = Trajectory(agent="reviser", question="q", messages=(
-        {"role": "system", "content": "rules"},
-        {"role": "user", "content": "THE ROUND-2 FEEDBACK PROMPT"},
-        {"role": "assistant", "content": "<think>t</think><search> a query </search>"},
-    ))
+    previous = Trajectory(
+        agent="reviser",
+        question="q",
+        messages=(
+            {"role": "system", "content": "rules"},
+            {"role": "user", "content": "THE ROUND-2 FEEDBACK PROMPT"},
+            {"role": "assistant", "content": "<think>t</think><search> a query </search>"},
+        ),
+    )
     nested = render_trace(previous, Config().generator.model_copy(update={"nest_previous_prompt": True}))
     plain = render_trace(previous, Config().generator)
     assert "THE ROUND-2 FEEDBACK PROMPT" in nested and "a query" in nested

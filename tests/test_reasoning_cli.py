@@ -34,24 +34,57 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def llm_args(url: str, corpus: Path) -> list[str]:
-    return ["-s", "llm.backend=openai", "-s", f"llm.base_url={url}", "-s", "llm.model=m",
-            "-s", "llm.api_key_env=null", "-s", "llm.cache=false", "-s", "llm.max_retries=1",
-            "-s", f"corpus.path={corpus / 'corpus.jsonl'}", "-s", f"retrieval.index_dir={corpus / 'index'}"]
+    return [
+        "-s",
+        "llm.backend=openai",
+        "-s",
+        f"llm.base_url={url}",
+        "-s",
+        "llm.model=m",
+        "-s",
+        "llm.api_key_env=null",
+        "-s",
+        "llm.cache=false",
+        "-s",
+        "llm.max_retries=1",
+        "-s",
+        f"corpus.path={corpus / 'corpus.jsonl'}",
+        "-s",
+        f"retrieval.index_dir={corpus / 'index'}",
+    ]
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] \
-        if path.is_file() else []
+    return (
+        [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if path.is_file()
+        else []
+    )
 
 
 def generate(dialect: str, corpus: Path, out: Path) -> tuple[list[tuple[Any, ...]], str, ReasoningServer]:
     with ReasoningServer(dialect, sage_fixture) as srv:
         # No retriever-only shortcut check: every pair goes to the solver and the judge.
-        res = runner.invoke(app, ["generate", "-n", "3", "--out", str(out), "--no-progress",
-                                  *llm_args(srv.url, corpus), "-s", "pipeline.precheck=off"])
+        res = runner.invoke(
+            app,
+            [
+                "generate",
+                "-n",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+                *llm_args(srv.url, corpus),
+                "-s",
+                "pipeline.precheck=off",
+            ],
+        )
     assert res.exit_code == 0, res.output
-    pairs = [(p["question"], p["answer"], p.get("difficulty"), p.get("round")) for name in
-             ("dataset", "too_easy", "unsolved") for p in lines(out / f"{name}.jsonl")]
+    pairs = [
+        (p["question"], p["answer"], p.get("difficulty"), p.get("round"))
+        for name in ("dataset", "too_easy", "unsolved")
+        for p in lines(out / f"{name}.jsonl")
+    ]
     return sorted(pairs, key=str), res.output, srv
 
 
@@ -63,8 +96,9 @@ def generate_control(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.mark.parametrize("dialect", [d for d in DIALECTS if d != "plain"])
-def test_generate_writes_the_controls_pairs(dialect: str, corpus: Path, tmp_path: Path,
-                                            generate_control: list[tuple[Any, ...]]) -> None:
+def test_generate_writes_the_controls_pairs(
+    dialect: str, corpus: Path, tmp_path: Path, generate_control: list[tuple[Any, ...]]
+) -> None:
     pairs, out, _ = generate(dialect, corpus, tmp_path / dialect)
     assert pairs == generate_control
     assert "drafted" not in json.dumps(pairs)
@@ -92,18 +126,36 @@ def eval_control(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> list
 
 def run_eval(dialect: str, corpus: Path, out: Path) -> tuple[list[tuple[Any, ...]], str]:
     with ReasoningServer(dialect, sage_fixture) as srv:
-        res = runner.invoke(app, ["eval", str(corpus / "bench.jsonl"), "--out", str(out),
-                                  *llm_args(srv.url, corpus), "-s", "judge.em_shortcut=false"])
+        res = runner.invoke(
+            app,
+            [
+                "eval",
+                str(corpus / "bench.jsonl"),
+                "--out",
+                str(out),
+                *llm_args(srv.url, corpus),
+                "-s",
+                "judge.em_shortcut=false",
+            ],
+        )
     assert res.exit_code == 0, res.output
     rows = sorted(lines(out / "results.jsonl"), key=lambda r: r["id"])
-    return [(r["id"], r["pass_at_k"], r["attempts"][0]["answer"], r["attempts"][0]["num_searches"],
-             r["attempts"][0]["judge_method"])
-            for r in rows], res.output
+    return [
+        (
+            r["id"],
+            r["pass_at_k"],
+            r["attempts"][0]["answer"],
+            r["attempts"][0]["num_searches"],
+            r["attempts"][0]["judge_method"],
+        )
+        for r in rows
+    ], res.output
 
 
 @pytest.mark.parametrize("dialect", [d for d in DIALECTS if d != "plain"])
-def test_eval_judges_like_the_control(dialect: str, corpus: Path, tmp_path: Path,
-                                      eval_control: list[tuple[Any, ...]]) -> None:
+def test_eval_judges_like_the_control(
+    dialect: str, corpus: Path, tmp_path: Path, eval_control: list[tuple[Any, ...]]
+) -> None:
     rows, _ = run_eval(dialect, corpus, tmp_path / dialect)
     assert rows == eval_control
     assert "drafted" not in json.dumps(rows)
@@ -111,8 +163,16 @@ def test_eval_judges_like_the_control(dialect: str, corpus: Path, tmp_path: Path
 
 def test_solve_shows_the_thinking_and_names_a_cut(corpus: Path) -> None:
     with ReasoningServer("vllm", sage_fixture, think_words=80) as srv:
-        res = runner.invoke(app, ["solve", "Which article says hello?", *llm_args(srv.url, corpus),
-                                  "-s", "solver.max_turn_tokens=50"])
+        res = runner.invoke(
+            app,
+            [
+                "solve",
+                "Which article says hello?",
+                *llm_args(srv.url, corpus),
+                "-s",
+                "solver.max_turn_tokens=50",
+            ],
+        )
     assert res.exit_code == 0, res.output
     assert "thinks" in res.output and "cut at the cap" in res.output
     assert "raise solver.max_turn_tokens (now 50)" in res.output
@@ -138,9 +198,20 @@ def test_a_dead_server_fails_in_one_line_before_any_index(tmp_path: Path, corpus
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = runner.invoke(app, ["generate", "-n", "2", "--out", str(tmp_path / "run"), "--no-progress",
-                              *llm_args(f"http://127.0.0.1:{port}/v1", corpus)[:-2],
-                              "-s", f"retrieval.index_dir={tmp_path / 'idx'}"])
+    res = runner.invoke(
+        app,
+        [
+            "generate",
+            "-n",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            *llm_args(f"http://127.0.0.1:{port}/v1", corpus)[:-2],
+            "-s",
+            f"retrieval.index_dir={tmp_path / 'idx'}",
+        ],
+    )
     assert res.exit_code != 0
     assert "is not reachable" in str(res.exception) and f"127.0.0.1:{port}" in str(res.exception)
     assert not (tmp_path / "idx").exists() and not (tmp_path / "run").exists()
@@ -149,8 +220,9 @@ def test_a_dead_server_fails_in_one_line_before_any_index(tmp_path: Path, corpus
 @pytest.mark.parametrize("dialect", ["vllm", "openai", "plain"])
 def test_doctor_reports_thinking_stops_and_settings(dialect: str, corpus: Path) -> None:
     with ReasoningServer(dialect, lambda _: "<answer> 42 </answer>") as srv:
-        res = runner.invoke(app, ["doctor", *llm_args(srv.url, corpus), "-s", "judge.method=em",
-                                  "--max-tokens", "400"])
+        res = runner.invoke(
+            app, ["doctor", *llm_args(srv.url, corpus), "-s", "judge.method=em", "--max-tokens", "400"]
+        )
     assert res.exit_code == 0, res.output
     out = res.output
     assert "reachable; model m NOT listed" in out  # the server serves "<dialect>-model"

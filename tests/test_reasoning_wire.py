@@ -27,20 +27,38 @@ from sagegen.records import Doc, Hit, Trajectory
 THINKING = [d for d in DIALECTS if d != "plain"]
 HIDDEN = {"openai", "gemini"}  # thinking never shown, only counted
 
-DOCS = [Doc(id=f"d{i}", title=t, text=x) for i, (t, x) in enumerate([
-    ("Citibank", "Citibank was founded in 1812 as the City Bank of New York by Samuel Osgood."),
-    ("James Madison", "James Madison was president of the United States from 1809 to 1817."),
-    ("Paris", "Paris is the capital and largest city of France, on the river Seine."),
-    ("Berlin", "Berlin is the capital of Germany and its largest city by population."),
-    ("Samuel Osgood", "Samuel Osgood was an American merchant and the first Postmaster General."),
-    ("Seine", "The Seine is a river in northern France that flows through Paris to the Channel."),
-    ("Osaka", "Osaka is a designated city in the Kansai region of Honshu in Japan."),
-    ("Kansai", "The Kansai region lies in the southern-central part of Honshu, Japan's main island."),
-])]
-QUESTIONS = [f"Which article mentions {w}?" for w in (
-    "Samuel Osgood", "president 1809", "river Seine", "capital of Germany", "first Postmaster General",
-    "northern France", "Kansai region", "Honshu main island", "City Bank of New York", "largest city",
-    "merchant", "designated city")]
+DOCS = [
+    Doc(id=f"d{i}", title=t, text=x)
+    for i, (t, x) in enumerate(
+        [
+            ("Citibank", "Citibank was founded in 1812 as the City Bank of New York by Samuel Osgood."),
+            ("James Madison", "James Madison was president of the United States from 1809 to 1817."),
+            ("Paris", "Paris is the capital and largest city of France, on the river Seine."),
+            ("Berlin", "Berlin is the capital of Germany and its largest city by population."),
+            ("Samuel Osgood", "Samuel Osgood was an American merchant and the first Postmaster General."),
+            ("Seine", "The Seine is a river in northern France that flows through Paris to the Channel."),
+            ("Osaka", "Osaka is a designated city in the Kansai region of Honshu in Japan."),
+            ("Kansai", "The Kansai region lies in the southern-central part of Honshu, Japan's main island."),
+        ]
+    )
+]
+QUESTIONS = [
+    f"Which article mentions {w}?"
+    for w in (
+        "Samuel Osgood",
+        "president 1809",
+        "river Seine",
+        "capital of Germany",
+        "first Postmaster General",
+        "northern France",
+        "Kansai region",
+        "Honshu main island",
+        "City Bank of New York",
+        "largest city",
+        "merchant",
+        "designated city",
+    )
+]
 
 
 class WordRetriever:
@@ -50,15 +68,25 @@ class WordRetriever:
         out = []
         for q in queries:
             words = set(q.lower().replace("?", "").split())
-            scored = sorted(((len(words & set(f"{d.title} {d.text}".lower().split())), i, d)
-                             for i, d in enumerate(DOCS)), key=lambda t: (-t[0], t[1]))
+            scored = sorted(
+                ((len(words & set(f"{d.title} {d.text}".lower().split())), i, d) for i, d in enumerate(DOCS)),
+                key=lambda t: (-t[0], t[1]),
+            )
             out.append([Hit(doc=d, score=float(s)) for s, _, d in scored[:k]])
         return out
 
 
 def backend(url: str, **kw: Any) -> OpenAIBackend:
-    params: dict[str, Any] = {"backend": "openai", "model": "m", "base_url": url, "api_key_env": None,
-                              "timeout": 10.0, "max_retries": 1, "retry_backoff": 0.01, "cache": False}
+    params: dict[str, Any] = {
+        "backend": "openai",
+        "model": "m",
+        "base_url": url,
+        "api_key_env": None,
+        "timeout": 10.0,
+        "max_retries": 1,
+        "retry_backoff": 0.01,
+        "cache": False,
+    }
     params.update(kw)
     return OpenAIBackend(LLMConfig(**params))
 
@@ -84,15 +112,24 @@ async def solve_all(url: str, protocol: str, **kw: Any) -> tuple[list[Trajectory
 # ------------------------------------------------------------------------------ the split itself
 
 
-@pytest.mark.parametrize(("raw", "reasoning", "answer"), [
-    ("no thinking <answer> 5 </answer>", "", "no thinking <answer> 5 </answer>"),
-    ("<think>draft <search> x </search></think>\n<search> real </search>", "draft <search> x </search>",
-     "<search> real </search>"),
-    ("drafted in the prompt's block\n</think>\n\n<answer> 7 </answer>", "drafted in the prompt's block",
-     "<answer> 7 </answer>"),
-    ("<think>cut inside the thought <answer> 3", "cut inside the thought <answer> 3", ""),
-    ("<THINK>a</THINK> b <think>c</think> d", "a\n\nc", "b  d"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reasoning", "answer"),
+    [
+        ("no thinking <answer> 5 </answer>", "", "no thinking <answer> 5 </answer>"),
+        (
+            "<think>draft <search> x </search></think>\n<search> real </search>",
+            "draft <search> x </search>",
+            "<search> real </search>",
+        ),
+        (
+            "drafted in the prompt's block\n</think>\n\n<answer> 7 </answer>",
+            "drafted in the prompt's block",
+            "<answer> 7 </answer>",
+        ),
+        ("<think>cut inside the thought <answer> 3", "cut inside the thought <answer> 3", ""),
+        ("<THINK>a</THINK> b <think>c</think> d", "a\n\nc", "b  d"),
+    ],
+)
 def test_split_reasoning(raw: str, reasoning: str, answer: str) -> None:
     assert split_reasoning(raw) == (reasoning, answer)
 
@@ -117,8 +154,9 @@ def control() -> dict[str, list[tuple[Any, ...]]]:
 
 @pytest.mark.parametrize("protocol", ["tags", "tools"])
 @pytest.mark.parametrize("dialect", THINKING)
-async def test_solver_reads_the_answer_only(dialect: str, protocol: str,
-                                            control: dict[str, list[tuple[Any, ...]]]) -> None:
+async def test_solver_reads_the_answer_only(
+    dialect: str, protocol: str, control: dict[str, list[tuple[Any, ...]]]
+) -> None:
     # On loopback no host names the provider: set it as api.deepseek.com would (llm.provider=auto).
     kw = {"provider": "deepseek"} if dialect == "deepseek" else {}
     with ReasoningServer(dialect, sage_fixture) as srv:
@@ -152,7 +190,8 @@ async def test_solver_reads_the_answer_only(dialect: str, protocol: str,
 
 
 async def test_deepseek_behind_another_host_learns_to_send_reasoning_back(
-        control: dict[str, list[tuple[Any, ...]]]) -> None:
+    control: dict[str, list[tuple[Any, ...]]],
+) -> None:
     """A proxy in front of DeepSeek (provider ``server``): the first tool turn is refused for want of
     ``reasoning_content``; from then on it goes back, and the later attempts match the control."""
     with ReasoningServer("deepseek", sage_fixture) as srv:
@@ -173,7 +212,8 @@ async def test_plain_model_gets_stops_on_the_wire_after_its_first_reply() -> Non
 
 
 async def test_a_stop_fired_inside_a_thought_is_sent_again_without_stops(
-        control: dict[str, list[tuple[Any, ...]]]) -> None:
+    control: dict[str, list[tuple[Any, ...]]],
+) -> None:
     """A hybrid model answered its first call without thinking, so stops went on the wire; then it thought
     and the server matched ``</search>`` inside the thought (content null): the call is resent without
     stops, once, and the result is the control's."""
@@ -203,10 +243,17 @@ async def test_gemini_without_thought_signatures_is_refused() -> None:
 
     with ReasoningServer("gemini", sage_fixture) as srv:
         llm = backend(srv.url)
-        msgs = [{"role": "user", "content": "Question: q"},
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"id": "c", "type": "function", "function": {"name": "search", "arguments": "{}"}}]},
-                {"role": "tool", "tool_call_id": "c", "content": "<information></information>"}]
+        msgs = [
+            {"role": "user", "content": "Question: q"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "search", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": "<information></information>"},
+        ]
         with pytest.raises(LLMError, match="thought_signature"):
             await llm.complete(msgs, max_tokens=200)
         await llm.aclose()
@@ -215,11 +262,24 @@ async def test_gemini_without_thought_signatures_is_refused() -> None:
 # ------------------------------------------------------------------------------ judge
 
 
-GRADES = [(f"Q{i}?", resp, [gold]) for i, (resp, gold) in enumerate([
-    ("Samuel Osgood, a merchant", "Samuel Osgood"), ("1812", "1812"), ("Paris", "Berlin"),
-    ("the Seine river", "Seine"), ("Osaka", "Kansai"), ("James Madison", "James Madison"),
-    ("1817", "1809"), ("Honshu", "Honshu island"), ("Germany's capital Berlin", "Berlin"),
-    ("unknown", "Citibank")] * 2)]
+GRADES = [
+    (f"Q{i}?", resp, [gold])
+    for i, (resp, gold) in enumerate(
+        [
+            ("Samuel Osgood, a merchant", "Samuel Osgood"),
+            ("1812", "1812"),
+            ("Paris", "Berlin"),
+            ("the Seine river", "Seine"),
+            ("Osaka", "Kansai"),
+            ("James Madison", "James Madison"),
+            ("1817", "1809"),
+            ("Honshu", "Honshu island"),
+            ("Germany's capital Berlin", "Berlin"),
+            ("unknown", "Citibank"),
+        ]
+        * 2
+    )
+]
 
 
 @pytest.mark.parametrize("verdict_line", ["last", "first"])
@@ -230,8 +290,10 @@ async def test_judge_verdicts_come_from_the_answer(dialect: str, verdict_line: s
         llm = backend(srv.url)
         got = [await judge_answer(q, r, g, llm, cfg) for q, r, g in GRADES]
         await llm.aclose()
-    expected = [grader_fixture([{"role": "user", "content": f"[response]: {r}\n[correct_answer]: {g[0]}"}])
-                for _, r, g in GRADES]
+    expected = [
+        grader_fixture([{"role": "user", "content": f"[response]: {r}\n[correct_answer]: {g[0]}"}])
+        for _, r, g in GRADES
+    ]
     assert [j.correct for j in got] == ["correct: yes" in e for e in expected]
     assert {j.method for j in got} == {"llm"}
     assert sum(j.correct for j in got) not in (0, len(got))  # the set holds both verdicts
@@ -252,8 +314,13 @@ async def test_judge_empty_at_its_cap_is_asked_again_with_room(dialect: str) -> 
         j = await judge_answer("Q?", "Paris", ["Paris"], llm, cfg)
         await inner.aclose()
     assert j.method == "llm" and j.correct
-    assert llm.reply_counts() == {"calls": 2, "cut": 1, "empty": 1, "thinking": 2,
-                                  "reasoning_tokens": 0 if dialect in ("vllm", "lone") else 110}
+    assert llm.reply_counts() == {
+        "calls": 2,
+        "cut": 1,
+        "empty": 1,
+        "thinking": 2,
+        "reasoning_tokens": 0 if dialect in ("vllm", "lone") else 110,
+    }
     caps = [r.get("max_tokens", r.get("max_completion_tokens")) for r in srv.requests if "messages" in r]
     assert caps[-2:] == [50, 100]
 
@@ -261,19 +328,29 @@ async def test_judge_empty_at_its_cap_is_asked_again_with_room(dialect: str) -> 
 # ------------------------------------------------------------------------------ provider presets
 
 
-@pytest.mark.parametrize(("url", "model", "name", "token", "sampling", "stops"), [
-    ("https://api.openai.com/v1", "gpt-5-mini", "openai", "max_completion_tokens", False, False),
-    ("https://api.openai.com/v1", "o4-mini", "openai", "max_completion_tokens", False, False),
-    ("https://api.openai.com/v1", "gpt-4o-mini", "openai", "max_completion_tokens", True, None),
-    ("https://api.openai.com/v1", "gpt-5-chat-latest", "openai", "max_completion_tokens", True, None),
-    ("https://api.deepseek.com", "deepseek-reasoner", "deepseek", "max_tokens", True, None),
-    ("https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash", "gemini", "max_tokens",
-     True, None),
-    ("http://127.0.0.1:11434/v1", "qwen3:8b", "ollama", "max_tokens", True, None),
-    ("http://127.0.0.1:8001/v1", "Qwen/Qwen3-8B", "server", "max_tokens", True, None),
-])
-def test_provider_presets_from_the_host(url: str, model: str, name: str, token: str, sampling: bool,
-                                        stops: bool | None) -> None:
+@pytest.mark.parametrize(
+    ("url", "model", "name", "token", "sampling", "stops"),
+    [
+        ("https://api.openai.com/v1", "gpt-5-mini", "openai", "max_completion_tokens", False, False),
+        ("https://api.openai.com/v1", "o4-mini", "openai", "max_completion_tokens", False, False),
+        ("https://api.openai.com/v1", "gpt-4o-mini", "openai", "max_completion_tokens", True, None),
+        ("https://api.openai.com/v1", "gpt-5-chat-latest", "openai", "max_completion_tokens", True, None),
+        ("https://api.deepseek.com", "deepseek-reasoner", "deepseek", "max_tokens", True, None),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/openai/",
+            "gemini-2.5-flash",
+            "gemini",
+            "max_tokens",
+            True,
+            None,
+        ),
+        ("http://127.0.0.1:11434/v1", "qwen3:8b", "ollama", "max_tokens", True, None),
+        ("http://127.0.0.1:8001/v1", "Qwen/Qwen3-8B", "server", "max_tokens", True, None),
+    ],
+)
+def test_provider_presets_from_the_host(
+    url: str, model: str, name: str, token: str, sampling: bool, stops: bool | None
+) -> None:
     from sagegen.llm.providers import detect
 
     p = detect("auto", url, model)
@@ -286,11 +363,21 @@ def test_readme_gpt5_request_carries_only_what_it_takes(monkeypatch: pytest.Monk
     from sagegen.llm.base import CallOptions
 
     monkeypatch.setenv("SAGEGEN_TEST_KEY", "sk-test")
-    llm = OpenAIBackend(LLMConfig(backend="openai", model="gpt-5-mini", reasoning_effort="low",
-                                  api_key_env="SAGEGEN_TEST_KEY"))
-    body = llm._params([{"role": "user", "content": "q"}],
-                       CallOptions(max_tokens=100, temperature=0.7, stop=("</answer>",), seed=3),
-                       llm.wire_stops())
-    assert body == {"model": "gpt-5-mini", "messages": [{"role": "user", "content": "q"}],
-                    "max_completion_tokens": 100, "seed": 3, "reasoning_effort": "low"}
+    llm = OpenAIBackend(
+        LLMConfig(
+            backend="openai", model="gpt-5-mini", reasoning_effort="low", api_key_env="SAGEGEN_TEST_KEY"
+        )
+    )
+    body = llm._params(
+        [{"role": "user", "content": "q"}],
+        CallOptions(max_tokens=100, temperature=0.7, stop=("</answer>",), seed=3),
+        llm.wire_stops(),
+    )
+    assert body == {
+        "model": "gpt-5-mini",
+        "messages": [{"role": "user", "content": "q"}],
+        "max_completion_tokens": 100,
+        "seed": 3,
+        "reasoning_effort": "low",
+    }
     assert llm.wire_stops() is False

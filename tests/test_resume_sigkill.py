@@ -201,8 +201,14 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
     _corpus(tmp_path / "corpus.jsonl")
     # Slower calls than the SIGKILL test: on a busy machine a 30 ms run could end between two polls.
     cmd = _cmd("runs/int", "int.sqlite", delay=0.15)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=sigint_default)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_default,
+    )
     ledger = tmp_path / "runs" / "int" / "ledger.sqlite"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

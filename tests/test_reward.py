@@ -165,9 +165,15 @@ def test_loads_by_file_path_like_verl(tmp_path: Path) -> None:
 def test_normalisation_is_squads_and_the_judge_uses_it() -> None:
     # SQuAD v1.1's evaluate.py: lower, drop punctuation, drop articles, squeeze whitespace (in that
     # order: "U.S.A." loses its dots before the article rule sees it)
-    cases = {"The Beatles!": "beatles", "  U.S.A. ": "usa", "an apple a day": "apple day",
-             "20 March, 851": "20 march 851", "Theatre of the Absurd": "theatre of absurd",
-             "A-ha": "aha", "Ça va, l'ami": "ça va lami"}
+    cases = {
+        "The Beatles!": "beatles",
+        "  U.S.A. ": "usa",
+        "an apple a day": "apple day",
+        "20 March, 851": "20 march 851",
+        "Theatre of the Absurd": "theatre of absurd",
+        "A-ha": "aha",
+        "Ça va, l'ami": "ça va lami",
+    }
     assert {s: R.normalize_answer(s) for s in cases} == cases
     judge = pytest.importorskip("sagegen.judge")
     assert judge.normalize_answer is R.normalize_answer

@@ -30,8 +30,12 @@ class LiveWriter:
             f"lock = DirLock({str(run)!r}, 'run').acquire(); print('locked', flush=True); sys.stdin.read()"
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=cli_env())
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "locked"
         self.pid = self.proc.pid
 

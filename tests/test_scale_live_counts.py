@@ -41,12 +41,26 @@ def test_two_workers_report_their_calls_before_their_first_pair_finishes(
 ) -> None:
     _corpus(tmp_path / "corpus.jsonl")
     monkeypatch.chdir(tmp_path)  # the config's paths are relative, for the workers too
-    cfg = load_config(None, [*quick_defaults(), "pipeline.num_seeds=4", "pipeline.target=1-2",
-                             "pipeline.rounds=1", "pipeline.attempts=2", "pipeline.concurrency=2",
-                             "pipeline.workers=2", "corpus.path=corpus.jsonl", "retrieval.index_dir=idx",
-                             "judge.method=em", "llm.backend=scripted", f"llm.model=fixture:sage@{DELAY}",
-                             "llm.cache_path=c.sqlite", "pipeline.precheck=off",
-                             f"pipeline.executor={executor}"])
+    cfg = load_config(
+        None,
+        [
+            *quick_defaults(),
+            "pipeline.num_seeds=4",
+            "pipeline.target=1-2",
+            "pipeline.rounds=1",
+            "pipeline.attempts=2",
+            "pipeline.concurrency=2",
+            "pipeline.workers=2",
+            "corpus.path=corpus.jsonl",
+            "retrieval.index_dir=idx",
+            "judge.method=em",
+            "llm.backend=scripted",
+            f"llm.model=fixture:sage@{DELAY}",
+            "llm.cache_path=c.sqlite",
+            "pipeline.precheck=off",
+            f"pipeline.executor={executor}",
+        ],
+    )
     events: list[Any] = []
     result = run_generate(cfg, tmp_path / "run", on_event=events.append)
     assert result.stats.errors == 0 and result.stats.done == 4
@@ -54,7 +68,7 @@ def test_two_workers_report_their_calls_before_their_first_pair_finishes(
     first = next(i for i, e in enumerate(events) if isinstance(e, PairStarted))
     early = [e for e in events[:first] if isinstance(e, CallsCounted)]
     # Counts sent only with a finished pair put exactly one CallsCounted (that pair's) before it.
-    assert len(early) >= 2, [type(e).__name__ for e in events[:first + 2]]
+    assert len(early) >= 2, [type(e).__name__ for e in events[: first + 2]]
     assert all(e.calls > 0 for e in early)
     # Nothing counted twice: the reports add up to the calls the workers booked in the ledger.
     counted = [e for e in events if isinstance(e, CallsCounted)]

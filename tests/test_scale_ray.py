@@ -36,11 +36,22 @@ RAY = ("pipeline.executor=ray", "pipeline.workers=2")
 
 
 def _settings(cache: str, *extra: str, delay: float = 0.02) -> list[str]:
-    return [*quick_defaults(), f"pipeline.num_seeds={N}", "pipeline.target=1-2", "pipeline.rounds=2",
-            "pipeline.attempts=2", "pipeline.concurrency=2", "corpus.path=corpus.jsonl",
-            "retrieval.index_dir=idx", "judge.method=em", "llm.backend=scripted",
-            f"llm.model=fixture:sage@{delay}",
-            f"llm.cache_path={cache}", "pipeline.precheck=off", *extra]
+    return [
+        *quick_defaults(),
+        f"pipeline.num_seeds={N}",
+        "pipeline.target=1-2",
+        "pipeline.rounds=2",
+        "pipeline.attempts=2",
+        "pipeline.concurrency=2",
+        "corpus.path=corpus.jsonl",
+        "retrieval.index_dir=idx",
+        "judge.method=em",
+        "llm.backend=scripted",
+        f"llm.model=fixture:sage@{delay}",
+        f"llm.cache_path={cache}",
+        "pipeline.precheck=off",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +71,7 @@ def corpus_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_two_ray_workers_make_the_same_dataset_as_one_process(local_ray: Any, corpus_dir: Path) -> None:
     one = run_generate(load_config(None, _settings("one.sqlite")), corpus_dir / "one" / "run")
-    spread = run_generate(load_config(None, _settings("ray.sqlite", *RAY)),
-                          corpus_dir / "ray" / "run")
+    spread = run_generate(load_config(None, _settings("ray.sqlite", *RAY)), corpus_dir / "ray" / "run")
     assert one.stats.errors == spread.stats.errors == 0
     expected = _outcome(corpus_dir / "one" / "run")
     assert _outcome(corpus_dir / "ray" / "run") == expected
@@ -72,15 +82,15 @@ def test_two_ray_workers_make_the_same_dataset_as_one_process(local_ray: Any, co
     paid = _rows(ledger, "SELECT SUM(1 - cached), COUNT(DISTINCT session) FROM llm_calls")
     assert paid == [(one.stats.calls, 1)]
     # The calls went into the driver's cache file through the ledger actor, each once.
-    assert _rows(corpus_dir / "ray.sqlite", "SELECT COUNT(*) FROM calls") == \
-        _rows(corpus_dir / "one.sqlite", "SELECT COUNT(*) FROM calls")
+    assert _rows(corpus_dir / "ray.sqlite", "SELECT COUNT(*) FROM calls") == _rows(
+        corpus_dir / "one.sqlite", "SELECT COUNT(*) FROM calls"
+    )
     workers = [json.loads(m) for (m,) in _rows(ledger, "SELECT message FROM events WHERE kind='worker'")]
     assert sorted(w["worker"] for w in workers) == [0, 1]
     assert len({w["where"] for w in workers}) == 2 and sum(w["pairs"] for w in workers) == N
 
     # A rerun has nothing left to do and pays for nothing.
-    again = run_generate(load_config(None, _settings("ray.sqlite", *RAY)),
-                         corpus_dir / "ray" / "run")
+    again = run_generate(load_config(None, _settings("ray.sqlite", *RAY)), corpus_dir / "ray" / "run")
     assert again.resumed and again.stats.already_done == N and again.stats.calls == 0
     assert _outcome(corpus_dir / "ray" / "run") == expected
 
@@ -114,8 +124,9 @@ def test_sigkill_of_the_driver_then_the_rerun_repeats_no_pair_and_no_paid_call(c
     cmd = [*_cmd("killed/run", "killed.sqlite", delay=0.1), "--ray", "--workers", "2"]
     assert cmd[0] == sys.executable
     ledger = corpus_dir / "killed" / "run" / "ledger.sqlite"
-    proc = subprocess.Popen(cmd, cwd=corpus_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=corpus_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 240  # Ray's own start takes 10-30 s on a busy machine
         while time.monotonic() < deadline and proc.poll() is None:
@@ -135,8 +146,9 @@ def test_sigkill_of_the_driver_then_the_rerun_repeats_no_pair_and_no_paid_call(c
             os.killpg(proc.pid, signal.SIGKILL)
     assert _rows(ledger, "SELECT COUNT(*) FROM pairs WHERE finished IS NOT NULL")[0][0] < N
 
-    rerun = subprocess.run(cmd, cwd=corpus_dir, capture_output=True, text=True, timeout=600,
-                           start_new_session=True)
+    rerun = subprocess.run(
+        cmd, cwd=corpus_dir, capture_output=True, text=True, timeout=600, start_new_session=True
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed" in rerun.stdout
     assert _outcome(corpus_dir / "killed" / "run") == expected
@@ -154,8 +166,15 @@ def test_sigkill_of_the_driver_then_the_rerun_repeats_no_pair_and_no_paid_call(c
 def test_ctrl_c_stops_the_ray_workers_cleanly_and_the_run_resumes(local_ray: Any, corpus_dir: Path) -> None:
     cmd = [*_cmd("int/run", "int.sqlite", delay=0.15), "--ray", "--workers", "2"]
     ledger = corpus_dir / "int" / "run" / "ledger.sqlite"
-    proc = subprocess.Popen(cmd, cwd=corpus_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=sigint_default, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=corpus_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_default,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
@@ -177,8 +196,9 @@ def test_ctrl_c_stops_the_ray_workers_cleanly_and_the_run_resumes(local_ray: Any
     assert _rows(ledger, "SELECT status FROM sessions") == [("interrupted",)]
     assert _rows(ledger, "SELECT COUNT(*) FROM pairs WHERE finished IS NOT NULL")[0][0] < N
     # The same run resumed on this process's Ray, against one uninterrupted process.
-    again = run_generate(load_config(None, _settings("int.sqlite", *RAY, delay=0.15)),
-                         corpus_dir / "int" / "run")
+    again = run_generate(
+        load_config(None, _settings("int.sqlite", *RAY, delay=0.15)), corpus_dir / "int" / "run"
+    )
     assert again.resumed and again.stats.errors == 0
     run_generate(load_config(None, _settings("one.sqlite", delay=0.15)), corpus_dir / "one" / "run")
     assert _outcome(corpus_dir / "int" / "run") == _outcome(corpus_dir / "one" / "run")

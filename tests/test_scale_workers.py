@@ -28,12 +28,20 @@ DELAY = 0.05
 def _outcome(run: Path) -> dict[str, Any]:
     """The ledger rows that make the dataset, byte for byte, and the output files in an order-free form."""
     db = run / "ledger.sqlite"
-    pairs = _rows(db, "SELECT idx, seed_doc_id, target, answer_type, state, final_round, qa_json FROM pairs "
-                  "ORDER BY idx")
-    rounds = _rows(db, "SELECT pair_idx, round, kind, candidate_json, gen_trace_id, verdict_json, label "
-                   "FROM rounds ORDER BY 1, 2")
-    attempts = _rows(db, "SELECT pair_idx, round, attempt, seed, trace_id, judgement_json, num_searches, "
-                     "correct FROM attempts ORDER BY 1, 2, 3")
+    pairs = _rows(
+        db,
+        "SELECT idx, seed_doc_id, target, answer_type, state, final_round, qa_json FROM pairs ORDER BY idx",
+    )
+    rounds = _rows(
+        db,
+        "SELECT pair_idx, round, kind, candidate_json, gen_trace_id, verdict_json, label "
+        "FROM rounds ORDER BY 1, 2",
+    )
+    attempts = _rows(
+        db,
+        "SELECT pair_idx, round, attempt, seed, trace_id, judgement_json, num_searches, "
+        "correct FROM attempts ORDER BY 1, 2, 3",
+    )
     # Which of two pairs with the same question is written and which is the duplicate depends on which
     # finished first; the questions each file holds do not.
     written = sorted(_rows(db, "SELECT output, norm_question FROM pairs WHERE finished IS NOT NULL"))
@@ -125,8 +133,14 @@ def test_two_workers_make_the_same_dataset_as_one_process(
     assert sum(w["pairs"] for w in workers) == N and all(w["pairs"] > 0 for w in workers)
     assert "16 finished of 16" in res.stdout and f"{calls} total" in res.stdout  # counted in the parent
     # The files are the ledger's view in finishing order, as one process writes them.
-    order = [q for (q,) in _rows(ledger, "SELECT json_extract(qa_json, '$.question') FROM pairs "
-                                 "WHERE output='dataset' ORDER BY finish_seq")]
+    order = [
+        q
+        for (q,) in _rows(
+            ledger,
+            "SELECT json_extract(qa_json, '$.question') FROM pairs "
+            "WHERE output='dataset' ORDER BY finish_seq",
+        )
+    ]
     assert [json.loads(x)["question"] for x in (run / "dataset.jsonl").read_text().splitlines()] == order
 
 
@@ -193,8 +207,9 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_finishes(
 ) -> None:
     tmp, expected, _ = one_process
     cmd = [*_cmd("int/run", "int.sqlite", delay=0.15), "--workers", "2"]
-    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=sigint_default)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default
+    )
     ledger = tmp / "int" / "run" / "ledger.sqlite"
     _wait_for_attempts(proc, ledger, 4)
     assert proc.poll() is None, "the run finished before it could be interrupted"
@@ -227,8 +242,9 @@ def test_the_worker_count_may_change_on_resume_and_is_no_part_of_the_config_hash
     assert config_hash(one.model_dump(mode="json")) != config_hash(other.model_dump(mode="json"))
 
 
-def test_ray_executor_without_ray_installed_is_a_config_error(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_executor_without_ray_installed_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sagegen.config import load_config
     from sagegen.errors import ConfigError
     from sagegen.scale import run_pairs
@@ -248,8 +264,17 @@ def test_a_worker_error_comes_back_as_one_line_and_stops_the_other_workers(
 
     _corpus(tmp_path / "corpus.jsonl")
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(None, ["corpus.path=corpus.jsonl", "retrieval.index_dir=idx", "llm.backend=scripted",
-                             "llm.model=fixture:sage", "llm.cache_path=c.sqlite", "pipeline.workers=2"])
+    cfg = load_config(
+        None,
+        [
+            "corpus.path=corpus.jsonl",
+            "retrieval.index_dir=idx",
+            "llm.backend=scripted",
+            "llm.model=fixture:sage",
+            "llm.cache_path=c.sqlite",
+            "pipeline.workers=2",
+        ],
+    )
     Components.from_config(cfg).close()  # the index is built here, once, not by two workers at once
     seen: list[Any] = []
     # The workers open the run's ledger, which is not there: each fails while the parent waits for them.
@@ -257,5 +282,8 @@ def test_a_worker_error_comes_back_as_one_line_and_stops_the_other_workers(
         run_pairs(cfg, tmp_path / "missing", [0, 1, 2, 3], seen.append)
     assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
     assert seen == []
-    assert [c for c in _children(os.getpid()) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
-            and not _gone(c)] == []  # every worker was stopped and reaped
+    assert [
+        c
+        for c in _children(os.getpid())
+        if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes() and not _gone(c)
+    ] == []  # every worker was stopped and reaped

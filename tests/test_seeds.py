@@ -60,8 +60,9 @@ def test_stratified_covers_the_small_topic_uniform_does_not() -> None:
     uniform = [docs[random.Random(i).randrange(len(docs))].id.split("-")[0] for i in range(6)]
     assert "stars" not in uniform
     again = StratifiedSeeds(docs, seed=0, clusters=3)
-    assert [again.pick(i, random.Random(i)) for i in range(6)] == [strata.pick(i, random.Random(i))
-                                                                    for i in range(6)]
+    assert [again.pick(i, random.Random(i)) for i in range(6)] == [
+        strata.pick(i, random.Random(i)) for i in range(6)
+    ]
 
 
 async def test_pipeline_draws_stratified_seeds(tmp_path: Path) -> None:

@@ -36,8 +36,11 @@ def index(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def queries(shared_data: Path) -> list[str]:
-    lines = [line for name in ("hotpotqa", "musique")
-             for line in (shared_data / name / "questions.jsonl").read_text().splitlines()]
+    lines = [
+        line
+        for name in ("hotpotqa", "musique")
+        for line in (shared_data / name / "questions.jsonl").read_text().splitlines()
+    ]
     return [json.loads(line)["question"] for line in lines][:160]
 
 
@@ -171,8 +174,10 @@ class Failing:
 def test_a_failed_merged_search_fails_every_request_in_it() -> None:
     failing = Failing()
     with running_server(create_app(failing, ServerConfig())) as url, ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(httpx.post, f"{url}/retrieve", json={"queries": [f"q{i}"]}, timeout=30)
-                   for i in range(6)]
+        futures = [
+            pool.submit(httpx.post, f"{url}/retrieve", json={"queries": [f"q{i}"]}, timeout=30)
+            for i in range(6)
+        ]
         time.sleep(0.3)  # let them all arrive: one in the slot, the rest merged behind it
         failing.release.set()
         replies = [f.result() for f in futures]

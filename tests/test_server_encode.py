@@ -16,8 +16,17 @@ from sagegen.records import Doc, Hit
 from sagegen.retrieval.index import DocStore, to_hits
 from sagegen.retrieval.server_wire import encode_positions, encode_result, render
 
-TEXTS = ["plain", 'a "quoted" title', "back\\slash", "tab\tnew\nline\r", "ctrl \x00\x01\x1f", "é ü ß 漢字 🙂",
-         "\u2028 line separator \u2029", "", "</script>&<>"]
+TEXTS = [
+    "plain",
+    'a "quoted" title',
+    "back\\slash",
+    "tab\tnew\nline\r",
+    "ctrl \x00\x01\x1f",
+    "é ü ß 漢字 🙂",
+    "\u2028 line separator \u2029",
+    "",
+    "</script>&<>",
+]
 
 
 def _hits(rng: random.Random, n: int) -> list[Hit]:
@@ -25,10 +34,25 @@ def _hits(rng: random.Random, n: int) -> list[Hit]:
     for i in range(n):
         title, text = rng.choice(TEXTS), rng.choice(TEXTS) * rng.randint(1, 3)
         raw = rng.choice([None, f'"{title}"\n{text}  '])  # wiki-18's quoted titles, kept as served
-        score = rng.choice([rng.uniform(-5, 40), 0.0, 1e-300, 12.5, float("nan"), float("inf"),
-                            np.float32(rng.uniform(0, 30)), np.float64(7.25), 3])
-        out.append(Hit(doc=Doc(id=rng.choice([f"d{i}", f"wiki:{i} \"x\"", f"é{i}"]), title=title, text=text,
-                               raw=raw), score=score))
+        score = rng.choice(
+            [
+                rng.uniform(-5, 40),
+                0.0,
+                1e-300,
+                12.5,
+                float("nan"),
+                float("inf"),
+                np.float32(rng.uniform(0, 30)),
+                np.float64(7.25),
+                3,
+            ]
+        )
+        out.append(
+            Hit(
+                doc=Doc(id=rng.choice([f"d{i}", f'wiki:{i} "x"', f"é{i}"]), title=title, text=text, raw=raw),
+                score=score,
+            )
+        )
     return out
 
 
@@ -37,8 +61,12 @@ def test_same_json_as_json_dumps_of_the_rendered_result(return_scores: bool) -> 
     rng = random.Random(7)
     for _ in range(50):
         per_query = [_hits(rng, rng.randint(0, 5)) for _ in range(rng.randint(0, 6))]
-        reference = json.dumps({"result": render(per_query, return_scores)}, ensure_ascii=False,
-                               allow_nan=False, separators=(",", ":")).encode()
+        reference = json.dumps(
+            {"result": render(per_query, return_scores)},
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        ).encode()
         got = encode_result(per_query, return_scores)
         parsed = json.loads(got)
         assert parsed == json.loads(reference)
@@ -73,8 +101,10 @@ def test_positions_read_from_the_store_encode_as_the_hits_do(tmp_path: Path, ret
     try:
         for _ in range(30):
             scores = [rng.uniform(-5, 40), float("nan"), np.float32(2.5)]
-            per_query = [[(rng.randrange(len(docs)), rng.choice(scores)) for _ in range(rng.randint(0, 4))]
-                         for _ in range(rng.randint(0, 5))]
+            per_query = [
+                [(rng.randrange(len(docs)), rng.choice(scores)) for _ in range(rng.randint(0, 4))]
+                for _ in range(rng.randint(0, 5))
+            ]
             got = encode_positions(store, per_query, return_scores)
             assert json.loads(got) == json.loads(encode_result(to_hits(store, per_query), return_scores))
         assert encode_positions(store, [[(len(docs) - 1, 1.0)]], return_scores).isascii()

@@ -46,7 +46,7 @@ def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") ->
             return time.monotonic() - t0
         if i < len(trickle):
             try:
-                sock.send(trickle[i:i + 1])
+                sock.send(trickle[i : i + 1])
             except OSError:
                 return time.monotonic() - t0
             i += 1
@@ -66,8 +66,10 @@ def test_an_idle_new_connection_is_cut_off(base: str) -> None:
 
 def test_a_slow_body_is_cut_off(base: str) -> None:
     body = json.dumps({"queries": ["paris"] * 20}).encode()
-    head = (f"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection(_addr(base)) as s:
         s.sendall(head)
         assert _closed_within(s, 10, trickle=body) < 5
@@ -120,8 +122,11 @@ def test_a_keyless_server_refuses_other_host_names(base: str, host: str) -> None
 
 def test_a_keyed_server_serves_any_host_name() -> None:
     with running_server(create_app(WordOverlap(), FAST, api_key=KEY), limits=FAST) as url:
-        r = httpx.post(url + "/retrieve", json={"queries": ["paris"]},
-                       headers={"Host": "search.cluster.internal", "Authorization": f"Bearer {KEY}"})
+        r = httpx.post(
+            url + "/retrieve",
+            json={"queries": ["paris"]},
+            headers={"Host": "search.cluster.internal", "Authorization": f"Bearer {KEY}"},
+        )
         assert r.status_code == 200
 
 

@@ -23,13 +23,18 @@ from sagegen.config import load_config
 from sagegen.records import Doc
 from sagegen.retrieval.factory import build_retriever
 
-DOCS = [Doc(id=f"p{i}", title=t, text=x) for i, (t, x) in enumerate([
-    ("Paris", "Paris is the capital and largest city of France."),
-    ("Berlin", "Berlin is the capital of Germany."),
-    ("Lyon", "Lyon lies where the Rhone meets the Saone."),
-    ("Hamlet", "Hamlet is a tragedy written by William Shakespeare."),
-    ("Rhine", "The Rhine flows from the Alps to the North Sea."),
-])]
+DOCS = [
+    Doc(id=f"p{i}", title=t, text=x)
+    for i, (t, x) in enumerate(
+        [
+            ("Paris", "Paris is the capital and largest city of France."),
+            ("Berlin", "Berlin is the capital of Germany."),
+            ("Lyon", "Lyon lies where the Rhone meets the Saone."),
+            ("Hamlet", "Hamlet is a tragedy written by William Shakespeare."),
+            ("Rhine", "The Rhine flows from the Alps to the North Sea."),
+        ]
+    )
+]
 QUERIES = ["capital of Germany", "Rhone river Lyon", "largest city of France", "Who wrote Hamlet?"]
 
 
@@ -83,14 +88,17 @@ def test_workers_share_the_port_replace_a_dead_one_and_stop_on_ctrl_c(corpus: Pa
         health = httpx.get(f"{base}/health", timeout=10).json()
         assert health["workers"] == 2 and health["n_docs"] == len(DOCS)
 
-        cfg = load_config(None, [f"corpus.path={corpus}", "retrieval.kind=bm25",
-                                 f"retrieval.index_dir={tmp_path / 'idx'}"])
+        cfg = load_config(
+            None, [f"corpus.path={corpus}", "retrieval.kind=bm25", f"retrieval.index_dir={tmp_path / 'idx'}"]
+        )
         local = build_retriever(cfg).search(QUERIES, 2)
         for _ in range(6):  # new connections: several of them land on each worker
-            got = httpx.post(f"{base}/retrieve", json={"queries": QUERIES, "topk": 2, "return_scores": True},
-                             timeout=10).json()["result"]
+            got = httpx.post(
+                f"{base}/retrieve", json={"queries": QUERIES, "topk": 2, "return_scores": True}, timeout=10
+            ).json()["result"]
             assert [[(h["document"]["id"], round(h["score"], 6)) for h in q] for q in got] == [
-                [(h.doc.id, round(h.score, 6)) for h in q] for q in local]
+                [(h.doc.id, round(h.score, 6)) for h in q] for q in local
+            ]
 
         victim = sorted(_pids(base))[0]
         os.kill(victim, signal.SIGKILL)
@@ -124,8 +132,24 @@ def test_workers_stop_when_their_parent_is_killed(corpus: Path, tmp_path: Path) 
 
 def _serve_index(index: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", "serve", "--index", str(index), "--port", "0",
-         "--workers", "2"], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "sagegen.cli",
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            "0",
+            "--workers",
+            "2",
+        ],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_folder_that_is_no_index_is_one_clear_error_before_any_worker(tmp_path: Path) -> None:
@@ -139,7 +163,8 @@ def test_a_folder_that_is_no_index_is_one_clear_error_before_any_worker(tmp_path
 
 
 def test_workers_that_cannot_open_the_index_stop_the_server_without_announcing_it(
-        corpus: Path, tmp_path: Path) -> None:
+    corpus: Path, tmp_path: Path
+) -> None:
     from sagegen.retrieval.index import build_index
 
     cfg = load_config(None, [f"corpus.path={corpus}", "retrieval.kind=bm25"])

@@ -28,14 +28,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     except Exception as e:  # the model package is an optional install
         pytest.skip(str(e))
     idx = tmp_path_factory.mktemp("idx")
-    cfg = Config.model_validate({
-        "corpus": {"limit": 2000},  # the bundled corpus, cut so the BM25 build takes a second
-        "retrieval": {"kind": "bm25", "index_dir": str(idx)},
-        # No call cache: the point is to run the model.
-        "llm": {"backend": "llamacpp", "cache": False, "n_ctx": 4096},
-        "solver": {"max_searches": 2, "max_turn_tokens": 64, "passage_chars": 300},
-        "judge": {"max_tokens": 64},
-    })
+    cfg = Config.model_validate(
+        {
+            "corpus": {"limit": 2000},  # the bundled corpus, cut so the BM25 build takes a second
+            "retrieval": {"kind": "bm25", "index_dir": str(idx)},
+            # No call cache: the point is to run the model.
+            "llm": {"backend": "llamacpp", "cache": False, "n_ctx": 4096},
+            "solver": {"max_searches": 2, "max_turn_tokens": 64, "passage_chars": 300},
+            "judge": {"max_tokens": 64},
+        }
+    )
     return cfg, build_llm(cfg.llm), build_retriever(cfg)
 
 
@@ -55,8 +57,17 @@ def _check_structure(traj, max_searches: int, question: str) -> None:
         if s.kind == "search":
             assert s.query and 1 <= len(s.hit_ids) <= 3
         if s.kind == "event":
-            assert s.event in {"no_action", "empty_search", "empty_answer", "truncated", "llm_error",
-                               "bad_tool_call", "search_budget_exhausted", "forced_answer", "no_answer"}
+            assert s.event in {
+                "no_action",
+                "empty_search",
+                "empty_answer",
+                "truncated",
+                "llm_error",
+                "bad_tool_call",
+                "search_budget_exhausted",
+                "forced_answer",
+                "no_answer",
+            }
     if traj.status != "answered":
         assert any(s.event == "forced_answer" for s in traj.steps)
     roles = [m["role"] for m in traj.messages]

@@ -48,8 +48,14 @@ def config(**pipeline: Any) -> Config:
 def make(tmp: Path, cfg: Config, solvers: list[ScriptedLLM], judge: Any = None) -> tuple[Pipeline, RunStore]:
     store, _ = RunStore.create_or_resume(tmp / "run", cfg.model_dump(mode="json"), cfg.dump())
     g = RoleScript(generator=gen).llm()
-    parts = Components(docs=list(DOCS), retriever=OverlapRetriever(), generator=g, solver=solvers[0],
-                       judge=judge, extra_solvers=solvers[1:])
+    parts = Components(
+        docs=list(DOCS),
+        retriever=OverlapRetriever(),
+        generator=g,
+        solver=solvers[0],
+        judge=judge,
+        extra_solvers=solvers[1:],
+    )
     return Pipeline(cfg, store, parts), store
 
 
@@ -108,11 +114,14 @@ def ambiguity_judge(reply: str) -> tuple[ScriptedLLM, list[str]]:
     return ScriptedLLM(responder=respond), prompts
 
 
-@pytest.mark.parametrize(("reply", "output"), [
-    ("reasoning: two engineers fit.\nother_answer: 1834\nambiguous: yes", "ambiguous"),
-    ("reasoning: only one.\nother_answer: none\nambiguous: no", "dataset"),
-    ("I cannot tell.", "dataset"),  # unreadable: recorded, the pair is kept
-])
+@pytest.mark.parametrize(
+    ("reply", "output"),
+    [
+        ("reasoning: two engineers fit.\nother_answer: 1834\nambiguous: yes", "ambiguous"),
+        ("reasoning: only one.\nother_answer: none\nambiguous: no", "dataset"),
+        ("I cannot tell.", "dataset"),  # unreadable: recorded, the pair is kept
+    ],
+)
 async def test_ambiguity_check(tmp_path: Path, reply: str, output: str) -> None:
     judge, prompts = ambiguity_judge(reply)
     cfg = config(ambiguity_check=True)

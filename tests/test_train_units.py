@@ -202,7 +202,7 @@ def test_verl_recipe_command_and_files(tmp_path: Path, monkeypatch: pytest.Monke
     files = write_recipe(load_config(None, []), tmp_path / "data", tmp_path / "recipe", _SERVED, check=False)
     assert files["checked"] is None
     script = files["script"].read_text()
-    assert "sagegen serve --config \"$HERE/serve_config.yaml\" --port 8000 --kind bm25 &" in script
+    assert 'sagegen serve --config "$HERE/serve_config.yaml" --port 8000 --kind bm25 &' in script
     assert 'python3 -m sagegen.integrations.verl_check "${OVERRIDES[@]}" "$@"' in script
     # bash itself reads the array back to exactly the command's overrides
     array = f'eval "$(sed -n "/^OVERRIDES=(/,/^)/p" {shlex.quote(str(files["script"]))})"'

@@ -71,9 +71,22 @@ def served(tmp_path_factory: pytest.TempPathFactory, verl_python: str) -> Iterat
     assert gen.returncode == 0, gen.stderr[-3000:]
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sagegen.cli", "serve", "--port", str(port),
-         "-s", "corpus.path=corpus.jsonl", "-s", "retrieval.index_dir=idx"],
-        cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sagegen.cli",
+            "serve",
+            "--port",
+            str(port),
+            "-s",
+            "corpus.path=corpus.jsonl",
+            "-s",
+            "retrieval.index_dir=idx",
+        ],
+        cwd=base,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -97,21 +110,62 @@ def served(tmp_path_factory: pytest.TempPathFactory, verl_python: str) -> Iterat
 def recipe(served: dict[str, Any], verl_python: str) -> dict[str, Any]:
     """Export → tiny local model → ``sagegen train --backend verl --dry-run`` checked by verl."""
     base = served["base"]
-    exp = run_cli("export", "run", "-f", "verl", "--min-difficulty", "0", "--include", "too_easy",
-                  "--split", "0.5", "--out", "data", cwd=base)
+    exp = run_cli(
+        "export",
+        "run",
+        "-f",
+        "verl",
+        "--min-difficulty",
+        "0",
+        "--include",
+        "too_easy",
+        "--split",
+        "0.5",
+        "--out",
+        "data",
+        cwd=base,
+    )
     assert exp.returncode == 0, exp.stderr[-3000:]
     model = base / "tiny-qwen2"
-    made = subprocess.run([verl_python, str(SIDE), "model", str(model)], env=_side_env(),
-                          capture_output=True, text=True, timeout=300)
+    made = subprocess.run(
+        [verl_python, str(SIDE), "model", str(model)],
+        env=_side_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stderr[-3000:]
     env = {**_side_env(), "SAGEGEN_VERL_PYTHON": verl_python, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     dry = subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", "train", "data", "--backend", "verl", "--dry-run",
-         "--out", "recipe", "-s", f"train.verl.model={model}",
-         "-s", f"train.verl.retriever_url={served['url']}/retrieve",
-         "-s", "train.verl.n_gpus_per_node=1", "-s", "train.verl.train_batch_size=4",
-         "-s", "train.verl.ppo_mini_batch_size=4", "-s", "train.verl.max_prompt_length=8192"],
-        cwd=base, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "sagegen.cli",
+            "train",
+            "data",
+            "--backend",
+            "verl",
+            "--dry-run",
+            "--out",
+            "recipe",
+            "-s",
+            f"train.verl.model={model}",
+            "-s",
+            f"train.verl.retriever_url={served['url']}/retrieve",
+            "-s",
+            "train.verl.n_gpus_per_node=1",
+            "-s",
+            "train.verl.train_batch_size=4",
+            "-s",
+            "train.verl.ppo_mini_batch_size=4",
+            "-s",
+            "train.verl.max_prompt_length=8192",
+        ],
+        cwd=base,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
     checked = re.search(r"checked against verl (\S+): ", " ".join((dry.stdout + dry.stderr).split()))
@@ -120,7 +174,7 @@ def recipe(served: dict[str, Any], verl_python: str) -> dict[str, Any]:
     side = subprocess.run(args, cwd=base, env=_side_env(), capture_output=True, text=True, timeout=600)
     assert side.returncode == 0, side.stdout[-2000:] + side.stderr[-4000:]
     line = next(ln for ln in side.stdout.splitlines() if ln.startswith("REPORT "))
-    report = json.loads(line[len("REPORT "):])
+    report = json.loads(line[len("REPORT ") :])
     assert checked.group(1) == report["verl"]  # --dry-run was checked by the same verl
     return {"report": report, "base": base, "dry": dry.stdout}
 
@@ -140,9 +194,13 @@ def test_a_ppo_recipe_with_a_critic_validates_too(recipe: dict[str, Any], verl_p
     from sagegen.train.verl_recipe import check_with_verl, overrides
 
     base = recipe["base"]
-    sets = [f"train.verl.model={base / 'tiny-qwen2'}", "train.verl.algorithm=gae",
-            "train.verl.n_gpus_per_node=1", "train.verl.train_batch_size=4",
-            "train.verl.ppo_mini_batch_size=4"]
+    sets = [
+        f"train.verl.model={base / 'tiny-qwen2'}",
+        "train.verl.algorithm=gae",
+        "train.verl.n_gpus_per_node=1",
+        "train.verl.train_batch_size=4",
+        "train.verl.ppo_mini_batch_size=4",
+    ]
     recipe_dir = base / "recipe"
     ov = overrides(load_config(None, sets), recipe_dir / "data", recipe_dir / "search_tool_config.yaml")
     assert any(o.startswith("critic.model.path=") for o in ov)
@@ -166,8 +224,10 @@ def test_b_tool_loads_through_verl_and_searches_the_live_server(
     # what the tool showed the policy is the server's answer, formatted as the solver formats it
     body = {"queries": ["Zorvath Bridge engineer"], "topk": 3, "return_scores": True}
     result = httpx.post(f"{served['url']}/retrieve", json=body, timeout=30).json()["result"][0]
-    hits = [Hit(doc=Doc.from_contents(d["document"]["id"], d["document"]["contents"]), score=d["score"])
-            for d in result]
+    hits = [
+        Hit(doc=Doc.from_contents(d["document"]["id"], d["document"]["contents"]), score=d["score"])
+        for d in result
+    ]
     assert result and b["text"] == format_information(hits)
     assert b["text"].startswith("<information>Doc 1(Title: ") and b["metrics"] == {"hits": len(result)}
 
@@ -192,8 +252,10 @@ def test_d_reward_scores_a_dataproto_through_verls_loader(recipe: dict[str, Any]
 
 
 def test_unchecked_verl_version_is_refused_by_name(verl_python: str, tmp_path: Path) -> None:
-    probe = ("import sys, verl; verl.__version__ = '0.0.1'; from sagegen.integrations import verl_check; "
-             "sys.exit(verl_check.main(['trainer.nnodes=1']))")
+    probe = (
+        "import sys, verl; verl.__version__ = '0.0.1'; from sagegen.integrations import verl_check; "
+        "sys.exit(verl_check.main(['trainer.nnodes=1']))"
+    )
     env = {k: v for k, v in _side_env().items() if k != "SAGEGEN_VERL_UNCHECKED"}
     res = subprocess.run([verl_python, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2

@@ -107,12 +107,23 @@ def test_cli_dry_run_refuses_with_one_line(tmp_path: Path) -> None:
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
-def _accepted(id_: str, question: str, answer: str, docs: tuple[str, ...],
-              supporting: bool = False) -> QAPair:
+def _accepted(
+    id_: str, question: str, answer: str, docs: tuple[str, ...], supporting: bool = False
+) -> QAPair:
     """An accepted pair (difficulty 2, round 1) seeded on ``docs[0]``; ``supporting``: its evidence."""
-    return QAPair(id=id_, question=question, answer=answer, answer_type="entity", target=2, difficulty=2,
-                  avg_at_k=0.5, label="pass", round=1, seed_doc_id=docs[0],
-                  supporting_ids=docs if supporting else ())
+    return QAPair(
+        id=id_,
+        question=question,
+        answer=answer,
+        answer_type="entity",
+        target=2,
+        difficulty=2,
+        avg_at_k=0.5,
+        label="pass",
+        round=1,
+        seed_doc_id=docs[0],
+        supporting_ids=docs if supporting else (),
+    )
 
 
 def test_export_json_carries_the_corpus(tmp_path: Path) -> None:
@@ -209,8 +220,10 @@ def test_run_verl_sh_serves_the_hotpotqa_corpus(shared_data: Path, tmp_path: Pat
     if not corpus.is_file():
         pytest.skip(f"{corpus} absent (shared data)")
     rows = [json.loads(x) for x in questions.read_text().splitlines()[:13]]
-    pairs = [_accepted(r["id"], r["question"], r["golden_answers"][0], tuple(r["supporting"]),
-                       supporting=True) for r in rows]
+    pairs = [
+        _accepted(r["id"], r["question"], r["golden_answers"][0], tuple(r["supporting"]), supporting=True)
+        for r in rows
+    ]
     run = _run(tmp_path / "runs" / "hotpot", corpus, pairs=pairs)
     clean = tmp_path / "clean"  # the recipe folder, started from a clean folder (no index built yet)
     clean.mkdir()

@@ -52,16 +52,19 @@ _QUALIFIER = (
 _NUMERAL = r"[-+−]?(?:\d{1,3}(?:[,\u202f ]\d{3})+|\d+)(?:\.\d+)?"
 
 #: Whole-answer date forms: ISO, slashed, a decade, a century, a year with its era, a range of years.
-_DATE_FORMS = tuple(re.compile(p, re.IGNORECASE) for p in (
-    r"^\d{4}-\d{1,2}(?:-\d{1,2})?(?:T[\d:]+Z?)?$",
-    r"^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}$|^\d{4}/\d{1,2}/\d{1,2}$",
-    r"^(?:the\s+|early\s+|late\s+|mid[- ])*(?:\d{3}0|'?\d0)'?s$",
-    rf"^(?:the\s+|early\s+|late\s+|mid[- ])*(?:\d{{1,2}}(?:st|nd|rd|th)|{_ORDINAL_WORDS})"
-    r"[- ](?:century|centuries|millennium)(?:\s+(?:bc|bce|ad|ce))?$",
-    r"^(?:c\.\s*|circa\s+|ca\.\s*)?(?:(?:ad|ce)\s+\d{1,4}|\d{1,4}\s*(?:bc|bce|ad|ce|b\.c\.?|a\.d\.?))$",
-    r"^(?:c\.|circa|ca\.)\s*\d{3,4}$",
-    r"^\d{3,4}\s*(?:-|–|—|to)\s*\d{2,4}$",
-))
+_DATE_FORMS = tuple(
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"^\d{4}-\d{1,2}(?:-\d{1,2})?(?:T[\d:]+Z?)?$",
+        r"^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}$|^\d{4}/\d{1,2}/\d{1,2}$",
+        r"^(?:the\s+|early\s+|late\s+|mid[- ])*(?:\d{3}0|'?\d0)'?s$",
+        rf"^(?:the\s+|early\s+|late\s+|mid[- ])*(?:\d{{1,2}}(?:st|nd|rd|th)|{_ORDINAL_WORDS})"
+        r"[- ](?:century|centuries|millennium)(?:\s+(?:bc|bce|ad|ce))?$",
+        r"^(?:c\.\s*|circa\s+|ca\.\s*)?(?:(?:ad|ce)\s+\d{1,4}|\d{1,4}\s*(?:bc|bce|ad|ce|b\.c\.?|a\.d\.?))$",
+        r"^(?:c\.|circa|ca\.)\s*\d{3,4}$",
+        r"^\d{3,4}\s*(?:-|–|—|to)\s*\d{2,4}$",
+    )
+)
 _MONTH = re.compile(rf"\b(?:{_MONTHS})\b\.?", re.IGNORECASE)
 _WEEKDAY = re.compile(rf"\b(?:{_WEEKDAYS})\b", re.IGNORECASE)
 _BARE_YEAR = re.compile(r"^\d{3,4}$")
@@ -107,15 +110,20 @@ def _kinds(text: str) -> tuple[AnswerType, ...]:
         return ("number", "date")
     if any(form.match(text) for form in _DATE_FORMS):
         return ("date",)
-    if _FRACTION.match(text) or _ORDINAL.match(text) or (_is_count(text, _NUMBER)
-                                                         and not _MONTH.search(text)):
+    if (
+        _FRACTION.match(text)
+        or _ORDINAL.match(text)
+        or (_is_count(text, _NUMBER) and not _MONTH.search(text))
+    ):
         return ("number",)
     if _MONTH.search(text) or _WEEKDAY.search(text):
         # A month or weekday name makes a date only beside a day, a year or alone ("4 July 1776",
         # "March", "Monday"): "Theresa May" and "the Tuesday Club" stay entities.
         rest = _MONTH.sub(" ", _WEEKDAY.sub(" ", text))
-        if all(w.isdigit() or re.fullmatch(r"\d+(?:st|nd|rd|th)|of|the|,|ad|bc|bce|ce", w, re.IGNORECASE)
-               for w in rest.replace(",", " , ").split()):
+        if all(
+            w.isdigit() or re.fullmatch(r"\d+(?:st|nd|rd|th)|of|the|,|ad|bc|bce|ce", w, re.IGNORECASE)
+            for w in rest.replace(",", " , ").split()
+        ):
             return ("date",)
     if _is_count(text, _WORDS_NUMBER):
         return ("number",)
@@ -127,5 +135,5 @@ def _is_count(text: str, head: re.Pattern[str]) -> bool:
     m = head.match(text)
     if m is None:
         return False
-    rest = text[m.end():].split()
+    rest = text[m.end() :].split()
     return len(rest) <= 3 and all(_UNIT.match(w) for w in rest)

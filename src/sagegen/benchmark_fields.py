@@ -48,8 +48,12 @@ def read_fields(row: dict[str, Any], lineno: int, path: Path, fields: Fields) ->
     if isinstance(qid, int) and not isinstance(qid, bool):
         qid = str(qid)
     if not isinstance(qid, str) or not qid:
-        raise InputError(f"id is not a string or integer; {FLAGS_HINT}", path=path, line=lineno,
-                         field=fields.id or next((k for k in ID_FIELDS if k in row), "id"))
+        raise InputError(
+            f"id is not a string or integer; {FLAGS_HINT}",
+            path=path,
+            line=lineno,
+            field=fields.id or next((k for k in ID_FIELDS if k in row), "id"),
+        )
     qname = fields.question or "question"
     question = row.get(qname)
     if not isinstance(question, str) or not question.strip():
@@ -61,6 +65,10 @@ def read_fields(row: dict[str, Any], lineno: int, path: Path, fields: Fields) ->
         wanted = "a non-empty string or list of strings"
         if aname is None:
             wanted = f"{', '.join(names)}: {wanted}"
-        raise InputError(f"no gold answers (expected {wanted}); {FLAGS_HINT}",
-                         path=path, line=lineno, field=aname or names[0])
+        raise InputError(
+            f"no gold answers (expected {wanted}); {FLAGS_HINT}",
+            path=path,
+            line=lineno,
+            field=aname or names[0],
+        )
     return qid, question.strip(), golds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,9 +23,9 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]  # noqa: UP045
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 SetOpt = Annotated[
-    Optional[list[str]],  # noqa: UP045
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a config value, e.g. -s retrieval.kind=dense (repeatable)."),
 ]
 
@@ -56,8 +56,12 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main_options(
-    version: Annotated[bool, typer.Option("--version", "-V", help="Print the version and exit.",
-                                          callback=_print_version, is_eager=True)] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     """Options of ``sagegen`` itself, given before the command."""
 
@@ -66,8 +70,10 @@ def _main_options(
 def doctor(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    protocol: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--protocol", help="A protocol profile under the config: sage = the authors' release.")] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option("--protocol", help="A protocol profile under the config: sage = the authors' release."),
+    ] = None,
     max_tokens: Annotated[int, typer.Option(help="Token cap of each probe call.")] = 2048,
     no_retriever: Annotated[bool, typer.Option("--no-retriever", help="Skip the retriever check.")] = False,
 ) -> None:
@@ -103,7 +109,7 @@ def solve(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="Sampling seed passed to the LLM.")] = None,  # noqa: UP045
+    seed: Annotated[int | None, typer.Option(help="Sampling seed passed to the LLM.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the trajectory as JSON on stdout.")] = False,
 ) -> None:
     """Run the search agent on one question, showing each step as it happens."""
@@ -122,44 +128,61 @@ def solve(
     backend, _, retriever = build_stack(cfg, with_judge=False)
     llm = AccountingLLM(backend, "solver")  # counts the replies cut at the cap, as generate and eval do
     console.print(f"[bold]question[/] {question}", highlight=False)
-    traj = asyncio.run(run_solver(question, llm, retriever, cfg.solver, seed=seed,
-                                  on_step=lambda st: console.print(step_markup(st), highlight=False)))
+    traj = asyncio.run(
+        run_solver(
+            question,
+            llm,
+            retriever,
+            cfg.solver,
+            seed=seed,
+            on_step=lambda st: console.print(step_markup(st), highlight=False),
+        )
+    )
     from sagegen.outage import check_solver
 
     check_solver(traj, "solve")  # a backend outage is an error, not an answer
     for line in cap_advice({"solver": llm.reply_counts()}, cfg):
         console.print(f"cut  {line}", style="yellow", markup=False, highlight=False)
-    console.print(f"[bold]answer[/] {traj.answer!r}  [dim]status={traj.status} searches={traj.num_searches} "
-                  f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]",
-                  highlight=False)
+    console.print(
+        f"[bold]answer[/] {traj.answer!r}  [dim]status={traj.status} searches={traj.num_searches} "
+        f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]",
+        highlight=False,
+    )
     if as_json:
         print(traj.to_json())
 
 
 @app.command(name="eval", rich_help_panel="Search agents")
 def eval_(
-    bench: Annotated[Path, typer.Argument(help="Benchmark JSONL: FlashRAG {id, question, golden_answers}, "
-                                          "or answer/answers and _id/idx (see --answer-field).")],
+    bench: Annotated[
+        Path,
+        typer.Argument(
+            help="Benchmark JSONL: FlashRAG {id, question, golden_answers}, "
+            "or answer/answers and _id/idx (see --answer-field)."
+        ),
+    ],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default evals/<bench name>).")] = None,  # noqa: UP045
+    out: Annotated[Path | None, typer.Option(help="Output folder (default evals/<bench name>).")] = None,
     k: Annotated[int, typer.Option("--k", help="Attempts per question (distinct seeds).")] = 1,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N questions.")] = None,  # noqa: UP045
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
     concurrency: Annotated[int, typer.Option(help="Attempts in flight at once.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of attempt 0; attempt j uses seed+j.")] = 0,
     restart: Annotated[bool, typer.Option(help="Discard earlier results in --out.")] = False,
     id_field: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option("--id-field", help="Field holding the id [id, _id or idx, else the line number]."),
     ] = None,
     question_field: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option("--question-field", help="Field holding the question [question]."),
     ] = None,
     answer_field: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--answer-field", help="Field holding the gold answer(s), a string or a list "
-                     "[golden_answers, answers or answer]."),
+        str | None,
+        typer.Option(
+            "--answer-field",
+            help="Field holding the gold answer(s), a string or a list [golden_answers, answers or answer].",
+        ),
     ] = None,
 ) -> None:
     """Evaluate the search agent on a benchmark: EM, F1, judge accuracy, pass@k, searches, cost.
@@ -188,8 +211,13 @@ def eval_(
         already = sum(1 for i in completed_ids(out_dir) if i in ids) if out_dir.is_dir() else 0
     llm, judge_llm, retriever = build_stack(cfg, with_judge=True)
     stats = {"n": 0, "correct": 0}
-    columns = (TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[acc]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]eval[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[acc]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("eval", total=len(items), completed=already, acc="")
 
@@ -198,21 +226,39 @@ def eval_(
             stats["correct"] += int(row["pass_at_k"])
             progress.update(task, advance=1, acc=f"pass@{k} {stats['correct']}/{stats['n']} (this run)")
 
-        summary = asyncio.run(evaluate(items, llm, retriever, cfg, out_dir, judge_llm=judge_llm, k=k,
-                                       concurrency=concurrency, seed=seed, bench_path=bench, restart=restart,
-                                       on_result=on_result))
+        summary = asyncio.run(
+            evaluate(
+                items,
+                llm,
+                retriever,
+                cfg,
+                out_dir,
+                judge_llm=judge_llm,
+                k=k,
+                concurrency=concurrency,
+                seed=seed,
+                bench_path=bench,
+                restart=restart,
+                on_result=on_result,
+            )
+        )
     console.print(summary_table(summary, title=f"sagegen eval {bench.name}"))
     from sagegen.doctor import cap_advice
 
     for line in cap_advice(summary.get("replies", {}), cfg):
         console.print(f"cut  {line}", style="yellow", markup=False, highlight=False)
-    console.print(f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}",
-                  highlight=False)
+    console.print(
+        f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}", highlight=False
+    )
     print(json.dumps(summary))
     if summary.get("unfinished"):  # a backend outage: not scored; a script must not take this for success
-        console.print(f"error: {summary['unfinished']} question(s) unfinished by errors, not stored; rerun "
-                      f"the same command to retry them (last: {summary['last_error'][:300]})",
-                      style="bold red", markup=False, highlight=False)
+        console.print(
+            f"error: {summary['unfinished']} question(s) unfinished by errors, not stored; rerun "
+            f"the same command to retry them (last: {summary['last_error'][:300]})",
+            style="bold red",
+            markup=False,
+            highlight=False,
+        )
         raise typer.Exit(1)
 
 
@@ -228,33 +274,85 @@ def _shown(key: str) -> str:
 
 @app.command(rich_help_panel="Generate data")
 def generate(
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run dir.",  # noqa: UP045
-                                                show_default="runs/default")] = None,
-    num: Annotated[Optional[int], typer.Option("-n", "--num", help="Seed passages (pairs).",  # noqa: UP045
-                                               show_default=_shown("pipeline.num_seeds"))] = None,
-    target: Annotated[Optional[str], typer.Option(help="Target searches S: 3, or a range 3-7.",  # noqa: UP045
-                                                  show_default=_shown("pipeline.target"))] = None,
-    rounds: Annotated[Optional[int], typer.Option(help="Rounds R (generation + feedback).",  # noqa: UP045
-                                                  show_default=_shown("pipeline.rounds"))] = None,
-    k: Annotated[Optional[int], typer.Option("--k", help="Solver attempts K per candidate.",  # noqa: UP045
-                                             show_default=_shown("pipeline.attempts"))] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="feedback | resample | none",  # noqa: UP045
-                                                    show_default=_shown("pipeline.strategy"))] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Pairs in flight.",  # noqa: UP045
-                                                       show_default=_shown("pipeline.concurrency"))] = None,
-    workers: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        "--workers", help="Processes running pairs (concurrency split among them).",
-        show_default=_shown("pipeline.workers"))] = None,
-    ray: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--ray", help="Pairs on Ray: --ray (RAY_ADDRESS or a local Ray), --ray auto, --ray HOST:PORT",
-        show_default=False)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run dir.",
+            show_default="runs/default",
+        ),
+    ] = None,
+    num: Annotated[
+        int | None,
+        typer.Option(
+            "-n",
+            "--num",
+            help="Seed passages (pairs).",
+            show_default=_shown("pipeline.num_seeds"),
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Target searches S: 3, or a range 3-7.",
+            show_default=_shown("pipeline.target"),
+        ),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Rounds R (generation + feedback).",
+            show_default=_shown("pipeline.rounds"),
+        ),
+    ] = None,
+    k: Annotated[
+        int | None,
+        typer.Option(
+            "--k",
+            help="Solver attempts K per candidate.",
+            show_default=_shown("pipeline.attempts"),
+        ),
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="feedback | resample | none",
+            show_default=_shown("pipeline.strategy"),
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help="Pairs in flight.",
+            show_default=_shown("pipeline.concurrency"),
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Processes running pairs (concurrency split among them).",
+            show_default=_shown("pipeline.workers"),
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Pairs on Ray: --ray (RAY_ADDRESS or a local Ray), --ray auto, --ray HOST:PORT",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Discard the run at --out, start over.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress display.")] = False,
-    protocol: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--protocol", help="A protocol profile under the config: sage = the authors' release.")] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option("--protocol", help="A protocol profile under the config: sage = the authors' release."),
+    ] = None,
 ) -> None:
     """Generate verified, difficulty-controlled QA pairs (the SAGE loop); rerun the same command to resume.
 
@@ -267,10 +365,17 @@ def generate(
     # Without a config file the embedded model runs small demo settings (minutes on 2 cores); every
     # other backend, and every --protocol, runs the paper's or the profile's budgets; -s and the flags
     # override either.
-    flags = {"pipeline.num_seeds": num, "pipeline.target": target, "pipeline.rounds": rounds,
-             "pipeline.attempts": k, "pipeline.strategy": strategy, "pipeline.concurrency": concurrency,
-             "pipeline.workers": workers, "pipeline.executor": "ray" if ray is not None else None,
-             "pipeline.ray_address": ray or None}
+    flags = {
+        "pipeline.num_seeds": num,
+        "pipeline.target": target,
+        "pipeline.rounds": rounds,
+        "pipeline.attempts": k,
+        "pipeline.strategy": strategy,
+        "pipeline.concurrency": concurrency,
+        "pipeline.workers": workers,
+        "pipeline.executor": "ray" if ray is not None else None,
+        "pipeline.ray_address": ray or None,
+    }
     cfg, source = generate_config(config, flag_overrides(set_, flags), protocol)
     run_dir = resolve_run_dir(str(out) if out else None, cfg, new_run=new_run)
     from sagegen.doctor import preflight
@@ -281,8 +386,12 @@ def generate(
         with generate_display(console, live=not no_progress) as on_event:
             res = run_generate(cfg, run_dir, force=force, on_event=on_event)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted: everything finished so far is in {run_dir}; "
-                      "rerun the same command to resume[/]", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]interrupted: everything finished so far is in {run_dir}; "
+            "rerun the same command to resume[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise
     print(format_summary(res))
     if res.stats.errors:
@@ -299,8 +408,12 @@ def profile(name: Annotated[str, typer.Argument(help="A protocol profile: sage."
 
 @app.command(name="import", rich_help_panel="Generate data")
 def import_(
-    files: Annotated[list[Path], typer.Argument(
-        help="The release's JSONL files (initial_questions, feedbacks, processed_data) or folders.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The release's JSONL files (initial_questions, feedbacks, processed_data) or folders."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The run directory to create.")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run at --out.")] = False,
 ) -> None:
@@ -325,17 +438,16 @@ def status(run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/
         print(format_status(store))
 
 
-_Opt = Optional
-
-
 @app.command(rich_help_panel="Generate data")
 def estimate(
     run: Annotated[Path, typer.Argument(help="The pilot run directory (made first with --pilot N).")],
     pairs: Annotated[int, typer.Option("--pairs", "-p", help="Target number of accepted pairs.")] = 1000,
-    pilot: Annotated[_Opt[int], typer.Option(help="Run (or extend) a pilot of N seeds at RUN first.")] = None,
+    pilot: Annotated[
+        int | None, typer.Option(help="Run (or extend) a pilot of N seeds at RUN first.")
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Pairs in flight in the real run.")] = 16,
-    throughput: Annotated[_Opt[float], typer.Option(help="Server completion tokens/s, all streams.")] = None,
-    prompt_throughput: Annotated[_Opt[float], typer.Option(help="Server prompt tokens/s (prefill).")] = None,
+    throughput: Annotated[float | None, typer.Option(help="Server completion tokens/s, all streams.")] = None,
+    prompt_throughput: Annotated[float | None, typer.Option(help="Server prompt tokens/s (prefill).")] = None,
     price_in: Annotated[float, typer.Option(help="Price per million prompt tokens.")] = 0.0,
     price_out: Annotated[float, typer.Option(help="Price per million completion tokens.")] = 0.0,
     level: Annotated[float, typer.Option(help="Interval level (bootstrap over the pilot's seeds).")] = 0.9,
@@ -353,35 +465,47 @@ def estimate(
         cfg, _ = generate_config(config, flag_overrides(set_, {"pipeline.num_seeds": pilot}), None)
         run_generate(cfg, run)
     costs, _ = pilot_costs(run)
-    res = project(costs, pairs, concurrency=concurrency, throughput=throughput,
-                  prompt_throughput=prompt_throughput, price_in=price_in, price_out=price_out, level=level)
+    res = project(
+        costs,
+        pairs,
+        concurrency=concurrency,
+        throughput=throughput,
+        prompt_throughput=prompt_throughput,
+        price_in=price_in,
+        price_out=price_out,
+        level=level,
+    )
     print(estimate_json(res) if json_out else format_estimate(res))
 
 
 _ServeIndex = Annotated[
-    Optional[Path],  # noqa: UP045
+    Path | None,
     typer.Option("--index", help="Serve this index directory (from `sagegen index`)."),
 ]
 _ServeCorpus = Annotated[
-    Optional[str],  # noqa: UP045
+    str | None,
     typer.Option("--corpus", help="Corpus to serve, indexed on first use (default: corpus.path / bundled)."),
 ]
 _ServeKind = Annotated[
-    Optional[str],  # noqa: UP045
+    str | None,
     typer.Option("--kind", help="bm25 | dense | hybrid (default: retrieval.kind)."),
 ]
 _ServeHost = Annotated[
-    Optional[str],  # noqa: UP045
+    str | None,
     typer.Option("--host", help="Interface (default 127.0.0.1); others need server.api_key_env set."),
 ]
 _ServePort = Annotated[
-    Optional[int],  # noqa: UP045
+    int | None,
     typer.Option("--port", help="Port (default 8000); 0 picks a free one."),
 ]
 _ServeWorkers = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option("--workers", min=1, help="Server processes sharing the port (default 1): past one core. "
-                 "A worker that dies is restarted; workers that keep dying stop the server (README)."),
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Server processes sharing the port (default 1): past one core. "
+        "A worker that dies is restarted; workers that keep dying stop the server (README).",
+    ),
 ]
 
 
@@ -401,8 +525,13 @@ def serve(
 
     if index is not None and (corpus is not None or kind is not None):
         raise SagegenError("--index serves a built index as it is; do not combine it with --corpus or --kind")
-    flags = {"corpus.path": corpus, "retrieval.kind": kind, "server.host": host, "server.port": port,
-             "server.workers": workers}
+    flags = {
+        "corpus.path": corpus,
+        "retrieval.kind": kind,
+        "server.host": host,
+        "server.port": port,
+        "server.workers": workers,
+    }
     cfg = resolve_config(config, flag_overrides(set_, flags))
 
     def ready(url: str) -> None:
@@ -421,7 +550,7 @@ _RunArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/defaul
 def analyze(
     run: _RunArg,
     bench: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option("--bench", help="FlashRAG JSONL benchmark to check for contamination against."),
     ] = None,
     labels: Annotated[
@@ -456,8 +585,9 @@ def analyze(
         console.print(f"wrote {run / 'analysis.json'}", highlight=False)
 
 
-def _label_benchmark_file(bench: Path, labels: bool, json_out: bool, config: Path | None,
-                          set_: list[str] | None) -> None:
+def _label_benchmark_file(
+    bench: Path, labels: bool, json_out: bool, config: Path | None, set_: list[str] | None
+) -> None:
     """``sagegen analyze BENCH.jsonl --labels``: strategies of a benchmark's questions (the paper's
     SAGE-vs-MuSiQue table), cached beside it; the labelling model is ``llm`` of --config/--set."""
     import json
@@ -468,8 +598,10 @@ def _label_benchmark_file(bench: Path, labels: bool, json_out: bool, config: Pat
     from sagegen.ui.tables import render_rich
 
     if not labels:
-        raise SagegenError(f"{bench}: a file is analysed only with --labels (the reasoning strategies of its "
-                           "questions); give a run directory for the other analyses")
+        raise SagegenError(
+            f"{bench}: a file is analysed only with --labels (the reasoning strategies of its "
+            "questions); give a run directory for the other analyses"
+        )
     llm = build_llm(resolve_config(config, set_).llm)
     result = {"benchmark": str(bench), "labels": label_benchmark(bench, llm)}
     if json_out:
@@ -485,18 +617,18 @@ def _label_benchmark_file(bench: Path, labels: bool, json_out: bool, config: Pat
 @app.command(rich_help_panel="After a run")
 def report(
     run: _RunArg,
-    out: Annotated[Optional[Path], typer.Option("--out", help="HTML file [RUN/report.html].")] = None,  # noqa: UP045
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file [RUN/report.html].")] = None,
     max_pairs: Annotated[int, typer.Option("--max-pairs", help="Pairs listed with their traces.")] = 300,
     bench: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option("--bench", help="Re-analyse with this FlashRAG benchmark for contamination."),
     ] = None,
     evals: Annotated[
-        Optional[list[Path]],  # noqa: UP045
+        list[Path] | None,
         typer.Option("--eval", help="A `sagegen eval` output folder to tabulate (repeatable: before/after)."),
     ] = None,
     train_logs: Annotated[
-        Optional[list[Path]],  # noqa: UP045
+        list[Path] | None,
         typer.Option("--train-log", help="A training log (JSONL or CSV) to plot (repeatable)."),
     ] = None,
 ) -> None:
@@ -508,8 +640,9 @@ def report(
     analysis = None if bench is not None else saved_analysis(run)
     if analysis is None:
         analysis = analyze_run(run, bench=bench)
-    path = write_report(run, out, analysis=analysis, max_pairs=max_pairs, evals=evals or [],
-                        train_logs=train_logs or [])
+    path = write_report(
+        run, out, analysis=analysis, max_pairs=max_pairs, evals=evals or [], train_logs=train_logs or []
+    )
     print(f"wrote {path}")
 
 
@@ -517,7 +650,7 @@ def report(
 def export(
     run: Annotated[Path, typer.Argument(help="A run directory (or a dataset.jsonl of QAPair lines).")],
     format_: Annotated[str, typer.Option("--format", "-f", help="verl | sft | hf | flashrag")] = "verl",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [RUN/export/FORMAT].")] = None,  # noqa: UP045
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder [RUN/export/FORMAT].")] = None,
     split: Annotated[
         float, typer.Option("--split", help="Test fraction for verl/hf/flashrag (seeded).")
     ] = 0.1,
@@ -529,7 +662,7 @@ def export(
     ] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
     include: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        list[str] | None,
         typer.Option("--include", help="Also export pairs with this final label: too_easy, incorrect."),
     ] = None,
     data_source: Annotated[
@@ -540,7 +673,7 @@ def export(
         bool, typer.Option("--all-trajectories", help="SFT: keep forced/malformed correct trajectories too.")
     ] = False,
     per_pair: Annotated[
-        Optional[int],  # noqa: UP045
+        int | None,
         typer.Option("--per-pair", help="SFT: at most N trajectories per pair (fewest searches first)."),
     ] = None,
 ) -> None:
@@ -550,23 +683,36 @@ def export(
     from sagegen.export.api import export_run
 
     summary = export_run(
-        run, format_, out, split=split, min_difficulty=min_difficulty, seed=seed,
-        labels=("pass", *(include or [])), data_source=data_source, sft_style=sft_style,
-        clean=not all_trajectories, per_pair=per_pair, dev_split=dev,
+        run,
+        format_,
+        out,
+        split=split,
+        min_difficulty=min_difficulty,
+        seed=seed,
+        labels=("pass", *(include or [])),
+        data_source=data_source,
+        sft_style=sft_style,
+        clean=not all_trajectories,
+        per_pair=per_pair,
+        dev_split=dev,
     )
     print(json.dumps(summary, indent=2, default=str))
 
+
 _IndexCorpus = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--corpus", help="Corpus file or folder (.jsonl Search-R1 or {id,title,text}, .parquet, "
-                 "a folder of .txt/.md); default: corpus.path, else the bundled Wikipedia leads."),
+    str | None,
+    typer.Option(
+        "--corpus",
+        help="Corpus file or folder (.jsonl Search-R1 or {id,title,text}, .parquet, "
+        "a folder of .txt/.md); default: corpus.path, else the bundled Wikipedia leads.",
+    ),
 ]
 _IndexKind = Annotated[
-    Optional[str],  # noqa: UP045
+    str | None,
     typer.Option("--kind", help="bm25 | dense | hybrid (default: retrieval.kind)."),
 ]
 _IndexOut = Annotated[
-    Optional[Path],  # noqa: UP045
+    Path | None,
     typer.Option("--out", "-o", help="Index directory (default: retrieval.index_dir/<kind>-<hash>)."),
 ]
 
@@ -592,9 +738,12 @@ def index(
         summary = run_index(cfg, console, out=out, force=force)
     except KeyboardInterrupt:
         # An index is built in a temporary folder and moved into place only when complete.
-        console.print("[yellow]interrupted: no partial index was kept (an index already in place is "
-                      "untouched); rerun the same command to build it from the start[/]",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            "[yellow]interrupted: no partial index was kept (an index already in place is "
+            "untouched); rerun the same command to build it from the start[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise
     print(summary["path"])
 
@@ -602,9 +751,9 @@ def index(
 @app.command(rich_help_panel="Corpora and retrieval")
 def search(
     query: Annotated[list[str], typer.Argument(help="One or more queries (searched as one batch).")],
-    k: Annotated[Optional[int], typer.Option("-k", "--k", help="Passages per query.")] = None,  # noqa: UP045
+    k: Annotated[int | None, typer.Option("-k", "--k", help="Passages per query.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query on stdout.")] = False,
-    index: Annotated[Optional[Path], typer.Option("--index", help="Search this index directory.")] = None,  # noqa: UP045
+    index: Annotated[Path | None, typer.Option("--index", help="Search this index directory.")] = None,
     corpus: _IndexCorpus = None,
     kind: _IndexKind = None,
     config: ConfigOpt = None,
@@ -620,24 +769,24 @@ def search(
 
 
 _TrainOut = Annotated[
-    Optional[Path],  # noqa: UP045
+    Path | None,
     typer.Option("--out", help="Output folder (default: train.output_dir)."),
 ]
 _TrainBackend = Annotated[
-    Optional[str],  # noqa: UP045
+    str | None,
     typer.Option("--backend", help="trl (this machine) | verl (cluster)."),
 ]
-_TrainSteps = Annotated[Optional[int], typer.Option("--steps", help="GRPO steps (train.steps).")]  # noqa: UP045
+_TrainSteps = Annotated[int | None, typer.Option("--steps", help="GRPO steps (train.steps).")]
 _TrainSft = Annotated[
-    Optional[int],  # noqa: UP045
+    int | None,
     typer.Option("--sft-warmup", help="SFT warm-up steps before RL (train.sft_warmup_steps)."),
 ]
 _TrainSftData = Annotated[
-    Optional[Path],  # noqa: UP045
+    Path | None,
     typer.Option("--sft-data", help="SFT trajectories JSONL (default: built from DATA)."),
 ]
 _TrainEval = Annotated[
-    Optional[Path],  # noqa: UP045
+    Path | None,
     typer.Option("--eval", help="After training: base vs trained on this FlashRAG JSONL."),
 ]
 
@@ -659,9 +808,13 @@ def train(
     """Train a search agent with RL (GRPO + the search tool), or emit the verl cluster recipe."""
     import json
 
-    flags = {"train.backend": backend, "train.steps": steps, "train.sft_warmup_steps": sft_warmup,
-             "train.sft_data": str(sft_data) if sft_data else None,
-             "train.output_dir": str(out) if out else None}
+    flags = {
+        "train.backend": backend,
+        "train.steps": steps,
+        "train.sft_warmup_steps": sft_warmup,
+        "train.sft_data": str(sft_data) if sft_data else None,
+        "train.output_dir": str(out) if out else None,
+    }
     cfg = resolve_config(config, flag_overrides(set_, flags))
     out_dir = Path(cfg.train.output_dir)
     if cfg.train.backend == "verl":
@@ -669,8 +822,10 @@ def train(
         from sagegen.train.verl_recipe import convert_for_tools, write_recipe
 
         if not dry_run:
-            raise SagegenError("--backend verl runs on a GPU cluster: use --dry-run here to write the recipe "
-                               "(run_verl.sh) and copy it there; see examples/verl/README.md")
+            raise SagegenError(
+                "--backend verl runs on a GPU cluster: use --dry-run here to write the recipe "
+                "(run_verl.sh) and copy it there; see examples/verl/README.md"
+            )
         served = served_corpus(data, cfg)  # before anything is written: refuses when it cannot know
         data_dir = data.parent if data.is_file() else data
         if (data_dir / "train.parquet").is_file():  # an export: rewrite its prompts for the tool rollout
@@ -678,15 +833,22 @@ def train(
             data_dir = out_dir / "data"
         files = write_recipe(cfg, data_dir, out_dir, served)
         print(files["script"].read_text())
-        console.print(f"wrote {files['script']} and {files['tool_config']}; it serves {served.describe()}",
-                      highlight=False)
+        console.print(
+            f"wrote {files['script']} and {files['tool_config']}; it serves {served.describe()}",
+            highlight=False,
+        )
         if files["checked"]:
-            console.print(f"checked against verl {files['checked']['verl']}: Hydra config and "
-                          "validate_config accept every override", highlight=False)
+            console.print(
+                f"checked against verl {files['checked']['verl']}: Hydra config and "
+                "validate_config accept every override",
+                highlight=False,
+            )
         else:
-            console.print("not checked here (no verl; set SAGEGEN_VERL_PYTHON to an interpreter with "
-                          "verl): run_verl.sh checks with the cluster's verl before training",
-                          highlight=False)
+            console.print(
+                "not checked here (no verl; set SAGEGEN_VERL_PYTHON to an interpreter with "
+                "verl): run_verl.sh checks with the cluster's verl before training",
+                highlight=False,
+            )
         return
     if dry_run:
         raise SagegenError("--dry-run is for --backend verl")
@@ -702,8 +864,15 @@ def train(
     if eval_bench is not None:
         from sagegen.train.compare import compare
 
-        cmp = compare(cfg, eval_bench, cfg.train.model, result.checkpoint, out_dir / "comparison",
-                      limit=eval_limit, seed=cfg.train.seed)
+        cmp = compare(
+            cfg,
+            eval_bench,
+            cfg.train.model,
+            result.checkpoint,
+            out_dir / "comparison",
+            limit=eval_limit,
+            seed=cfg.train.seed,
+        )
         console.print((out_dir / "comparison" / "comparison.md").read_text(), highlight=False, markup=False)
         summary["comparison"] = cmp["metrics"]
     print(json.dumps(summary, indent=2, default=str))
@@ -726,8 +895,10 @@ def main() -> None:
     debug = os.environ.get("SAGEGEN_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
     sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
     # `--ray` takes an optional address: alone (last, or before another option) it means "--ray=".
-    sys.argv[1:] = ["--ray=" if a == "--ray" and (i + 1 == len(sys.argv) or sys.argv[i + 1].startswith("-"))
-                    else a for i, a in enumerate(sys.argv[1:], 1)]
+    sys.argv[1:] = [
+        "--ray=" if a == "--ray" and (i + 1 == len(sys.argv) or sys.argv[i + 1].startswith("-")) else a
+        for i, a in enumerate(sys.argv[1:], 1)
+    ]
 
     # The corpus loader's notices (a skipped unreadable document, the folder summary) go to stderr.
     corpus_log = logging.getLogger("sagegen.corpus")

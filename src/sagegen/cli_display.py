@@ -73,8 +73,10 @@ class GenerateView(Stats):
 
 
 def resume_line(event: RunStarted) -> str:
-    return (f"resuming {event.already_done}/{event.total}: {event.already_done} pairs finished by earlier "
-            f"sessions are kept, {event.total - event.already_done} to go")
+    return (
+        f"resuming {event.already_done}/{event.total}: {event.already_done} pairs finished by earlier "
+        f"sessions are kept, {event.total - event.already_done} to go"
+    )
 
 
 @contextlib.contextmanager
@@ -84,11 +86,21 @@ def generate_display(console: Console, *, live: bool = True) -> Iterator[Any]:
     open (corpus and models loaded); with ``live=False`` only the resume line. A console that is not
     a terminal gets no bar (logs stay clean)."""
     view = GenerateView()
-    bar = Progress(TextColumn("[bold]pairs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn(), console=console)
+    bar = Progress(
+        TextColumn("[bold]pairs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
     line = Text("")
-    screen = Live(Group(bar, line), console=console, refresh_per_second=4, transient=False,
-                  redirect_stderr=False) if live and console.is_terminal else None
+    screen = (
+        Live(Group(bar, line), console=console, refresh_per_second=4, transient=False, redirect_stderr=False)
+        if live and console.is_terminal
+        else None
+    )
     task = None
 
     def sink(event: Event) -> None:
@@ -128,9 +140,14 @@ def format_summary(res: RunResult) -> str:
     lines = [
         f"run        {d}  ({'resumed' if res.resumed else 'new'}; this session {res.seconds:.1f} s)",
         f"pairs      {finished} finished of {res.stats.total}"
-        + (f", {res.stats.errors} unfinished by errors (rerun to retry; last: {res.stats.last_error[:200]})"
-           if res.stats.errors else ""),
-        f"accepted   {acc}" + (f" ({100 * acc / finished:.0f}%)" if finished else "") + " in dataset.jsonl"
+        + (
+            f", {res.stats.errors} unfinished by errors (rerun to retry; last: {res.stats.last_error[:200]})"
+            if res.stats.errors
+            else ""
+        ),
+        f"accepted   {acc}"
+        + (f" ({100 * acc / finished:.0f}%)" if finished else "")
+        + " in dataset.jsonl"
         + (f"; {o['ambiguous']} ambiguous in ambiguous.jsonl" if o["ambiguous"] else ""),
         f"too easy   {o['too_easy']}    unsolved {o['incorrect']}    generator failed {o['failed']}"
         + (f"    repeated questions skipped {o['duplicate']}" if o["duplicate"] else ""),
@@ -146,8 +163,10 @@ def format_summary(res: RunResult) -> str:
 
 
 #: The one-line next step with a real backend (as the README's "Generate data" section gives it).
-REAL_BACKEND = ("sagegen generate --new-run -s llm.backend=openai -s llm.model=Qwen/Qwen2.5-7B-Instruct "
-                "-s llm.base_url=http://127.0.0.1:8001/v1")
+REAL_BACKEND = (
+    "sagegen generate --new-run -s llm.backend=openai -s llm.model=Qwen/Qwen2.5-7B-Instruct "
+    "-s llm.base_url=http://127.0.0.1:8001/v1"
+)
 
 
 def advice(res: RunResult) -> list[str]:
@@ -155,11 +174,13 @@ def advice(res: RunResult) -> list[str]:
     o, d = res.outcomes, res.run_dir
     out: list[str] = []
     if res.demo and o["accepted"] == 0:
-        out += ["meaning    accepted 0 is what the embedded demo model (SmolLM2-135M) usually gives: it",
-                "           rarely writes a question its own solver can verify; the run shows the loop, the",
-                "           ledger and the files. Pairs come from a real model behind an OpenAI-compatible",
-                "           server (vLLM, SGLang, Ollama, llama.cpp server, a hosted API):",
-                f"next       {REAL_BACKEND}"]
+        out += [
+            "meaning    accepted 0 is what the embedded demo model (SmolLM2-135M) usually gives: it",
+            "           rarely writes a question its own solver can verify; the run shows the loop, the",
+            "           ledger and the files. Pairs come from a real model behind an OpenAI-compatible",
+            "           server (vLLM, SGLang, Ollama, llama.cpp server, a hosted API):",
+            f"next       {REAL_BACKEND}",
+        ]
     elif o["accepted"]:
         out.append(f"next       sagegen report {d}   (then sagegen export {d} --format verl)")
     elif o["seeds"] - o["unfinished"]:
@@ -189,8 +210,10 @@ def format_status(store: RunStore) -> str:
     for label, m in store.label_means().items():
         diff = f"{m['difficulty']:.2f}" if m["difficulty"] is not None else "-"
         avg = f"{m['avg_at_k']:.2f}" if m["avg_at_k"] is not None else "-"  # unknown for some imports
-        lines.append(f"{label}: {int(m['pairs'])} pairs, mean difficulty {diff}, "
-                     f"mean Avg@K {avg}, mean round {m['round']:.2f}")
+        lines.append(
+            f"{label}: {int(m['pairs'])} pairs, mean difficulty {diff}, "
+            f"mean Avg@K {avg}, mean round {m['round']:.2f}"
+        )
     for rnd, s in store.round_stats().items():
         lines.append(f"round {rnd}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
     lines.append(f"attempts {c['attempts']}, trajectories {c['trajectories']}, events {c['events']}")
@@ -202,20 +225,27 @@ def format_status(store: RunStore) -> str:
         )
         if role in tries:  # requests sent: retries and the time spent waiting between them count too
             t = tries[role]
-            codes = ", ".join(f"{'no response' if k is None else k}: {n}" for k, n in
-                              sorted(t["statuses"].items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
-            lines.append(f"  requests {t['tries']} ({t['retries']} retries, {t['wait']:.1f} s waiting; "
-                         f"{codes})")
+            codes = ", ".join(
+                f"{'no response' if k is None else k}: {n}"
+                for k, n in sorted(t["statuses"].items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+            )
+            lines.append(
+                f"  requests {t['tries']} ({t['retries']} retries, {t['wait']:.1f} s waiting; {codes})"
+            )
     replies = store.reply_stats()
     for role, r in replies.items():  # what the replies were like (docs/models.md)
-        lines.append(f"  replies {role}: {r['calls']} fresh, {r['cut']} cut at the cap, {r['empty']} empty, "
-                     f"{r['thinking']} thought ({r['reasoning_tokens']:,} reasoning tokens reported)")
+        lines.append(
+            f"  replies {role}: {r['calls']} fresh, {r['cut']} cut at the cap, {r['empty']} empty, "
+            f"{r['thinking']} thought ({r['reasoning_tokens']:,} reasoning tokens reported)"
+        )
     from sagegen.doctor import cap_advice
 
     lines += [f"cut {c}" for c in cap_advice(replies)]
     for e in store.endpoint_stats():  # each server of llm.base_url (a list: replicas)
-        lines.append(f"endpoint {e['endpoint']} ({e['model']}): {e['calls']} requests, "
-                     f"{e['failures']} failed, {e['in_flight']} in flight at the end")
+        lines.append(
+            f"endpoint {e['endpoint']} ({e['model']}): {e['calls']} requests, "
+            f"{e['failures']} failed, {e['in_flight']} in flight at the end"
+        )
     for s in store.sessions():
         dur = (s["ended"] - s["started"]) if s["ended"] else None
         lines.append(f"session {s['id']}: {s['status']}" + (f", {dur:.1f} s" if dur is not None else ""))
@@ -252,9 +282,12 @@ def summary_table(summary: dict[str, Any], title: str = "eval") -> Table:
         ("LLM calls / question", f"{pq['solver_calls']:.1f} solver + {pq['judge_calls']:.1f} judge"),
         ("tokens / question", f"{pq['prompt_tokens']:.0f} prompt + {pq['completion_tokens']:.0f} completion"),
         ("cached calls / question", f"{pq['cached_calls']:.1f}"),
-        ("seconds / question", (f"{wall:.1f} wall this run; " if wall is not None else "")
-         + f"{pq['seconds']:.1f} from first attempt to last judgement ({pq.get('llm_seconds', 0):.1f} "
-         "generating)"),
+        (
+            "seconds / question",
+            (f"{wall:.1f} wall this run; " if wall is not None else "")
+            + f"{pq['seconds']:.1f} from first attempt to last judgement ({pq.get('llm_seconds', 0):.1f} "
+            "generating)",
+        ),
     ]
     for name, value in rows:
         t.add_row(name, value)
@@ -272,8 +305,11 @@ def step_markup(step: Any) -> str:
     thought = " ".join(getattr(step, "reasoning", "").split())
     cut = " [bold yellow]cut at the cap[/]" if getattr(step, "finish_reason", None) == "length" else ""
     return (
-        (f"[bold magenta]thinks[/] [dim]{escape(thought[:240])}{'…' if len(thought) > 240 else ''}[/]\n"
-         if thought else "")
+        (
+            f"[bold magenta]thinks[/] [dim]{escape(thought[:240])}{'…' if len(thought) > 240 else ''}[/]\n"
+            if thought
+            else ""
+        )
         + f"[bold green]model[/] [dim]({step.completion_tokens} tok, {step.seconds:.1f}s)[/]{cut} "
         f"{escape(text[:400])}"
     )

@@ -159,11 +159,13 @@ class LLMConfig(Section):
     #: ``server`` is any vLLM / SGLang / llama.cpp server. Volatile: it changes how a request is
     #: written, not what the model answers.
     provider: Literal["auto", "openai", "deepseek", "gemini", "ollama", "server"] = Field(
-        "auto", json_schema_extra=VOLATILE)
+        "auto", json_schema_extra=VOLATILE
+    )
     #: The token cap's field: ``auto`` is the provider's (``max_completion_tokens`` for OpenAI,
     #: ``max_tokens`` elsewhere; Ollama ignores the other one).
     max_tokens_param: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
-        "auto", json_schema_extra=VOLATILE)
+        "auto", json_schema_extra=VOLATILE
+    )
     #: Sent as the provider's reasoning-effort field (``reasoning_effort``: OpenAI, Gemini, Ollama,
     #: vLLM/SGLang for gpt-oss), e.g. ``low``/``medium``/``high``, or ``none`` to turn thinking off.
     reasoning_effort: str | None = None
@@ -573,8 +575,10 @@ def _check_section_override(text: str, key: str, value: Any) -> None:
             return  # a plain value: model validation checks its type
     if value is not None and not isinstance(value, dict):  # null clears an optional section
         keys = ", ".join(model.model_fields)
-        raise ConfigError(f"override {text!r}: {key!r} is a section, not a value; set one of its keys "
-                          f"instead, as in -s {key}.<key>=VALUE (its keys: {keys})")
+        raise ConfigError(
+            f"override {text!r}: {key!r} is a section, not a value; set one of its keys "
+            f"instead, as in -s {key}.<key>=VALUE (its keys: {keys})"
+        )
 
 
 # --- keys of older configs, and what a stored config means today -------------------------------------

@@ -30,10 +30,14 @@ def keep_or_force(ledger: str | Path) -> str:
     kept = [(name, n) for name in OUTPUT_FILES.values() if (n := _lines(run / name))]
     if kept:
         listing = ", ".join(f"{name} ({n} pair{'s' if n != 1 else ''})" for name, n in kept)
-        return (f"its finished pairs are kept in {listing}: move the run directory aside to keep them, "
-                "then rerun (a new run starts there)")
-    return ("no finished pair is kept outside it: pass --force to start over (it deletes this ledger and "
-            "the unfinished pairs in it)")
+        return (
+            f"its finished pairs are kept in {listing}: move the run directory aside to keep them, "
+            "then rerun (a new run starts there)"
+        )
+    return (
+        "no finished pair is kept outside it: pass --force to start over (it deletes this ledger and "
+        "the unfinished pairs in it)"
+    )
 
 
 def _lines(path: Path) -> int:
@@ -65,18 +69,24 @@ def ledger_error(path: str | Path, exc: sqlite3.Error, *, if_damaged: str | None
         # SQLITE_FULL says so; a WAL or its index that cannot grow on a full disk is a bare SQLITE_IOERR.
         what = "the disk is full; free some space and rerun the same command (nothing finished is lost)"
     elif "disk i/o error" in low:
-        what = ("the disk reported an I/O error; check the device (dmesg), then rerun the same command; "
-                f"if it persists, {advice()}")
+        what = (
+            "the disk reported an I/O error; check the device (dmesg), then rerun the same command; "
+            f"if it persists, {advice()}"
+        )
     elif "readonly" in low or "read-only" in low or ("unable to open" in low and _read_only(path)):
-        what = ("cannot write here (read-only file or directory); copy the run to a writable place and "
-                "rerun there, or use another --out")
+        what = (
+            "cannot write here (read-only file or directory); copy the run to a writable place and "
+            "rerun there, or use another --out"
+        )
     elif "unable to open" in low:
         what = "cannot open it (missing directory or no permission); check the path and its permissions"
     elif "locked" in low:
         what = "another process holds it locked; wait for it to finish"
     elif "no such column" in low or "no such table" in low or "has no column" in low:
-        what = f"its tables do not match this sagegen's ({text}); it was written by another version or " \
-               f"altered: {advice()}"
+        what = (
+            f"its tables do not match this sagegen's ({text}); it was written by another version or "
+            f"altered: {advice()}"
+        )
     else:  # not a database, malformed, truncated
         what = f"damaged ({text}): {advice()}"
     return LedgerError(f"{path}: {what}")
@@ -112,9 +122,13 @@ def os_error(exc: OSError) -> SagegenError:
     if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
         return SagegenError(f"{where}: the disk is full; free some space and rerun the same command")
     if exc.errno == errno.EROFS:
-        return SagegenError(f"{where}: cannot write (read-only file system); copy the run to a writable "
-                            "place and rerun there, or use another --out")
+        return SagegenError(
+            f"{where}: cannot write (read-only file system); copy the run to a writable "
+            "place and rerun there, or use another --out"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return SagegenError(f"{where}: cannot write (permission denied); fix the permissions, or copy the "
-                            "run to a writable place and rerun there")
+        return SagegenError(
+            f"{where}: cannot write (permission denied); fix the permissions, or copy the "
+            "run to a writable place and rerun there"
+        )
     return SagegenError(f"{where}: {exc.strerror or exc}")

@@ -24,8 +24,12 @@ PROBE_TIMEOUT = 10.0
 
 
 #: The setting that caps each role's replies (the pipeline's roles, sagegen.pipeline).
-CAP_SETTING = {"generator": "generator.max_turn_tokens", "solver": "solver.max_turn_tokens",
-               "judge": "judge.max_tokens", "ambiguity": "judge.max_tokens"}
+CAP_SETTING = {
+    "generator": "generator.max_turn_tokens",
+    "solver": "solver.max_turn_tokens",
+    "judge": "judge.max_tokens",
+    "ambiguity": "judge.max_tokens",
+}
 
 
 def cap_advice(replies: dict[str, dict[str, int]], cfg: Config | None = None) -> list[str]:
@@ -38,10 +42,13 @@ def cap_advice(replies: dict[str, dict[str, int]], cfg: Config | None = None) ->
         setting = CAP_SETTING.get(role.rstrip("0123456789"), "the role's token cap")
         value = _setting_value(cfg, setting) if cfg is not None else None
         share = 100 * r["cut"] / r["calls"]
-        out.append(f"{role}: {r['cut']} of {r['calls']} calls ({share:.0f}%) cut at the token cap, "
-                   f"{r['empty']} with no answer"
-                   + (f"; {r['thinking']} thought" if r.get("thinking") else "")
-                   + f"; raise {setting}" + (f" (now {value})" if value is not None else ""))
+        out.append(
+            f"{role}: {r['cut']} of {r['calls']} calls ({share:.0f}%) cut at the token cap, "
+            f"{r['empty']} with no answer"
+            + (f"; {r['thinking']} thought" if r.get("thinking") else "")
+            + f"; raise {setting}"
+            + (f" (now {value})" if value is not None else "")
+        )
     return out
 
 
@@ -88,15 +95,22 @@ def probe_endpoint(c: LLMConfig, url: str) -> list[str]:
     try:
         resp = httpx.get(f"{url}/models", headers=headers, timeout=min(PROBE_TIMEOUT, c.timeout))
     except httpx.TimeoutException:
-        raise ConfigError(f"llm server {where} did not answer within {min(PROBE_TIMEOUT, c.timeout):g}s "
-                          f"(model {c.model}): is it up? (llm.base_url)") from None
+        raise ConfigError(
+            f"llm server {where} did not answer within {min(PROBE_TIMEOUT, c.timeout):g}s "
+            f"(model {c.model}): is it up? (llm.base_url)"
+        ) from None
     except httpx.HTTPError as e:
         reason = str(e).split("]")[-1].strip() or type(e).__name__
-        raise ConfigError(f"llm server {where} is not reachable ({reason}); start it or fix llm.base_url "
-                          f"(model {c.model})") from None
+        raise ConfigError(
+            f"llm server {where} is not reachable ({reason}); start it or fix llm.base_url (model {c.model})"
+        ) from None
     if resp.status_code in (401, 403):
-        raise ConfigError(scrub(f"llm server {where} refused the API key from ${c.api_key_env} "
-                                f"(HTTP {resp.status_code}); set a valid key"))
+        raise ConfigError(
+            scrub(
+                f"llm server {where} refused the API key from ${c.api_key_env} "
+                f"(HTTP {resp.status_code}); set a valid key"
+            )
+        )
     try:
         data = resp.json().get("data") if resp.status_code == 200 else None
     except ValueError:
@@ -130,8 +144,10 @@ class RoleReport:
         self.lines.append((what, finding))
 
 
-PROBE_SYSTEM = ("Answer the question. Write your final answer, and nothing else, between <answer> and "
-                "</answer>, e.g. <answer> 12 </answer>.")
+PROBE_SYSTEM = (
+    "Answer the question. Write your final answer, and nothing else, between <answer> and "
+    "</answer>, e.g. <answer> 12 </answer>."
+)
 PROBE_USER = "What is 17 + 25?"
 
 
@@ -148,8 +164,11 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
                 rep.add("endpoint", str(e))
                 rep.ok = False
                 return rep
-            listed = "listed" if c.model in served else (f"NOT listed (serves {', '.join(served[:5])})"
-                                                          if served else "no model list")
+            listed = (
+                "listed"
+                if c.model in served
+                else (f"NOT listed (serves {', '.join(served[:5])})" if served else "no model list")
+            )
             rep.add("endpoint", f"{url} reachable; model {c.model} {listed}")
     llm: Any = build_llm(c.model_copy(update={"cache": False}))  # the backend itself: no cache wrapper
     msgs = [{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": PROBE_USER}]
@@ -159,12 +178,19 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
         secs = time.monotonic() - t0
         answer = tags.first(first.text, "answer", allow_unclosed=True)
         where = _thinking_where(first)
-        rep.add("reply", f"{secs:.1f}s, finish_reason={first.finish_reason}, {first.completion_tokens} "
-                         f"completion tokens" + (f" ({first.reasoning_tokens} reasoning)"
-                                                 if first.reasoning_tokens else ""))
+        rep.add(
+            "reply",
+            f"{secs:.1f}s, finish_reason={first.finish_reason}, {first.completion_tokens} "
+            f"completion tokens"
+            + (f" ({first.reasoning_tokens} reasoning)" if first.reasoning_tokens else ""),
+        )
         rep.add("thinking", where)
-        rep.add("tag protocol", f"follows it (<answer> {answer} </answer>)" if answer
-                else f"did not write <answer>: {first.text.strip()[:80]!r}")
+        rep.add(
+            "tag protocol",
+            f"follows it (<answer> {answer} </answer>)"
+            if answer
+            else f"did not write <answer>: {first.text.strip()[:80]!r}",
+        )
         if first.finish_reason == "length":
             rep.add("cap", f"the reply was cut at {max_tokens} tokens: raise the role's token cap")
         thinks = bool(first.reasoning or first.reasoning_tokens)
@@ -174,12 +200,17 @@ async def _diagnose_llm(role: str, c: LLMConfig, max_tokens: int) -> RoleReport:
             probe: Any = build_llm(forced)
             # What the first probe learned (refused parameters) holds for this one too.
             probe.learn_from(llm)
-            second = await probe.complete(msgs, max_tokens=max_tokens, temperature=0.0, seed=2,
-                                          stop=["</answer>"])
+            second = await probe.complete(
+                msgs, max_tokens=max_tokens, temperature=0.0, seed=2, stop=["</answer>"]
+            )
             cut = any("inside the model's thinking" in n for n in getattr(probe, "notes", []))
-            rep.add("stops in thoughts", "a wire stop fired inside the thinking: sagegen keeps stops off the "
-                    "wire for this model" if cut else "a wire stop did not cut the thinking here; sagegen "
-                    "still applies stops to the answer text only once a model thinks")
+            rep.add(
+                "stops in thoughts",
+                "a wire stop fired inside the thinking: sagegen keeps stops off the wire for this model"
+                if cut
+                else "a wire stop did not cut the thinking here; sagegen "
+                "still applies stops to the answer text only once a model thinks",
+            )
             rep.add("stop probe answer", repr(second.text.strip()[:60]))
             await _aclose(probe)
             for n in probe.notes:  # already logged by the probe's backend
@@ -200,8 +231,9 @@ def _thinking_where(c: Any) -> str:
     if c.reasoning_tokens and not c.reasoning:
         return f"yes, hidden ({c.reasoning_tokens} reasoning tokens counted)"
     if c.reasoning:
-        return (f"yes, {len(c.reasoning)} characters of reasoning, kept out of the answer"
-                + (f" ({c.reasoning_tokens} reasoning tokens counted)" if c.reasoning_tokens else ""))
+        return f"yes, {len(c.reasoning)} characters of reasoning, kept out of the answer" + (
+            f" ({c.reasoning_tokens} reasoning tokens counted)" if c.reasoning_tokens else ""
+        )
     return "none seen"
 
 
@@ -213,6 +245,7 @@ async def _aclose(llm: Any) -> None:
 
 def diagnose(cfg: Config, *, max_tokens: int = 2048) -> list[RoleReport]:
     """The whole check, one report per distinct model (roles sharing one model are probed once)."""
+
     async def run() -> list[RoleReport]:
         out: list[RoleReport] = []
         done: dict[str, RoleReport] = {}
@@ -238,7 +271,9 @@ def diagnose_retriever(cfg: Config) -> tuple[bool, str]:
         built = time.monotonic() - t0
         t1 = time.monotonic()
         hits = retriever.search(["history of science"], cfg.retrieval.topk)[0]
-        return bool(hits), (f"{cfg.retrieval.kind}: opened in {built:.1f}s; a search returned {len(hits)} "
-                            f"passages in {(time.monotonic() - t1) * 1000:.0f} ms")
+        return bool(hits), (
+            f"{cfg.retrieval.kind}: opened in {built:.1f}s; a search returned {len(hits)} "
+            f"passages in {(time.monotonic() - t1) * 1000:.0f} ms"
+        )
     except Exception as e:
         return False, f"{cfg.retrieval.kind}: {scrub(str(e))[:300]}"

@@ -127,7 +127,8 @@ def estimate(
         server = None
         if throughput:
             server = tot["completion_tokens"] / throughput + (
-                tot["prompt_tokens"] / prompt_throughput if prompt_throughput else 0.0)
+                tot["prompt_tokens"] / prompt_throughput if prompt_throughput else 0.0
+            )
         return {
             "seeds": seeds,
             **tot,
@@ -154,8 +155,13 @@ def estimate(
         "level": level,
         # Resamples without an accepted pair have no finite projection: their share widens the upper end.
         "resamples_without_accepted": len(boots) - len(ok),
-        "settings": {"concurrency": concurrency, "throughput": throughput,
-                     "prompt_throughput": prompt_throughput, "price_in": price_in, "price_out": price_out},
+        "settings": {
+            "concurrency": concurrency,
+            "throughput": throughput,
+            "prompt_throughput": prompt_throughput,
+            "price_in": price_in,
+            "price_out": price_out,
+        },
     }
 
 
@@ -168,15 +174,24 @@ def format_estimate(res: dict[str, Any]) -> str:
     ]
     est, iv = res["estimate"], res["interval"]
     if est is None:
-        lines.append(f"no accepted pair in the pilot: cannot project {res['target_pairs']} accepted pairs; "
-                     "run a larger pilot")
+        lines.append(
+            f"no accepted pair in the pilot: cannot project {res['target_pairs']} accepted pairs; "
+            "run a larger pilot"
+        )
         return "\n".join(lines)
     lines.append(
         f"target     {res['target_pairs']} accepted pairs  (estimate, {100 * res['level']:.0f}% interval)"
     )
-    names = {"seeds": "seeds", "calls": "LLM calls", "prompt_tokens": "prompt tok",
-             "completion_tokens": "compl. tok", "wall_seconds": "wall time", "cost": "cost"}
+    names = {
+        "seeds": "seeds",
+        "calls": "LLM calls",
+        "prompt_tokens": "prompt tok",
+        "completion_tokens": "compl. tok",
+        "wall_seconds": "wall time",
+        "cost": "cost",
+    }
     for k, label in names.items():
+
         def f(x: float, k: str = k) -> str:
             if k == "wall_seconds":
                 return f"{x / 3600:.2f} h" if x >= 3600 else f"{x:.0f} s"
@@ -185,8 +200,10 @@ def format_estimate(res: dict[str, Any]) -> str:
         rng = f"  [{f(iv[k][0])} – {f(iv[k][1])}]" if iv else ""
         lines.append(f"{label:<10} {f(est[k])}{rng}")
     if res["resamples_without_accepted"]:
-        lines.append(f"({res['resamples_without_accepted']} resamples had no accepted pair: the upper end is "
-                     "understated)")
+        lines.append(
+            f"({res['resamples_without_accepted']} resamples had no accepted pair: the upper end is "
+            "understated)"
+        )
     return "\n".join(lines)
 
 

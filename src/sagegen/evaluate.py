@@ -162,9 +162,20 @@ async def evaluate(
         raise ConfigError("--concurrency must be at least 1")
     out = Path(out_dir)
     with DirLock(out, "eval"):  # one writer per eval folder: two would append every result twice
-        return await _evaluate_locked(items, llm, retriever, cfg, out, judge_llm=judge_llm, k=k,
-                                      concurrency=concurrency, seed=seed, bench_path=bench_path,
-                                      restart=restart, on_result=on_result)
+        return await _evaluate_locked(
+            items,
+            llm,
+            retriever,
+            cfg,
+            out,
+            judge_llm=judge_llm,
+            k=k,
+            concurrency=concurrency,
+            seed=seed,
+            bench_path=bench_path,
+            restart=restart,
+            on_result=on_result,
+        )
 
 
 async def _evaluate_locked(
@@ -223,8 +234,10 @@ def reply_totals(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
     older sagegen lack the last three: counted as 0)."""
     out: dict[str, dict[str, int]] = {}
     for role in ("solver", "judge"):
-        tot = {k: int(sum(r.get("cost", {}).get(f"{role}_{k}", 0) for r in rows))
-               for k in ("calls", "cut", "empty", "thinking")}
+        tot = {
+            k: int(sum(r.get("cost", {}).get(f"{role}_{k}", 0) for r in rows))
+            for k in ("calls", "cut", "empty", "thinking")
+        }
         if tot["calls"]:
             out[role] = tot
     return out
@@ -253,7 +266,14 @@ async def _run_stopping_on_outage(jobs: list[Any], done: dict[str, dict[str, Any
 
 
 async def _question(
-    item: BenchItem, llm: LLM, judge_llm: LLM | None, retriever: Retriever, cfg: Config, *, k: int, seed: int,
+    item: BenchItem,
+    llm: LLM,
+    judge_llm: LLM | None,
+    retriever: Retriever,
+    cfg: Config,
+    *,
+    k: int,
+    seed: int,
     sem: asyncio.Semaphore,
 ) -> tuple[dict[str, Any], list[tuple[Trajectory, Judgement, float, float]]]:
     """K attempts at one question (concurrent, each under ``sem``), judged; its result row."""

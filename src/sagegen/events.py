@@ -79,8 +79,16 @@ class RunWarning:
     message: str
 
 
-Event = (RunStarted | PairStarted | RoundFinished | PairFinished | PairFailed | LLMCallFinished | CallsCounted
-         | RunWarning)
+Event = (
+    RunStarted
+    | PairStarted
+    | RoundFinished
+    | PairFinished
+    | PairFailed
+    | LLMCallFinished
+    | CallsCounted
+    | RunWarning
+)
 EventSink = Callable[[Event], None]
 
 

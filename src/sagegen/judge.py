@@ -135,16 +135,18 @@ async def judge_answer(
         )
 
     messages: list[Message] = [
-        {"role": "user",
-         "content": render("judge.j2", cfg.prompt_set, question=question, response=predicted, golden=goldens)}
+        {
+            "role": "user",
+            "content": render(
+                "judge.j2", cfg.prompt_set, question=question, response=predicted, golden=goldens
+            ),
+        }
     ]
     problems: list[str] = []
     max_tokens = cfg.max_tokens
     for attempt in range(2 if cfg.unreadable == "retry_then_f1" else 1):
         try:
-            c = await llm.complete(
-                messages, max_tokens=max_tokens, temperature=cfg.temperature, seed=attempt
-            )
+            c = await llm.complete(messages, max_tokens=max_tokens, temperature=cfg.temperature, seed=attempt)
         except LLMError as e:
             problems.append(f"judge call failed: {e}")
             continue
@@ -176,8 +178,15 @@ async def judge_answer(
         ]
     if cfg.unreadable == "incorrect":  # the release: no verdict is not a "yes"
         failed = any(p.startswith("judge call failed") for p in problems)
-        return Judgement(correct=False, em=em, f1=f1, extracted=predicted, reason="; ".join(problems),
-                         method="unreadable", llm_failed=failed)
+        return Judgement(
+            correct=False,
+            em=em,
+            f1=f1,
+            extracted=predicted,
+            reason="; ".join(problems),
+            method="unreadable",
+            llm_failed=failed,
+        )
     return Judgement(
         correct=f1 >= cfg.f1_threshold,
         em=em,

@@ -14,8 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 #: A run's output files by name (the run ledger writes them: sagegen.store).
-OUTPUT_FILES = {"dataset": "dataset.jsonl", "too_easy": "too_easy.jsonl", "unsolved": "unsolved.jsonl",
-                "ambiguous": "ambiguous.jsonl"}
+OUTPUT_FILES = {
+    "dataset": "dataset.jsonl",
+    "too_easy": "too_easy.jsonl",
+    "unsolved": "unsolved.jsonl",
+    "ambiguous": "ambiguous.jsonl",
+}
 #: Outcome of each output file (``OUTPUT_FILES`` keys, plus the ``duplicate`` marker).
 OUTCOME_OF_OUTPUT = {
     "dataset": "accepted",

@@ -120,8 +120,10 @@ class FailureStreak:
         return self.count >= self.limit
 
     def error(self, last: str) -> SagegenError:
-        return SagegenError(f"stopped after {self.count} pairs in a row failed; the last: {last}\n"
-                            "everything finished so far is kept; fix the cause and rerun the same command")
+        return SagegenError(
+            f"stopped after {self.count} pairs in a row failed; the last: {last}\n"
+            "everything finished so far is kept; fix the cause and rerun the same command"
+        )
 
 
 async def run_lanes(n: int, lane: Callable[[], Awaitable[None]]) -> None:
@@ -163,8 +165,15 @@ class Pipeline:
     directory (``RunStore.open`` + ``Components.from_config``) and call :meth:`run_pair`.
     """
 
-    def __init__(self, cfg: Config, store: RunStore, parts: Components, *, run_name: str = "",
-                 on_event: EventSink | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        store: RunStore,
+        parts: Components,
+        *,
+        run_name: str = "",
+        on_event: EventSink | None = None,
+    ):
         self.cfg, self.store, self.parts = cfg, store, parts
         self.pcfg = cfg.pipeline
         self.run_name = run_name or store.run_dir.name
@@ -181,8 +190,9 @@ class Pipeline:
         # Solver 1 keeps the role "solver"; further ones are "solver2", "solver3"... (list order = strength).
         extra = [llm(s, f"solver{i}") for i, s in enumerate(parts.extra_solvers, 2)]
         self.solvers = [self.solver_llm, *extra]
-        self.ambiguity_llm = (llm(parts.judge or parts.generator, "ambiguity")
-                              if self.pcfg.ambiguity_check else None)
+        self.ambiguity_llm = (
+            llm(parts.judge or parts.generator, "ambiguity") if self.pcfg.ambiguity_check else None
+        )
         self.docs_by_id = {d.id: d for d in parts.docs}
         if not cfg.generator.answer_types:
             raise ConfigError("generator.answer_types: must name at least one of number, date, entity")
@@ -269,10 +279,14 @@ class Pipeline:
         if getattr(self, "_seed_strata", None) is None:
             from sagegen.seeds import StratifiedSeeds
 
-            self._seed_strata = StratifiedSeeds(self.parts.docs, self.pcfg.seed, self.pcfg.seed_clusters,
-                                                self.parts.retriever)
-            self.store.event("seed_clusters", f"{len(self._seed_strata.members)} clusters over "
-                             f"{self._seed_strata.vectors} vectors of {len(self.parts.docs)} passages")
+            self._seed_strata = StratifiedSeeds(
+                self.parts.docs, self.pcfg.seed, self.pcfg.seed_clusters, self.parts.retriever
+            )
+            self.store.event(
+                "seed_clusters",
+                f"{len(self._seed_strata.members)} clusters over "
+                f"{self._seed_strata.vectors} vectors of {len(self.parts.docs)} passages",
+            )
         return self._seed_strata
 
     async def run_pair(self, idx: int) -> str:
@@ -282,8 +296,13 @@ class Pipeline:
         stored = {r.round: r for r in (rec.rounds if rec else ())}
         last: RoundResult | None = None
         for rnd in range(1, self.rounds + 1):
-            kind: RoundKind = ("generate" if last is None and rnd == 1 else
-                               "resample" if self.pcfg.strategy == "resample" or last is None else "feedback")
+            kind: RoundKind = (
+                "generate"
+                if last is None and rnd == 1
+                else "resample"
+                if self.pcfg.strategy == "resample" or last is None
+                else "feedback"
+            )
             if rnd in stored:  # resume: the ledger has this round's generation
                 gen_tid = stored[rnd].gen_trace_id or trace_id(f"p{idx}", f"r{rnd}", "gen")
                 cand, gen_traj = stored[rnd].candidate, self.store.trajectory(gen_tid)
@@ -300,9 +319,13 @@ class Pipeline:
             if verdict.passed:
                 break
         # Only pairs bound for the dataset are checked (a pass below the training floor is not).
-        ambiguous = (last is not None and last.verdict.passed and self.ambiguity_llm is not None
-                     and (last.verdict.difficulty or 0) >= self.pcfg.min_difficulty_for_dataset
-                     and await self.ambiguity(idx, last.round, last.candidate, last.attempts))
+        ambiguous = (
+            last is not None
+            and last.verdict.passed
+            and self.ambiguity_llm is not None
+            and (last.verdict.difficulty or 0) >= self.pcfg.min_difficulty_for_dataset
+            and await self.ambiguity(idx, last.round, last.candidate, last.attempts)
+        )
         return self._finish(spec, last, ambiguous=ambiguous)
 
     async def author(
@@ -320,14 +343,34 @@ class Pipeline:
         seed = derive_seed(self.pcfg.seed, "gen", spec.index, rnd)
         temp, gcfg = self.cfg.generator.temperature, self.cfg.generator
         if kind != "feedback" or last is None:
-            return await generate(spec.doc, spec.target, spec.answer_type, self.gen_llm, self.parts.retriever,
-                                  gcfg, seed=seed, temperature=temp, round=rnd)
+            return await generate(
+                spec.doc,
+                spec.target,
+                spec.answer_type,
+                self.gen_llm,
+                self.parts.retriever,
+                gcfg,
+                seed=seed,
+                temperature=temp,
+                round=rnd,
+            )
         solver_traj = self.pick_solver_trace(spec.index, rnd, last.attempts)
         budget = context_budget_tokens(self.cfg)
         # revise reads generator.feedback_search: off is the release's one call without search.
-        return await revise(spec.doc, last.candidate, last.generation, solver_traj, last.verdict,
-                            self.gen_llm, self.parts.retriever, gcfg, seed=seed, temperature=temp, round=rnd,
-                            budget_tokens=budget)
+        return await revise(
+            spec.doc,
+            last.candidate,
+            last.generation,
+            solver_traj,
+            last.verdict,
+            self.gen_llm,
+            self.parts.retriever,
+            gcfg,
+            seed=seed,
+            temperature=temp,
+            round=rnd,
+            budget_tokens=budget,
+        )
 
     def pick_solver_trace(self, idx: int, rnd: int, attempts: list[Attempt]) -> Trajectory:
         """The solver trace shown in feedback: a correct one (the fewest searches: the shortcut) if
@@ -371,8 +414,11 @@ class Pipeline:
                         self.store.event(
                             "early_stop",
                             f"attempt {a} correct in {traj.num_searches} searches "
-                            + ("(a stronger solver already solved it)" if solved_before
-                               else f"< target {cand.target}: too easy"),
+                            + (
+                                "(a stronger solver already solved it)"
+                                if solved_before
+                                else f"< target {cand.target}: too easy"
+                            ),
                             idx,
                             rnd,
                         )
@@ -382,10 +428,20 @@ class Pipeline:
         verdict = agreement_verdict(per_solver, cand.target, self.pcfg.min_solvers_agree)
         if pre is not None:  # precheck_compare: the solvers decide; record whether they agree
             agree = verdict.label == "too_easy"
-            self.store.event("precheck_compare", json.dumps(
-                {"agree": agree, "solver_label": verdict.label, "difficulty": verdict.difficulty,
-                 "query": pre.trajectory.steps[0].query, "evidence": pre.trajectory.steps[0].hit_ids[0]}),
-                idx, rnd)
+            self.store.event(
+                "precheck_compare",
+                json.dumps(
+                    {
+                        "agree": agree,
+                        "solver_label": verdict.label,
+                        "difficulty": verdict.difficulty,
+                        "query": pre.trajectory.steps[0].query,
+                        "evidence": pre.trajectory.steps[0].hit_ids[0],
+                    }
+                ),
+                idx,
+                rnd,
+            )
         if rrec is None or rrec.verdict != verdict:
             self.store.set_verdict(idx, rnd, verdict)
         return attempts, verdict
@@ -396,15 +452,22 @@ class Pipeline:
 
         if not applies(cand, self.pcfg.precheck):
             return None
-        shortcut = await find_shortcut(cand, self.parts.retriever, self.cfg.solver.topk,
-                                       self.pcfg.precheck_subquestions)
+        shortcut = await find_shortcut(
+            cand, self.parts.retriever, self.cfg.solver.topk, self.pcfg.precheck_subquestions
+        )
         if shortcut is None:
             return None
         traj = shortcut_trajectory(cand, shortcut, self.cfg.solver.passage_chars)
         # Stored on every pass (deterministic, no model call), so a resumed run shows the same evidence.
         self.store.add_trajectory(trace_id(f"p{idx}", f"r{rnd}", "pre"), traj, idx, rnd)
-        judgement = Judgement(correct=True, em=1.0, f1=1.0, extracted=cand.answer, method="precheck",
-                              reason=f"answer in passage {shortcut.evidence.doc.id!r} for {shortcut.query!r}")
+        judgement = Judgement(
+            correct=True,
+            em=1.0,
+            f1=1.0,
+            extracted=cand.answer,
+            method="precheck",
+            reason=f"answer in passage {shortcut.evidence.doc.id!r} for {shortcut.query!r}",
+        )
         return Attempt(index=-1, trajectory=traj, judgement=judgement)
 
     async def ambiguity(self, idx: int, rnd: int, cand: Candidate, attempts: list[Attempt]) -> bool:
@@ -427,14 +490,16 @@ class Pipeline:
         from sagegen.judge import judge_answer
 
         seed = derive_seed(self.pcfg.seed, "solve", idx, rnd, a)
-        traj = await solve(cand.question, llm or self.solver_llm, self.parts.retriever, self.cfg.solver,
-                           seed=seed)
+        traj = await solve(
+            cand.question, llm or self.solver_llm, self.parts.retriever, self.cfg.solver, seed=seed
+        )
         # An outage is never stored as a verdict: the pair stays unfinished and the next run retries
         # it (cached calls are free). See sagegen.outage.
         where = f"pair {idx} round {rnd} attempt {a}"
         outage.check_solver(traj, where)
-        judgement = await judge_answer(cand.question, traj.answer, [cand.answer], self.judge_llm,
-                                       self.cfg.judge)
+        judgement = await judge_answer(
+            cand.question, traj.answer, [cand.answer], self.judge_llm, self.cfg.judge
+        )
         outage.check_judge(judgement, where)
         self.store.add_attempt(idx, rnd, a, seed, tid, traj, judgement)
         return traj, judgement
@@ -470,16 +535,23 @@ class Pipeline:
             trace_ids={
                 "generation": trace_id(f"p{idx}", f"r{rnd}", "gen"),
                 "attempts": [trace_id(f"p{idx}", f"r{rnd}", f"a{a.index}") for a in attempts if a.index >= 0],
-                **({"precheck": trace_id(f"p{idx}", f"r{rnd}", "pre")}
-                   if verdict.source == "precheck" else {}),
+                **(
+                    {"precheck": trace_id(f"p{idx}", f"r{rnd}", "pre")}
+                    if verdict.source == "precheck"
+                    else {}
+                ),
                 "num_attempts": verdict.num_attempts,
                 "rounds": [trace_id(f"p{idx}", f"r{r}", "gen") for r in range(1, rnd + 1)],
             },
             run_id=self.run_name,
         )
         output = OUTPUT_FOR_LABEL[verdict.label]
-        if (verdict.label == "too_easy" and self.pcfg.final_round_relaxed and self.rounds > 1
-                and rnd == self.rounds):
+        if (
+            verdict.label == "too_easy"
+            and self.pcfg.final_round_relaxed
+            and self.rounds > 1
+            and rnd == self.rounds
+        ):
             # The release's last round keeps every pair some attempt answered; labelled, not disguised.
             output, qa = "dataset", qa.model_copy(update={"acceptance": "relaxed"})
         if output == "dataset" and (verdict.difficulty or 0) < self.pcfg.min_difficulty_for_dataset:
@@ -493,8 +565,14 @@ class Pipeline:
         return "ambiguous" if ambiguous else verdict.label
 
 
-
 def precheck_verdict(pre: Attempt) -> Verdict:
     """Too easy by the retriever alone: one search shows the answer (no solver attempt ran)."""
-    return Verdict(correct=True, difficulty=pre.num_searches, passed=False, avg_at_k=1.0, label="too_easy",
-                   num_attempts=0, source="precheck")
+    return Verdict(
+        correct=True,
+        difficulty=pre.num_searches,
+        passed=False,
+        avg_at_k=1.0,
+        label="too_easy",
+        num_attempts=0,
+        source="precheck",
+    )

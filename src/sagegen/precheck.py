@@ -120,5 +120,11 @@ def shortcut_trajectory(cand: Candidate, shortcut: Shortcut, passage_chars: int 
         hit_ids=tuple(h.doc.id for h in ordered),
         text=" | ".join(h.doc.title for h in ordered),
     )
-    return Trajectory(agent="precheck", question=cand.question, steps=(step,), answer=cand.answer,
-                      status="answered", messages=messages)
+    return Trajectory(
+        agent="precheck",
+        question=cand.question,
+        steps=(step,),
+        answer=cand.answer,
+        status="answered",
+        messages=messages,
+    )

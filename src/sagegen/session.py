@@ -66,7 +66,11 @@ def resolve_run_dir(out: str | None, cfg: Config, *, new_run: bool) -> Path:
 
 
 def run_generate(
-    cfg: Config, run_dir: str | Path, *, force: bool = False, on_event: EventSink | None = None,
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    force: bool = False,
+    on_event: EventSink | None = None,
     parts: Components | None = None,
 ) -> RunResult:
     """``sagegen generate``: open or resume the run at ``run_dir`` and run the SAGE loop to the end.
@@ -86,8 +90,9 @@ def run_generate(
     status = "failed"
     try:
         lock = DirLock(run_dir, "run").acquire()  # one writer per run; released however this process ends
-        store, resumed = RunStore.create_or_resume(run_dir, cfg.model_dump(mode="json"), cfg.dump(),
-                                                   force=force)
+        store, resumed = RunStore.create_or_resume(
+            run_dir, cfg.model_dump(mode="json"), cfg.dump(), force=force
+        )
         # The JSONL files are views of the ledger: rebuilding them drops a line half-written by a killed run.
         store.rebuild_outputs()
         session = store.begin_session()
@@ -106,10 +111,19 @@ def run_generate(
         status = "completed" if not stats.errors else "errors"
         from sagegen.doctor import cap_advice
 
-        return RunResult(run_dir, resumed, stats, time.monotonic() - t0, store.counts(), store.outcomes(),
-                         store.llm_usage(), store.llm_usage(session), warnings=warnings,
-                         demo=cfg.llm.backend == "llamacpp" and not cfg.llm.model,
-                         caps=cap_advice(store.reply_stats(session), cfg))
+        return RunResult(
+            run_dir,
+            resumed,
+            stats,
+            time.monotonic() - t0,
+            store.counts(),
+            store.outcomes(),
+            store.llm_usage(),
+            store.llm_usage(session),
+            warnings=warnings,
+            demo=cfg.llm.backend == "llamacpp" and not cfg.llm.model,
+            caps=cap_advice(store.reply_stats(session), cfg),
+        )
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -128,8 +142,9 @@ def runs_demo_model(cfg: Config) -> bool:
     """Every model of the run is the embedded demo model (llamacpp with no model named: SmolLM2-135M)
     or a scripted test fixture: the only runs the small demo budgets are for."""
     llms = [cfg.llm, cfg.solver_llm, cfg.judge_llm, *cfg.solver_llms]
-    return all(c.backend == "scripted" or (c.backend == "llamacpp" and not c.model)
-               for c in llms if c is not None)
+    return all(
+        c.backend == "scripted" or (c.backend == "llamacpp" and not c.model) for c in llms if c is not None
+    )
 
 
 def generate_config(path: Path | None, overrides: list[str], protocol: str | None) -> tuple[Config, str]:
@@ -150,11 +165,15 @@ def generate_config(path: Path | None, overrides: list[str], protocol: str | Non
 def budget_line(cfg: Config, source: str) -> str:
     """One line naming the budgets a run uses and where they come from (the first lines of generate)."""
     g, so, j, p = cfg.generator, cfg.solver, cfg.judge, cfg.pipeline
-    where = {"demo": "demo budgets for the embedded SmolLM2 (a config file gives the paper's)",
-             "paper": "the paper's budgets"}.get(source, f"budgets of the {source}")
-    return (f"{where}: S={p.target}, R={p.rounds} rounds, K={p.attempts} attempts; generator "
-            f"{g.max_searches} searches x {g.max_turn_tokens} tokens/turn, solver {so.max_searches} searches "
-            f"x {so.max_turn_tokens} tokens/turn, judge {j.max_tokens} tokens")
+    where = {
+        "demo": "demo budgets for the embedded SmolLM2 (a config file gives the paper's)",
+        "paper": "the paper's budgets",
+    }.get(source, f"budgets of the {source}")
+    return (
+        f"{where}: S={p.target}, R={p.rounds} rounds, K={p.attempts} attempts; generator "
+        f"{g.max_searches} searches x {g.max_turn_tokens} tokens/turn, solver {so.max_searches} searches "
+        f"x {so.max_turn_tokens} tokens/turn, judge {j.max_tokens} tokens"
+    )
 
 
 def quick_defaults() -> list[str]:

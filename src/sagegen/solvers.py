@@ -117,8 +117,12 @@ async def check_ambiguity(
 ) -> AmbiguityVerdict:
     """Ask ``llm`` whether an answer other than the candidate's fits the question and the evidence."""
     docs = [{"title": d.title, "text": _clip(d.text, passage_chars)} for d in evidence]
-    messages = [{"role": "user", "content": render("ambiguity.j2", question=cand.question, answer=cand.answer,
-                                                   docs=docs)}]
+    messages = [
+        {
+            "role": "user",
+            "content": render("ambiguity.j2", question=cand.question, answer=cand.answer, docs=docs),
+        }
+    ]
     c = await llm.complete(messages, max_tokens=max_tokens, temperature=0.0, seed=0)
     got = parse_ambiguity(c.text)
     if got is None:

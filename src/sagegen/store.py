@@ -470,8 +470,9 @@ class RunStore:
             self.conn.execute("UPDATE pairs SET state='running' WHERE idx=? AND state='pending'", (pair_idx,))
 
     @staticmethod
-    def _trajectory_row(tid: str, trajectory: Trajectory, pair_idx: int, rnd: int,
-                        now: float) -> tuple[Any, ...]:
+    def _trajectory_row(
+        tid: str, trajectory: Trajectory, pair_idx: int, rnd: int, now: float
+    ) -> tuple[Any, ...]:
         # Rows are encoded before ``BEGIN IMMEDIATE``: the write lock (which the other ``--workers``
         # wait on, their event loops blocked) is held for the SQL alone, not for the JSON.
         return (tid, trajectory.agent, pair_idx, rnd, trajectory.to_json(), now)
@@ -481,7 +482,9 @@ class RunStore:
         what produced it."""
         self.conn.execute(
             "INSERT OR REPLACE INTO trajectories(id, agent, pair_idx, round, json, created) "
-            "VALUES (?, ?, ?, ?, ?, ?)", row)
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            row,
+        )
 
     def add_attempt(
         self,
@@ -496,13 +499,24 @@ class RunStore:
         """Record one solver attempt, its trajectory and its judgement, in one transaction."""
         now = time.time()
         row = self._trajectory_row(tid, trajectory, pair_idx, rnd, now)
-        attempt_row = (pair_idx, rnd, attempt, seed, tid, judgement.to_json(), trajectory.num_searches,
-                       int(judgement.correct), now)
+        attempt_row = (
+            pair_idx,
+            rnd,
+            attempt,
+            seed,
+            tid,
+            judgement.to_json(),
+            trajectory.num_searches,
+            int(judgement.correct),
+            now,
+        )
         with self._tx():
             self._put_trajectory(row)
             self.conn.execute(
                 "INSERT OR REPLACE INTO attempts(pair_idx, round, attempt, seed, trace_id, judgement_json, "
-                "num_searches, correct, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", attempt_row)
+                "num_searches, correct, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                attempt_row,
+            )
 
     def add_trajectory(self, tid: str, trajectory: Trajectory, pair_idx: int, rnd: int) -> None:
         """Store a trajectory that is no solver attempt (e.g. the pre-check's shortcut trace)."""
@@ -514,7 +528,8 @@ class RunStore:
         row = (verdict.to_json(), verdict.label, time.time(), pair_idx, rnd)
         with self._tx():
             self.conn.execute(
-                "UPDATE rounds SET verdict_json=?, label=?, verified=? WHERE pair_idx=? AND round=?", row)
+                "UPDATE rounds SET verdict_json=?, label=?, verified=? WHERE pair_idx=? AND round=?", row
+            )
 
     def finish_pair(
         self,
@@ -577,17 +592,44 @@ class RunStore:
             err, self._flush_error = self._flush_error, None
             raise err
         now = time.time()
-        call = (role, model, prompt_tokens, completion_tokens, seconds, int(cached), error, self.session_id,
-                now)
+        call = (
+            role,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            seconds,
+            int(cached),
+            error,
+            self.session_id,
+            now,
+        )
         # A call that comes a whole window after the one before has nothing to share a commit with:
         # written at once, while the process is awake anyway, rather than by a timer that would wake
         # an idle one (at 1 call in flight that timer cost 0.3-0.45 ms of the 2.1-4.1 ms CPU per call).
         alone = not self._pending and now - self._last_booked >= CALL_WINDOW_S
         self._last_booked = now
-        facts = None if reply is None else (role, reply.finish_reason, reply.reasoning_tokens,
-                                            reply.reasoning_chars, int(reply.empty), self.session_id)
-        self._pending.append((call, [(role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id,
-                                      now) for i, t in enumerate(tries)], facts))
+        facts = (
+            None
+            if reply is None
+            else (
+                role,
+                reply.finish_reason,
+                reply.reasoning_tokens,
+                reply.reasoning_chars,
+                int(reply.empty),
+                self.session_id,
+            )
+        )
+        self._pending.append(
+            (
+                call,
+                [
+                    (role, i, t.status, t.error or None, t.seconds, t.wait, self.session_id, now)
+                    for i, t in enumerate(tries)
+                ],
+                facts,
+            )
+        )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -625,16 +667,21 @@ class RunStore:
             for call, tries, facts in pending:
                 cur = self.conn.execute(
                     "INSERT INTO llm_calls(role, model, prompt_tokens, completion_tokens, seconds, cached, "
-                    "error, session, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", call)
+                    "error, session, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    call,
+                )
                 if facts is not None:
                     self.conn.execute(
                         "INSERT INTO llm_replies(call_id, role, finish_reason, reasoning_tokens, "
                         "reasoning_chars, empty, session) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (cur.lastrowid, *facts))
+                        (cur.lastrowid, *facts),
+                    )
                 if tries:
                     self.conn.executemany(
                         "INSERT INTO llm_tries(call_id, role, try, status, error, seconds, wait, session, "
-                        "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(cur.lastrowid, *t) for t in tries])
+                        "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(cur.lastrowid, *t) for t in tries],
+                    )
             self._write_endpoints()
         except BaseException:
             self._pending[:0] = pending  # the transaction rolls back: keep them for the next one
@@ -644,11 +691,16 @@ class RunStore:
         if self.session_id is None or not self._endpoint_sources:
             return
         now = time.time()
-        rows = [(self.session_id, model, c["endpoint"], c["calls"], c["failures"], c["in_flight"], now)
-                for model, src in self._endpoint_sources.values() for c in src.endpoint_counts()]
+        rows = [
+            (self.session_id, model, c["endpoint"], c["calls"], c["failures"], c["in_flight"], now)
+            for model, src in self._endpoint_sources.values()
+            for c in src.endpoint_counts()
+        ]
         self.conn.executemany(
             "INSERT OR REPLACE INTO llm_endpoints(session, model, endpoint, calls, failures, in_flight, "
-            "updated) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            "updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
     def event(self, kind: str, message: str, pair_idx: int | None = None, rnd: int | None = None) -> None:
         with self._tx():
@@ -699,8 +751,10 @@ class RunStore:
 
     def _bad_row(self, table: str, column: str, row: str, problem: str) -> LedgerError:
         path = self.run_dir / LEDGER
-        return LedgerError(f"{path}: table {table}, {row}, column {column}: {problem}; the ledger was "
-                           f"altered or damaged: {keep_or_force(path)}")
+        return LedgerError(
+            f"{path}: table {table}, {row}, column {column}: {problem}; the ledger was "
+            f"altered or damaged: {keep_or_force(path)}"
+        )
 
     def pair(self, idx: int) -> PairRecord | None:
         row = self.conn.execute("SELECT * FROM pairs WHERE idx=?", (idx,)).fetchone()
@@ -724,8 +778,13 @@ class RunStore:
                     index=a["attempt"],
                     seed=a["seed"],
                     trace_id=a["trace_id"],
-                    judgement=self._decode(Judgement, a["judgement_json"], "attempts", "judgement_json",
-                                           f"pair {idx} round {a['round']} attempt {a['attempt']}"),
+                    judgement=self._decode(
+                        Judgement,
+                        a["judgement_json"],
+                        "attempts",
+                        "judgement_json",
+                        f"pair {idx} round {a['round']} attempt {a['attempt']}",
+                    ),
                     num_searches=a["num_searches"],
                 )
             )
@@ -806,13 +865,18 @@ class RunStore:
         ):
             s = stats.setdefault(row["round"], {})
             s["generated"] = s.get("generated", 0) + row["n"]
-            key = ("gen_failed" if row["gen_failed"] else
-                   row["label"] or ("accepted" if row["accepted"] else "unverified"))
+            key = (
+                "gen_failed"
+                if row["gen_failed"]
+                else row["label"] or ("accepted" if row["accepted"] else "unverified")
+            )
             s[key] = s.get(key, 0) + row["n"]
         order = ("generated", "gen_failed", "pass", "too_easy", "incorrect", "accepted", "unverified")
         rank = {k: i for i, k in enumerate(order)}
-        return {r: dict(sorted(s.items(), key=lambda kv: rank.get(kv[0], len(order))))
-                for r, s in sorted(stats.items())}
+        return {
+            r: dict(sorted(s.items(), key=lambda kv: rank.get(kv[0], len(order))))
+            for r, s in sorted(stats.items())
+        }
 
     def label_means(self) -> dict[str, dict[str, float]]:
         """Per final label: pairs, mean measured difficulty, mean Avg@K and mean round (finished pairs)."""
@@ -823,8 +887,12 @@ class RunStore:
             "AVG(json_extract(qa_json, '$.round')) AS rnd "
             "FROM pairs WHERE qa_json IS NOT NULL GROUP BY state ORDER BY state"
         ):
-            out[row["state"]] = {"pairs": row["n"], "difficulty": row["difficulty"],
-                                 "avg_at_k": row["avg_at_k"], "round": row["rnd"]}
+            out[row["state"]] = {
+                "pairs": row["n"],
+                "difficulty": row["difficulty"],
+                "avg_at_k": row["avg_at_k"],
+                "round": row["rnd"],
+            }
         return out
 
     def llm_usage(self, session: int | None = None) -> dict[str, dict[str, float]]:
@@ -846,18 +914,26 @@ class RunStore:
     def reply_stats(self, session: int | None = None) -> dict[str, dict[str, int]]:
         """Per role, over fresh calls with a reply: ``calls``, ``cut`` (finish_reason=length), ``empty``
         (no answer text nor tool call), ``thinking`` (calls that reasoned), ``reasoning_tokens``."""
-        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='llm_replies'"
-                             ).fetchone() is None:
+        if (
+            self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='llm_replies'"
+            ).fetchone()
+            is None
+        ):
             return {}  # a ledger written before the table, read before any writer added it
-        sql = ("SELECT role, COUNT(*) AS calls, SUM(finish_reason = 'length') AS cut, SUM(empty) AS empty, "
-               "SUM(reasoning_chars > 0 OR reasoning_tokens > 0) AS thinking, "
-               "SUM(reasoning_tokens) AS reasoning_tokens FROM llm_replies")
+        sql = (
+            "SELECT role, COUNT(*) AS calls, SUM(finish_reason = 'length') AS cut, SUM(empty) AS empty, "
+            "SUM(reasoning_chars > 0 OR reasoning_tokens > 0) AS thinking, "
+            "SUM(reasoning_tokens) AS reasoning_tokens FROM llm_replies"
+        )
         args: tuple[Any, ...] = ()
         if session is not None:
             sql, args = sql + " WHERE session=?", (session,)
         keys = ("calls", "cut", "empty", "thinking", "reasoning_tokens")
-        return {row["role"]: {k: int(row[k] or 0) for k in keys}
-                for row in self.conn.execute(sql + " GROUP BY role ORDER BY role", args)}
+        return {
+            row["role"]: {k: int(row[k] or 0) for k in keys}
+            for row in self.conn.execute(sql + " GROUP BY role ORDER BY role", args)
+        }
 
     def try_stats(self) -> dict[str, dict[str, Any]]:
         """Per role: requests sent (``tries``), ``retries`` (tries beyond the first of each call), seconds
@@ -872,8 +948,12 @@ class RunStore:
             "SELECT role, COUNT(*) AS tries, COUNT(DISTINCT call_id) AS calls, SUM(wait) AS wait "
             "FROM llm_tries GROUP BY role ORDER BY role"
         ):
-            out[row["role"]] = {"tries": row["tries"], "retries": row["tries"] - row["calls"],
-                                "wait": row["wait"] or 0.0, "statuses": {}}
+            out[row["role"]] = {
+                "tries": row["tries"],
+                "retries": row["tries"] - row["calls"],
+                "wait": row["wait"] or 0.0,
+                "statuses": {},
+            }
         by_status = "SELECT role, status, COUNT(*) AS n FROM llm_tries GROUP BY role, status"
         for row in self.conn.execute(by_status):
             out[row["role"]]["statuses"][row["status"]] = row["n"]
@@ -888,11 +968,16 @@ class RunStore:
         ).fetchone()
         if has is None:  # a ledger from before the table, read before any writer added it
             return []
-        return [dict(r) for r in self.conn.execute(
-            "SELECT model, endpoint, SUM(calls) AS calls, SUM(failures) AS failures, "
-            "(SELECT e2.in_flight FROM llm_endpoints e2 WHERE e2.model=e.model AND e2.endpoint=e.endpoint "
-            " ORDER BY e2.session DESC LIMIT 1) AS in_flight "
-            "FROM llm_endpoints e GROUP BY model, endpoint ORDER BY model, endpoint")]
+        return [
+            dict(r)
+            for r in self.conn.execute(
+                "SELECT model, endpoint, SUM(calls) AS calls, SUM(failures) AS failures, "
+                "(SELECT e2.in_flight FROM llm_endpoints e2 "
+                " WHERE e2.model=e.model AND e2.endpoint=e.endpoint"
+                " ORDER BY e2.session DESC LIMIT 1) AS in_flight "
+                "FROM llm_endpoints e GROUP BY model, endpoint ORDER BY model, endpoint"
+            )
+        ]
 
     def sessions(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM sessions ORDER BY id")]
@@ -960,8 +1045,10 @@ def _check_file(path: Path) -> None:
         wal = path.with_name(path.name + "-wal")
         if _wal_restores(wal, size // page_size, page_size):
             return  # a checkpoint cut short (disk full): SQLite reads the pages from the WAL
-        raise LedgerError(f"{path}: damaged (truncated: {size} of {pages * page_size} bytes, and its WAL "
-                          f"does not hold the missing pages): {keep_or_force(path)}")
+        raise LedgerError(
+            f"{path}: damaged (truncated: {size} of {pages * page_size} bytes, and its WAL "
+            f"does not hold the missing pages): {keep_or_force(path)}"
+        )
 
 
 _WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums of little- / big-endian words
@@ -1023,8 +1110,11 @@ def _expected_columns() -> dict[str, list[str]]:
     try:
         mem.executescript(_SCHEMA)
         tables = [r[0] for r in mem.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {t: [r[1] for r in mem.execute(f"PRAGMA table_info({t})")] for t in tables
-                if not t.startswith("sqlite_")}
+        return {
+            t: [r[1] for r in mem.execute(f"PRAGMA table_info({t})")]
+            for t in tables
+            if not t.startswith("sqlite_")
+        }
     finally:
         mem.close()
 
@@ -1042,39 +1132,52 @@ def _check_ledger(conn: sqlite3.Connection, path: Path, *, created: bool) -> boo
     if "meta" not in have:
         if created:
             return False
-        raise LedgerError(f"{path}: holds no run (an empty or unfinished ledger); rerun the generate "
-                          "command that made it, or pass --force to start over")
+        raise LedgerError(
+            f"{path}: holds no run (an empty or unfinished ledger); rerun the generate "
+            "command that made it, or pass --force to start over"
+        )
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     config = conn.execute("SELECT value FROM meta WHERE key='config'").fetchone()
     if row is not None:
         version = row[0]
         if not str(version).isdigit():
-            raise LedgerError(f"{path}: unknown ledger schema version {version!r} (this sagegen writes "
-                              f"{SCHEMA_VERSION}); the file was altered or is not a sagegen ledger")
+            raise LedgerError(
+                f"{path}: unknown ledger schema version {version!r} (this sagegen writes "
+                f"{SCHEMA_VERSION}); the file was altered or is not a sagegen ledger"
+            )
         if int(version) > SCHEMA_VERSION:
-            raise LedgerError(f"{path}: ledger schema version {version} is newer than this sagegen's "
-                              f"({SCHEMA_VERSION}); upgrade sagegen to read it")
+            raise LedgerError(
+                f"{path}: ledger schema version {version} is newer than this sagegen's "
+                f"({SCHEMA_VERSION}); upgrade sagegen to read it"
+            )
         if int(version) < 1:
-            raise LedgerError(f"{path}: ledger schema version {version} predates this sagegen's "
-                              f"({SCHEMA_VERSION}) and cannot be migrated: {keep_or_force(path)}")
+            raise LedgerError(
+                f"{path}: ledger schema version {version} predates this sagegen's "
+                f"({SCHEMA_VERSION}) and cannot be migrated: {keep_or_force(path)}"
+            )
     for table, columns in _expected_columns().items():
         if table not in have:
             continue
         present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         missing = [c for c in columns if c not in present]
         if missing:
-            raise LedgerError(f"{path}: table {table} lacks column(s) {', '.join(missing)} (schema version "
-                              f"{SCHEMA_VERSION} has them): the ledger was altered or written by another "
-                              f"program: {keep_or_force(path)}")
+            raise LedgerError(
+                f"{path}: table {table} lacks column(s) {', '.join(missing)} (schema version "
+                f"{SCHEMA_VERSION} has them): the ledger was altered or written by another "
+                f"program: {keep_or_force(path)}"
+            )
     if config is None:
         if created:
             return False
-        raise LedgerError(f"{path}: holds no run configuration (an unfinished ledger); pass --force "
-                          "to start over")
+        raise LedgerError(
+            f"{path}: holds no run configuration (an unfinished ledger); pass --force to start over"
+        )
     dropped = [t for t in _TABLES_SINCE_V1 if t not in have]
     if dropped:
-        raise LedgerError(f"{path}: table(s) {', '.join(dropped)} missing (every ledger has them since "
-                          f"schema version 1): the ledger was altered or damaged: {keep_or_force(path)}")
+        raise LedgerError(
+            f"{path}: table(s) {', '.join(dropped)} missing (every ledger has them since "
+            f"schema version 1): the ledger was altered or damaged: {keep_or_force(path)}"
+        )
     return True
 
 

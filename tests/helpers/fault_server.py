@@ -45,7 +45,12 @@ def sleep(seconds: float) -> Fault:
 
 
 TRUNCATE, NONJSON, BADJSON, NOTCOMPLETION, RESET = (
-    Fault("truncate"), Fault("nonjson"), Fault("badjson"), Fault("notcompletion"), Fault("reset"))
+    Fault("truncate"),
+    Fault("nonjson"),
+    Fault("badjson"),
+    Fault("notcompletion"),
+    Fault("reset"),
+)
 
 
 class FaultServer:
@@ -114,8 +119,14 @@ class FaultServer:
                 await writer.drain()
                 return
             self.times.append(time.monotonic())
-            self.requests.append({"method": method, "path": path, "headers": headers,
-                                  "json": json.loads(body) if body else None})
+            self.requests.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "headers": headers,
+                    "json": json.loads(body) if body else None,
+                }
+            )
             fault = self.faults.popleft() if self.faults else None
             await self._respond(fault, method, path, headers, body, writer)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -123,8 +134,15 @@ class FaultServer:
         finally:
             writer.close()
 
-    async def _respond(self, fault: Fault | None, method: str, path: str, headers: dict[str, str],
-                       body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _respond(
+        self,
+        fault: Fault | None,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         if fault is None:
             code, ctype, payload = await self._answer(method, path, headers, body)
             _write(writer, code, ctype, payload)
@@ -151,15 +169,17 @@ class FaultServer:
             return
         await writer.drain()
 
-    async def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes
-                      ) -> tuple[int, str, bytes]:
+    async def _answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
         if self.upstream:
             import httpx
 
             base = self.upstream.removesuffix("/v1")
             async with httpx.AsyncClient(timeout=300) as client:
-                r = await client.request(method, base + path, content=body,
-                                         headers={"content-type": "application/json"})
+                r = await client.request(
+                    method, base + path, content=body, headers={"content-type": "application/json"}
+                )
             return r.status_code, r.headers.get("content-type", "application/json"), r.content
         return 200, "application/json", json.dumps(fake_completion(json.loads(body) if body else {})).encode()
 
@@ -172,12 +192,22 @@ def fake_completion(req: dict[str, Any]) -> dict[str, Any]:
     finish = "stop"
     if req.get("tools"):
         name = req["tools"][0]["function"]["name"]
-        message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_abc", "type": "function",
-             "function": {"name": name, "arguments": json.dumps({"query": last})}}]}
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_abc",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps({"query": last})},
+                }
+            ],
+        }
         finish = "tool_calls"
     return {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": req.get("model", "fake"),
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
@@ -190,6 +220,7 @@ def _head(code: int, ctype: str, length: int, extra: dict[str, str] | None = Non
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _write(writer: asyncio.StreamWriter, code: int, ctype: str, payload: bytes,
-           extra: dict[str, str] | None = None) -> None:
+def _write(
+    writer: asyncio.StreamWriter, code: int, ctype: str, payload: bytes, extra: dict[str, str] | None = None
+) -> None:
     writer.write(_head(code, ctype, len(payload), extra) + payload)

@@ -29,8 +29,12 @@ class FixtureServer(LoopServer):
                 body = await read_chat_request(reader, writer)
                 self.requests += 1
                 text = apply_stop(self.play(body["messages"]), body.get("stop"))
-                await reply(writer, chat_completion(text, body.get("model"), {
-                    "prompt_tokens": 1, "completion_tokens": len(text.split())}))
+                await reply(
+                    writer,
+                    chat_completion(
+                        text, body.get("model"), {"prompt_tokens": 1, "completion_tokens": len(text.split())}
+                    ),
+                )
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass  # the client closed the connection (EOF), or the server is stopping
         finally:

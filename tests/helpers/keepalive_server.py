@@ -49,8 +49,9 @@ class KeepAliveServer(LoopServer):
                 if self.active == 0:
                     self._full.clear()  # the next wave waits for its own barrier
                 text = "echo: " + str(body["messages"][-1]["content"])
-                await reply(writer, chat_completion(text, body["model"],
-                                                    {"prompt_tokens": 1, "completion_tokens": 1}))
+                await reply(
+                    writer, chat_completion(text, body["model"], {"prompt_tokens": 1, "completion_tokens": 1})
+                )
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass  # the client closed the connection (EOF), or the server is stopping
         finally:

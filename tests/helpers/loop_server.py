@@ -37,7 +37,8 @@ class LoopServer:
             loop = asyncio.new_event_loop()
             self._loop = loop
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl_context))
+                asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl_context)
+            )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             loop.run_forever()
@@ -82,14 +83,19 @@ async def read_chat_request(reader: asyncio.StreamReader, writer: asyncio.Stream
 
 
 def chat_completion(text: str, model: Any, usage: dict[str, int], id_: str = "c") -> dict[str, Any]:
-    return {"id": id_, "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}],
-            "usage": usage}
+    return {
+        "id": id_,
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": usage,
+    }
 
 
 async def reply(writer: asyncio.StreamWriter, payload: dict[str, Any], code: int = 200) -> None:
     data = json.dumps(payload).encode()
-    writer.write(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                 % (code, len(data), data))
+    writer.write(
+        b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (code, len(data), data)
+    )
     await writer.drain()

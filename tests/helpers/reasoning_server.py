@@ -46,8 +46,12 @@ Mind = Callable[[Sequence[dict[str, Any]]], str]
 
 DIALECTS = ("plain", "vllm", "sglang", "raw", "lone", "deepseek", "openai", "gemini", "ollama")
 #: Where the dialect puts visible thinking: a message field, inside content, or nowhere (hidden).
-FIELD = {"vllm": "reasoning", "ollama": "reasoning", "sglang": "reasoning_content",
-         "deepseek": "reasoning_content"}
+FIELD = {
+    "vllm": "reasoning",
+    "ollama": "reasoning",
+    "sglang": "reasoning_content",
+    "deepseek": "reasoning_content",
+}
 #: Dialects whose server matches stop strings inside the thinking.
 STOPS_IN_THOUGHT = {"vllm", "sglang", "raw", "lone", "ollama"}
 _SEARCH = re.compile(r"<search>\s*(.*?)\s*(?:</search>|$)", re.DOTALL)
@@ -57,9 +61,11 @@ def thought(messages: Sequence[dict[str, Any]], words: int) -> str:
     """Thinking that restates the protocol with wrong drafts, ``words`` long."""
     last = str(messages[-1].get("content") or "")
     verdict = "no" if "correct: yes" in last else "yes"
-    draft = (f"The format is <search> query </search> then <answer> answer </answer>. Draft: <search> "
-             f"drafted wrong query </search> and <answer> drafted wrong answer </answer>. A grader "
-             f"writes correct: {verdict} here. <question> drafted question? </question> ")
+    draft = (
+        f"The format is <search> query </search> then <answer> answer </answer>. Draft: <search> "
+        f"drafted wrong query </search> and <answer> drafted wrong answer </answer>. A grader "
+        f"writes correct: {verdict} here. <question> drafted question? </question> "
+    )
     out = (draft + "Let me check once more. ") * (words // 30 + 1)
     return " ".join(out.split()[:words])
 
@@ -103,28 +109,49 @@ class ReasoningServer(LoopServer):
             if "max_tokens" in body:
                 return "max_tokens", _openai_error(
                     "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
-                    "'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+                    "'max_completion_tokens' instead.",
+                    "max_tokens",
+                    "unsupported_parameter",
+                )
             if body.get("temperature", 1) != 1:
                 return "temperature", _openai_error(
                     f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
-                    "model. Only the default (1) value is supported.", "temperature", "unsupported_value")
+                    "model. Only the default (1) value is supported.",
+                    "temperature",
+                    "unsupported_value",
+                )
             if "stop" in body:
                 return "stop", _openai_error(
-                    "Unsupported parameter: 'stop' is not supported with this model.", "stop",
-                    "unsupported_parameter")
+                    "Unsupported parameter: 'stop' is not supported with this model.",
+                    "stop",
+                    "unsupported_parameter",
+                )
         turn = _current_turn(body["messages"])
         if d == "deepseek" and any(m.get("tool_calls") and "reasoning_content" not in m for m in turn):
-            return "reasoning_content", {"error": {
-                "message": "Missing `reasoning_content` field in the assistant message at message index "
-                           "2. For more information, please refer to the documentation.",
-                "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}}
+            return "reasoning_content", {
+                "error": {
+                    "message": "Missing `reasoning_content` field in the assistant message at message index "
+                    "2. For more information, please refer to the documentation.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_request_error",
+                }
+            }
         if d == "gemini" and any(
-                not ((tc.get("extra_content") or {}).get("google") or {}).get("thought_signature")
-                for m in turn for tc in m.get("tool_calls") or ()):
-            return "thought_signature", [{"error": {
-                "code": 400, "status": "INVALID_ARGUMENT",
-                "message": "Function call is missing a thought_signature in functionCall parts. This is "
-                           "required for tools to work correctly."}}]
+            not ((tc.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+            for m in turn
+            for tc in m.get("tool_calls") or ()
+        ):
+            return "thought_signature", [
+                {
+                    "error": {
+                        "code": 400,
+                        "status": "INVALID_ARGUMENT",
+                        "message": "Function call is missing a thought_signature in functionCall parts. "
+                        "This is required for tools to work correctly.",
+                    }
+                }
+            ]
         return None
 
     # -- what the model writes ----------------------------------------------------------------
@@ -160,9 +187,11 @@ class ReasoningServer(LoopServer):
         calls = []
         if tools and not cut_in_thought and (m := _SEARCH.search(text)) is not None and m.group(1):
             self._signatures += 1
-            call: dict[str, Any] = {"id": f"call_{len(self.requests)}", "type": "function",
-                                    "function": {"name": "search",
-                                                 "arguments": json.dumps({"query": m.group(1)})}}
+            call: dict[str, Any] = {
+                "id": f"call_{len(self.requests)}",
+                "type": "function",
+                "function": {"name": "search", "arguments": json.dumps({"query": m.group(1)})},
+            }
             if d == "gemini":
                 call["extra_content"] = {"google": {"thought_signature": f"sig{self._signatures}"}}
             calls.append(call)
@@ -179,12 +208,19 @@ class ReasoningServer(LoopServer):
         if calls:
             message["tool_calls"] = calls
         prompt = sum(len(str(m.get("content") or "").split()) for m in messages)
-        usage: dict[str, Any] = {"prompt_tokens": prompt,
-                                 "completion_tokens": len(think.split()) + len(text.split())}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(think.split()) + len(text.split()),
+        }
         if d in ("openai", "gemini", "deepseek") and think:
             usage["completion_tokens_details"] = {"reasoning_tokens": len(think.split())}
-        return {"id": "chatcmpl-1", "object": "chat.completion", "model": body.get("model"),
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage,
+        }
 
 
 def write_wire_inputs(d: Path, passages: int, questions: int) -> None:
@@ -194,13 +230,18 @@ def write_wire_inputs(d: Path, passages: int, questions: int) -> None:
     from sagegen.corpus import load_corpus
 
     docs = load_corpus(CorpusConfig(limit=passages))
-    (d / "corpus.jsonl").write_text("".join(json.dumps({"id": x.id, "contents": x.contents}) + "\n"
-                                            for x in docs), encoding="utf-8")
+    (d / "corpus.jsonl").write_text(
+        "".join(json.dumps({"id": x.id, "contents": x.contents}) + "\n" for x in docs), encoding="utf-8"
+    )
     with (d / "bench.jsonl").open("w", encoding="utf-8") as f:
         for i, x in enumerate(docs[:questions]):
             quote = " ".join(x.text.split()[3:11])
-            f.write(json.dumps({"id": f"q{i}", "question": f'Which article says "{quote}"?',
-                                "golden_answers": [x.title]}) + "\n")
+            f.write(
+                json.dumps(
+                    {"id": f"q{i}", "question": f'Which article says "{quote}"?', "golden_answers": [x.title]}
+                )
+                + "\n"
+            )
 
 
 def _first_words(text: str, n: int) -> str:
@@ -212,7 +253,7 @@ def _first_words(text: str, n: int) -> str:
 def _current_turn(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The messages after the last user message: the turn a provider checks tool state in."""
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    return [m for m in messages[last_user + 1:] if m.get("role") == "assistant"]
+    return [m for m in messages[last_user + 1 :] if m.get("role") == "assistant"]
 
 
 def _openai_error(message: str, param: str, code: str) -> dict[str, Any]:

@@ -70,8 +70,15 @@ class Replica(LoopServer):
                     await reply(writer, {"error": {"message": f"{self.name} down"}}, self.fail_with)
                 else:
                     text = f"{self.name}: {body['messages'][-1]['content']}"
-                    await reply(writer, chat_completion(text, body.get("model"), {
-                        "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, id_="x"))
+                    await reply(
+                        writer,
+                        chat_completion(
+                            text,
+                            body.get("model"),
+                            {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                            id_="x",
+                        ),
+                    )
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:

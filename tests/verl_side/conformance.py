@@ -37,15 +37,27 @@ def make_model(out: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     text = ["Answer the question. <answer>Mira Tolk</answer> <search>river</search> 1999 Paris"] * 10
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=400, special_tokens=special,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        text,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>")
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
-    Qwen2Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
-                pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
-                architectures=["Qwen2ForCausalLM"]).save_pretrained(out)
+    Qwen2Config(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=8192,
+        pad_token_id=fast.pad_token_id,
+        eos_token_id=fast.eos_token_id,
+        architectures=["Qwen2ForCausalLM"],
+    ).save_pretrained(out)
 
 
 def script_overrides(script: Path) -> list[str]:
@@ -79,8 +91,11 @@ def check(recipe: Path, data: Path, model: Path) -> dict[str, Any]:
     report["a"] = verl_check.check(overrides)
     config = verl_check.compose(overrides)
     mt = config.actor_rollout_ref.rollout.multi_turn
-    report["a"].update(max_assistant_turns=mt.max_assistant_turns, tool_config_path=mt.tool_config_path,
-                       reward_path=config.reward.custom_reward_function.path)
+    report["a"].update(
+        max_assistant_turns=mt.max_assistant_turns,
+        tool_config_path=mt.tool_config_path,
+        reward_path=config.reward.custom_reward_function.path,
+    )
 
     # (b) the tool config through verl's loader, then one call against the live server
     tools = initialize_tools_from_config(mt.tool_config_path)
@@ -126,8 +141,11 @@ def check(recipe: Path, data: Path, model: Path) -> dict[str, Any]:
             ids = tokenizer(solution, return_tensors="pt")["input_ids"][0]
             item = DataProto.from_dict(
                 tensors={"responses": ids[None], "attention_mask": torch.ones_like(ids)[None]},
-                non_tensors={"data_source": [row["data_source"]], "reward_model": [row["reward_model"]],
-                             "extra_info": [dict(row["extra_info"])]},
+                non_tensors={
+                    "data_source": [row["data_source"]],
+                    "reward_model": [row["reward_model"]],
+                    "extra_info": [dict(row["extra_info"])],
+                },
             )
             # the manager runs its work on the event loop it captured when it was built
             out = manager.loop.run_until_complete(manager.run_single(item))

@@ -74,9 +74,17 @@ class Conversation:
             self.add(Step(kind="event", event="llm_error", text=str(e), seconds=time.perf_counter() - t0))
             return None
         # A cached replay carries the seconds its first call took: the cost, not this wait.
-        self.add(Step(kind="model", text=c.text, prompt_tokens=c.prompt_tokens,
-                      completion_tokens=c.completion_tokens, seconds=c.seconds or time.perf_counter() - t0,
-                      reasoning=c.reasoning, finish_reason=c.finish_reason))
+        self.add(
+            Step(
+                kind="model",
+                text=c.text,
+                prompt_tokens=c.prompt_tokens,
+                completion_tokens=c.completion_tokens,
+                seconds=c.seconds or time.perf_counter() - t0,
+                reasoning=c.reasoning,
+                finish_reason=c.finish_reason,
+            )
+        )
         return c
 
     async def search(self, query: str) -> str:
@@ -85,8 +93,15 @@ class Conversation:
         t0 = time.perf_counter()
         hits = (await search_async(self.retriever, [query], self.topk))[0][: self.topk]
         self.searches += 1
-        self.add(Step(kind="search", query=query, hit_ids=tuple(h.doc.id for h in hits),
-                      text=" | ".join(h.doc.title for h in hits), seconds=time.perf_counter() - t0))
+        self.add(
+            Step(
+                kind="search",
+                query=query,
+                hit_ids=tuple(h.doc.id for h in hits),
+                text=" | ".join(h.doc.title for h in hits),
+                seconds=time.perf_counter() - t0,
+            )
+        )
         return tags.format_information(hits, self.passage_chars)
 
     def push(self, role: str, content: str) -> None:
@@ -109,5 +124,11 @@ class Conversation:
         self.add(Step(kind="event", event=name, text=text))
 
     def trajectory(self, status: TrajectoryStatus, question: str, answer: str | None) -> Trajectory:
-        return Trajectory(agent=self.agent, question=question, steps=tuple(self.steps), answer=answer,
-                          status=status, messages=tuple(dict(m) for m in self.messages))
+        return Trajectory(
+            agent=self.agent,
+            question=question,
+            steps=tuple(self.steps),
+            answer=answer,
+            status=status,
+            messages=tuple(dict(m) for m in self.messages),
+        )

@@ -39,8 +39,10 @@ class Shortening:
         return self.entries > 0
 
     def describe(self) -> str:
-        return (f"{self.entries} retrieved-text entries shortened, {self.chars} characters omitted "
-                "to fit the context")
+        return (
+            f"{self.entries} retrieved-text entries shortened, {self.chars} characters omitted "
+            "to fit the context"
+        )
 
 
 def context_budget_tokens(cfg: Any) -> int:

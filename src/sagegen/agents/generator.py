@@ -52,10 +52,22 @@ _HOW_WHY = re.compile(
     r"^\s*(why\b|how\b(?!\s+(many|much|old|long|far|tall|large|big|high|often|deep)\b))", re.IGNORECASE
 )
 #: Template text a small model may copy instead of filling in.
-_PLACEHOLDERS = {"the question", "question", "the answer", "the short answer", "answer", "the date",
-                 "the number", "the entity", "a date", "a number", "an entity"}
-_YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b",
-                     re.IGNORECASE)
+_PLACEHOLDERS = {
+    "the question",
+    "question",
+    "the answer",
+    "the short answer",
+    "answer",
+    "the date",
+    "the number",
+    "the entity",
+    "a date",
+    "a number",
+    "an entity",
+}
+_YES_NO = re.compile(
+    r"^\s*(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b", re.IGNORECASE
+)
 _POINTS_AT_SOURCE = re.compile(
     r"\b(the|this|that|given|above|seed)\s+(passage|text|document|article)\b", re.IGNORECASE
 )
@@ -80,8 +92,9 @@ def check_pair(question: str | None, answer: str | None, cfg: GeneratorConfig) -
 
 def problem_text(code: str, cfg: GeneratorConfig, words: int = 0) -> str:
     """The sentence that tells the model what was wrong with its turn (problem ``code``)."""
-    return render("generator_problem.j2", cfg.prompt_set, problem=code, words=words,
-                  max_words=cfg.max_answer_words)
+    return render(
+        "generator_problem.j2", cfg.prompt_set, problem=code, words=words, max_words=cfg.max_answer_words
+    )
 
 
 def _pair_problem(question: str | None, answer: str | None, cfg: GeneratorConfig) -> str | None:
@@ -109,15 +122,29 @@ def _pair_problem(question: str | None, answer: str | None, cfg: GeneratorConfig
 
 
 def make_candidate(
-    question: str, answer: str, answer_type: str, target: int, *, plan: str, doc_id: str, round: int,
+    question: str,
+    answer: str,
+    answer_type: str,
+    target: int,
+    *,
+    plan: str,
+    doc_id: str,
+    round: int,
     support: Sequence[str],
 ) -> Candidate:
     """A candidate as written, labelled with the type its answer reads as (``sagegen.answer_types``:
     a mismatch keeps the pair and is told to the reviser in the feedback round)."""
-    return Candidate(question=question, answer=answer, answer_type=answer_type,  # type: ignore[arg-type]
-                     target=target, plan=plan, seed_doc_id=doc_id, round=round,
-                     supporting_ids=tuple(dict.fromkeys(support)),
-                     answer_type_found=answer_types.classify(answer, answer_type))  # type: ignore[arg-type]
+    return Candidate(
+        question=question,
+        answer=answer,
+        answer_type=answer_type,  # type: ignore[arg-type]
+        target=target,
+        plan=plan,
+        seed_doc_id=doc_id,
+        round=round,
+        supporting_ids=tuple(dict.fromkeys(support)),
+        answer_type_found=answer_types.classify(answer, answer_type),
+    )  # type: ignore[arg-type]
 
 
 def seed_messages(doc: Doc, target: int, answer_type: str, cfg: GeneratorConfig) -> list[Message]:
@@ -126,8 +153,11 @@ def seed_messages(doc: Doc, target: int, answer_type: str, cfg: GeneratorConfig)
         {
             "role": "system",
             "content": render(
-                "generator_system.j2", cfg.prompt_set, target=target, answer_type=answer_type,
-                max_searches=cfg.max_searches
+                "generator_system.j2",
+                cfg.prompt_set,
+                target=target,
+                answer_type=answer_type,
+                max_searches=cfg.max_searches,
             ),
         },
         {
@@ -291,22 +321,49 @@ async def revise(
     (its prompt and reading rule in :mod:`sagegen.agents.release`)."""
     messages, shortened = feedback_prompt(doc, candidate, own, solver, verdict, cfg, budget_tokens)
     if cfg.feedback_search:
-        out = await author(messages, doc, candidate.target, candidate.answer_type, llm, retriever, cfg,
-                           seed=seed, temperature=temperature, round=round, agent="reviser",
-                           inherited_ids=candidate.supporting_ids)
+        out = await author(
+            messages,
+            doc,
+            candidate.target,
+            candidate.answer_type,
+            llm,
+            retriever,
+            cfg,
+            seed=seed,
+            temperature=temperature,
+            round=round,
+            agent="reviser",
+            inherited_ids=candidate.supporting_ids,
+        )
     else:
-        out = await _revise_once(messages, doc, candidate, solver, llm, cfg, seed=seed,
-                                 temperature=temperature, round=round)
+        out = await _revise_once(
+            messages, doc, candidate, solver, llm, cfg, seed=seed, temperature=temperature, round=round
+        )
     return with_shortening(out, shortened)
 
 
 async def _revise_once(
-    messages: list[Message], doc: Doc, candidate: Candidate, solver: Trajectory, llm: LLM,
-    cfg: GeneratorConfig, *, seed: int | None, temperature: float, round: int,
+    messages: list[Message],
+    doc: Doc,
+    candidate: Candidate,
+    solver: Trajectory,
+    llm: LLM,
+    cfg: GeneratorConfig,
+    *,
+    seed: int | None,
+    temperature: float,
+    round: int,
 ) -> Authored:
     """The release's reviser: one call with no stop and no search; the pair is read as it reads it."""
-    talk = Conversation("reviser", llm, None, max_turn_tokens=cfg.max_turn_tokens, temperature=temperature,
-                        seed=seed, messages=messages)
+    talk = Conversation(
+        "reviser",
+        llm,
+        None,
+        max_turn_tokens=cfg.max_turn_tokens,
+        temperature=temperature,
+        seed=seed,
+        messages=messages,
+    )
     c = await talk.call()
     assert c is not None  # LLM errors propagate
     # Appended as is, even empty: the next round's transcript (release.split_trace) shows the release's turns.
@@ -316,9 +373,16 @@ async def _revise_once(
     if not question or not answer:
         talk.event("malformed", "no <question> and <answer> in the reply")
         return Authored(None, talk.trajectory("failed", question or "", answer))
-    cand = make_candidate(question, answer, candidate.answer_type, candidate.target, plan=plan,
-                          doc_id=doc.id, round=round,
-                          support=(doc.id, *candidate.supporting_ids, *solver.retrieved_ids))
+    cand = make_candidate(
+        question,
+        answer,
+        candidate.answer_type,
+        candidate.target,
+        plan=plan,
+        doc_id=doc.id,
+        round=round,
+        support=(doc.id, *candidate.supporting_ids, *solver.retrieved_ids),
+    )
     return Authored(cand, talk.trajectory("answered", question, answer))
 
 
@@ -347,9 +411,20 @@ async def author(
     inherited_ids: Sequence[str] = (),
 ) -> Authored:
     """The authoring loop shared by generator and reviser: search until a usable pair, or give up."""
-    return await _Authoring(messages, doc, target, answer_type, llm, retriever, cfg, seed=seed,
-                            temperature=temperature, round=round, agent=agent,
-                            inherited_ids=inherited_ids).loop()
+    return await _Authoring(
+        messages,
+        doc,
+        target,
+        answer_type,
+        llm,
+        retriever,
+        cfg,
+        seed=seed,
+        temperature=temperature,
+        round=round,
+        agent=agent,
+        inherited_ids=inherited_ids,
+    ).loop()
 
 
 @dataclass(frozen=True)
@@ -364,9 +439,13 @@ class _Turn:
 
     @classmethod
     def read(cls, text: str) -> _Turn:
-        return cls(text, tags.first(text, "question") or unclosed_question(text), tags.first(text, "answer"),
-                   tags.first(text, "answering_steps", allow_unclosed=True) or "",
-                   next(iter(tags.blocks(text, "search")), None))
+        return cls(
+            text,
+            tags.first(text, "question") or unclosed_question(text),
+            tags.first(text, "answer"),
+            tags.first(text, "answering_steps", allow_unclosed=True) or "",
+            next(iter(tags.blocks(text, "search")), None),
+        )
 
     @property
     def is_final(self) -> bool:
@@ -375,7 +454,8 @@ class _Turn:
     def is_search(self, forced: bool) -> bool:
         """A search written before any final tag is a search; when forced, a usable final wins."""
         return self.search is not None and not (
-            self.is_final and (forced or _final_start(self.text) < self.search.start))
+            self.is_final and (forced or _final_start(self.text) < self.search.start)
+        )
 
 
 @dataclass(frozen=True)
@@ -397,11 +477,33 @@ class _Authoring(Conversation):
     spends one of ``max_format_retries`` — at most max_searches + max_format_retries + 4 turns.
     """
 
-    def __init__(self, messages: Sequence[Message], doc: Doc, target: int, answer_type: str, llm: LLM,
-                 retriever: Retriever | None, cfg: GeneratorConfig, *, seed: int | None, temperature: float,
-                 round: int, agent: str, inherited_ids: Sequence[str]):
-        super().__init__(agent, llm, retriever, max_turn_tokens=cfg.max_turn_tokens, temperature=temperature,
-                         seed=seed, topk=cfg.topk, passage_chars=cfg.passage_chars, messages=messages)
+    def __init__(
+        self,
+        messages: Sequence[Message],
+        doc: Doc,
+        target: int,
+        answer_type: str,
+        llm: LLM,
+        retriever: Retriever | None,
+        cfg: GeneratorConfig,
+        *,
+        seed: int | None,
+        temperature: float,
+        round: int,
+        agent: str,
+        inherited_ids: Sequence[str],
+    ):
+        super().__init__(
+            agent,
+            llm,
+            retriever,
+            max_turn_tokens=cfg.max_turn_tokens,
+            temperature=temperature,
+            seed=seed,
+            topk=cfg.topk,
+            passage_chars=cfg.passage_chars,
+            messages=messages,
+        )
         self.doc, self.target, self.answer_type, self.cfg = doc, target, answer_type, cfg
         self.round, self.inherited_ids = round, tuple(inherited_ids)
         self.forced = False  # the search budget is spent: only a final pair is taken
@@ -485,8 +587,9 @@ class _Authoring(Conversation):
         elif self.forced:
             self.push("user", self.force_prompt("retry", refused.problem))
         else:
-            self.push("user", render("generator_retry.j2", problem=refused.problem,
-                                     answer_type=self.answer_type))
+            self.push(
+                "user", render("generator_retry.j2", problem=refused.problem, answer_type=self.answer_type)
+            )
         return None
 
     def finish(self, question: str, answer: str, plan: str) -> Authored:
@@ -494,21 +597,36 @@ class _Authoring(Conversation):
             self.event("forced_final")
         traj = self.trajectory("forced" if self.forced else "answered", question, answer)
         support = (self.doc.id, *self.inherited_ids, *traj.retrieved_ids)
-        cand = make_candidate(question, answer, self.answer_type, self.target, plan=plan,
-                              doc_id=self.doc.id, round=self.round, support=support)
+        cand = make_candidate(
+            question,
+            answer,
+            self.answer_type,
+            self.target,
+            plan=plan,
+            doc_id=self.doc.id,
+            round=self.round,
+            support=support,
+        )
         return Authored(cand, traj)
 
     def force_prompt(self, reason: str, problem: str = "") -> str:
-        return render("generator_force.j2", self.cfg.prompt_set, reason=reason, problem=problem,
-                      max_searches=self.cfg.max_searches, answer_type=self.answer_type)
+        return render(
+            "generator_force.j2",
+            self.cfg.prompt_set,
+            reason=reason,
+            problem=problem,
+            max_searches=self.cfg.max_searches,
+            answer_type=self.answer_type,
+        )
 
     def ask_answer(self, question: str, problem: str | None = None) -> str:
         return render("generator_answer.j2", question=question, problem=problem, answer_type=self.answer_type)
 
 
 _KNOWN_TAGS = ("think", "search", "question", "answer", "answering_steps", "information")
-_LABEL = re.compile(r"^\W*(?:the\s+)?(?:final\s+|short\s+)?(?:question|answer)\s*(?:is\b|[:：])\W*",
-                    re.IGNORECASE)
+_LABEL = re.compile(
+    r"^\W*(?:the\s+)?(?:final\s+|short\s+)?(?:question|answer)\s*(?:is\b|[:：])\W*", re.IGNORECASE
+)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 

@@ -65,10 +65,20 @@ def feedback_opening(
     name = "feedback_too_easy.j2" if verdict.label == "too_easy" else "feedback_incorrect.j2"
 
     def build() -> list[Message]:
-        return [{"role": "user", "content": render(
-            name, "sage", target=candidate.target, generator_prompt=gen_prompt,
-            generator_output=join_segments(gen_out), solver_prompt=sol_prompt,
-            solver_output=join_segments(sol_out))}]
+        return [
+            {
+                "role": "user",
+                "content": render(
+                    name,
+                    "sage",
+                    target=candidate.target,
+                    generator_prompt=gen_prompt,
+                    generator_output=join_segments(gen_out),
+                    solver_prompt=sol_prompt,
+                    solver_output=join_segments(sol_out),
+                ),
+            }
+        ]
 
     return [gen_out, sol_out], build
 
@@ -76,8 +86,11 @@ def feedback_opening(
 def read_revision(text: str) -> tuple[str | None, str | None, str]:
     """(question, answer, plan) of a revision as the release reads it: the last ``<question>`` and
     ``<answer>``, the plan under ``<search steps>``, and no further checks."""
-    return tags.last(text, "question"), tags.last(text, "answer"), tags.last(
-        text, "search steps", allow_unclosed=True) or ""
+    return (
+        tags.last(text, "question"),
+        tags.last(text, "answer"),
+        tags.last(text, "search steps", allow_unclosed=True) or "",
+    )
 
 
 _LAST_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)

@@ -54,9 +54,18 @@ class _Run(Conversation):
         seed: int | None,
         on_step: StepCallback | None,
     ):
-        super().__init__("solver", llm, retriever, max_turn_tokens=cfg.max_turn_tokens,
-                         temperature=cfg.temperature, seed=seed, topk=cfg.topk,
-                         passage_chars=cfg.passage_chars, on_step=on_step, recover_llm_errors=True)
+        super().__init__(
+            "solver",
+            llm,
+            retriever,
+            max_turn_tokens=cfg.max_turn_tokens,
+            temperature=cfg.temperature,
+            seed=seed,
+            topk=cfg.topk,
+            passage_chars=cfg.passage_chars,
+            on_step=on_step,
+            recover_llm_errors=True,
+        )
         self.question, self.cfg = question, cfg
         self.strikes = 0  # malformed turns and LLM errors so far: the first is forgiven, the second forces
 
@@ -67,16 +76,24 @@ class _Run(Conversation):
             from sagegen.agents.release import solver_turns
 
             self.messages = [
-                {"role": "system", "content": render("solver_system.j2", "sage",
-                                                     max_searches=self.cfg.max_searches)},
+                {
+                    "role": "system",
+                    "content": render("solver_system.j2", "sage", max_searches=self.cfg.max_searches),
+                },
                 {"role": "user", "content": render("solver_user.j2", "sage", question=self.question)},
             ]
             return await solver_turns(self)
         self.messages = [
-            {"role": "system", "content": render("solver_system.j2", self.cfg.prompt_set,
-                                                 max_searches=self.cfg.max_searches)},
-            {"role": "user",
-             "content": render("solver_user.j2", self.cfg.prompt_set, question=self.question)},
+            {
+                "role": "system",
+                "content": render(
+                    "solver_system.j2", self.cfg.prompt_set, max_searches=self.cfg.max_searches
+                ),
+            },
+            {
+                "role": "user",
+                "content": render("solver_user.j2", self.cfg.prompt_set, question=self.question),
+            },
         ]
         while True:
             c = await self.call(stop=tags.SOLVER_STOPS)

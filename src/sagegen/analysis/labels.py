@@ -160,8 +160,14 @@ def _tasks(store: Any, pairs: list[Any]) -> list[dict[str, Any]]:
             accepted = p.output == "dataset" and p.final_round == r.round
             traj = _trace(store, r)
             if accepted:
-                tasks.append({"kind": "strategies", "pair": p.index, "round": r.round,
-                              "prompt": _strategies_prompt(c.question, c.answer, traj)})
+                tasks.append(
+                    {
+                        "kind": "strategies",
+                        "pair": p.index,
+                        "round": r.round,
+                        "prompt": _strategies_prompt(c.question, c.answer, traj),
+                    }
+                )
             if r.verdict is None or traj is None:
                 continue
             label = r.verdict.label
@@ -219,13 +225,20 @@ def label_benchmark(
     tasks = []
     for no, row in iter_json_objects(path, what="benchmark file"):
         qid, question, golds = read_fields(row, no, path, Fields())
-        tasks.append({"kind": "strategies", "pair": qid, "round": None,
-                      "prompt": _strategies_prompt(question, golds[0], None)})
+        tasks.append(
+            {
+                "kind": "strategies",
+                "pair": qid,
+                "round": None,
+                "prompt": _strategies_prompt(question, golds[0], None),
+            }
+        )
     return _label(tasks, _Cache(benchmark_labels_path(path)), llm, concurrency, max_tokens)
 
 
-def _label(tasks: list[dict[str, Any]], cache: _Cache, llm: Any, concurrency: int, max_tokens: int
-           ) -> dict[str, Any]:
+def _label(
+    tasks: list[dict[str, Any]], cache: _Cache, llm: Any, concurrency: int, max_tokens: int
+) -> dict[str, Any]:
     for t in tasks:
         t["key"] = hashlib.sha256(f"{t['kind']}\n{t['prompt']}".encode()).hexdigest()[:24]
 

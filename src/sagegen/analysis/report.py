@@ -37,8 +37,18 @@ KEY_TRAIN_COLUMNS = (
     "tool_calls_per_episode",
 )
 #: Columns of a training log that are bookkeeping, not curves.
-LOG_SKIP = {"step", "global_step", "epoch", "time", "timestamp", "wall", "seconds", "elapsed_s", "lr",
-            "learning_rate"}  # elapsed_s: sagegen train's running wall time (older logs: seconds)
+LOG_SKIP = {
+    "step",
+    "global_step",
+    "epoch",
+    "time",
+    "timestamp",
+    "wall",
+    "seconds",
+    "elapsed_s",
+    "lr",
+    "learning_rate",
+}  # elapsed_s: sagegen train's running wall time (older logs: seconds)
 #: Section anchors and titles, in page order (the table of contents shows those present).
 SECTIONS = {
     "summary": "Summary",

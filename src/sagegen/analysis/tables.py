@@ -240,8 +240,14 @@ def replies_table(a: dict[str, Any]) -> Table:
     return Table(
         "replies",
         "LLM replies: cut at the cap, empty, thinking",
-        (Column("role", text=True), Column("fresh calls", count), Column("cut at the cap", count),
-         Column("empty answers", count), Column("thought", count), Column("reasoning tokens", count)),
+        (
+            Column("role", text=True),
+            Column("fresh calls", count),
+            Column("cut at the cap", count),
+            Column("empty answers", count),
+            Column("thought", count),
+            Column("reasoning tokens", count),
+        ),
         tuple((role, *(r.get(k, 0) for k in cols)) for role, r in replies.items()),
         note="Calls that came back with finish_reason=length, with no answer text and no tool call, and with "
         "reasoning (a field, <think> or reasoning tokens). Cut calls mean the role's token cap is too small "
@@ -356,11 +362,13 @@ def import_line(a: dict[str, Any]) -> str | None:
 
     rounds = "unknown" if m.get("feedback_rounds") is None else f"{m['feedback_rounds'] + 1}"
     targets = "unknown" if m.get("target_min") is None else f"{m['target_min']}-{m['target_max']}"
-    return (f"imported from {m.get('source', 'another run')}: generator {v('generator_model')} · reviser "
-            f"{v('reviser_model')} · solver {v('solver_model')} · judge {v('judge_model')} · retriever "
-            f"{v('retriever')} · rounds {rounds} (feedback {v('feedback_rounds')}) · targets S {targets} · "
-            f"attempts K {v('attempts')} · min steps {v('min_search_step')} · "
-            f"{len(m.get('skipped') or [])} lines skipped without a source record")
+    return (
+        f"imported from {m.get('source', 'another run')}: generator {v('generator_model')} · reviser "
+        f"{v('reviser_model')} · solver {v('solver_model')} · judge {v('judge_model')} · retriever "
+        f"{v('retriever')} · rounds {rounds} (feedback {v('feedback_rounds')}) · targets S {targets} · "
+        f"attempts K {v('attempts')} · min steps {v('min_search_step')} · "
+        f"{len(m.get('skipped') or [])} lines skipped without a source record"
+    )
 
 
 def agreement_line(a: dict[str, Any]) -> str:

@@ -199,8 +199,12 @@ def iter_folder(path: str | Path, suffixes: Iterable[str] = FOLDER_SUFFIXES) -> 
     _log.log(
         logging.WARNING if skipped else logging.INFO,
         "corpus folder %s: %d files read (%s), %d skipped%s, %d passages",
-        root, sum(read.values()), kinds or "none", len(skipped),
-        f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else "", passages,
+        root,
+        sum(read.values()),
+        kinds or "none",
+        len(skipped),
+        f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else "",
+        passages,
     )
 
 

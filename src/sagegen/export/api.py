@@ -74,10 +74,14 @@ def _verl(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dic
 
     train, test = split_pairs(pairs, o.split, o.seed)
     corpus = {k: run.config[k] for k in ("corpus", "retrieval") if isinstance(run.config.get(k), dict)}
-    res = write_verl(train, test, out_dir, data_source=o.data_source, run_id=run.run_id,
-                     corpus=corpus or None)
-    return {"files": {k: str(v) for k, v in res.files.items()}, "counts": res.counts,
-            "reward": str(res.reward_path)}
+    res = write_verl(
+        train, test, out_dir, data_source=o.data_source, run_id=run.run_id, corpus=corpus or None
+    )
+    return {
+        "files": {k: str(v) for k, v in res.files.items()},
+        "counts": res.counts,
+        "reward": str(res.reward_path),
+    }
 
 
 def _hf(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict[str, Any]:
@@ -91,12 +95,27 @@ def _hf(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict[
 
         with RunStore.open(run.source) as store:
             analysis = analyze_pairs(list(store.pairs()), dup_method="jaccard")
-    selection = {"labels": "/".join(o.labels), "min difficulty": o.min_difficulty, "split": o.split,
-                 "seed": o.seed}
-    res = write_hf(train, test, out_dir, config=run.config, analysis=analysis, run_id=run.run_id,
-                   name=f"sagegen: {run.run_id or run.source.name}", selection=selection)
-    return {"files": {k: str(v) for k, v in res["files"].items()}, "counts": res["counts"],
-            "card": str(res["card"])}
+    selection = {
+        "labels": "/".join(o.labels),
+        "min difficulty": o.min_difficulty,
+        "split": o.split,
+        "seed": o.seed,
+    }
+    res = write_hf(
+        train,
+        test,
+        out_dir,
+        config=run.config,
+        analysis=analysis,
+        run_id=run.run_id,
+        name=f"sagegen: {run.run_id or run.source.name}",
+        selection=selection,
+    )
+    return {
+        "files": {k: str(v) for k, v in res["files"].items()},
+        "counts": res["counts"],
+        "card": str(res["card"]),
+    }
 
 
 def _flashrag(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict[str, Any]:
@@ -107,8 +126,10 @@ def _flashrag(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) ->
         return {"out": str(out_dir), "files": {"all": str(out_dir)}, "counts": {"all": len(pairs)}}
     # FlashRAG's get_dataset reads DIR/{train,dev,test}.jsonl
     splits = split_for_flashrag(pairs, o.split, o.dev_split, o.seed)
-    files = {name: write_flashrag(part, out_dir / f"{name}.jsonl", run_id=run.run_id)
-             for name, part in splits.items()}
+    files = {
+        name: write_flashrag(part, out_dir / f"{name}.jsonl", run_id=run.run_id)
+        for name, part in splits.items()
+    }
     return {"files": {k: str(v) for k, v in files.items()}, "counts": {k: len(v) for k, v in splits.items()}}
 
 
@@ -122,9 +143,13 @@ def _sft(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict
 
     stats = SFTStats()
     with RunStore.open(run.source) as store:
-        rows = sft_rows(store, {p.id for p in pairs}, style=o.sft_style, clean=o.clean, per_pair=o.per_pair,
-                        stats=stats)
+        rows = sft_rows(
+            store, {p.id for p in pairs}, style=o.sft_style, clean=o.clean, per_pair=o.per_pair, stats=stats
+        )
     path = write_sft(rows, out_dir, name=f"sft_{o.sft_style}.jsonl")
-    counts = {"examples": stats.examples, "pairs": stats.pairs,
-              "pairs_with_trajectory": stats.pairs_with_trajectory}
+    counts = {
+        "examples": stats.examples,
+        "pairs": stats.pairs,
+        "pairs_with_trajectory": stats.pairs_with_trajectory,
+    }
     return {"files": {"sft": str(path)}, "counts": counts, "skipped": stats.skipped}

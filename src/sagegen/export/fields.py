@@ -53,6 +53,10 @@ def arrow_fields() -> list[tuple[str, Any]]:
     """``(name, pyarrow type)`` for :data:`PAIR_FIELDS` (used by the verl and HF schemas)."""
     import pyarrow as pa
 
-    kinds = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
-             "strings": pa.list_(pa.string())}
+    kinds = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "float64": pa.float64(),
+        "strings": pa.list_(pa.string()),
+    }
     return [(name, kinds[kind]) for name, kind in PAIR_FIELDS.items()]

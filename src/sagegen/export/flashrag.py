@@ -19,8 +19,12 @@ from sagegen.records import QAPair
 
 def flashrag_row(p: QAPair, run_id: str = "") -> dict[str, Any]:
     meta = pair_fields(p, run_id)
-    return {"id": meta.pop("id"), "question": meta.pop("question"), "golden_answers": [meta.pop("answer")],
-            "metadata": meta}
+    return {
+        "id": meta.pop("id"),
+        "question": meta.pop("question"),
+        "golden_answers": [meta.pop("answer")],
+        "metadata": meta,
+    }
 
 
 def split_for_flashrag(

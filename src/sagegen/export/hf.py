@@ -43,8 +43,13 @@ def features() -> Any:
 
 def hf_row(p: QAPair, run_id: str = "") -> dict[str, Any]:
     row = pair_fields(p, run_id)
-    return {"id": row.pop("id"), "question": row.pop("question"), "answer": row.pop("answer"),
-            "golden_answers": [p.answer], **row}
+    return {
+        "id": row.pop("id"),
+        "question": row.pop("question"),
+        "answer": row.pop("answer"),
+        "golden_answers": [p.answer],
+        **row,
+    }
 
 
 def corpus_license(config: dict[str, Any]) -> tuple[str, str]:

@@ -114,8 +114,14 @@ def searchr1_messages(traj: Trajectory, prompt: str) -> list[dict[str, Any]]:
     msgs = [{"role": "user", "content": prompt, "train": False, "retrieved": False}]
     for kind, text in searchr1_turns(traj):
         model = kind == "model"
-        msgs.append({"role": "assistant" if model else "user", "content": text, "train": model,
-                     "retrieved": not model})
+        msgs.append(
+            {
+                "role": "assistant" if model else "user",
+                "content": text,
+                "train": model,
+                "retrieved": not model,
+            }
+        )
     return msgs
 
 

@@ -67,15 +67,38 @@ from sagegen.errors import InputError, SagegenError
 from sagegen.jsonl import iter_text_lines
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
 
-_ANSWER_TYPES = {"a number": "number", "a date": "date", "an entity": "entity",
-                 "number": "number", "date": "date", "entity": "entity"}
-_INITIAL = {"initial_doc": str, "question": str, "answer": str, "model_response": str, "prompt": str,
-            "search_steps": (int, str), "answer_type": str}
-_FEEDBACK = {"prev_question": str, "prev_answer": str, "feedback_type": str, "best_of_n": int,
-             "best_n_search_steps": int, "avg_of_n": (int, float), "n_rollouts": int,
-             "search_steps": (int, str),
-             "best_response": str, "question": (str, type(None)), "answer": (str, type(None)),
-             "prompt": str, "model_response": (str, type(None))}
+_ANSWER_TYPES = {
+    "a number": "number",
+    "a date": "date",
+    "an entity": "entity",
+    "number": "number",
+    "date": "date",
+    "entity": "entity",
+}
+_INITIAL = {
+    "initial_doc": str,
+    "question": str,
+    "answer": str,
+    "model_response": str,
+    "prompt": str,
+    "search_steps": (int, str),
+    "answer_type": str,
+}
+_FEEDBACK = {
+    "prev_question": str,
+    "prev_answer": str,
+    "feedback_type": str,
+    "best_of_n": int,
+    "best_n_search_steps": int,
+    "avg_of_n": (int, float),
+    "n_rollouts": int,
+    "search_steps": (int, str),
+    "best_response": str,
+    "question": (str, type(None)),
+    "answer": (str, type(None)),
+    "prompt": str,
+    "model_response": (str, type(None)),
+}
 _PROCESSED = {"question": str, "answer": str}
 
 
@@ -110,8 +133,10 @@ class _Pair:
 
 #: The file written beside the ledger with what the release's files say about the run.
 IMPORT_FILE = "import.json"
-_INITIAL_NAME = re.compile(r"^(?P<corpus>.+?)_(?P<model>[^_]+)_(?P<retriever>[^_]+)_with_search_(?P<n>\d+)_"
-                           r"(?P<turns>\d+)turn_(?P<smin>\d+)to(?P<smax>\d+)_steps(?P<rest>.*)$")
+_INITIAL_NAME = re.compile(
+    r"^(?P<corpus>.+?)_(?P<model>[^_]+)_(?P<retriever>[^_]+)_with_search_(?P<n>\d+)_"
+    r"(?P<turns>\d+)turn_(?P<smin>\d+)to(?P<smax>\d+)_steps(?P<rest>.*)$"
+)
 _FEEDBACK_ROUND = re.compile(r"_(?P<model>[^_]+)_(?P<turns>\d+)turn")
 _PROCESSED_NAME = re.compile(r"_(?P<k>\d+)(?:st|nd|rd|th)_feedback$")
 
@@ -159,7 +184,10 @@ def read_release(paths: Iterable[str | Path]) -> tuple[list[_Line], list[_Line],
                     raise InputError(
                         "not a line of the release's initial_questions (no 'initial_doc'), feedbacks (no "
                         "'feedback_type') or processed_data (exactly 'question' and 'answer'); fields: "
-                        + ", ".join(sorted(row))[:300], path=f, line=n)
+                        + ", ".join(sorted(row))[:300],
+                        path=f,
+                        line=n,
+                    )
     return initial, feedback, processed
 
 
@@ -169,14 +197,27 @@ def _check(line: _Line, schema: dict[str, Any], kind: str) -> None:
             raise InputError(f"missing in a {kind} line", path=line.path, line=line.line, field=name)
         value = line.row[name]
         if not isinstance(value, types) or isinstance(value, bool):
-            raise InputError(f"{kind}: expected {_names(types)}, got {type(value).__name__}",
-                             path=line.path, line=line.line, field=name)
+            raise InputError(
+                f"{kind}: expected {_names(types)}, got {type(value).__name__}",
+                path=line.path,
+                line=line.line,
+                field=name,
+            )
     if kind == "initial_questions" and line.row["answer_type"] not in _ANSWER_TYPES:
-        raise InputError(f"unknown answer type {line.row['answer_type']!r} (the release writes 'a number', "
-                         "'a date' or 'an entity')", path=line.path, line=line.line, field="answer_type")
+        raise InputError(
+            f"unknown answer type {line.row['answer_type']!r} (the release writes 'a number', "
+            "'a date' or 'an entity')",
+            path=line.path,
+            line=line.line,
+            field="answer_type",
+        )
     if kind == "feedbacks" and line.row["feedback_type"] not in ("difficulty", "correctness"):
-        raise InputError(f"expected 'difficulty' or 'correctness', got {line.row['feedback_type']!r}",
-                         path=line.path, line=line.line, field="feedback_type")
+        raise InputError(
+            f"expected 'difficulty' or 'correctness', got {line.row['feedback_type']!r}",
+            path=line.path,
+            line=line.line,
+            field="feedback_type",
+        )
 
 
 def _names(types: Any) -> str:
@@ -190,8 +231,9 @@ def _target(line: _Line) -> int:
         return s
     if s == "multiple":  # the release's "no target S" generation
         return 0
-    raise InputError(f"expected an integer or 'multiple', got {s!r}", path=line.path, line=line.line,
-                     field="search_steps")
+    raise InputError(
+        f"expected an integer or 'multiple', got {s!r}", path=line.path, line=line.line, field="search_steps"
+    )
 
 
 def split_release_transcript(text: str) -> tuple[str, str]:
@@ -211,8 +253,14 @@ def _trajectory(agent: str, prompt: str, output: str, question: str, answer: str
     messages = [{"role": "user", "content": prompt}]
     if output:
         messages.append({"role": "assistant", "content": output})
-    return Trajectory(agent=agent, question=question, steps=tuple(steps), answer=answer,
-                      status="answered" if answer else "failed", messages=tuple(messages))
+    return Trajectory(
+        agent=agent,
+        question=question,
+        steps=tuple(steps),
+        answer=answer,
+        status="answered" if answer else "failed",
+        messages=tuple(messages),
+    )
 
 
 @dataclass(frozen=True)
@@ -227,12 +275,15 @@ class ImportSummary:
     skipped: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        text = (f"imported {self.pairs} pairs, {self.rounds} rounds, {self.verdicts} verdicts, "
-                f"{self.accepted} accepted; {self.unjudged} pairs end in a candidate no imported file "
-                f"judges (left running)\nfrom {', '.join(self.files)}")
+        text = (
+            f"imported {self.pairs} pairs, {self.rounds} rounds, {self.verdicts} verdicts, "
+            f"{self.accepted} accepted; {self.unjudged} pairs end in a candidate no imported file "
+            f"judges (left running)\nfrom {', '.join(self.files)}"
+        )
         if self.skipped:
-            text += (f"\nskipped {len(self.skipped)} lines without a source record:\n  "
-                     + "\n  ".join(self.skipped))
+            text += f"\nskipped {len(self.skipped)} lines without a source record:\n  " + "\n  ".join(
+                self.skipped
+            )
         return text
 
 
@@ -242,24 +293,42 @@ def _skip(line: _Line, why: str) -> str:
 
 def release_facts(initial: list[_Line], feedback: list[_Line], processed: list[_Line]) -> dict[str, Any]:
     """What the release's file names and rows say about its run; ``None`` where they say nothing."""
-    facts: dict[str, Any] = {"generator_model": None, "reviser_model": None, "solver_model": None,
-                             "judge_model": None, "retriever": None, "corpus": None, "target_min": None,
-                             "target_max": None, "generator_max_searches": None, "feedback_rounds": None,
-                             "attempts": None, "min_search_step": None}
+    facts: dict[str, Any] = {
+        "generator_model": None,
+        "reviser_model": None,
+        "solver_model": None,
+        "judge_model": None,
+        "retriever": None,
+        "corpus": None,
+        "target_min": None,
+        "target_max": None,
+        "generator_max_searches": None,
+        "feedback_rounds": None,
+        "attempts": None,
+        "min_search_step": None,
+    }
     for line in initial:
         m = _INITIAL_NAME.match(line.path.stem)
         if m:
-            facts.update(generator_model=m["model"], retriever=m["retriever"], corpus=m["corpus"],
-                         target_min=int(m["smin"]), target_max=int(m["smax"]),
-                         generator_max_searches=int(m["turns"]))
+            facts.update(
+                generator_model=m["model"],
+                retriever=m["retriever"],
+                corpus=m["corpus"],
+                target_min=int(m["smin"]),
+                target_max=int(m["smax"]),
+                generator_max_searches=int(m["turns"]),
+            )
             break
     rounds_seen = []
     for line in feedback:
         m = _INITIAL_NAME.match(line.path.stem)
         chain = _FEEDBACK_ROUND.findall(m["rest"]) if m else []
         if m and chain:
-            facts.update(retriever=facts["retriever"] or m["retriever"],
-                         generator_model=facts["generator_model"] or m["model"], reviser_model=chain[-1][0])
+            facts.update(
+                retriever=facts["retriever"] or m["retriever"],
+                generator_model=facts["generator_model"] or m["model"],
+                reviser_model=chain[-1][0],
+            )
             rounds_seen.append(len(chain))
     for line in processed:
         m = _PROCESSED_NAME.search(line.path.stem)
@@ -275,12 +344,15 @@ def release_facts(initial: list[_Line], feedback: list[_Line], processed: list[_
 
 def _config_overrides(facts: dict[str, Any], n_pairs: int) -> list[str]:
     """The run config's rows the release's files fix; the rest stays the ``sage`` profile's."""
-    out = [f"pipeline.num_seeds={max(n_pairs, 1)}",
-           # The release searched a Search-R1 /retrieve server (its E5 index) at this address.
-           "retrieval.kind=http", "retrieval.http.url=http://127.0.0.1:8000/retrieve",
-           # process_generated_data.py's --min_search_step is in no file name: no minimum of ours applies
-           # on top of the release's own acceptance (import.json says it is unknown).
-           "pipeline.min_difficulty_for_dataset=0"]
+    out = [
+        f"pipeline.num_seeds={max(n_pairs, 1)}",
+        # The release searched a Search-R1 /retrieve server (its E5 index) at this address.
+        "retrieval.kind=http",
+        "retrieval.http.url=http://127.0.0.1:8000/retrieve",
+        # process_generated_data.py's --min_search_step is in no file name: no minimum of ours applies
+        # on top of the release's own acceptance (import.json says it is unknown).
+        "pipeline.min_difficulty_for_dataset=0",
+    ]
     if facts["generator_model"]:
         out += ["llm.backend=openai", f"llm.model={facts['generator_model']}"]
     if facts["feedback_rounds"] is not None:
@@ -305,16 +377,21 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
     initial, feedback, processed = read_release(paths)
     skipped: list[str] = []
     if not initial and not processed:
-        raise InputError("no initial_questions or processed_data line: pairs start in one of them",
-                         path=", ".join(map(str, paths)))
+        raise InputError(
+            "no initial_questions or processed_data line: pairs start in one of them",
+            path=", ".join(map(str, paths)),
+        )
     pairs = [_Pair(seed=line) for line in initial]
     latest: dict[str, tuple[int, int]] = {}  # question → (pair, round index) of its candidate
     for i, p in enumerate(pairs):
         row = p.seed.row
         prompt = row["prompt"]
         transcript = row["model_response"]
-        output = transcript[len(prompt):] if transcript.startswith(prompt) else split_release_transcript(
-            transcript)[1]
+        output = (
+            transcript[len(prompt) :]
+            if transcript.startswith(prompt)
+            else split_release_transcript(transcript)[1]
+        )
         traj = _trajectory("generator", prompt, output, row["question"], row["answer"])
         p.rounds.append(_Round(row["question"], row["answer"], "generate", traj, p.seed))
         latest.setdefault(row["question"], (i, 0))
@@ -322,8 +399,10 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
     while pending:  # chain rounds: a line's prev_question is a candidate already placed
         placed = [fb for fb in pending if fb.row["prev_question"] in latest]
         if not placed:  # the rest judge questions whose source record is not among the imported files
-            why = ("prev_question: no imported initial_questions or feedbacks line generated this question "
-                   "(its source record is not in these files)")
+            why = (
+                "prev_question: no imported initial_questions or feedbacks line generated this question "
+                "(its source record is not in these files)"
+            )
             skipped += [_skip(fb, why) for fb in pending]
             break
         for fb in placed:
@@ -332,11 +411,19 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
             rnd = pairs[i].rounds[r]
             if rnd.verdict_line is not None:
                 seen = rnd.verdict_line
-                raise InputError(f"the question was already judged by {seen.path} line {seen.line}",
-                                 path=fb.path, line=fb.line, field="prev_question")
+                raise InputError(
+                    f"the question was already judged by {seen.path} line {seen.line}",
+                    path=fb.path,
+                    line=fb.line,
+                    field="prev_question",
+                )
             if r != len(pairs[i].rounds) - 1:
-                raise InputError("revises a candidate that was already revised", path=fb.path, line=fb.line,
-                                 field="prev_question")
+                raise InputError(
+                    "revises a candidate that was already revised",
+                    path=fb.path,
+                    line=fb.line,
+                    field="prev_question",
+                )
             _judged(fb, _target(pairs[i].seed))  # checked now: nothing is written before all is read
             rnd.verdict_line = fb
             q, a = fb.row["question"], fb.row["answer"]
@@ -349,8 +436,13 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
         if hit is not None:
             pairs[hit[0]].rounds[hit[1]].accepted = line
         elif initial:
-            skipped.append(_skip(line, "question: no imported initial_questions or feedbacks line generated "
-                                       "this accepted question (its source record is not in these files)"))
+            skipped.append(
+                _skip(
+                    line,
+                    "question: no imported initial_questions or feedbacks line generated "
+                    "this accepted question (its source record is not in these files)",
+                )
+            )
         else:  # only the released dataset: each line is an accepted pair, all else unknown
             q, a = line.row["question"], line.row["answer"]
             traj = Trajectory(agent="generator", question=q, answer=a, status="answered")
@@ -368,7 +460,8 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
     with DirLock(out, "run"):  # one writer per run directory, as for `generate`
         if (out / "ledger.sqlite").exists() and not force:
             raise SagegenError(
-                f"{out} already holds a run; pass --force to replace it, or choose another --out")
+                f"{out} already holds a run; pass --force to replace it, or choose another --out"
+            )
         store, _ = RunStore.create_or_resume(out, cfg.model_dump(mode="json"), cfg.dump(), force=force)
         try:
             store.begin_session()
@@ -380,12 +473,23 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
             store.end_session("completed")
         finally:
             store.close()
-        meta = {"source": "the authors' release (google-research, sage/outputs/agentic_question_gen)",
-                "files": files, **facts, "skipped": skipped,
-                "unknown": sorted(k for k, v in facts.items() if v is None)}
+        meta = {
+            "source": "the authors' release (google-research, sage/outputs/agentic_question_gen)",
+            "files": files,
+            **facts,
+            "skipped": skipped,
+            "unknown": sorted(k for k, v in facts.items() if v is None),
+        }
         (out / IMPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return ImportSummary(len(pairs), counts["rounds"], counts["verdicts"], counts["accepted"],
-                         counts["unjudged"], tuple(files), tuple(skipped))
+    return ImportSummary(
+        len(pairs),
+        counts["rounds"],
+        counts["verdicts"],
+        counts["accepted"],
+        counts["unjudged"],
+        tuple(files),
+        tuple(skipped),
+    )
 
 
 def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int], trace_id: Any) -> None:
@@ -396,9 +500,13 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
         doc_id, target = "", 0
         answer_type = classify(row["answer"]) or "entity"
         store.add_pair(idx, doc_id, target, answer_type)
-        store.event("import_unknown", "a processed_data line alone: seed passage, target S, answer type "
-                    "(read from the answer), difficulty, Avg@K and the round it was accepted in are not "
-                    "recorded", idx)
+        store.event(
+            "import_unknown",
+            "a processed_data line alone: seed passage, target S, answer type "
+            "(read from the answer), difficulty, Avg@K and the round it was accepted in are not "
+            "recorded",
+            idx,
+        )
     else:
         doc_id = "release:" + hashlib.sha1(row["initial_doc"].encode("utf-8")).hexdigest()[:16]
         target = _target(p.seed)
@@ -413,9 +521,16 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
             plan_tag = "answering steps" if rnd.kind == "generate" else "search steps"
             msgs = rnd.trajectory.messages
             plan = (tags.last(str(msgs[-1]["content"]), plan_tag, allow_unclosed=True) or "") if msgs else ""
-            cand = Candidate(question=rnd.question, answer=rnd.answer, answer_type=answer_type,  # type: ignore[arg-type]
-                             target=target, plan=plan, seed_doc_id=doc_id, round=r,
-                             supporting_ids=(doc_id,) if doc_id else ())
+            cand = Candidate(
+                question=rnd.question,
+                answer=rnd.answer,
+                answer_type=answer_type,  # type: ignore[arg-type]
+                target=target,
+                plan=plan,
+                seed_doc_id=doc_id,
+                round=r,
+                supporting_ids=(doc_id,) if doc_id else (),
+            )
         store.add_round(idx, r, rnd.kind, cand, gen_tid, rnd.trajectory)
         counts["rounds"] += 1
         if cand is None:
@@ -433,19 +548,32 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
     accepted = p.rounds[r - 1].accepted is not None
     if verdict is None and not accepted:
         counts["unjudged"] += 1
-        store.event("import_unknown", f"round {r}'s candidate is judged by none of the imported files",
-                    idx, r)
+        store.event(
+            "import_unknown", f"round {r}'s candidate is judged by none of the imported files", idx, r
+        )
         return
     label = "pass" if accepted else verdict.label  # type: ignore[union-attr]
     qa = QAPair(
-        id=f"{run}-{idx}", question=cand.question, answer=cand.answer, answer_type=cand.answer_type,
-        target=cand.target, difficulty=verdict.difficulty if verdict else None,
-        avg_at_k=verdict.avg_at_k if verdict else None, label=label, round=r, seed_doc_id=cand.seed_doc_id,
-        supporting_ids=cand.supporting_ids, plan=cand.plan,
-        trace_ids={"generation": trace_id(f"p{idx}", f"r{r}", "gen"), "attempts": attempt_ids,
-                   "num_attempts": verdict.num_attempts if verdict else None,
-                   "rounds": [trace_id(f"p{idx}", f"r{k}", "gen") for k in range(1, r + 1)]},
-        run_id=run, acceptance="unknown" if accepted else "strict",
+        id=f"{run}-{idx}",
+        question=cand.question,
+        answer=cand.answer,
+        answer_type=cand.answer_type,
+        target=cand.target,
+        difficulty=verdict.difficulty if verdict else None,
+        avg_at_k=verdict.avg_at_k if verdict else None,
+        label=label,
+        round=r,
+        seed_doc_id=cand.seed_doc_id,
+        supporting_ids=cand.supporting_ids,
+        plan=cand.plan,
+        trace_ids={
+            "generation": trace_id(f"p{idx}", f"r{r}", "gen"),
+            "attempts": attempt_ids,
+            "num_attempts": verdict.num_attempts if verdict else None,
+            "rounds": [trace_id(f"p{idx}", f"r{k}", "gen") for k in range(1, r + 1)],
+        },
+        run_id=run,
+        acceptance="unknown" if accepted else "strict",
     )
     output = {"pass": "dataset", "too_easy": "too_easy", "incorrect": "unsolved"}[label]
     if accepted:
@@ -464,28 +592,49 @@ def _judged(line: _Line, target: int) -> tuple[bool, int | None, bool, str]:
     label = "pass" if passed else ("too_easy" if correct else "incorrect")
     expected = {"too_easy": "difficulty", "incorrect": "correctness"}.get(label)
     if expected != row["feedback_type"]:
-        raise InputError(f"best_of_n={row['best_of_n']}, best_n_search_steps={row['best_n_search_steps']} "
-                         f"and target {target} make this pair {label}, but the line says "
-                         f"{row['feedback_type']!r}", path=line.path, line=line.line, field="feedback_type")
+        raise InputError(
+            f"best_of_n={row['best_of_n']}, best_n_search_steps={row['best_n_search_steps']} "
+            f"and target {target} make this pair {label}, but the line says "
+            f"{row['feedback_type']!r}",
+            path=line.path,
+            line=line.line,
+            field="feedback_type",
+        )
     return correct, difficulty, passed, label
 
 
-def _write_verdict(store: Any, idx: int, r: int, cand: Candidate, line: _Line, trace_id: Any
-                   ) -> tuple[Verdict, list[str]]:
+def _write_verdict(
+    store: Any, idx: int, r: int, cand: Candidate, line: _Line, trace_id: Any
+) -> tuple[Verdict, list[str]]:
     row = line.row
     correct, difficulty, passed, label = _judged(line, cand.target)
-    verdict = Verdict(correct=correct, difficulty=difficulty, passed=passed, avg_at_k=float(row["avg_of_n"]),
-                      label=label, num_attempts=row["n_rollouts"])  # type: ignore[arg-type]
+    verdict = Verdict(
+        correct=correct,
+        difficulty=difficulty,
+        passed=passed,
+        avg_at_k=float(row["avg_of_n"]),
+        label=label,
+        num_attempts=row["n_rollouts"],
+    )  # type: ignore[arg-type]
     answers = row.get("model_answer") if isinstance(row.get("model_answer"), list) else []
     best = row.get("best_idx") if isinstance(row.get("best_idx"), int) else 0
     prompt, output = split_release_transcript(row["best_response"])
     extracted = answers[best] if best < len(answers) and isinstance(answers[best], str) else None
     traj = _trajectory("solver", prompt, output, cand.question, extracted)
     tid = trace_id(f"p{idx}", f"r{r}", f"a{best}")
-    judgement = Judgement(correct=correct, extracted=extracted, method="release",
-                          reason="the release's judge verdict (best_of_n); its reply is not kept")
+    judgement = Judgement(
+        correct=correct,
+        extracted=extracted,
+        method="release",
+        reason="the release's judge verdict (best_of_n); its reply is not kept",
+    )
     store.add_attempt(idx, r, best, 0, tid, traj, judgement)
     store.set_verdict(idx, r, verdict)
-    store.event("import_unknown", f"{row['n_rollouts'] - 1} attempt traces not kept by the release; "
-                f"their final answers: {json.dumps(answers)[:500]}", idx, r)
+    store.event(
+        "import_unknown",
+        f"{row['n_rollouts'] - 1} attempt traces not kept by the release; "
+        f"their final answers: {json.dumps(answers)[:500]}",
+        idx,
+        r,
+    )
     return verdict, [tid]

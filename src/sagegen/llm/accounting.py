@@ -31,8 +31,12 @@ class ReplyFacts:
 
 
 def reply_facts(comp: Completion) -> ReplyFacts:
-    return ReplyFacts(comp.finish_reason, comp.reasoning_tokens, len(comp.reasoning),
-                      not comp.text.strip() and not comp.tool_calls)
+    return ReplyFacts(
+        comp.finish_reason,
+        comp.reasoning_tokens,
+        len(comp.reasoning),
+        not comp.text.strip() and not comp.tool_calls,
+    )
 
 
 class AccountingLLM(LLM):
@@ -57,8 +61,9 @@ class AccountingLLM(LLM):
                 secs = time.monotonic() - t0
                 self.calls, self.errors = self.calls + 1, self.errors + 1
                 if self.ledger is not None:
-                    self.ledger.record_call(self.role, self.name, 0, 0, secs, False, str(e)[:500],
-                                            tries=tries)
+                    self.ledger.record_call(
+                        self.role, self.name, 0, 0, secs, False, str(e)[:500], tries=tries
+                    )
                 self._emit(LLMCallFinished(self.role, seconds=secs, error=str(e)[:300]))
                 raise
         # Model time of a call counts its failed tries and the waits between them, not just the last try.
@@ -75,15 +80,28 @@ class AccountingLLM(LLM):
         self.thinking += int(reply.reasoning_chars > 0 or reply.reasoning_tokens > 0)
         self.reasoning_tokens += reply.reasoning_tokens
         if self.ledger is not None:
-            self.ledger.record_call(self.role, self.name, comp.prompt_tokens, comp.completion_tokens, secs,
-                                    comp.cached, tries=tries, reply=reply)
+            self.ledger.record_call(
+                self.role,
+                self.name,
+                comp.prompt_tokens,
+                comp.completion_tokens,
+                secs,
+                comp.cached,
+                tries=tries,
+                reply=reply,
+            )
         self._emit(LLMCallFinished(self.role, comp.prompt_tokens, comp.completion_tokens, comp.cached, secs))
         return comp
 
     def reply_counts(self) -> dict[str, int]:
         """Calls, and among them: cut at the cap, empty answers, calls that thought; reasoning tokens."""
-        return {"calls": self.calls, "cut": self.cut, "empty": self.empty, "thinking": self.thinking,
-                "reasoning_tokens": self.reasoning_tokens}
+        return {
+            "calls": self.calls,
+            "cut": self.cut,
+            "empty": self.empty,
+            "thinking": self.thinking,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
 
     def _emit(self, event: LLMCallFinished) -> None:
         if self.on_event is not None:

@@ -59,11 +59,17 @@ class CacheStats:
         return dict(self.__dict__)
 
 
-def cache_key(name: str, messages: Sequence[Message], params: dict[str, Any],
-              identity: dict[str, Any] | None = None) -> str:
+def cache_key(
+    name: str, messages: Sequence[Message], params: dict[str, Any], identity: dict[str, Any] | None = None
+) -> str:
     """SHA-256 of the canonical JSON (sorted keys, no spaces) of the call."""
-    payload = {"v": KEY_VERSION, "name": name, "identity": identity or {},
-               "messages": [dict(m) for m in messages], "params": params}
+    payload = {
+        "v": KEY_VERSION,
+        "name": name,
+        "identity": identity or {},
+        "messages": [dict(m) for m in messages],
+        "params": params,
+    }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -89,7 +95,8 @@ class CallCache:
             low = str(e).lower()
             if "not a database" in low or "malformed" in low:
                 raise LLMError(
-                    f"LLM call cache {self.path}: cannot open ({e}); delete it to start afresh") from None
+                    f"LLM call cache {self.path}: cannot open ({e}); delete it to start afresh"
+                ) from None
             raise LLMError(f"LLM call cache {ledger_error(self.path, e)}") from None
         self._lock = threading.Lock()
 
@@ -153,8 +160,14 @@ class CachedLLM(LLM):
 
     async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
         # The key's params keep their first form (lists, None when empty): caches written before still match.
-        key = self.key(messages, max_tokens=o.max_tokens, temperature=o.temperature,
-                       stop=list(o.stop) or None, seed=o.seed, tools=list(o.tools) or None)
+        key = self.key(
+            messages,
+            max_tokens=o.max_tokens,
+            temperature=o.temperature,
+            stop=list(o.stop) or None,
+            seed=o.seed,
+            tools=list(o.tools) or None,
+        )
         found = await asyncio.to_thread(self.store.get, key)
         if found is not None:
             self.stats.hits += 1

@@ -84,4 +84,4 @@ def _response(item: object, path: Path, where: int) -> str:
         return item
     if isinstance(item, dict) and isinstance(item.get("text"), str):
         return item["text"]
-    raise ConfigError(f"{path}: item {where}: expected a string or {{\"text\": ...}}")
+    raise ConfigError(f'{path}: item {where}: expected a string or {{"text": ...}}')

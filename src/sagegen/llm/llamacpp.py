@@ -89,13 +89,15 @@ class _Loaded:
             if not template:
                 self._formatter = None
             else:
+
                 def text(tok: int) -> str:
                     if tok < 0:
                         return ""
                     return self.llama.detokenize([tok], special=True).decode("utf-8", "replace")
 
                 self._formatter = llama_chat_format.Jinja2ChatFormatter(
-                    template=template, eos_token=text(self.llama.token_eos()),
+                    template=template,
+                    eos_token=text(self.llama.token_eos()),
                     bos_token=text(self.llama.token_bos()),
                 )
         return self._formatter
@@ -112,8 +114,9 @@ _MODELS: dict[tuple[str, int, int, int], _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int,
-          holder: LlamaCppBackend | None = None) -> _Loaded:
+def _load(
+    path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int, holder: LlamaCppBackend | None = None
+) -> _Loaded:
     """The model, loaded on first use; ``holder`` takes a hold on it (once) in the same locked step, so
     another backend's last ``close()`` cannot free it in between."""
     key = (str(path.resolve()), n_ctx, n_threads, n_gpu_layers)
@@ -128,12 +131,22 @@ def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int,
                 ) from None
             t0 = time.monotonic()
             try:
-                llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
-                              n_gpu_layers=n_gpu_layers, verbose=False)
+                llama = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_gpu_layers=n_gpu_layers,
+                    verbose=False,
+                )
             except (ValueError, RuntimeError) as e:
                 raise LLMError(f"llama.cpp could not load {path}: {e}") from None
-            log.info("loaded %s in %.1fs (n_ctx=%d, threads=%d)", path.name, time.monotonic() - t0,
-                     n_ctx, n_threads)
+            log.info(
+                "loaded %s in %.1fs (n_ctx=%d, threads=%d)",
+                path.name,
+                time.monotonic() - t0,
+                n_ctx,
+                n_threads,
+            )
             _MODELS[key] = _Loaded(llama, key)
         model = _MODELS[key]
         if holder is not None and holder._held is not model:  # a model freed since is no hold any more
@@ -208,8 +221,12 @@ class LlamaCppBackend(LLM):
     def cache_identity(self) -> dict[str, Any]:
         st = self.path.stat()
         # n_ctx decides how prompts get trimmed; size+mtime notice a GGUF replaced under the same name.
-        return {"path": str(self.path.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
-                "n_ctx": self.cfg.n_ctx}
+        return {
+            "path": str(self.path.resolve()),
+            "size": st.st_size,
+            "mtime": int(st.st_mtime),
+            "n_ctx": self.cfg.n_ctx,
+        }
 
     def load(self) -> _Loaded:
         return _load(self.path, self.cfg.n_ctx, self.n_threads, self.cfg.n_gpu_layers, self)
@@ -228,9 +245,19 @@ class LlamaCppBackend(LLM):
         cancelled = threading.Event()
         async with model.loop_lock():
             t0 = time.monotonic()
-            worker = asyncio.ensure_future(asyncio.to_thread(
-                self._generate, model, msgs, o.max_tokens, o.temperature, stops, o.seed, o.tools, cancelled
-            ))
+            worker = asyncio.ensure_future(
+                asyncio.to_thread(
+                    self._generate,
+                    model,
+                    msgs,
+                    o.max_tokens,
+                    o.temperature,
+                    stops,
+                    o.seed,
+                    o.tools,
+                    cancelled,
+                )
+            )
             try:
                 out, trimmed = await asyncio.shield(worker)
             except asyncio.CancelledError:
@@ -246,8 +273,11 @@ class LlamaCppBackend(LLM):
         message = choice.get("message") or {}
         text = message.get("content") or ""
         calls = [
-            {"id": tc.get("id") or f"call_{i}", "name": tc["function"]["name"],
-             "arguments": tool_arguments(tc["function"].get("arguments"))}
+            {
+                "id": tc.get("id") or f"call_{i}",
+                "name": tc["function"]["name"],
+                "arguments": tool_arguments(tc["function"].get("arguments")),
+            }
             for i, tc in enumerate(message.get("tool_calls") or ())
         ]
         if o.tools and not calls:
@@ -269,9 +299,17 @@ class LlamaCppBackend(LLM):
         self.stats.trimmed_calls += int(trimmed)
         return comp
 
-    def _generate(self, model: _Loaded, msgs: list[dict[str, Any]], max_tokens: int, temperature: float,
-                  stops: list[str], seed: int | None, tools: Sequence[dict[str, Any]] | None,
-                  cancelled: threading.Event | None = None) -> tuple[dict[str, Any], bool]:
+    def _generate(
+        self,
+        model: _Loaded,
+        msgs: list[dict[str, Any]],
+        max_tokens: int,
+        temperature: float,
+        stops: list[str],
+        seed: int | None,
+        tools: Sequence[dict[str, Any]] | None,
+        cancelled: threading.Event | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """Runs in a worker thread, holding the model's lock; stops early once ``cancelled`` is set."""
         llama = model.llama
         from llama_cpp import StoppingCriteriaList
@@ -286,7 +324,8 @@ class LlamaCppBackend(LLM):
             if fmt is None:  # a GGUF without a chat template: llama.cpp's guessed format, no extras
                 # (create_chat_completion takes no stopping criteria: such a call runs to its end)
                 out = llama.create_chat_completion(
-                    messages=msgs, max_tokens=max_tokens, temperature=temperature, stop=stops, seed=seed)
+                    messages=msgs, max_tokens=max_tokens, temperature=temperature, stop=stops, seed=seed
+                )
                 return out, False
             n_ctx = llama.n_ctx()
             reserve = min(max_tokens, n_ctx // 4)  # room to answer, not just to read
@@ -315,8 +354,15 @@ class LlamaCppBackend(LLM):
             llama.n_tokens = min(llama.n_tokens, max(0, len(tokens) - REPLAY_TOKENS))
             try:
                 out = llama.create_completion(
-                    prompt=tokens, max_tokens=max_tokens, temperature=temperature, stop=stops + fmt_stops,
-                    seed=seed, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0,
+                    prompt=tokens,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    stop=stops + fmt_stops,
+                    seed=seed,
+                    top_p=0.95,
+                    top_k=40,
+                    min_p=0.05,
+                    repeat_penalty=1.0,
                     stopping_criteria=halt,
                 )
             finally:
@@ -324,27 +370,36 @@ class LlamaCppBackend(LLM):
                 # evaluates them batched, exactly as a fresh process would.
                 llama.n_tokens = min(llama.n_tokens, len(tokens))
             choice = out["choices"][0]
-            chat = {"choices": [{"message": {"role": "assistant", "content": choice["text"]},
-                                 "finish_reason": choice.get("finish_reason")}],
-                    "usage": out.get("usage")}
+            chat = {
+                "choices": [
+                    {
+                        "message": {"role": "assistant", "content": choice["text"]},
+                        "finish_reason": choice.get("finish_reason"),
+                    }
+                ],
+                "usage": out.get("usage"),
+            }
             return chat, trimmed
 
 
-def _render(llama: Any, fmt: Any, msgs: list[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
-            ) -> tuple[list[int], list[str]]:
+def _render(
+    llama: Any, fmt: Any, msgs: list[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
+) -> tuple[list[int], list[str]]:
     """The prompt tokens as llama-cpp-python's own chat handler would build them, plus template stops."""
     try:
         result = fmt(messages=msgs, tools=list(tools) if tools else None)
     except Exception as e:  # jinja2 raises many types for a template that cannot render these messages
         raise LLMError(
-            f"the GGUF chat template cannot render these messages: {type(e).__name__}: {e}") from None
+            f"the GGUF chat template cannot render these messages: {type(e).__name__}: {e}"
+        ) from None
     tokens = llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
     extra = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
     return tokens, [s for s in extra if s]
 
 
-def trim_messages(msgs: list[dict[str, Any]], need: int, count: Callable[[str], int]
-                  ) -> list[dict[str, Any]] | None:
+def trim_messages(
+    msgs: list[dict[str, Any]], need: int, count: Callable[[str], int]
+) -> list[dict[str, Any]] | None:
     """Free ``need`` tokens by blanking whole messages, oldest tool observations first, then other
     middle turns oldest first. The system prompt, the first user message (the task) and the last
     message are never touched. Returns ``None`` when that cannot free enough."""
@@ -352,7 +407,8 @@ def trim_messages(msgs: list[dict[str, Any]], need: int, count: Callable[[str], 
     protected = {i for i, m in enumerate(msgs) if m.get("role") == "system"} | {first_user, len(msgs) - 1}
     middle = [i for i in range(len(msgs)) if i not in protected and msgs[i].get("content") != TRIMMED]
     order = [i for i in middle if msgs[i].get("role") == "tool"] + [
-        i for i in middle if msgs[i].get("role") != "tool"]
+        i for i in middle if msgs[i].get("role") != "tool"
+    ]
     out = [dict(m) for m in msgs]
     freed = 0
     marker = count(TRIMMED)
@@ -384,7 +440,8 @@ def _plain(m: Message) -> dict[str, Any]:
         # Hermes/Qwen spelling, which is also what _parse_tool_calls reads back.
         fns = [c.get("function", c) for c in calls]
         spelled = [
-            "<tool_call>\n" + json.dumps({"name": f.get("name"), "arguments": f.get("arguments")})
+            "<tool_call>\n"
+            + json.dumps({"name": f.get("name"), "arguments": f.get("arguments")})
             + "\n</tool_call>"
             for f in fns
         ]

@@ -68,8 +68,9 @@ _timeout = getattr(asyncio, "timeout", None)
 class _Retryable(BackendError):
     """A failure worth another try; ``wait`` is the server's ``Retry-After`` when it sent one."""
 
-    def __init__(self, message: str, wait: float | None = None, status: int | None = None,
-                 endpoint_down: bool = False):
+    def __init__(
+        self, message: str, wait: float | None = None, status: int | None = None, endpoint_down: bool = False
+    ):
         super().__init__(message, wait)
         self.status = status
         #: A connection error or a 5xx: the endpoint is set aside and the next try goes elsewhere.
@@ -92,8 +93,10 @@ class _Endpoint:
     def __init__(self, root: str):
         parts = urllib.parse.urlsplit(root)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"llm.base_url: {_masked_url(root)!r} is not an http(s) URL; give the server's "
-                              "API root with scheme and host, e.g. http://127.0.0.1:8000/v1")
+            raise ConfigError(
+                f"llm.base_url: {_masked_url(root)!r} is not an http(s) URL; give the server's "
+                "API root with scheme and host, e.g. http://127.0.0.1:8000/v1"
+            )
         if parts.password:
             register_secret(parts.password)
         self.label = endpoint_label(root)
@@ -108,8 +111,12 @@ class _Endpoint:
         self.down_streak = 0  # failures in a row, for the set-aside's backoff
 
     def counts(self) -> dict[str, Any]:
-        return {"endpoint": self.label, "calls": self.calls, "failures": self.failures,
-                "in_flight": self.in_flight}
+        return {
+            "endpoint": self.label,
+            "calls": self.calls,
+            "failures": self.failures,
+            "in_flight": self.in_flight,
+        }
 
 
 class OpenAIBackend(LLM):
@@ -130,8 +137,9 @@ class OpenAIBackend(LLM):
         self.name = f"openai:{cfg.model}"
         self.endpoints = [_Endpoint(r.rstrip("/")) for r in roots]
         self.provider = detect(cfg.provider, roots[0], cfg.model)
-        self._token_param = (self.provider.token_param if cfg.max_tokens_param == "auto"
-                             else cfg.max_tokens_param)
+        self._token_param = (
+            self.provider.token_param if cfg.max_tokens_param == "auto" else cfg.max_tokens_param
+        )
         self._return_reasoning = self.provider.return_reasoning
         #: Request fields a server refused as unsupported (a 400 naming them): never sent again.
         self._dropped: set[str] = set()
@@ -153,8 +161,11 @@ class OpenAIBackend(LLM):
                 )
         self._key = key
         register_secret(key)  # masked in every error text, retry warnings included
-        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                         "Accept": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         self._transport = Transport()  # its pool belongs to the event loop of the calls
         self.calls = 0  # HTTP requests sent, retries included
         self.retries = 0
@@ -164,8 +175,11 @@ class OpenAIBackend(LLM):
         """What besides the call itself decides the answer; the call cache keys on it. Not the URL:
         replicas of one model answer alike, so a call cached through one server is a hit through
         another (``name`` carries the model; llm.base_url is volatile on resume for the same reason)."""
-        return {"extra_body": self.cfg.extra_body, "send_seed": self.cfg.send_seed,
-                "reasoning_effort": self.cfg.reasoning_effort}
+        return {
+            "extra_body": self.cfg.extra_body,
+            "send_seed": self.cfg.send_seed,
+            "reasoning_effort": self.cfg.reasoning_effort,
+        }
 
     def endpoint_counts(self) -> list[dict[str, Any]]:
         """Per endpoint: requests sent, connection errors and 5xx among them, requests in flight now."""
@@ -230,10 +244,12 @@ class OpenAIBackend(LLM):
     def request_rules(self) -> str:
         """How this backend writes a request now, in words (``sagegen doctor`` prints it)."""
         temperature = self.provider.sampling and "temperature" not in self._dropped
-        return (f"provider {self.provider.name}; token cap as {self._token_param}; temperature "
-                f"{'sent' if temperature else 'not sent'}; stops "
-                f"{'on the wire' if self.wire_stops() else 'applied to the answer text only'}; "
-                f"reasoning_effort {self.cfg.reasoning_effort or 'server default'}")
+        return (
+            f"provider {self.provider.name}; token cap as {self._token_param}; temperature "
+            f"{'sent' if temperature else 'not sent'}; stops "
+            f"{'on the wire' if self.wire_stops() else 'applied to the answer text only'}; "
+            f"reasoning_effort {self.cfg.reasoning_effort or 'server default'}"
+        )
 
     def wire_stops(self) -> bool:
         """Whether this request's stop strings go on the wire (docs/models.md, "Stop strings")."""
@@ -244,8 +260,9 @@ class OpenAIBackend(LLM):
         # Only once the model has answered without thinking: a server matches stops inside a thought.
         return self.thinks is False
 
-    def _params(self, messages: Sequence[Message], o: CallOptions, send_stops: bool,
-                cap: int | None = None) -> dict[str, Any]:
+    def _params(
+        self, messages: Sequence[Message], o: CallOptions, send_stops: bool, cap: int | None = None
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
         if self.provider.sampling:
             params["temperature"] = o.temperature
@@ -285,8 +302,10 @@ class OpenAIBackend(LLM):
                     # The server matched a stop inside the thinking: no answer came. The same call
                     # without wire stops (applied to the answer text here instead) is the call asked for.
                     self.thinks = True
-                    self.note("a stop string fired inside the model's thinking (no answer came back): "
-                              "stops are applied to the answer text only from now on")
+                    self.note(
+                        "a stop string fired inside the model's thinking (no answer came back): "
+                        "stops are applied to the answer text only from now on"
+                    )
                     send_stops = False
                     content = json.dumps(self._params(messages, o, False, cap), ensure_ascii=False).encode()
                     continue
@@ -313,21 +332,32 @@ class OpenAIBackend(LLM):
                 attempt += 1
                 note_try(e.status, time.monotonic() - t0, wait, last)
                 self.retries += 1
-                log.warning("%s: %s; retry %d/%d in %.1fs", self.name,
-                            f"{ep.label}: {last}" if len(self.endpoints) > 1 else last,
-                            attempt, attempts - 1, wait)
+                log.warning(
+                    "%s: %s; retry %d/%d in %.1fs",
+                    self.name,
+                    f"{ep.label}: {last}" if len(self.endpoints) > 1 else last,
+                    attempt,
+                    attempts - 1,
+                    wait,
+                )
                 if wait:
                     await asyncio.sleep(wait)
-        raise LLMError(self._scrub(
-            f"{self.name} at {self._where()}: gave up after {attempts} attempt(s) "
-            f"in {time.monotonic() - started:.1f}s; last error: {last}"
-        ))
+        raise LLMError(
+            self._scrub(
+                f"{self.name} at {self._where()}: gave up after {attempts} attempt(s) "
+                f"in {time.monotonic() - started:.1f}s; last error: {last}"
+            )
+        )
 
     def _stopped_in_thought(self, comp: Completion) -> bool:
         """A reply that thought and then stopped with no answer and no tool call: the wire stop fired
         in the thinking (a reply cut at its cap says ``length`` and is the caller's to handle)."""
-        return (comp.finish_reason == "stop" and not comp.text.strip() and not comp.tool_calls
-                and bool(comp.reasoning))
+        return (
+            comp.finish_reason == "stop"
+            and not comp.text.strip()
+            and not comp.tool_calls
+            and bool(comp.reasoning)
+        )
 
     def _adapt(self, e: LLMError) -> bool:
         """A 400 that names a parameter as unsupported: stop sending it (or send the token cap under
@@ -340,8 +370,10 @@ class OpenAIBackend(LLM):
         if "reasoning_content" in low and not self._return_reasoning:  # DeepSeek behind another host
             # This history lacks it already (no resend helps); turns from now on carry it back.
             self._return_reasoning = True
-            self.note("the server requires reasoning_content back on tool-call turns: it is sent back "
-                      "from now on (set llm.provider=deepseek to have it from the first call)")
+            self.note(
+                "the server requires reasoning_content back on tool-call turns: it is sent back "
+                "from now on (set llm.provider=deepseek to have it from the first call)"
+            )
             return False
         if not any(w in low for w in _UNSUPPORTED_WORDS):
             return False
@@ -387,9 +419,12 @@ class OpenAIBackend(LLM):
         except asyncio.TimeoutError:  # (TimeoutError is an OSError: first)
             raise _Retryable(f"timed out after {timeout:g}s") from None
         except ssl.SSLCertVerificationError as e:  # the same certificate next time: no retry helps
-            raise LLMError(self._scrub(
-                f"{self.name} at {ep.label}: TLS certificate not trusted ({e.verify_message}); "
-                "for a private CA, point SSL_CERT_FILE at its PEM bundle (not retried)")) from None
+            raise LLMError(
+                self._scrub(
+                    f"{self.name} at {ep.label}: TLS certificate not trusted ({e.verify_message}); "
+                    "for a private CA, point SSL_CERT_FILE at its PEM bundle (not retried)"
+                )
+            ) from None
         except (OSError, HTTPConnectionError) as e:
             # refused, reset, a TLS failure, a body cut short of its length, broken HTTP, ...
             raise _Retryable(f"connection error ({type(e).__name__}: {e})", endpoint_down=True) from None
@@ -402,9 +437,7 @@ class OpenAIBackend(LLM):
             msg = f"HTTP {status}: {_error_text(body)}"
             if status in RETRYABLE_STATUS or status >= 500:
                 raise _Retryable(msg, _retry_after(headers), status, endpoint_down=status >= 500)
-            fatal = LLMError(self._scrub(
-                f"{self.name} at {self._where()}: {msg} (not retried)"
-            ))
+            fatal = LLMError(self._scrub(f"{self.name} at {self._where()}: {msg} (not retried)"))
             fatal.status = status  # type: ignore[attr-defined]
             fatal.body = body  # type: ignore[attr-defined]  # for _adapt: the parameter it names
             raise fatal
@@ -423,15 +456,17 @@ class OpenAIBackend(LLM):
         try:
             return self._read_completion(data, stops, seconds)
         except (AttributeError, TypeError, ValueError):  # a field of the wrong type somewhere inside
-            raise _Retryable(f"body is not a chat completion: {_snippet(json.dumps(data).encode())}",
-                             status=200) from None
+            raise _Retryable(
+                f"body is not a chat completion: {_snippet(json.dumps(data).encode())}", status=200
+            ) from None
 
     def _read_completion(self, data: dict[str, Any], stops: list[str], seconds: float) -> Completion:
         choice = data["choices"][0]
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
-            raise _Retryable(f"chat completion without a message: {_snippet(json.dumps(data).encode())}",
-                             status=200)
+            raise _Retryable(
+                f"chat completion without a message: {_snippet(json.dumps(data).encode())}", status=200
+            )
         text = message.get("content") or ""
         if not isinstance(text, str):  # some servers send content parts
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
@@ -453,8 +488,11 @@ class OpenAIBackend(LLM):
         calls = []
         for i, tc in enumerate(message.get("tool_calls") or ()):
             fn = tc.get("function") or {}
-            call = {"id": tc.get("id") or f"call_{i}", "name": fn.get("name", ""),
-                    "arguments": tool_arguments(fn.get("arguments"))}
+            call = {
+                "id": tc.get("id") or f"call_{i}",
+                "name": fn.get("name", ""),
+                "arguments": tool_arguments(fn.get("arguments")),
+            }
             if tc.get("extra_content") is not None:  # Gemini 3's thought signature: must come back
                 call["extra_content"] = tc["extra_content"]
             calls.append(call)
@@ -466,8 +504,11 @@ class OpenAIBackend(LLM):
         elif self.thinks is None:
             self.thinks = False
         # Only a provider that requires the thinking back on a tool-call turn gets it in the history.
-        extra = ({"reasoning_content": message[field]}
-                 if calls and field and message.get(field) and self._return_reasoning else {})
+        extra = (
+            {"reasoning_content": message[field]}
+            if calls and field and message.get(field) and self._return_reasoning
+            else {}
+        )
         return Completion(
             text=apply_stop(text, stops),  # stops on the answer: covers those not sent on the wire
             model=str(data.get("model") or self.model),
@@ -491,15 +532,24 @@ class OpenAIBackend(LLM):
 #: A 400's wording when it refuses a parameter (OpenAI: "Unsupported parameter", "Unsupported value:
 #: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported.";
 #: vLLM/pydantic: "Extra inputs are not permitted").
-_UNSUPPORTED_WORDS = ("unsupported", "not supported", "does not support", "only the default",
-                      "not permitted", "unrecognized", "unknown parameter", "not allowed")
+_UNSUPPORTED_WORDS = (
+    "unsupported",
+    "not supported",
+    "does not support",
+    "only the default",
+    "not permitted",
+    "unrecognized",
+    "unknown parameter",
+    "not allowed",
+)
 #: Request fields sagegen may stop sending when a server refuses them (never model, messages, tools).
 _ADAPTABLE = ("max_tokens", "temperature", "stop", "seed", "reasoning_effort")
 
 
 _CONTEXT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
-_INPUT = re.compile(r"(\d+) (?:tokens )?in the messages|has (\d+) input tokens|(\d+) input tokens",
-                    re.IGNORECASE)
+_INPUT = re.compile(
+    r"(\d+) (?:tokens )?in the messages|has (\d+) input tokens|(\d+) input tokens", re.IGNORECASE
+)
 
 
 def _context_room(body: bytes, asked: int) -> int | None:

@@ -64,8 +64,12 @@ def detect(name: str, base_url: str, model: str) -> Provider:
     if name == "openai":
         reasoning = bool(_OPENAI_REASONING.match(model))
         # Every OpenAI model takes max_completion_tokens; the reasoning ones take nothing else.
-        return Provider("openai", token_param="max_completion_tokens", sampling=not reasoning,
-                        wire_stops=False if reasoning else None)
+        return Provider(
+            "openai",
+            token_param="max_completion_tokens",
+            sampling=not reasoning,
+            wire_stops=False if reasoning else None,
+        )
     if name == "deepseek":
         return Provider("deepseek", effort_field="", return_reasoning=True)
     if name == "gemini":

@@ -36,14 +36,14 @@ def split_reasoning(text: str) -> tuple[str, str]:
     close = _lone_close(text)
     if close is not None:
         thoughts.append(text[: close.start()].strip())  # the block opened in the prompt
-        text = text[close.end():]
+        text = text[close.end() :]
     out: list[str] = []
     pos = 0
     while (m := _OPEN.search(text, pos)) is not None:
         out.append(text[pos : m.start()])
         c = _CLOSE.search(text, m.end())
         if c is None:  # open to the end: cut inside its thinking
-            thoughts.append(text[m.end():].strip())
+            thoughts.append(text[m.end() :].strip())
             pos = len(text)
             break
         thoughts.append(text[m.end() : c.start()].strip())

@@ -37,8 +37,14 @@ class ScriptedLLM(LLM):
 
     async def _complete(self, messages: Sequence[Message], o: CallOptions) -> Completion:
         self.calls.append(
-            {"messages": [dict(m) for m in messages], "max_tokens": o.max_tokens, "stop": list(o.stop),
-             "temperature": o.temperature, "seed": o.seed, "tools": list(o.tools) or None}
+            {
+                "messages": [dict(m) for m in messages],
+                "max_tokens": o.max_tokens,
+                "stop": list(o.stop),
+                "temperature": o.temperature,
+                "seed": o.seed,
+                "tools": list(o.tools) or None,
+            }
         )
         if self.queue:
             item = self.queue.popleft()
@@ -53,8 +59,11 @@ class ScriptedLLM(LLM):
         text = apply_stop(item, o.stop)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         return Completion(
-            text=text, model=self.name, prompt_tokens=prompt_tokens,
-            completion_tokens=len(text.split()), finish_reason="stop",
+            text=text,
+            model=self.name,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(text.split()),
+            finish_reason="stop",
         )
 
 
@@ -79,8 +88,11 @@ def sage_fixture(messages: Sequence[Message]) -> str:
 
     contents = [str(m.get("content") or "") for m in messages]
     system = contents[0] if messages and messages[0].get("role") == "system" else ""
-    infos = [c for m, c in zip(messages, contents, strict=True) if m.get("role") in ("user", "tool")
-             and c.lstrip().startswith("<information>")]
+    infos = [
+        c
+        for m, c in zip(messages, contents, strict=True)
+        if m.get("role") in ("user", "tool") and c.lstrip().startswith("<information>")
+    ]
 
     def top(info: str) -> tuple[str, str]:
         m = re.search(r"Doc 1\(Title: (.*?)\) (.*?)(?:\nDoc 2\(|</information>)", info, re.DOTALL)
@@ -93,8 +105,10 @@ def sage_fixture(messages: Sequence[Message]) -> str:
         resp = re.search(r"\[response\]: (.*)", contents[-1])
         gold = re.search(r"\[correct_answer\]: (.*)", contents[-1])
         same = bool(resp and gold and norm(resp.group(1)) == norm(gold.group(1).split(" OR ")[0]))
-        return f"extracted_final_answer: {resp.group(1) if resp else 'None'}\nreasoning: compared.\n" \
-               f"correct: {'yes' if same else 'no'}\nconfidence: 100"
+        return (
+            f"extracted_final_answer: {resp.group(1) if resp else 'None'}\nreasoning: compared.\n"
+            f"correct: {'yes' if same else 'no'}\nconfidence: 100"
+        )
     if "answering_steps" in system:
         opening = contents[1] if len(contents) > 1 else ""
         if not infos:
@@ -105,9 +119,11 @@ def sage_fixture(messages: Sequence[Message]) -> str:
         title, text = top(infos[-1])
         words = [w for w in text.split() if norm(w) and norm(w) not in norm(title).split()][:10]
         revised = " (revised)" if "Your question:" in opening else ""
-        question = f"Which article states: \"{' '.join(words)}\"{revised}?"
-        return (f"<think>The top passage is {title}.</think>\n<question> {question} </question>\n"
-                f"<answer> {title} </answer>\n<answering_steps> 1. search the quote -> {title}")
+        question = f'Which article states: "{" ".join(words)}"{revised}?'
+        return (
+            f"<think>The top passage is {title}.</think>\n<question> {question} </question>\n"
+            f"<answer> {title} </answer>\n<answering_steps> 1. search the quote -> {title}"
+        )
     question = re.search(r"Question: (.*)", contents[1] if len(contents) > 1 else "")
     q = question.group(1).strip() if question else contents[-1]
     mode = int(hashlib.sha256(q.encode()).hexdigest(), 16) % 4
@@ -138,8 +154,10 @@ def grader_fixture(messages: Sequence[Message]) -> str:
         ok = any(words(g) and set(words(g)) <= set(r) for g in golds)
     else:
         ok = any(words(g) == r for g in golds)
-    return (f"extracted_final_answer: {resp.group(1) if resp else 'None'}\nreasoning: compared.\n"
-            f"correct: {'yes' if ok else 'no'}\nconfidence: 100")
+    return (
+        f"extracted_final_answer: {resp.group(1) if resp else 'None'}\nreasoning: compared.\n"
+        f"correct: {'yes' if ok else 'no'}\nconfidence: 100"
+    )
 
 
 def sage_release_fixture(messages: Sequence[Message]) -> str:
@@ -156,17 +174,22 @@ def sage_release_fixture(messages: Sequence[Message]) -> str:
         q = re.findall(r"<question>(.*?)</question>", gen, re.DOTALL)
         a = re.findall(r"<answer>(.*?)</answer>", gen, re.DOTALL)
         question = (q[-1].strip().rstrip("?") + " (revised)?") if q else "Which article was revised?"
-        return (f"<reason>One search found it.</reason>\n<think>Add a hop.</think>\n<question> {question} "
-                f"</question>\n<answer> {a[-1].strip() if a else 'unknown'} </answer>\n"
-                "<search steps> 1. the quote -> the article </search steps>")
+        return (
+            f"<reason>One search found it.</reason>\n<think>Add a hop.</think>\n<question> {question} "
+            f"</question>\n<answer> {a[-1].strip() if a else 'unknown'} </answer>\n"
+            "<search steps> 1. the quote -> the article </search steps>"
+        )
     if "<answering steps>" in system:
         reply = sage_fixture([{"role": "system", "content": "answering_steps"}, *messages[1:]])
         return reply.replace("answering_steps", "answering steps")
     return sage_fixture(messages)
 
 
-FIXTURES: dict[str, Responder] = {"sage": sage_fixture, "sage-release": sage_release_fixture,
-                                  "grader": grader_fixture}
+FIXTURES: dict[str, Responder] = {
+    "sage": sage_fixture,
+    "sage-release": sage_release_fixture,
+    "grader": grader_fixture,
+}
 
 
 def fixture_llm(spec: str) -> ScriptedLLM:

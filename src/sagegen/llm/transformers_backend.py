@@ -50,7 +50,8 @@ class TransformersBackend(LLM):
     def __init__(self, cfg: LLMConfig):
         if not cfg.model:
             raise ConfigError(
-                "llm.model: the transformers backend needs a model folder (or smollm2 / tiny-llama)")
+                "llm.model: the transformers backend needs a model folder (or smollm2 / tiny-llama)"
+            )
         self.cfg = cfg
         self.model_name = cfg.model
         self.name = f"transformers:{cfg.model}"
@@ -75,8 +76,14 @@ class TransformersBackend(LLM):
         async with self._loop_lock():
             t0 = time.monotonic()
             text, n_prompt, n_new, finish = await asyncio.to_thread(
-                self._generate, loaded, [_plain(m) for m in messages], o.max_tokens, o.temperature,
-                list(o.stop), o.seed, o.tools,
+                self._generate,
+                loaded,
+                [_plain(m) for m in messages],
+                o.max_tokens,
+                o.temperature,
+                list(o.stop),
+                o.seed,
+                o.tools,
             )
             seconds = time.monotonic() - t0
         calls: list[dict[str, Any]] = []
@@ -84,12 +91,26 @@ class TransformersBackend(LLM):
             calls, text = _parse_tool_calls(text)
             if calls:
                 finish = "tool_calls"
-        return Completion(text=text, model=self.model_name, prompt_tokens=n_prompt, completion_tokens=n_new,
-                          finish_reason=finish, seconds=seconds, tool_calls=tuple(calls))
+        return Completion(
+            text=text,
+            model=self.model_name,
+            prompt_tokens=n_prompt,
+            completion_tokens=n_new,
+            finish_reason=finish,
+            seconds=seconds,
+            tool_calls=tuple(calls),
+        )
 
-    def _generate(self, loaded: tuple[Any, Any, threading.Lock], msgs: list[dict[str, Any]], max_tokens: int,
-                  temperature: float, stops: list[str], seed: int | None,
-                  tools: Sequence[dict[str, Any]] | None) -> tuple[str, int, int, str]:
+    def _generate(
+        self,
+        loaded: tuple[Any, Any, threading.Lock],
+        msgs: list[dict[str, Any]],
+        max_tokens: int,
+        temperature: float,
+        stops: list[str],
+        seed: int | None,
+        tools: Sequence[dict[str, Any]] | None,
+    ) -> tuple[str, int, int, str]:
         import torch
 
         model, tok, lock = loaded
@@ -98,20 +119,24 @@ class TransformersBackend(LLM):
 
         def render(ms: list[dict[str, Any]]) -> list[int]:
             try:
-                text = tok.apply_chat_template(ms, tools=list(tools) if tools else None,
-                                               add_generation_prompt=True, tokenize=False)
+                text = tok.apply_chat_template(
+                    ms, tools=list(tools) if tools else None, add_generation_prompt=True, tokenize=False
+                )
             except Exception as e:  # jinja2 raises many types
                 raise LLMError(f"{self.name}: the chat template cannot render these messages: {e}") from None
             return list(tok(text, add_special_tokens=False)["input_ids"])
 
         ids = render(msgs)
         if len(ids) + reserve > limit:
-            smaller = trim_messages(msgs, len(ids) + reserve - limit,
-                                    lambda t: len(tok(t, add_special_tokens=False)["input_ids"]))
+            smaller = trim_messages(
+                msgs, len(ids) + reserve - limit, lambda t: len(tok(t, add_special_tokens=False)["input_ids"])
+            )
             ids = render(smaller) if smaller is not None else ids
             if len(ids) + reserve > limit:
-                raise LLMError(f"{self.name}: the prompt needs {len(ids)} tokens plus {reserve} to answer, "
-                               f"over the model's {limit}; show shorter passages")
+                raise LLMError(
+                    f"{self.name}: the prompt needs {len(ids)} tokens plus {reserve} to answer, "
+                    f"over the model's {limit}; show shorter passages"
+                )
         with lock, torch.no_grad():
             if seed is not None:
                 torch.manual_seed(seed)
@@ -124,10 +149,13 @@ class TransformersBackend(LLM):
                 kwargs.update(stop_strings=stops, tokenizer=tok)
             inp = torch.tensor([ids], device=model.device)
             out = model.generate(inp, attention_mask=torch.ones_like(inp), **kwargs)
-        new = out[0, len(ids):].tolist()
+        new = out[0, len(ids) :].tolist()
         gen_eos = getattr(model.generation_config, "eos_token_id", None)
-        eos = {t for t in [tok.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])]
-               if isinstance(t, int)}
+        eos = {
+            t
+            for t in [tok.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])]
+            if isinstance(t, int)
+        }
         ended = bool(new) and new[-1] in eos
         raw = tok.decode(new, skip_special_tokens=True)
         text = apply_stop(raw, stops)

@@ -34,9 +34,7 @@ from sagegen.retrieval.tokenize import Tokenizer
 _DENSE_RATIO = 8
 
 
-def build_bm25(
-    docs: Passages, cfg: BM25Config, out_dir: Path, *, progress: Progress | None = None
-) -> None:
+def build_bm25(docs: Passages, cfg: BM25Config, out_dir: Path, *, progress: Progress | None = None) -> None:
     import bm25s
 
     tok = Tokenizer(cfg.stopwords, cfg.stemmer)
@@ -114,20 +112,38 @@ def _index_arrays(
     nonocc = None
     if model.method in model.methods_requiring_nonoccurrence:
         nonocc = scoring._build_nonoccurrence_array(
-            doc_frequencies=doc_frequencies, n_docs=n_docs, compute_idf_fn=idf_fn, calculate_tfc_fn=tfc_fn,
-            l_d=avg_doc_len, l_avg=avg_doc_len, k1=model.k1, b=model.b, delta=model.delta, dtype=model.dtype,
+            doc_frequencies=doc_frequencies,
+            n_docs=n_docs,
+            compute_idf_fn=idf_fn,
+            calculate_tfc_fn=tfc_fn,
+            l_d=avg_doc_len,
+            l_avg=avg_doc_len,
+            k1=model.k1,
+            b=model.b,
+            delta=model.delta,
+            dtype=model.dtype,
         )
     idf = scoring._build_idf_array(doc_frequencies, n_docs, compute_idf_fn=idf_fn, dtype=model.dtype)
-    tfc = tfc_fn(tf_array=tf.astype(model.dtype), l_d=doc_len[doc], l_avg=avg_doc_len, k1=model.k1, b=model.b,
-                 delta=model.delta)
+    tfc = tfc_fn(
+        tf_array=tf.astype(model.dtype),
+        l_d=doc_len[doc],
+        l_avg=avg_doc_len,
+        k1=model.k1,
+        b=model.b,
+        delta=model.delta,
+    )
     scores = idf[term] * tfc
     if nonocc is not None:
         scores -= nonocc[term]
     indptr = np.zeros(n_vocab + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
     model.nonoccurrence_array = nonocc
-    model.scores = {"data": scores.astype(model.dtype), "indices": doc.astype(model.int_dtype),
-                    "indptr": indptr, "num_docs": n_docs}
+    model.scores = {
+        "data": scores.astype(model.dtype),
+        "indices": doc.astype(model.int_dtype),
+        "indptr": indptr,
+        "num_docs": n_docs,
+    }
     # As index() does with create_empty_token: "" scores nothing and keeps empty queries valid.
     model.vocab_dict = {**vocab, "": n_vocab}
     model.unique_token_ids_set = set(model.vocab_dict.values())

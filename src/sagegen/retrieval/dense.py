@@ -190,8 +190,12 @@ def prebuilt_params(path: str) -> dict[str, Any]:
     src = Path(path).expanduser().resolve()
     if not src.is_file():
         raise ConfigError(f"retrieval.dense.prebuilt: no FAISS index file at {src}")
-    return {"index_type": "prebuilt", "nlist": None, "hnsw_m": None,
-            "prebuilt": {"path": str(src), "bytes": src.stat().st_size}}
+    return {
+        "index_type": "prebuilt",
+        "nlist": None,
+        "hnsw_m": None,
+        "prebuilt": {"path": str(src), "bytes": src.stat().st_size},
+    }
 
 
 def read_faiss(path: Path) -> Any:

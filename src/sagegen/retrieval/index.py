@@ -544,8 +544,10 @@ def _damaged(path: Path, exc: BaseException, file: Path | None = None) -> IndexE
     file = file or _bad_file(path)
     where = file if file is not None else path
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return IndexError_(f"{where}: damaged index file ({reason}); rebuild the index: `sagegen index --force` "
-                       f"with the same settings, or delete {path} (a run builds a missing index)")
+    return IndexError_(
+        f"{where}: damaged index file ({reason}); rebuild the index: `sagegen index --force` "
+        f"with the same settings, or delete {path} (a run builds a missing index)"
+    )
 
 
 def _bad_file(path: Path) -> Path | None:
@@ -557,8 +559,11 @@ def _bad_file(path: Path) -> Path | None:
             if f.suffix == ".npy":
                 with open(f, "rb") as fh:
                     version = np.lib.format.read_magic(fh)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, _fortran, dtype = read_header(fh)
                     need = fh.tell() + int(np.prod(shape)) * dtype.itemsize
                 if f.stat().st_size < need:

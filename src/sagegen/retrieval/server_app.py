@@ -55,8 +55,13 @@ class FastRetrieve:
     status, same message), and /docs still describes the route.
     """
 
-    def __init__(self, app: ASGIApp, *, validate: Callable[[bytes], Any],
-                 answer: Callable[[Any], Awaitable[tuple[int, bytes]]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        validate: Callable[[bytes], Any],
+        answer: Callable[[Any], Awaitable[tuple[int, bytes]]],
+    ) -> None:
         self.app, self.validate, self.answer = app, validate, answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,8 +83,13 @@ class FastRetrieve:
             await self.app(scope, replay_body(body, receive), send)
             return
         status, payload = await self.answer(request)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -107,15 +117,20 @@ class Answerer:
             self.encode: Callable[[Rows, bool], bytes] = partial(encode_positions, store)
         else:
             search, self.encode = retriever.search, encode_result
-        self.searcher = Searcher(search, max_concurrency=auto_concurrency(retriever, cfg.max_concurrency),
-                                 chunk_queries=cfg.chunk_queries)
+        self.searcher = Searcher(
+            search,
+            max_concurrency=auto_concurrency(retriever, cfg.max_concurrency),
+            chunk_queries=cfg.chunk_queries,
+        )
 
     async def __call__(self, request: Any) -> tuple[int, bytes]:
         queries: list[str] = request.queries
         k: int = request.topk or self.cfg.default_topk
         if len(queries) * k > self.cfg.max_hits:
-            return 413, _error(f"queries x topk = {len(queries)} x {k} exceeds "
-                               f"server.max_hits={self.cfg.max_hits}; send fewer queries per request")
+            return 413, _error(
+                f"queries x topk = {len(queries)} x {k} exceeds "
+                f"server.max_hits={self.cfg.max_hits}; send fewer queries per request"
+            )
         # Blank queries (an agent's empty <search></search>) get no hits rather than failing the whole
         # batch, which in RL training holds many rollouts' queries.
         live = [i for i, q in enumerate(queries) if q.strip()]
@@ -132,8 +147,9 @@ class Answerer:
         for i, hits in zip(live, found, strict=True):
             per_query[i] = hits[:k]
         log.debug("retrieved %d queries (k=%d) in %.3fs", len(queries), k, time.perf_counter() - started)
-        return 200, await encode_json(lambda: self.encode(per_query, request.return_scores),
-                                      hits=len(queries) * k)
+        return 200, await encode_json(
+            lambda: self.encode(per_query, request.return_scores), hits=len(queries) * k
+        )
 
 
 def _one_error_shape(app: FastAPI) -> None:
@@ -165,12 +181,21 @@ def create_app(
     corpus it searches (run_verl.sh does, before training).
     """
     guessed_kind, guessed_n = describe(retriever)
-    health_info = {"status": "ok", "kind": kind or guessed_kind, "n_docs": n_docs if n_docs is not None else
-                   guessed_n, "corpus_hash": served_corpus_hash(retriever), "version": __version__,
-                    "auth": bool(api_key), "max_topk": cfg.max_topk,
-                   "max_queries": cfg.max_queries, "max_hits": cfg.max_hits, "default_topk": cfg.default_topk,
-                   # which of the ``serve --workers`` processes answered
-                   "workers": cfg.workers, "pid": os.getpid()}
+    health_info = {
+        "status": "ok",
+        "kind": kind or guessed_kind,
+        "n_docs": n_docs if n_docs is not None else guessed_n,
+        "corpus_hash": served_corpus_hash(retriever),
+        "version": __version__,
+        "auth": bool(api_key),
+        "max_topk": cfg.max_topk,
+        "max_queries": cfg.max_queries,
+        "max_hits": cfg.max_hits,
+        "default_topk": cfg.default_topk,
+        # which of the ``serve --workers`` processes answered
+        "workers": cfg.workers,
+        "pid": os.getpid(),
+    }
     RetrieveRequest = request_model(cfg)
     answer = Answerer(retriever, cfg)
     app = FastAPI(
@@ -181,11 +206,19 @@ def create_app(
     )
     _one_error_shape(app)
     # Declared only so /docs offers an "Authorize" button; RequestGuard does the checking.
-    doc_security = ([Security(HTTPBearer(auto_error=False)),
-                     Security(APIKeyHeader(name="X-API-Key", auto_error=False))] if api_key else [])
+    doc_security = (
+        [Security(HTTPBearer(auto_error=False)), Security(APIKeyHeader(name="X-API-Key", auto_error=False))]
+        if api_key
+        else []
+    )
 
-    @app.post(RETRIEVE_PATH, summary="Top-k passages for each query (Search-R1 format)",
-              response_model=RetrieveResponse, dependencies=doc_security, responses=_RETRIEVE_ERRORS)
+    @app.post(
+        RETRIEVE_PATH,
+        summary="Top-k passages for each query (Search-R1 format)",
+        response_model=RetrieveResponse,
+        dependencies=doc_security,
+        responses=_RETRIEVE_ERRORS,
+    )
     async def retrieve(request: RetrieveRequest) -> Response:  # type: ignore[valid-type]
         status, body = await answer(request)
         return Response(body, status_code=status, media_type="application/json")
@@ -197,8 +230,9 @@ def create_app(
     # The guards and the fast path wrap the FastAPI app from outside rather than as its middleware,
     # so a valid /retrieve request skips FastAPI's own middleware stack too.
     served: ASGIApp = FastRetrieve(app, validate=RetrieveRequest.model_validate_json, answer=answer)
-    served = RequestGuard(served, api_key=api_key, max_body_bytes=cfg.max_body_bytes,
-                          body_paths=frozenset({RETRIEVE_PATH}))
+    served = RequestGuard(
+        served, api_key=api_key, max_body_bytes=cfg.max_body_bytes, body_paths=frozenset({RETRIEVE_PATH})
+    )
     if not api_key:  # keyless means loopback-only: refuse other Host names (DNS rebinding)
         served = LoopbackHostOnly(served)
     return served

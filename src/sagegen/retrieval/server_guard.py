@@ -76,8 +76,14 @@ class RequestGuard:
     an oversized body is refused before it is parsed (413).
     """
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int,
-                 body_paths: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        max_body_bytes: int,
+        body_paths: frozenset[str] | None = None,
+    ) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
@@ -100,7 +106,8 @@ class RequestGuard:
             )
             return
         if scope.get("method") not in ("POST", "PUT", "PATCH") or (
-                self.body_paths is not None and path not in self.body_paths):
+            self.body_paths is not None and path not in self.body_paths
+        ):
             await self.app(scope, receive, send)
             return
 
@@ -189,7 +196,7 @@ def host_name(header: str) -> str:
     """``Host`` header → host name, without port or IPv6 brackets, lowercased."""
     h = header.strip().lower()
     if h.startswith("["):
-        return h[1:h.find("]")] if "]" in h else h
+        return h[1 : h.find("]")] if "]" in h else h
     return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
@@ -212,12 +219,22 @@ class LoopbackHostOnly:
         if scope["type"] == "http":
             raw = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
             if not is_loopback_name(host_name(raw)):
-                body = json.dumps({"error": f"Host {raw!r} is not served: this server has no API key and "
-                                   "answers loopback names only (set server.api_key_env to serve others)"}
-                                  ).encode()
-                await send({"type": "http.response.start", "status": 421,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+                body = json.dumps(
+                    {
+                        "error": f"Host {raw!r} is not served: this server has no API key and "
+                        "answers loopback names only (set server.api_key_env to serve others)"
+                    }
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 421,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

@@ -84,8 +84,15 @@ class _Stop(Exception):
     pass
 
 
-def serve_processes(sock: socket.socket, cfg: Config, index: str | Path | None, workers: int,
-                    *, on_ready: Callable[[str], None] | None = None, url: str = "") -> None:
+def serve_processes(
+    sock: socket.socket,
+    cfg: Config,
+    index: str | Path | None,
+    workers: int,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    url: str = "",
+) -> None:
     """Run ``workers`` server processes on ``sock`` until Ctrl-C / SIGTERM; restart one that exits.
     ``on_ready(url)`` runs once all of them serve."""
     ctx = mp.get_context("spawn")
@@ -95,8 +102,9 @@ def serve_processes(sock: socket.socket, cfg: Config, index: str | Path | None, 
 
     def start() -> tuple[Any, Any]:
         ready = ctx.Event()
-        p = ctx.Process(target=_worker, args=(sock, cfg, where, os.getpid(), ready), name="sagegen-serve",
-                        daemon=False)
+        p = ctx.Process(
+            target=_worker, args=(sock, cfg, where, os.getpid(), ready), name="sagegen-serve", daemon=False
+        )
         p.start()
         return p, ready
 
@@ -116,15 +124,23 @@ def serve_processes(sock: socket.socket, cfg: Config, index: str | Path | None, 
                 if p.exitcode is None:
                     continue
                 if not ready.is_set():
-                    raise SagegenError(f"retrieval server worker {i + 1}/{workers} exited with code "
-                                       f"{p.exitcode} before it was serving (its error is above); stopping")
+                    raise SagegenError(
+                        f"retrieval server worker {i + 1}/{workers} exited with code "
+                        f"{p.exitcode} before it was serving (its error is above); stopping"
+                    )
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
                 if len(restarts) > MAX_RESTARTS:
-                    raise SagegenError(f"retrieval server workers exited {len(restarts)} times within "
-                                       f"{RESTART_WINDOW_S:.0f}s (the last with code {p.exitcode}); stopping")
-                log.warning("retrieval server worker %d/%d exited (code %s); starting it again",
-                            i + 1, workers, p.exitcode)
+                    raise SagegenError(
+                        f"retrieval server workers exited {len(restarts)} times within "
+                        f"{RESTART_WINDOW_S:.0f}s (the last with code {p.exitcode}); stopping"
+                    )
+                log.warning(
+                    "retrieval server worker %d/%d exited (code %s); starting it again",
+                    i + 1,
+                    workers,
+                    p.exitcode,
+                )
                 procs[i] = start()
     except _Stop:
         _stop_all([p for p, _ in procs])

@@ -49,8 +49,13 @@ class PreparedServer:
     def __init__(self, app: ASGIApp, sock: socket.socket, cfg: ServerConfig) -> None:
         self.app, self.sock = app, sock
         self.url = socket_url(sock)
-        config = uvicorn.Config(app, log_level=cfg.log_level, lifespan="off", timeout_graceful_shutdown=5,
-                                http=guarded_protocol(cfg.header_timeout, cfg.body_timeout))
+        config = uvicorn.Config(
+            app,
+            log_level=cfg.log_level,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            http=guarded_protocol(cfg.header_timeout, cfg.body_timeout),
+        )
         self.server = uvicorn.Server(config)
 
     def run(self) -> None:
@@ -131,8 +136,12 @@ def _opening(cfg: Config) -> str:
     return f"opening a {cfg.retrieval.kind} retriever over {where} (indexing it if needed)"
 
 
-def _serve_in_processes(cfg: Config, index: str | Path | None, on_ready: Callable[[str], None] | None,
-                        on_loading: Callable[[str], None] | None) -> None:
+def _serve_in_processes(
+    cfg: Config,
+    index: str | Path | None,
+    on_ready: Callable[[str], None] | None,
+    on_loading: Callable[[str], None] | None,
+) -> None:
     """``serve --workers N``: a local index is found (or built) once, here, and each worker only opens
     it: no worker reads the corpus again, and this process, which only supervises, never loads what
     only the workers search."""

@@ -33,8 +33,13 @@ def running_server(
     sock = bind_socket(host, port)
     limits = limits or ServerConfig()  # its read deadlines, as `sagegen serve` applies them
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level=log_level, lifespan="off", timeout_graceful_shutdown=2,
-                       http=guarded_protocol(limits.header_timeout, limits.body_timeout))
+        uvicorn.Config(
+            app,
+            log_level=log_level,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            http=guarded_protocol(limits.header_timeout, limits.body_timeout),
+        )
     )
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="sagegen-server", daemon=True

@@ -127,8 +127,10 @@ def render(per_query: list[list[Hit]], return_scores: bool) -> list[list[dict[st
     """The ``result`` list: bare documents, or ``{document, score}`` with ``return_scores``."""
     if return_scores:
         return [
-            [{"document": {"id": h.doc.id, "contents": h.doc.contents}, "score": json_safe_score(h.score)}
-             for h in hits]
+            [
+                {"document": {"id": h.doc.id, "contents": h.doc.contents}, "score": json_safe_score(h.score)}
+                for h in hits
+            ]
             for hits in per_query
         ]
     return [[{"id": h.doc.id, "contents": h.doc.contents} for h in hits] for hits in per_query]
@@ -148,8 +150,9 @@ def encode_positions(store: DocStore, per_query: list[list[tuple[int, float]]], 
 
     doc = store.served
     if return_scores:
-        rows: list[list[Any]] = [[{"document": doc(i), "score": json_safe_score(s)} for i, s in hits]
-                                 for hits in per_query]
+        rows: list[list[Any]] = [
+            [{"document": doc(i), "score": json_safe_score(s)} for i, s in hits] for hits in per_query
+        ]
     else:
         rows = [[doc(i) for i, _ in hits] for hits in per_query]
     return _to_json({"result": rows})

@@ -93,8 +93,15 @@ def run_pairs(
     if cfg.pipeline.executor == "ray":
         from sagegen.scale.ray_cluster import run_pairs_ray
 
-        run_pairs_ray(cfg, Path(run_dir), todo, on_result, session=session,
-                      fingerprint=corpus_fingerprint(docs) if docs is not None else None, on_counts=on_counts)
+        run_pairs_ray(
+            cfg,
+            Path(run_dir),
+            todo,
+            on_result,
+            session=session,
+            fingerprint=corpus_fingerprint(docs) if docs is not None else None,
+            on_counts=on_counts,
+        )
     else:
         from sagegen.scale.processes import run_pairs_local
 
@@ -127,8 +134,15 @@ def run_spread(pipe: Pipeline) -> Stats:
             raise streak.error(stats.last_error)
 
     if todo:
-        run_pairs(pipe.cfg, store.run_dir, todo, on_result, session=store.session_id, docs=pipe.parts.docs,
-                  on_counts=pipe.emit)
+        run_pairs(
+            pipe.cfg,
+            store.run_dir,
+            todo,
+            on_result,
+            session=store.session_id,
+            docs=pipe.parts.docs,
+            on_counts=pipe.emit,
+        )
     # Workers appended their lines as they finished; rewrite the files in the ledger's finishing order,
     # the order one process writes them in.
     store.rebuild_outputs()
@@ -143,5 +157,13 @@ def reraise(kind: str, message: str) -> SagegenError:
     return kinds.get(kind, WorkerError)(message)
 
 
-__all__ = ["COUNTS_EVERY", "CountsHook", "PairResult", "ResultHook", "WorkerError", "run_pairs",
-           "run_spread", "share"]
+__all__ = [
+    "COUNTS_EVERY",
+    "CountsHook",
+    "PairResult",
+    "ResultHook",
+    "WorkerError",
+    "run_pairs",
+    "run_spread",
+    "share",
+]

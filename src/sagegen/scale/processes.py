@@ -42,8 +42,15 @@ class _Worker:
     ended: bool = False
 
 
-def run_pairs_local(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHook, *,
-                    session: int | None, on_counts: CountsHook | None = None) -> None:
+def run_pairs_local(
+    cfg: Any,
+    run_dir: Path,
+    todo: list[int],
+    on_result: ResultHook,
+    *,
+    session: int | None,
+    on_counts: CountsHook | None = None,
+) -> None:
     """Run ``todo`` in ``pipeline.workers`` processes; returns once every pair was run or raises."""
     import multiprocessing as mp
     from multiprocessing.connection import wait
@@ -51,15 +58,24 @@ def run_pairs_local(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultH
     n = max(1, min(cfg.pipeline.workers, len(todo)))
     ctx = mp.get_context("spawn")
     counter = ctx.Value("q", 0)
-    args = (cfg.model_dump(mode="json"), str(run_dir), run_dir.name, session, todo, counter,
-            share(cfg.pipeline.concurrency, n), os.getpid())
+    args = (
+        cfg.model_dump(mode="json"),
+        str(run_dir),
+        run_dir.name,
+        session,
+        todo,
+        counter,
+        share(cfg.pipeline.concurrency, n),
+        os.getpid(),
+    )
     workers: list[_Worker] = []
     try:
         for i in range(n):
             res_r, res_w = ctx.Pipe(duplex=False)
             alive_r, alive_w = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_child, args=(i, *args, res_w, alive_r), name=f"sagegen-worker-{i}",
-                            daemon=True)
+            p = ctx.Process(
+                target=_child, args=(i, *args, res_w, alive_r), name=f"sagegen-worker-{i}", daemon=True
+            )
             p.start()
             res_w.close()
             alive_r.close()
@@ -88,7 +104,8 @@ def run_pairs_local(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultH
             if not w.ended:
                 raise WorkerError(
                     f"worker {w.n} (pid {w.process.pid}) died ({_how(w.process.exitcode)}); the pairs it "
-                    "held stay unfinished: rerun the same command to resume them")
+                    "held stay unfinished: rerun the same command to resume them"
+                )
     finally:
         _stop(workers)
 
@@ -135,9 +152,19 @@ def _tie_to_parent(alive: Any, parent_pid: int) -> None:
     threading.Thread(target=watch, name="sagegen-parent-watch", daemon=True).start()
 
 
-def _child(n: int, cfg_data: dict[str, Any], run_dir: str, run_name: str, session: int | None,
-           todo: list[int], counter: Any, concurrency: int, parent_pid: int, results: Any,
-           alive: Any) -> None:
+def _child(
+    n: int,
+    cfg_data: dict[str, Any],
+    run_dir: str,
+    run_name: str,
+    session: int | None,
+    todo: list[int],
+    counter: Any,
+    concurrency: int,
+    parent_pid: int,
+    results: Any,
+    alive: Any,
+) -> None:
     _tie_to_parent(alive, parent_pid)
     # Ctrl-C at a terminal reaches the whole process group: the parent alone decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -42,14 +42,24 @@ from sagegen.scale import (
 
 log = logging.getLogger(__name__)
 
-SAME_PATHS = ("every Ray node needs sagegen installed and the corpus, the index and the model files at the "
-              "same paths as the driver (README: Scaling)")
+SAME_PATHS = (
+    "every Ray node needs sagegen installed and the corpus, the index and the model files at the "
+    "same paths as the driver (README: Scaling)"
+)
 #: Seconds between the driver's reads of the results the ledger actor has collected.
 POLL = 0.2
 
 
-def run_pairs_ray(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHook, *,
-                  session: int | None, fingerprint: str | None, on_counts: CountsHook | None = None) -> None:
+def run_pairs_ray(
+    cfg: Any,
+    run_dir: Path,
+    todo: list[int],
+    on_result: ResultHook,
+    *,
+    session: int | None,
+    fingerprint: str | None,
+    on_counts: CountsHook | None = None,
+) -> None:
     try:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -70,15 +80,19 @@ def run_pairs_ray(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHoo
         n = worker_count(cfg.pipeline.workers, *_settled_resources(ray, cfg.pipeline.workers), len(todo))
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         cwd = os.getcwd()
-        ledger = ray.remote(num_cpus=0)(LedgerActor).options(scheduling_strategy=here).remote(
-            str(run_dir.resolve()), session, todo, cwd)
+        ledger = (
+            ray.remote(num_cpus=0)(LedgerActor)
+            .options(scheduling_strategy=here)
+            .remote(str(run_dir.resolve()), session, todo, cwd)
+        )
         Worker = ray.remote(num_cpus=1)(PairWorker)
         per = share(cfg.pipeline.concurrency, n)
         data = cfg.model_dump(mode="json")
         for i in range(n):
             actor = Worker.remote()
-            ref = actor.run.remote(i, data, cwd, fingerprint, run_dir.name, str(run_dir.resolve()), ledger,
-                                   per)
+            ref = actor.run.remote(
+                i, data, cwd, fingerprint, run_dir.name, str(run_dir.resolve()), ledger, per
+            )
             workers[ref] = (i, actor)
         _drive(ray, ledger, workers, on_result, on_counts, n)
     finally:
@@ -96,9 +110,11 @@ def run_pairs_ray(cfg: Any, run_dir: Path, todo: list[int], on_result: ResultHoo
 START_TIMEOUT = 120.0
 #: Seconds a started worker has, once every pair is done, to record itself and return.
 GRACE = 30.0
-_AUTH_HINT = ("; a cluster started by `ray start` with token authentication (the default since Ray 2.59 on "
-              "a head's own machine) needs its token here too: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the "
-              "output of `ray get-auth-token` on the head), see README: Scaling")
+_AUTH_HINT = (
+    "; a cluster started by `ray start` with token authentication (the default since Ray 2.59 on "
+    "a head's own machine) needs its token here too: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the "
+    "output of `ray get-auth-token` on the head), see README: Scaling"
+)
 
 
 #: Seconds to wait for CPUs that are being given back (a run that just ended, its actors being killed)
@@ -125,18 +141,31 @@ def worker_count(asked: int, total: dict[str, float], free: dict[str, float], pa
     nor than the pairs to run. No free CPU at all is an error that says so."""
     total_cpus, free_cpus = int(total.get("CPU", 0)), int(free.get("CPU", 0))
     if free_cpus < 1:
-        raise WorkerError(f"the Ray cluster has no free CPU for a pair worker ({total_cpus} CPU(s), all in "
-                          "use by other jobs); wait for them, or add nodes")
+        raise WorkerError(
+            f"the Ray cluster has no free CPU for a pair worker ({total_cpus} CPU(s), all in "
+            "use by other jobs); wait for them, or add nodes"
+        )
     want = asked if asked > 1 else total_cpus
     n = max(1, min(want, free_cpus, pairs))
     if asked > 1 and asked > free_cpus:
-        log.warning("--workers %d: the Ray cluster has %d free CPU(s) of %d; running %d pair workers",
-                    asked, free_cpus, total_cpus, n)
+        log.warning(
+            "--workers %d: the Ray cluster has %d free CPU(s) of %d; running %d pair workers",
+            asked,
+            free_cpus,
+            total_cpus,
+            n,
+        )
     return n
 
 
-def _drive(ray: Any, ledger: Any, workers: dict[Any, tuple[int, Any]], on_result: ResultHook,
-           on_counts: CountsHook | None, n: int) -> None:
+def _drive(
+    ray: Any,
+    ledger: Any,
+    workers: dict[Any, tuple[int, Any]],
+    on_result: ResultHook,
+    on_counts: CountsHook | None,
+    n: int,
+) -> None:
     """Until every pair is done: pass the results on, give a finished worker's CPU back at once, and
     end (never wait) when nothing is left, when a worker is lost, or when none can start."""
     pending = list(workers)
@@ -147,8 +176,10 @@ def _drive(ray: Any, ledger: Any, workers: dict[Any, tuple[int, Any]], on_result
         try:
             results, left, in_flight, started = ray.get(ledger.poll.remote())
         except ray.exceptions.RayError as e:  # the driver's node lost its ledger actor
-            raise WorkerError(f"the Ray ledger actor was lost ({type(e).__name__}); everything it "
-                              "committed is in the ledger: rerun the same command to resume") from None
+            raise WorkerError(
+                f"the Ray ledger actor was lost ({type(e).__name__}); everything it "
+                "committed is in the ledger: rerun the same command to resume"
+            ) from None
         for r in results:
             if isinstance(r, PairResult):
                 on_result(r)
@@ -161,7 +192,8 @@ def _drive(ray: Any, ledger: Any, workers: dict[Any, tuple[int, Any]], on_result
             except ray.exceptions.RayError as e:  # the actor's process or node was lost
                 raise WorkerError(
                     f"Ray worker {i} was lost ({type(e).__name__}); the pairs it held stay "
-                    "unfinished: rerun the same command to resume them") from None
+                    "unfinished: rerun the same command to resume them"
+                ) from None
             ray.kill(actor)  # its CPU goes back now, not at the end of the run
             if out[0] == "fatal":
                 raise reraise(out[1], f"Ray worker {i}: {out[2]}")
@@ -176,7 +208,8 @@ def _drive(ray: Any, ledger: Any, workers: dict[Any, tuple[int, Any]], on_result
             raise WorkerError(
                 f"no Ray pair worker started within {START_TIMEOUT:.0f}s ({n} asked, one CPU each; the "
                 f"cluster has {ray.available_resources().get('CPU', 0):g} free CPU(s)): is every node "
-                "up? rerun the same command to resume")
+                "up? rerun the same command to resume"
+            )
 
 
 def _cause(e: BaseException) -> BaseException:
@@ -279,8 +312,17 @@ class CacheProxy:
 class PairWorker:
     """One Ray actor running pairs; reports ``("end", pairs)`` or ``("fatal", kind, message)``."""
 
-    def run(self, n: int, cfg_data: dict[str, Any], cwd: str, fingerprint: str | None, run_name: str,
-            run_dir: str, ledger: Any, concurrency: int) -> tuple[Any, ...]:
+    def run(
+        self,
+        n: int,
+        cfg_data: dict[str, Any],
+        cwd: str,
+        fingerprint: str | None,
+        run_name: str,
+        run_dir: str,
+        ledger: Any,
+        concurrency: int,
+    ) -> tuple[Any, ...]:
         import ray
 
         from sagegen.components import Components
@@ -301,10 +343,15 @@ class PairWorker:
             except SagegenError as e:
                 raise ConfigError(f"on {node}: {e}\n{SAME_PATHS}") from None
             if fingerprint is not None and corpus_fingerprint(parts.docs) != fingerprint:
-                raise ConfigError(f"on {node}: the corpus read there ({len(parts.docs)} passages) is not the "
-                                  f"driver's; {SAME_PATHS}")
-            for llm in {id(x): x for x in (parts.generator, parts.solver, parts.judge, *parts.extra_solvers)
-                        if isinstance(x, CachedLLM)}.values():
+                raise ConfigError(
+                    f"on {node}: the corpus read there ({len(parts.docs)} passages) is not the "
+                    f"driver's; {SAME_PATHS}"
+                )
+            for llm in {
+                id(x): x
+                for x in (parts.generator, parts.solver, parts.judge, *parts.extra_solvers)
+                if isinstance(x, CachedLLM)
+            }.values():
                 local, llm.store = llm.store, CacheProxy(ledger, str(llm.store.path))
                 local.close()
             store = StoreProxy(ledger, run_dir)

@@ -43,8 +43,13 @@ class SharedStore(RunStore):
         return store
 
 
-async def serve(pipe: Any, take: Callable[[], int | None], send: Callable[[PairResult], None],
-                concurrency: int, send_counts: Callable[[CallsCounted], None] | None = None) -> None:
+async def serve(
+    pipe: Any,
+    take: Callable[[], int | None],
+    send: Callable[[PairResult], None],
+    concurrency: int,
+    send_counts: Callable[[CallsCounted], None] | None = None,
+) -> None:
     """Run pairs from ``take()`` (None: no more) until none is left; ``send`` each result, with the calls
     made since the last report; ``send_counts`` gets those calls every ``COUNTS_EVERY`` seconds meanwhile.
 

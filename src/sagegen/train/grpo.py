@@ -390,8 +390,14 @@ def _sft_stage(
                 say(f"sft step {step}/{total}: loss {loss:.4f} ({took})")
 
         return sft_warmup(
-            model, tok, convs, steps=total, lr=tc.sft_learning_rate, batch_size=tc.sft_batch_size,
-            seed=tc.seed, on_step=on_sft,
+            model,
+            tok,
+            convs,
+            steps=total,
+            lr=tc.sft_learning_rate,
+            batch_size=tc.sft_batch_size,
+            seed=tc.seed,
+            on_step=on_sft,
         )
 
 

@@ -59,7 +59,11 @@ def check_with_verl(overrides_: list[str], python: str) -> dict[str, Any]:
     try:
         proc = subprocess.run(
             [python, "-m", "sagegen.integrations.verl_check", *overrides_],
-            capture_output=True, text=True, env=env, timeout=600, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=False,
         )
     except OSError as e:
         raise ConfigError(f"{VERL_PYTHON_ENV}={python}: cannot run it ({e.strerror or e})") from None
@@ -199,8 +203,15 @@ def write_recipe(
     host_port = cfg.train.verl.retriever_url.split("//", 1)[-1].split("/", 1)[0]
     port = host_port.rsplit(":", 1)[-1] if ":" in host_port else "8000"
     serve_path.write_text(yaml.safe_dump(served.serve_config(), sort_keys=False), encoding="utf-8")
-    serve = ["sagegen", "serve", "--config", '"$HERE/serve_config.yaml"', "--port", port,
-             *(shlex.quote(a) for a in served.serve_args())]
+    serve = [
+        "sagegen",
+        "serve",
+        "--config",
+        '"$HERE/serve_config.yaml"',
+        "--port",
+        port,
+        *(shlex.quote(a) for a in served.serve_args()),
+    ]
     health = f"http://127.0.0.1:{port}/health"
     script = "\n".join(
         [
