@@ -22,13 +22,6 @@ from sagegen.errors import ConfigError
 VOLATILE: dict[str, Any] = {"volatile": True}
 
 
-def absent_as(value: Any) -> dict[str, Any]:
-    """Marks a field added with a default that changes behaviour: a stored config without the key
-    (a run made by an older sagegen) behaved as ``value``, so resuming it with the new default is refused.
-    An unmarked field absent from a stored config is taken as its default."""
-    return {"absent_as": value}
-
-
 #: Passages per search (DESIGN: top-3, as in the paper). In a Config ``retrieval.topk`` owns it; the role
 #: sections default to the same number so that one built alone (tests, library use) searches alike.
 DEFAULT_TOPK = 3
@@ -290,7 +283,7 @@ class PipelineConfig(Section):
     #: Retriever-only shortcut check before the solver attempts (sagegen.precheck): ``auto`` where it is
     #: safe (S >= 2, answers that cannot match by chance), ``on`` also for one- or two-digit answers, ``off``.
     #: Runs made before the pre-check existed did not have it: absent from their config means ``off``.
-    precheck: Literal["auto", "on", "off"] = Field("auto", json_schema_extra=absent_as("off"))
+    precheck: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("precheck", mode="before")
     @classmethod
@@ -538,11 +531,6 @@ def load_config(
         key, value = parse_override(item)
         _check_section_override(item, key, value)
         _set_path(data, key, value)
-    legacy = legacy_key_errors(data)
-    if legacy:  # a key that moved or went away is named with its new place, never silently ignored
-        where = f"{path}: " if path else ""
-        lines = [f"{where}{x}" for x in legacy]
-        raise ConfigError("configuration uses keys that changed:\n  " + "\n  ".join(lines))
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
@@ -579,66 +567,6 @@ def _check_section_override(text: str, key: str, value: Any) -> None:
             f"override {text!r}: {key!r} is a section, not a value; set one of its keys "
             f"instead, as in -s {key}.<key>=VALUE (its keys: {keys})"
         )
-
-
-# --- keys of older configs, and what a stored config means today -------------------------------------
-
-#: Keys older configs may hold that now live elsewhere; a stored run's value is read at the new place.
-MOVED_KEYS: dict[str, str] = {
-    "llm.temperature": "generator.temperature",  # it was only ever the generator's temperature
-}
-_NO_LLM_TOKENS = (
-    "each role has its own cap: generator.max_turn_tokens, solver.max_turn_tokens, judge.max_tokens"
-)
-#: Keys that are gone, with what to set instead. None of them ever applied, so a stored run's value is
-#: dropped (``*`` is any entry of a list).
-RETIRED_KEYS: dict[str, str] = {
-    "llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
-    "solver_llm.temperature": "it never applied: solver turns sample at solver.temperature",
-    "solver_llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
-    "solver_llms.*.temperature": "it never applied: solver turns sample at solver.temperature",
-    "solver_llms.*.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
-    "judge_llm.temperature": "it never applied: judge calls sample at judge.temperature",
-    "judge_llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
-}
-
-
-def _find(data: Any, parts: list[str], prefix: str = "") -> list[tuple[str, dict[str, Any], str]]:
-    """Where a dotted key (``*`` = any list entry) occurs in ``data``: (path, parent mapping, last key)."""
-    head, rest = parts[0], parts[1:]
-    if head == "*":
-        items = enumerate(data) if isinstance(data, list) else ()
-        return [hit for i, item in items for hit in _find(item, rest, f"{prefix}{i}.")]
-    if not isinstance(data, dict) or head not in data:
-        return []
-    if not rest:
-        return [(prefix + head, data, head)]
-    return _find(data[head], rest, f"{prefix}{head}.")
-
-
-def legacy_key_errors(data: dict[str, Any]) -> list[str]:
-    """One line per moved or retired key in a config mapping, naming where its meaning went."""
-    lines = []
-    for key, new in MOVED_KEYS.items():
-        lines += [f"{path}: moved to {new}; set that instead" for path, _, _ in _find(data, key.split("."))]
-    for key, why in RETIRED_KEYS.items():
-        lines += [f"{path}: removed ({why})" for path, _, _ in _find(data, key.split("."))]
-    return lines
-
-
-def upgrade_stored(stored: dict[str, Any]) -> dict[str, Any]:
-    """A config stored by an older sagegen (a run's ledger, an eval's meta) in today's keys: moved keys at
-    their new place, retired ones dropped. Keys it lacks are left absent (see ``config_changes``)."""
-    data = copy.deepcopy(stored)
-    for key, new in MOVED_KEYS.items():
-        for _, parent, last in _find(data, key.split(".")):
-            value = parent.pop(last)
-            if new.split(".")[0] in data:  # a partial config (eval's fingerprint) keeps only its sections
-                _set_path(data, new, value)
-    for key in RETIRED_KEYS:
-        for _, parent, last in _find(data, key.split(".")):
-            del parent[last]
-    return data
 
 
 def _section_type(field: Any) -> tuple[type[Section] | None, bool]:
@@ -691,8 +619,8 @@ def strip_volatile(data: dict[str, Any], model: type[BaseModel] = Config) -> dic
 
 
 def _fill_absent(old: dict[str, Any], new: dict[str, Any], model: type[BaseModel]) -> None:
-    """Give ``old`` each key of ``new`` it lacks, as the run that stored ``old`` behaved: the field's
-    ``absent_as`` mark when it has one, else its default."""
+    """Give ``old`` each key of ``new`` it lacks, at the field's default: a key added since the run was
+    stored does not block its resume. (No compatibility layer beyond this until a first release.)"""
     from pydantic_core import to_jsonable_python
 
     for key, value in new.items():
@@ -703,9 +631,6 @@ def _fill_absent(old: dict[str, Any], new: dict[str, Any], model: type[BaseModel
         if key not in old:
             if section is not None and not is_list and isinstance(value, dict):
                 old[key] = {}
-            elif isinstance(field.json_schema_extra, dict) and "absent_as" in field.json_schema_extra:
-                old[key] = _mark(field, "absent_as")
-                continue
             else:
                 old[key] = to_jsonable_python(field.get_default(call_default_factory=True))
                 continue
@@ -719,8 +644,8 @@ def _fill_absent(old: dict[str, Any], new: dict[str, Any], model: type[BaseModel
 
 def semantic_view(stored: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A stored config and the current one made comparable: both without volatile fields, the stored
-    one upgraded (moved/retired keys) and given the keys it lacks as its run behaved (``_fill_absent``)."""
-    old = strip_volatile(upgrade_stored(stored))
+    one given the keys it lacks at their defaults (``_fill_absent``)."""
+    old = strip_volatile(copy.deepcopy(stored))
     new = strip_volatile(current)
     _fill_absent(old, new, Config)
     return old, new
