@@ -327,7 +327,7 @@ def test_profile_yaml_is_a_valid_starting_config(tmp_path: Path) -> None:
     path.write_text(profile_text("sage"))
     cfg = load_config(path)
     assert cfg == sage_config()
-    assert yaml.safe_load(profile_text("sage"))["pipeline"]["protocol"] == "sage"
+    assert yaml.safe_load(profile_text("sage"))["pipeline"]["on_no_pair"] == "drop"
 
 
 def test_generate_protocol_sage_end_to_end_on_the_scripted_fixture(tmp_path: Path) -> None:
@@ -338,7 +338,7 @@ def test_generate_protocol_sage_end_to_end_on_the_scripted_fixture(tmp_path: Pat
     ]
     p = run_cli(
         "generate",
-        "--protocol",
+        "--profile",
         "sage",
         "-o",
         "run",
@@ -354,7 +354,7 @@ def test_generate_protocol_sage_end_to_end_on_the_scripted_fixture(tmp_path: Pat
     )
     assert p.returncode == 0, p.stderr[-3000:]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["pipeline"]["protocol"] == "sage" and saved["solver"]["prompt_set"] == "sage"
+    assert saved["pipeline"]["feedback_trace"] == "answered" and saved["solver"]["prompt_set"] == "sage"
     with RunStore.open(tmp_path / "run") as store:
         gens = dict(store.trajectories("generator"))
         assert gens and all("Initial document:" in str(t.messages[1]["content"]) for t in gens.values())
@@ -374,7 +374,7 @@ def test_a_seed_whose_generation_fails_is_dropped_not_resampled(tmp_path: Path) 
     with _run(tmp_path / "sage", respond, *sets) as store:
         rec = store.pair(0)
         assert rec is not None and rec.state == "failed" and [r.round for r in rec.rounds] == [1]
-    with _run(tmp_path / "default", respond, *sets, "pipeline.protocol=default") as store:
+    with _run(tmp_path / "default", respond, *sets, "pipeline.on_no_pair=resample") as store:
         assert len(store.pair(0).rounds) == 3  # type: ignore[union-attr]  # the default resamples
 
 

@@ -307,8 +307,12 @@ class PipelineConfig(Section):
     #: Passing pairs measured below this many searches go to too_easy.jsonl (label stays "pass");
     #: the paper trains on pairs with >= 2 steps.
     min_difficulty_for_dataset: int = Field(0, ge=0)
-    #: A protocol profile's name (``--protocol sage`` loads ``sagegen/profiles/sage.yaml``).
-    protocol: Literal["default", "sage"] = "default"
+    #: A seed whose first generation wrote no pair: ``resample`` it in the next round, or ``drop`` it
+    #: (the release never resamples a seed).
+    on_no_pair: Literal["resample", "drop"] = "resample"
+    #: The solver trace shown with "incorrect" feedback when no attempt was right, drawn (seeded) among
+    #: ``any`` attempt or those that ``answered`` something (the release).
+    feedback_trace: Literal["any", "answered"] = "any"
     #: After the last round, a correct pair that is still too easy is kept in dataset.jsonl with
     #: ``acceptance="relaxed"`` (the release's final-round filter: best_of_n == 1).
     final_round_relaxed: bool = False

@@ -310,8 +310,8 @@ class Pipeline:
                 cand, gen_traj = await self.author(spec, rnd, kind, last)
             if cand is None:
                 self.emit(RoundFinished(idx, rnd, None))
-                if last is None and self.pcfg.protocol == "sage":
-                    break  # the release drops a seed whose generation wrote no pair; it never resamples it
+                if last is None and self.pcfg.on_no_pair == "drop":
+                    break
                 continue
             attempts, verdict = await self.verify(idx, rnd, cand)
             last = RoundResult(rnd, cand, gen_traj, attempts, verdict)
@@ -379,7 +379,7 @@ class Pipeline:
         if right:
             return min(right, key=lambda a: (a.num_searches, a.index)).trajectory
         rng = random.Random(derive_seed(self.pcfg.seed, "feedback-trace", idx, rnd))
-        if self.pcfg.protocol == "sage":  # the release draws among attempts that gave some answer
+        if self.pcfg.feedback_trace == "answered":
             attempts = [a for a in attempts if a.trajectory.answer] or attempts
         return attempts[rng.randrange(len(attempts))].trajectory
 

@@ -1,4 +1,4 @@
-"""The two steps the authors' release does differently from sagegen's loop, for ``--protocol sage``
+"""The two steps the authors' release does differently from sagegen's loop, for ``--profile sage``
 (the profile's settings are data: ``sagegen/profiles/sage.yaml``).
 
 1. **Feedback transcripts.** The release keeps each agent's run as one flat prompt string and shows
