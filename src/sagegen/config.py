@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sagegen.errors import ConfigError
+from sagegen.prompts import Prompts
 
 #: Marks a field (or a whole section) that may change when a run is resumed: it changes how a run
 #: goes (speed, retries, where caches live), never what it produces. The ledger's resume check
@@ -184,7 +185,18 @@ class LLMConfig(Section):
     cache_path: str = Field(".sagegen/llm_cache.sqlite", json_schema_extra=VOLATILE)
 
 
-class SolverConfig(Section):
+class _Role(Section):
+    """A role that renders prompts (solver, judge, generator): one renderer bound to its prompt set."""
+
+    prompt_set: str = "default"
+
+    @property
+    def prompts(self) -> Prompts:
+        """Every template of this role goes through this, so its prompt set is never missed."""
+        return Prompts(self.prompt_set)
+
+
+class SolverConfig(_Role):
     protocol: Literal["tags", "tools"] = "tags"
     max_searches: int = Field(10, ge=0)
     #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a solver that differs).
@@ -206,7 +218,7 @@ class SolverConfig(Section):
     force_answer: bool = True
 
 
-class JudgeConfig(Section):
+class JudgeConfig(_Role):
     #: ``llm`` (BrowseComp-style grader), ``em`` or ``f1`` (string match, no LLM call).
     method: Literal["llm", "em", "f1"] = "llm"
     f1_threshold: float = Field(0.8, ge=0, le=1)
@@ -227,7 +239,7 @@ class JudgeConfig(Section):
     unreadable: Literal["retry_then_f1", "incorrect"] = "retry_then_f1"
 
 
-class GeneratorConfig(Section):
+class GeneratorConfig(_Role):
     max_searches: int = Field(20, ge=0)
     #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a generator that differs).
     topk: int = Field(DEFAULT_TOPK, ge=1)
@@ -262,9 +274,19 @@ class GeneratorConfig(Section):
     prompt_set: Literal["default", "sage"] = "default"
     #: The reviser may search in feedback rounds (false: one call, no search tool, as in the release).
     feedback_search: bool = True
+    #: The feedback prompt's shape: ``traces`` (sagegen's: the generator's rules, the seed, both traces as
+    #: entries) or ``release`` (the authors' flat prompt of the two agents' prompts and outputs; needs
+    #: ``prompt_set: sage``, whose templates have that shape).
+    feedback_prompt: Literal["traces", "release"] = "traces"
     #: Round >= 3 shows the previous reviser's whole prompt as the generator's prompt (the release's
     #: chaining), rather than the first generator's opening.
     nest_previous_prompt: bool = False
+
+    @model_validator(mode="after")
+    def _release_prompt_needs_its_templates(self) -> GeneratorConfig:
+        if self.feedback_prompt == "release" and self.prompt_set != "sage":
+            raise ValueError("feedback_prompt: release needs prompt_set: sage (the templates of that shape)")
+        return self
 
 
 class PipelineConfig(Section):

@@ -356,7 +356,6 @@ class Pipeline:
             )
         solver_traj = self.pick_solver_trace(spec.index, rnd, last.attempts)
         budget = context_budget_tokens(self.cfg)
-        # revise reads generator.feedback_search: off is the release's one call without search.
         return await revise(
             spec.doc,
             last.candidate,
