@@ -63,7 +63,7 @@ def _too_easy(cand: Candidate) -> tuple[Trajectory, Verdict]:
         ),
     )
     attempt = Attempt(index=0, trajectory=solver, judgement=Judgement(correct=True))
-    verdict = Verdict.from_attempts([attempt], 3)
+    verdict = Verdict.decide([[attempt]], 3)
     return solver, verdict
 
 

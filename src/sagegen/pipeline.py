@@ -5,7 +5,7 @@ One pair, one screen (:meth:`Pipeline.run_pair`)::
     for round in 1..R:
         candidate = stored round, or generate (round 1 / resample) or revise (feedback)
         attempts  = stored attempts + solve×K (distinct seeds), each judged
-        verdict   = Verdict.from_attempts(attempts, target)          # pass / too_easy / incorrect
+        verdict   = Verdict.decide([attempts], target)                # pass / too_easy / incorrect
         stop when passed, or after one round with strategy "none"
     finish: the last verdict labels the pair; it goes to dataset / too_easy / unsolved.jsonl
 
@@ -385,13 +385,13 @@ class Pipeline:
     async def verify(self, idx: int, rnd: int, cand: Candidate) -> tuple[list[Attempt], Verdict]:
         """The shortcut pre-check, then K attempts per solver (stored ones reused), each judged; early
         stop once the verdict is certain (see the module notes and sagegen.solvers.may_stop)."""
-        from sagegen.solvers import agreement_verdict, may_stop
+        from sagegen.solvers import may_stop
 
         rec = self.store.pair(idx)
         rrec = next((r for r in rec.rounds if r.round == rnd), None) if rec else None
         pre = await self.precheck(idx, rnd, cand)
         if pre is not None and not self.pcfg.precheck_compare:
-            verdict = precheck_verdict(pre)
+            verdict = Verdict.decide([[pre]], cand.target, source="precheck")
             if rrec is None or rrec.verdict != verdict:
                 self.store.set_verdict(idx, rnd, verdict)
             return [pre], verdict
@@ -424,7 +424,7 @@ class Pipeline:
                     break
             per_solver.append(mine)
         attempts = [x for atts in per_solver for x in atts]
-        verdict = agreement_verdict(per_solver, cand.target, self.pcfg.min_solvers_agree)
+        verdict = Verdict.decide(per_solver, cand.target, self.pcfg.min_solvers_agree)
         if pre is not None:  # precheck_compare: the solvers decide; record whether they agree
             agree = verdict.label == "too_easy"
             self.store.event(
@@ -562,16 +562,3 @@ class Pipeline:
         if written is not None:
             self.store.append_output(written, qa)  # after the commit: the file never runs ahead of the ledger
         return "ambiguous" if ambiguous else verdict.label
-
-
-def precheck_verdict(pre: Attempt) -> Verdict:
-    """Too easy by the retriever alone: one search shows the answer (no solver attempt ran)."""
-    return Verdict(
-        correct=True,
-        difficulty=pre.num_searches,
-        passed=False,
-        avg_at_k=1.0,
-        label="too_easy",
-        num_attempts=0,
-        source="precheck",
-    )
