@@ -71,11 +71,11 @@ async def test_success_records_usage_and_sends_params(key_env: str) -> None:
 
 
 async def test_transient_5xx_then_success(key_env: str) -> None:
-    with FaultServer([status(500), status(503), status(502)]) as srv:
+    with FaultServer([status(500), status(503), status(502)]) as srv, collect_tries() as tries:
         llm = backend(srv.url, key_env)
         comp = await llm.complete(MSGS)
     assert comp.text == "echo: ping"
-    assert len(srv.requests) == 4 and llm.retries == 3
+    assert len(srv.requests) == 4 and [t.status for t in tries] == [500, 503, 502, 200]
 
 
 async def test_persistent_500_gives_up_after_bounded_retries(key_env: str) -> None:
@@ -215,9 +215,12 @@ async def test_connection_refused_is_bounded(key_env: str) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     llm = backend(f"http://127.0.0.1:{port}/v1", key_env, max_retries=2)
-    with pytest.raises(LLMError, match=r"gave up after 3 attempt\(s\).*connection error"):
+    with (
+        pytest.raises(LLMError, match=r"gave up after 3 attempt\(s\).*connection error"),
+        collect_tries() as tries,
+    ):
         await llm.complete(MSGS)
-    assert llm.calls == 3
+    assert len(tries) == 3 and all(t.status is None for t in tries)
 
 
 async def test_native_tool_calls(key_env: str) -> None:

@@ -310,11 +310,11 @@ def test_read_only_run_dir_and_full_disk(run_cwd: Path, small_fs: Path) -> None:
     subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     # Fill the disk, then ask for more pairs: the writes fail with a clear line, and what was written stays.
     before = (small_fs / "run" / "dataset.jsonl").read_bytes()
-    with open(small_fs / "filler", "wb") as f:
+    # Unbuffered: a buffered file would raise ENOSPC again from close(), flushing what the disk refused.
+    with open(small_fs / "filler", "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     res = _cli("generate", "--out", "run", "--no-progress", "-n", "40", *sets, cwd=small_fs)

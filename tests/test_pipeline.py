@@ -302,7 +302,7 @@ def test_run_generate_resumes_and_rebuilds_outputs(tmp_path: Path) -> None:
         f.write('{"half a line')  # a kill in mid-append
     p2 = parts()
     res2 = run_generate(cfg, tmp_path / "run", parts=p2)
-    assert res2.resumed and res2.stats.already_done == 3 and res2.stats.calls == 0
+    assert res2.resumed and res2.stats.already_done == 3 and res2.calls == 0
     assert p2.generator.calls == []  # type: ignore[attr-defined]
     assert data.read_text() == before
     assert (tmp_path / "run" / "config.yaml").read_text() == cfg.dump()

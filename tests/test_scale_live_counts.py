@@ -72,8 +72,8 @@ def test_two_workers_report_their_calls_before_their_first_pair_finishes(
     assert all(e.calls > 0 for e in early)
     # Nothing counted twice: the reports add up to the calls the workers booked in the ledger.
     counted = [e for e in events if isinstance(e, CallsCounted)]
-    assert sum(e.calls for e in counted) == result.stats.calls > sum(e.calls for e in early)
-    assert sum(e.cached for e in counted) == result.stats.cached
+    assert sum(e.calls for e in counted) == result.calls > sum(e.calls for e in early)
+    assert sum(e.cached for e in counted) == result.cached
     booked = _rows(tmp_path / "run" / "ledger.sqlite", "SELECT COUNT(*) FROM llm_calls")
-    assert booked == [(result.stats.calls,)]
+    assert booked == [(result.calls,)]
     assert sum(isinstance(e, PairFinished) for e in events) == 4

@@ -77,10 +77,10 @@ def test_two_ray_workers_make_the_same_dataset_as_one_process(local_ray: Any, co
     assert _outcome(corpus_dir / "ray" / "run") == expected
     assert {p[4] for p in expected["pairs"]} >= {"pass", "too_easy"}
     # Counted in the driver from the workers' reports, and booked in the driver's ledger.
-    assert spread.stats.done == N and spread.stats.calls == one.stats.calls > 0
+    assert spread.stats.done == N and spread.calls == one.calls > 0
     ledger = corpus_dir / "ray" / "run" / "ledger.sqlite"
     paid = _rows(ledger, "SELECT SUM(1 - cached), COUNT(DISTINCT session) FROM llm_calls")
-    assert paid == [(one.stats.calls, 1)]
+    assert paid == [(one.calls, 1)]
     # The calls went into the driver's cache file through the ledger actor, each once.
     assert _rows(corpus_dir / "ray.sqlite", "SELECT COUNT(*) FROM calls") == _rows(
         corpus_dir / "one.sqlite", "SELECT COUNT(*) FROM calls"
@@ -91,7 +91,7 @@ def test_two_ray_workers_make_the_same_dataset_as_one_process(local_ray: Any, co
 
     # A rerun has nothing left to do and pays for nothing.
     again = run_generate(load_config(None, _settings("ray.sqlite", *RAY)), corpus_dir / "ray" / "run")
-    assert again.resumed and again.stats.already_done == N and again.stats.calls == 0
+    assert again.resumed and again.stats.already_done == N and again.calls == 0
     assert _outcome(corpus_dir / "ray" / "run") == expected
 
 
@@ -153,7 +153,7 @@ def test_sigkill_of_the_driver_then_the_rerun_repeats_no_pair_and_no_paid_call(c
     assert "resumed" in rerun.stdout
     assert _outcome(corpus_dir / "killed" / "run") == expected
     calls = _rows(corpus_dir / "one.sqlite", "SELECT COUNT(*) FROM calls")[0][0]
-    assert calls == one.stats.calls
+    assert calls == one.calls
     assert _rows(corpus_dir / "killed.sqlite", "SELECT COUNT(*) FROM calls")[0][0] == calls
     paid = _rows(ledger, "SELECT session, SUM(1 - cached) FROM llm_calls GROUP BY session ORDER BY 1")
     assert len(paid) == 2

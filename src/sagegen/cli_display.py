@@ -27,7 +27,9 @@ from rich.table import Table
 from rich.text import Text
 
 from sagegen.events import (
+    CallsCounted,
     Event,
+    LLMCallFinished,
     PairFailed,
     PairFinished,
     PairStarted,
@@ -43,9 +45,13 @@ from sagegen.store import RunStore
 @dataclass
 class GenerateView(Stats):
     """The run's counters (the pipeline's own :class:`Stats`, counted the same way) plus the pairs in
-    flight, kept from events; :meth:`line` is the live status line."""
+    flight and the calls the accounting wrappers report (``LLMCallFinished``, and ``CallsCounted`` from
+    workers), kept from events; :meth:`line` is the live status line."""
 
     in_flight: int = 0
+    calls: int = 0
+    cached: int = 0
+    tokens: int = 0
 
     def update(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -54,6 +60,12 @@ class GenerateView(Stats):
             self.in_flight += 1
         elif isinstance(event, (PairFinished, PairFailed)):
             self.in_flight -= 1
+        elif isinstance(event, LLMCallFinished):
+            self.calls, self.cached = self.calls + 1, self.cached + int(event.cached)
+            self.tokens += event.tokens
+        elif isinstance(event, CallsCounted):
+            self.calls, self.cached = self.calls + event.calls, self.cached + event.cached
+            self.tokens += event.tokens
         self.count(event)
 
     @property

@@ -47,10 +47,8 @@ from sagegen.config import Config
 from sagegen.damage import LedgerError
 from sagegen.errors import ConfigError, SagegenError
 from sagegen.events import (
-    CallsCounted,
     Event,
     EventSink,
-    LLMCallFinished,
     PairFailed,
     PairFinished,
     PairStarted,
@@ -73,7 +71,8 @@ RoundKind = Literal["generate", "resample", "feedback"]
 
 @dataclass
 class Stats:
-    """This session's counters, kept from the events the pipeline emits (the summary reads them)."""
+    """This session's pairs, kept from the events the pipeline emits (the summary reads them). Calls are
+    not counted here: the accounting wrappers count them, the ledger books them (``RunResult.calls``)."""
 
     total: int = 0
     already_done: int = 0
@@ -81,9 +80,6 @@ class Stats:
     labels: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     last_error: str = ""
-    calls: int = 0
-    cached: int = 0
-    tokens: int = 0
 
     def count(self, event: Event) -> None:
         if isinstance(event, PairFinished):
@@ -92,14 +88,6 @@ class Stats:
         elif isinstance(event, PairFailed):
             self.errors += 1
             self.last_error = f"pair {event.index}: {event.error}"
-        elif isinstance(event, LLMCallFinished):
-            self.calls += 1
-            self.cached += int(event.cached)
-            self.tokens += event.tokens
-        elif isinstance(event, CallsCounted):
-            self.calls += event.calls
-            self.cached += event.cached
-            self.tokens += event.tokens
 
 
 class FailureStreak:
@@ -197,6 +185,20 @@ class Pipeline:
         if not cfg.generator.answer_types:
             raise ConfigError("generator.answer_types: must name at least one of number, date, entity")
         self.rounds = 1 if self.pcfg.strategy == "none" else self.pcfg.rounds
+
+    @property
+    def llms(self) -> list[AccountingLLM]:
+        """Every accounting wrapper of this pipeline (one per role)."""
+        extra = [x for x in (self.judge_llm, self.ambiguity_llm) if x is not None]
+        return [self.gen_llm, *self.solvers, *extra]
+
+    def calls_made(self) -> tuple[int, int, int]:
+        """(calls, cached, tokens) this process made so far, as its accounting wrappers counted them."""
+        return (
+            sum(x.calls for x in self.llms),
+            sum(x.cached for x in self.llms),
+            sum(x.prompt_tokens + x.completion_tokens for x in self.llms),
+        )
 
     def emit(self, event: Event) -> None:
         self.stats.count(event)

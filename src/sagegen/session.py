@@ -39,6 +39,15 @@ class RunResult:
     #: Lines naming each role whose replies were cut at the cap, and the setting to raise.
     caps: list[str] = field(default_factory=list)
 
+    @property
+    def calls(self) -> int:
+        """LLM calls this session, as the ledger booked them (cache hits included)."""
+        return int(sum(u["calls"] for u in self.session_usage.values()))
+
+    @property
+    def cached(self) -> int:
+        return int(sum(u["cached"] for u in self.session_usage.values()))
+
 
 def config_warnings(cfg: Config) -> list[str]:
     """Settings that are legal but weaken the data; kept as ledger events, shown in the end-of-run advice."""

@@ -23,7 +23,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +44,6 @@ CREATE TABLE IF NOT EXISTS calls (
     created REAL NOT NULL
 )
 """
-
-
-@dataclass
-class CacheStats:
-    hits: int = 0  # answered from the database
-    misses: int = 0  # not in the database (each leads to a call or joins one in flight)
-    calls: int = 0  # calls made to the backend
-    shared: int = 0  # callers that waited on an identical call already in flight
-    errors: int = 0  # backend calls that raised (not cached)
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 def cache_key(
@@ -151,7 +138,6 @@ class CachedLLM(LLM):
         self.inner = inner
         self.name = inner.name
         self.store = CallCache(path)
-        self.stats = CacheStats()
         self._inflight: dict[str, asyncio.Future[Completion]] = {}
         self._identity: dict[str, Any] = getattr(inner, "cache_identity", dict)()
 
@@ -170,12 +156,9 @@ class CachedLLM(LLM):
         )
         found = await asyncio.to_thread(self.store.get, key)
         if found is not None:
-            self.stats.hits += 1
             return found.model_copy(update={"cached": True})
-        self.stats.misses += 1
         loop = asyncio.get_running_loop()
         while (pending := self._inflight.get(key)) is not None and pending.get_loop() is loop:
-            self.stats.shared += 1
             try:
                 comp = await asyncio.shield(pending)
             except asyncio.CancelledError:
@@ -186,13 +169,11 @@ class CachedLLM(LLM):
         fut: asyncio.Future[Completion] = loop.create_future()
         self._inflight[key] = fut
         try:
-            self.stats.calls += 1
             comp = await self.inner.complete(messages, **o.as_kwargs())
             await asyncio.to_thread(self.store.put, key, self.name, comp)
             fut.set_result(comp)
             return comp
         except BaseException as e:
-            self.stats.errors += 1
             if isinstance(e, Exception):
                 fut.set_exception(e)
                 fut.exception()  # mark retrieved: nobody may be waiting on it

@@ -189,19 +189,6 @@ def _free_all() -> None:
         _free(model, wait=5.0)
 
 
-@dataclass
-class GenerationStats:
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    trimmed_calls: int = 0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.completion_tokens / self.seconds if self.seconds else 0.0
-
-
 class LlamaCppBackend(LLM):
     """``LLM`` over an in-process llama.cpp model."""
 
@@ -215,7 +202,6 @@ class LlamaCppBackend(LLM):
         self.n_threads = cfg.n_threads or min(cpus, max(2, cpus // 2))
         stem = self.path.name.removesuffix(".gguf")
         self.name = f"llamacpp:{stem}"
-        self.stats = GenerationStats()
         self._held: _Loaded | None = None  # the model this backend holds (one hold, however many calls)
 
     def cache_identity(self) -> dict[str, Any]:
@@ -259,7 +245,7 @@ class LlamaCppBackend(LLM):
                 )
             )
             try:
-                out, trimmed = await asyncio.shield(worker)
+                out = await asyncio.shield(worker)
             except asyncio.CancelledError:
                 # A worker thread cannot be killed: tell llama.cpp to stop at its next token, and
                 # keep this loop's lock until the thread is done, so the next caller starts clean
@@ -292,11 +278,6 @@ class LlamaCppBackend(LLM):
             seconds=seconds,
             tool_calls=tuple(calls),
         )
-        self.stats.calls += 1
-        self.stats.prompt_tokens += comp.prompt_tokens
-        self.stats.completion_tokens += comp.completion_tokens
-        self.stats.seconds += seconds
-        self.stats.trimmed_calls += int(trimmed)
         return comp
 
     def _generate(
@@ -309,7 +290,7 @@ class LlamaCppBackend(LLM):
         seed: int | None,
         tools: Sequence[dict[str, Any]] | None,
         cancelled: threading.Event | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> dict[str, Any]:
         """Runs in a worker thread, holding the model's lock; stops early once ``cancelled`` is set."""
         llama = model.llama
         from llama_cpp import StoppingCriteriaList
@@ -326,7 +307,7 @@ class LlamaCppBackend(LLM):
                 out = llama.create_chat_completion(
                     messages=msgs, max_tokens=max_tokens, temperature=temperature, stop=stops, seed=seed
                 )
-                return out, False
+                return out
             n_ctx = llama.n_ctx()
             reserve = min(max_tokens, n_ctx // 4)  # room to answer, not just to read
             tokens, fmt_stops = _render(llama, fmt, msgs, tools)
@@ -379,7 +360,7 @@ class LlamaCppBackend(LLM):
                 ],
                 "usage": out.get("usage"),
             }
-            return chat, trimmed
+            return chat
 
 
 def _render(

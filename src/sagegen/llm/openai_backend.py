@@ -167,8 +167,6 @@ class OpenAIBackend(LLM):
             "Accept": "application/json",
         }
         self._transport = Transport()  # its pool belongs to the event loop of the calls
-        self.calls = 0  # HTTP requests sent, retries included
-        self.retries = 0
         self._turn = 0  # where the next endpoint scan starts
 
     def cache_identity(self) -> dict[str, Any]:
@@ -331,7 +329,6 @@ class OpenAIBackend(LLM):
                 wait = 0.0 if e.endpoint_down and self._others_up(ep) else self._wait(attempt, e.wait)
                 attempt += 1
                 note_try(e.status, time.monotonic() - t0, wait, last)
-                self.retries += 1
                 log.warning(
                     "%s: %s; retry %d/%d in %.1fs",
                     self.name,
@@ -404,7 +401,6 @@ class OpenAIBackend(LLM):
     async def _request(self, ep: _Endpoint, content: bytes) -> dict[str, Any]:
         """One HTTP round trip; returns the parsed body or raises ``_Retryable`` / ``LLMError``."""
         ep.in_flight += 1  # before any await: calls picking an endpoint meanwhile see this one
-        self.calls += 1
         ep.calls += 1
         timeout = self.cfg.timeout
         post = self._transport.request("POST", ep.http_url, self._headers, content)

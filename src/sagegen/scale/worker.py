@@ -56,11 +56,10 @@ async def serve(
     An LLM or retrieval failure leaves its pair unfinished (recorded as a ``pair_error`` event, as one
     process does) and is reported; a ledger that cannot be written stops the worker.
     """
-    stats = pipe.stats
     sent = [0, 0, 0]
 
     def since_last() -> tuple[int, int, int]:
-        now = (stats.calls, stats.cached, stats.tokens)
+        now = pipe.calls_made()
         delta = (now[0] - sent[0], now[1] - sent[1], now[2] - sent[2])
         sent[:] = now
         return delta
