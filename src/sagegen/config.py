@@ -29,8 +29,9 @@ def absent_as(value: Any) -> dict[str, Any]:
     return {"absent_as": value}
 
 
-#: Passages per search (DESIGN: top-3, as in the paper). In a Config ``retrieval.topk`` owns it; the role
-#: sections default to the same number so that one built alone (tests, library use) searches alike.
+#: Passages per search (docs/design.md §1.2: top-3, as in the paper). In a Config ``retrieval.topk``
+#: owns it; the role sections default to the same number so that one built alone (tests, library use)
+#: searches alike.
 DEFAULT_TOPK = 3
 
 
@@ -284,7 +285,7 @@ class PipelineConfig(Section):
     strategy: Literal["feedback", "resample", "none"] = "feedback"
     concurrency: int = Field(4, ge=1, json_schema_extra=VOLATILE)
     seed: int = 0
-    #: Skip the remaining attempts once a pair is certainly too easy (DESIGN §4; Avg@K is then over
+    #: Skip the remaining attempts once a pair is certainly too easy (docs/design.md §5.3; Avg@K is then over
     #: the attempts that ran, see ``sagegen.pipeline``).
     early_stop: bool = True
     #: Retriever-only shortcut check before the solver attempts (sagegen.precheck): ``auto`` where it is

@@ -185,7 +185,7 @@ PairLabel = Literal["pass", "too_easy", "incorrect", "ambiguous"]
 
 
 class Verdict(Record):
-    """The outcome of verifying one candidate with K attempts (DESIGN §1 step 2)."""
+    """The outcome of verifying one candidate with K attempts (docs/design.md §1.2)."""
 
     correct: bool
     difficulty: int | None  # fewest searches among correct attempts
