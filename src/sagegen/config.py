@@ -57,7 +57,7 @@ class BM25Config(Section):
     #: passage while building), with the scoring variants below. ``tantivy``: an inverted index on
     #: disk (Rust, Lucene's BM25), built streaming in bounded memory, memory-mapped: for large
     #: corpora. ``auto``: tantivy from ``tantivy_above`` passages on, where it is faster and the numpy
-    #: build passes 1 GB (README: retrieval at scale; bench/bench_bm25_scale.py).
+    #: build passes 1 GB (docs/corpora.md, retrieval at scale; bench/README.md).
     engine: Literal["auto", "numpy", "tantivy"] = "auto"
     tantivy_above: int = Field(100_000, ge=1)
     #: tantivy's indexing buffer in MB: what bounds a tantivy build's memory, whatever the corpus size.
@@ -85,7 +85,8 @@ class DenseConfig(Section):
     device: str = "cpu"
     #: A FAISS index already built from this corpus (vector i = passage i, e.g. Search-R1's
     #: ``e5_Flat.index`` beside ``wiki-18.jsonl``): the index links it instead of embedding the corpus,
-    #: and ``model`` must name the encoder it was built with. Read memory-mapped (README: dense at scale).
+    #: and ``model`` must name the encoder it was built with. Read memory-mapped (docs/corpora.md: dense
+    #: at scale).
     prebuilt: str | None = None
 
 
