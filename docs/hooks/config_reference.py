@@ -46,7 +46,8 @@ def _type_name(annotation: Any) -> str:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
     if isinstance(annotation, type):
         return f"`{annotation.__name__}`"
-    return f"`{text}`".replace("|", "\\|")
+    # A "|" would end the table cell, and an escaped one shows its backslash inside a code span.
+    return f"`{text}`".replace(" | ", "` or `")
 
 
 def _default(field: Any) -> str:
