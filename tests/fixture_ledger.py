@@ -153,7 +153,7 @@ def build_ledger(run_dir: Path) -> Path:
                 store.add_attempt(idx, rnd, a, 1000 * idx + 10 * rnd + a, tid, traj, j)
                 attempts.append(Attempt(index=a, trajectory=traj, judgement=j))
                 store.record_call("solver", "scripted", 100 * (n + 1), 10 * (n + 1), 0.01, False)
-            verdict = Verdict.from_attempts(attempts, spec["target"])
+            verdict = Verdict.decide([attempts], spec["target"])
             store.set_verdict(idx, rnd, verdict)
             last_cand, last_verdict, last_round = cand, verdict, rnd
         qa = None

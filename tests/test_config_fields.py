@@ -21,12 +21,16 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import sagegen
-from sagegen.config import MOVED_KEYS, RETIRED_KEYS, Config, LLMConfig, Section, _section_type
+from sagegen.config import Config, LLMConfig, Section, _section_type
 
 SRC = Path(sagegen.__file__).parent
 
 # Read through a generic path that the scan cannot follow (keep each with its reason):
-ALLOWED: dict[str, str] = {}
+ALLOWED: dict[str, str] = {
+    # Read in config.py itself, by the role's bound renderer (``cfg.prompts``) every role renders through.
+    "judge.prompt_set": "read by JudgeConfig.prompts",
+    "generator.prompt_set": "read by GeneratorConfig.prompts",
+}
 
 
 def _leaves(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], type]]:
@@ -197,32 +201,7 @@ def test_scan_counts_a_read_through_the_section_or_an_annotated_name(tmp_path: P
     )
     every = [".".join(p) for p, _ in _leaves(_ConfigWithDummies)]
     read = {"llm.max_tokens", "dummies.also_unread", "never_read_knob"}
-    assert unread_fields(_ConfigWithDummies, tmp_path) == [p for p in every if p not in read]
-
-
-def stale_reads(src: Path = SRC) -> list[str]:
-    """Reads of a moved or retired key through its old section (``self.cfg.llm.temperature``): code that
-    a merge or a copy brought back, which would fail at run time, not at load."""
-    section_attrs = _section_attrs(Config)
-    old = {tuple(k.replace(".*", "").rsplit(".", 1)) for k in (*MOVED_KEYS, *RETIRED_KEYS)}
-    found = []
-    for path in sorted(src.rglob("*.py")):
-        mod = _Module(ast.parse(path.read_text(encoding="utf-8")), section_attrs)
-        found += [
-            f"{path.relative_to(src)}: {recv}.{attr}"
-            for recv, attr in sorted(mod.reads)
-            if (recv.rpartition(".")[2], attr) in old
-        ]
-    return found
-
-
-def test_no_module_reads_a_moved_or_retired_key() -> None:
-    assert stale_reads() == []
-
-
-def test_stale_reads_are_found(tmp_path: Path) -> None:
-    (tmp_path / "old.py").write_text("def f(self):\n    return self.cfg.llm.temperature\n", encoding="utf-8")
-    assert stale_reads(tmp_path) == ["old.py: self.cfg.llm.temperature"]
+    assert unread_fields(_ConfigWithDummies, tmp_path) == [p for p in every if p not in read | set(ALLOWED)]
 
 
 def test_allow_list_names_real_fields() -> None:

@@ -181,9 +181,7 @@ async def _first_candidate() -> tuple[object, Trajectory]:
 async def test_revise_too_easy_shows_the_shortcut_and_both_traces() -> None:
     cand, own = await _first_candidate()
     solver = _solver("Dijon", 1)
-    verdict = Verdict.from_attempts(
-        [Attempt(index=0, trajectory=solver, judgement=Judgement(correct=True))], 3
-    )
+    verdict = Verdict.decide([[Attempt(index=0, trajectory=solver, judgement=Judgement(correct=True))]], 3)
     assert verdict.label == "too_easy"
     llm = ScriptedLLM(
         [search("Dijon mustard"), final("Where was the engineer of the 1889 Paris tower born?", "Dijon")]
@@ -205,9 +203,7 @@ async def test_revise_too_easy_shows_the_shortcut_and_both_traces() -> None:
 async def test_revise_incorrect_asks_for_a_grounded_correction() -> None:
     cand, own = await _first_candidate()
     solver = _solver("Paris", 2)
-    verdict = Verdict.from_attempts(
-        [Attempt(index=0, trajectory=solver, judgement=Judgement(correct=False))], 3
-    )
+    verdict = Verdict.decide([[Attempt(index=0, trajectory=solver, judgement=Judgement(correct=False))]], 3)
     llm = ScriptedLLM([final("Which city in eastern France was the tower's engineer born in?", "Dijon")])
     await revise(DOCS[3], cand, own, solver, verdict, llm, OverlapRetriever(), GeneratorConfig())  # type: ignore[arg-type]
     prompt = llm.calls[0]["messages"][1]["content"]

@@ -63,7 +63,7 @@ def _too_easy(cand: Candidate) -> tuple[Trajectory, Verdict]:
         ),
     )
     attempt = Attempt(index=0, trajectory=solver, judgement=Judgement(correct=True))
-    verdict = Verdict.from_attempts([attempt], 3)
+    verdict = Verdict.decide([[attempt]], 3)
     return solver, verdict
 
 
@@ -91,7 +91,7 @@ async def test_a_fitting_answer_gets_no_note() -> None:
 
 
 async def test_the_release_profile_labels_but_keeps_its_own_prompt() -> None:
-    cfg = GeneratorConfig(prompt_set="sage", feedback_search=False)
+    cfg = GeneratorConfig(prompt_set="sage", feedback_search=False, feedback_prompt="release")
     prompt, rev = await _revision_prompt("Helen Keller", "number", cfg)
     assert NOTE not in prompt and prompt.startswith("Below are the output of a question generator agent")
     assert rev is not None and rev.answer_type_found == "number"

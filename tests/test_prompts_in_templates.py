@@ -82,3 +82,39 @@ def nudge(messages, problem, n):
     found = prose_sent_to_model(planted)
     assert [line for line, _ in found] == [4, 5]
     assert found[0][1] == "You must finish now, write the pair."
+
+
+#: The modules of the roles that own a prompt set (solver, generator, judge).
+ROLE_MODULES = [SRC / "agents" / "generator.py", SRC / "agents" / "solver.py", SRC / "judge.py"]
+#: Functions there that render without a role: the tool schema is shared with training (train/tools.py)
+#: and belongs to no prompt set.
+_ROLELESS = {"search_tool_spec"}
+
+
+def bare_renders(source: str) -> list[int]:
+    """Lines of ``render(...)`` calls outside ``_ROLELESS`` functions: a role's template rendered without
+    the role's bound renderer (``cfg.prompts``), which would miss its prompt set."""
+    tree = ast.parse(source)
+    roleless = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef) and f.name in _ROLELESS
+        for n in ast.walk(f)
+    }
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and _name(n.func) == "render" and id(n) not in roleless
+    ]
+
+
+def test_roles_render_only_through_their_bound_prompt_set() -> None:
+    found = {p.name: bare_renders(p.read_text(encoding="utf-8")) for p in ROLE_MODULES}
+    assert all(not lines for lines in found.values()), found
+
+
+def test_the_scan_finds_a_bare_render() -> None:
+    src = (
+        "def f(cfg):\n    return render('j.j2', x=1)\n\ndef search_tool_spec():\n    return render('t.j2')\n"
+    )
+    assert bare_renders(src) == [2]

@@ -13,15 +13,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from sage_loop_helpers import DOCS, SCRIPTED_RUN_SETS, OverlapRetriever, run_cli, write_corpus
 from sagegen.agents.generator import feedback_prompt, generate, revise
 from sagegen.agents.solver import solve
 from sagegen.config import Config, JudgeConfig, load_config
+from sagegen.errors import ConfigError
 from sagegen.judge import judge_answer, parse_grader
 from sagegen.llm.scripted import ScriptedLLM, fixture_llm
 from sagegen.profiles import load_profile, profile_text
+from sagegen.prompts import render
 from sagegen.records import Candidate, Trajectory, Verdict
 from sagegen.session import Components, config_warnings, run_generate
 from sagegen.store import RunStore
@@ -327,7 +330,7 @@ def test_profile_yaml_is_a_valid_starting_config(tmp_path: Path) -> None:
     path.write_text(profile_text("sage"))
     cfg = load_config(path)
     assert cfg == sage_config()
-    assert yaml.safe_load(profile_text("sage"))["pipeline"]["protocol"] == "sage"
+    assert yaml.safe_load(profile_text("sage"))["pipeline"]["on_no_pair"] == "drop"
 
 
 def test_generate_protocol_sage_end_to_end_on_the_scripted_fixture(tmp_path: Path) -> None:
@@ -338,7 +341,7 @@ def test_generate_protocol_sage_end_to_end_on_the_scripted_fixture(tmp_path: Pat
     ]
     p = run_cli(
         "generate",
-        "--protocol",
+        "--profile",
         "sage",
         "-o",
         "run",
@@ -354,7 +357,7 @@ def test_generate_protocol_sage_end_to_end_on_the_scripted_fixture(tmp_path: Pat
     )
     assert p.returncode == 0, p.stderr[-3000:]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["pipeline"]["protocol"] == "sage" and saved["solver"]["prompt_set"] == "sage"
+    assert saved["pipeline"]["feedback_trace"] == "answered" and saved["solver"]["prompt_set"] == "sage"
     with RunStore.open(tmp_path / "run") as store:
         gens = dict(store.trajectories("generator"))
         assert gens and all("Initial document:" in str(t.messages[1]["content"]) for t in gens.values())
@@ -374,7 +377,7 @@ def test_a_seed_whose_generation_fails_is_dropped_not_resampled(tmp_path: Path) 
     with _run(tmp_path / "sage", respond, *sets) as store:
         rec = store.pair(0)
         assert rec is not None and rec.state == "failed" and [r.round for r in rec.rounds] == [1]
-    with _run(tmp_path / "default", respond, *sets, "pipeline.protocol=default") as store:
+    with _run(tmp_path / "default", respond, *sets, "pipeline.on_no_pair=resample") as store:
         assert len(store.pair(0).rounds) == 3  # type: ignore[union-attr]  # the default resamples
 
 
@@ -411,3 +414,31 @@ def test_default_reviser_nests_the_previous_feedback_prompt_only_when_asked() ->
     plain = render_trace(previous, Config().generator)
     assert "THE ROUND-2 FEEDBACK PROMPT" in nested and "a query" in nested
     assert "THE ROUND-2 FEEDBACK PROMPT" not in plain and "a query" in plain
+
+
+def test_a_searching_reviser_of_the_sage_profile_gets_the_sage_generator_rules() -> None:
+    # prompt_set=sage with feedback_search=true: the reviser's system prompt is the profile's own (it was
+    # the default one when each render call had to name the set by hand)
+    own, _ = _long_trace(2)
+    cfg = sage_config("generator.feedback_search=true").generator
+    msgs, _ = feedback_prompt(DOCS[2], CAND, own, _solver_trace(), TOO_EASY, cfg)
+    assert msgs[0]["role"] == "system"
+    sage_rules = render("generator_system.j2", "sage", target=3, answer_type="entity", max_searches=20)
+    default_rules = render("generator_system.j2", target=3, answer_type="entity", max_searches=20)
+    assert sage_rules != default_rules and msgs[0]["content"] == sage_rules
+
+
+def test_the_release_feedback_prompt_needs_the_sage_templates() -> None:
+    with pytest.raises(ConfigError, match=r"generator: .*feedback_prompt: release needs prompt_set: sage"):
+        load_config(None, ["generator.feedback_prompt=release"])
+
+
+def test_a_reviser_without_search_can_keep_sagegens_own_feedback_prompt() -> None:
+    # feedback_search only says whether the reviser searches; the prompt's shape is feedback_prompt's
+    own, _ = _long_trace(2)
+    cfg = Config().generator.model_copy(update={"feedback_search": False})
+    msgs, _ = feedback_prompt(DOCS[2], CAND, own, _solver_trace(), TOO_EASY, cfg)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert msgs[0]["content"] == render(
+        "generator_system.j2", target=3, answer_type="entity", max_searches=20
+    )

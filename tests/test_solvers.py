@@ -24,6 +24,7 @@ from sagegen.config import Config, load_config
 from sagegen.errors import ConfigError
 from sagegen.llm.scripted import ScriptedLLM
 from sagegen.pipeline import Pipeline
+from sagegen.records import Attempt, Judgement, Step, Trajectory, Verdict
 from sagegen.session import Components
 from sagegen.solvers import parse_ambiguity
 from sagegen.store import RunStore
@@ -160,3 +161,23 @@ async def test_ambiguity_check_skips_passes_below_the_training_floor(tmp_path: P
     await pipe.run()
     assert prompts == [] and store.pair(0).output == "too_easy"
     assert "ambiguity" not in store.llm_usage()
+
+
+def _att(i: int, right: bool, searches: int) -> Attempt:
+    traj = Trajectory(
+        agent="solver", question="q", steps=tuple(Step(kind="search", query=f"s{n}") for n in range(searches))
+    )
+    return Attempt(index=i, trajectory=traj, judgement=Judgement(correct=right))
+
+
+def test_one_verdict_rule_for_one_solver_several_and_the_precheck() -> None:
+    one = Verdict.decide([[_att(0, False, 1), _att(1, True, 4), _att(2, True, 2)]], target=3)
+    assert (one.correct, one.difficulty, one.label, one.num_attempts) == (True, 2, "too_easy", 3)
+    assert one.avg_at_k == 2 / 3 and one.solvers_agree is None and one.source == "solver"
+    # the strongest solver that solved it sets the difficulty, not a weaker solver's lucky short guess
+    two = Verdict.decide([[_att(0, True, 5)], [_att(1, True, 1)]], target=3, min_agree=2)
+    assert (two.passed, two.difficulty, two.solvers_agree, two.num_attempts) == (True, 5, 2, 2)
+    short = Verdict.decide([[_att(0, True, 5)], [_att(1, False, 1)]], target=3, min_agree=2)
+    assert short.label == "incorrect" and short.solvers_agree == 1
+    pre = Verdict.decide([[_att(0, True, 1)]], target=3, source="precheck")
+    assert pre.label == "too_easy" and pre.num_attempts == 0 and pre.source == "precheck"

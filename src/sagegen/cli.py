@@ -70,9 +70,9 @@ def _main_options(
 def doctor(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    protocol: Annotated[
+    profile: Annotated[
         str | None,
-        typer.Option("--protocol", help="A protocol profile under the config: sage = the authors' release."),
+        typer.Option("--profile", help="A named profile under the config: sage = the authors' release."),
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Token cap of each probe call.")] = 2048,
     no_retriever: Annotated[bool, typer.Option("--no-retriever", help="Skip the retriever check.")] = False,
@@ -83,7 +83,7 @@ def doctor(
     from sagegen.doctor import diagnose, diagnose_retriever
     from sagegen.session import generate_config
 
-    cfg, _ = generate_config(config, list(set_ or []), protocol)
+    cfg, _ = generate_config(config, list(set_ or []), profile)
     ok = True
     for rep in diagnose(cfg, max_tokens=max_tokens):
         console.print(f"[bold]{rep.role}[/]: {rep.backend} {rep.model}", highlight=False)
@@ -349,21 +349,21 @@ def generate(
     new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Discard the run at --out, start over.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress display.")] = False,
-    protocol: Annotated[
+    profile: Annotated[
         str | None,
-        typer.Option("--protocol", help="A protocol profile under the config: sage = the authors' release."),
+        typer.Option("--profile", help="A named profile under the config: sage = the authors' release."),
     ] = None,
 ) -> None:
     """Generate verified, difficulty-controlled QA pairs (the SAGE loop); rerun the same command to resume.
 
     The embedded demo model without -c runs small demo settings (minutes on 2 CPU cores); any other
-    backend, a config file or --protocol runs the paper's (or the profile's). -s and the flags override.
+    backend, a config file or --profile runs the paper's (or the profile's). -s and the flags override.
     """
     from sagegen.cli_display import format_summary, generate_display
     from sagegen.session import budget_line, generate_config, resolve_run_dir, run_generate
 
     # Without a config file the embedded model runs small demo settings (minutes on 2 cores); every
-    # other backend, and every --protocol, runs the paper's or the profile's budgets; -s and the flags
+    # other backend, and every --profile, runs the paper's or the profile's budgets; -s and the flags
     # override either.
     flags = {
         "pipeline.num_seeds": num,
@@ -376,7 +376,7 @@ def generate(
         "pipeline.executor": "ray" if ray is not None else None,
         "pipeline.ray_address": ray or None,
     }
-    cfg, source = generate_config(config, flag_overrides(set_, flags), protocol)
+    cfg, source = generate_config(config, flag_overrides(set_, flags), profile)
     run_dir = resolve_run_dir(str(out) if out else None, cfg, new_run=new_run)
     from sagegen.doctor import preflight
 
@@ -399,8 +399,8 @@ def generate(
 
 
 @app.command(rich_help_panel="Generate data")
-def profile(name: Annotated[str, typer.Argument(help="A protocol profile: sage.")]) -> None:
-    """Print a protocol profile's YAML (copy it as a starting config for -c)."""
+def profile(name: Annotated[str, typer.Argument(help="A named profile: sage.")]) -> None:
+    """Print a profile's YAML (copy it as a starting config for -c)."""
     from sagegen.profiles import profile_text
 
     print(profile_text(name), end="")

@@ -15,18 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sagegen.errors import ConfigError
+from sagegen.prompts import Prompts
 
 #: Marks a field (or a whole section) that may change when a run is resumed: it changes how a run
 #: goes (speed, retries, where caches live), never what it produces. The ledger's resume check
 #: (``sagegen.store``) and eval's fingerprint (``sagegen.evaluate``) both drop exactly these.
 VOLATILE: dict[str, Any] = {"volatile": True}
-
-
-def absent_as(value: Any) -> dict[str, Any]:
-    """Marks a field added with a default that changes behaviour: a stored config without the key
-    (a run made by an older sagegen) behaved as ``value``, so resuming it with the new default is refused.
-    An unmarked field absent from a stored config is taken as its default."""
-    return {"absent_as": value}
 
 
 #: Passages per search (docs/design.md §1.2: top-3, as in the paper). In a Config ``retrieval.topk``
@@ -193,7 +187,18 @@ class LLMConfig(Section):
     cache_path: str = Field(".sagegen/llm_cache.sqlite", json_schema_extra=VOLATILE)
 
 
-class SolverConfig(Section):
+class _Role(Section):
+    """A role that renders prompts (solver, judge, generator): one renderer bound to its prompt set."""
+
+    prompt_set: str = "default"
+
+    @property
+    def prompts(self) -> Prompts:
+        """Every template of this role goes through this, so its prompt set is never missed."""
+        return Prompts(self.prompt_set)
+
+
+class SolverConfig(_Role):
     protocol: Literal["tags", "tools"] = "tags"
     max_searches: int = Field(10, ge=0)
     #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a solver that differs).
@@ -215,7 +220,7 @@ class SolverConfig(Section):
     force_answer: bool = True
 
 
-class JudgeConfig(Section):
+class JudgeConfig(_Role):
     #: ``llm`` (BrowseComp-style grader), ``em`` or ``f1`` (string match, no LLM call).
     method: Literal["llm", "em", "f1"] = "llm"
     f1_threshold: float = Field(0.8, ge=0, le=1)
@@ -236,7 +241,7 @@ class JudgeConfig(Section):
     unreadable: Literal["retry_then_f1", "incorrect"] = "retry_then_f1"
 
 
-class GeneratorConfig(Section):
+class GeneratorConfig(_Role):
     max_searches: int = Field(20, ge=0)
     #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a generator that differs).
     topk: int = Field(DEFAULT_TOPK, ge=1)
@@ -271,9 +276,19 @@ class GeneratorConfig(Section):
     prompt_set: Literal["default", "sage"] = "default"
     #: The reviser may search in feedback rounds (false: one call, no search tool, as in the release).
     feedback_search: bool = True
+    #: The feedback prompt's shape: ``traces`` (sagegen's: the generator's rules, the seed, both traces as
+    #: entries) or ``release`` (the authors' flat prompt of the two agents' prompts and outputs; needs
+    #: ``prompt_set: sage``, whose templates have that shape).
+    feedback_prompt: Literal["traces", "release"] = "traces"
     #: Round >= 3 shows the previous reviser's whole prompt as the generator's prompt (the release's
     #: chaining), rather than the first generator's opening.
     nest_previous_prompt: bool = False
+
+    @model_validator(mode="after")
+    def _release_prompt_needs_its_templates(self) -> GeneratorConfig:
+        if self.feedback_prompt == "release" and self.prompt_set != "sage":
+            raise ValueError("feedback_prompt: release needs prompt_set: sage (the templates of that shape)")
+        return self
 
 
 class PipelineConfig(Section):
@@ -292,7 +307,7 @@ class PipelineConfig(Section):
     #: Retriever-only shortcut check before the solver attempts (sagegen.precheck): ``auto`` where it is
     #: safe (S >= 2, answers that cannot match by chance), ``on`` also for one- or two-digit answers, ``off``.
     #: Runs made before the pre-check existed did not have it: absent from their config means ``off``.
-    precheck: Literal["auto", "on", "off"] = Field("auto", json_schema_extra=absent_as("off"))
+    precheck: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("precheck", mode="before")
     @classmethod
@@ -316,8 +331,12 @@ class PipelineConfig(Section):
     #: Passing pairs measured below this many searches go to too_easy.jsonl (label stays "pass");
     #: the paper trains on pairs with >= 2 steps.
     min_difficulty_for_dataset: int = Field(0, ge=0)
-    #: A protocol profile's name (``--protocol sage`` loads ``sagegen/profiles/sage.yaml``).
-    protocol: Literal["default", "sage"] = "default"
+    #: A seed whose first generation wrote no pair: ``resample`` it in the next round, or ``drop`` it
+    #: (the release never resamples a seed).
+    on_no_pair: Literal["resample", "drop"] = "resample"
+    #: The solver trace shown with "incorrect" feedback when no attempt was right, drawn (seeded) among
+    #: ``any`` attempt or those that ``answered`` something (the release).
+    feedback_trace: Literal["any", "answered"] = "any"
     #: After the last round, a correct pair that is still too easy is kept in dataset.jsonl with
     #: ``acceptance="relaxed"`` (the release's final-round filter: best_of_n == 1).
     final_round_relaxed: bool = False
@@ -540,11 +559,6 @@ def load_config(
         key, value = parse_override(item)
         _check_section_override(item, key, value)
         _set_path(data, key, value)
-    legacy = legacy_key_errors(data)
-    if legacy:  # a key that moved or went away is named with its new place, never silently ignored
-        where = f"{path}: " if path else ""
-        lines = [f"{where}{x}" for x in legacy]
-        raise ConfigError("configuration uses keys that changed:\n  " + "\n  ".join(lines))
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
@@ -581,66 +595,6 @@ def _check_section_override(text: str, key: str, value: Any) -> None:
             f"override {text!r}: {key!r} is a section, not a value; set one of its keys "
             f"instead, as in -s {key}.<key>=VALUE (its keys: {keys})"
         )
-
-
-# --- keys of older configs, and what a stored config means today -------------------------------------
-
-#: Keys older configs may hold that now live elsewhere; a stored run's value is read at the new place.
-MOVED_KEYS: dict[str, str] = {
-    "llm.temperature": "generator.temperature",  # it was only ever the generator's temperature
-}
-_NO_LLM_TOKENS = (
-    "each role has its own cap: generator.max_turn_tokens, solver.max_turn_tokens, judge.max_tokens"
-)
-#: Keys that are gone, with what to set instead. None of them ever applied, so a stored run's value is
-#: dropped (``*`` is any entry of a list).
-RETIRED_KEYS: dict[str, str] = {
-    "llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
-    "solver_llm.temperature": "it never applied: solver turns sample at solver.temperature",
-    "solver_llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
-    "solver_llms.*.temperature": "it never applied: solver turns sample at solver.temperature",
-    "solver_llms.*.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
-    "judge_llm.temperature": "it never applied: judge calls sample at judge.temperature",
-    "judge_llm.max_tokens": f"it was never read; {_NO_LLM_TOKENS}",
-}
-
-
-def _find(data: Any, parts: list[str], prefix: str = "") -> list[tuple[str, dict[str, Any], str]]:
-    """Where a dotted key (``*`` = any list entry) occurs in ``data``: (path, parent mapping, last key)."""
-    head, rest = parts[0], parts[1:]
-    if head == "*":
-        items = enumerate(data) if isinstance(data, list) else ()
-        return [hit for i, item in items for hit in _find(item, rest, f"{prefix}{i}.")]
-    if not isinstance(data, dict) or head not in data:
-        return []
-    if not rest:
-        return [(prefix + head, data, head)]
-    return _find(data[head], rest, f"{prefix}{head}.")
-
-
-def legacy_key_errors(data: dict[str, Any]) -> list[str]:
-    """One line per moved or retired key in a config mapping, naming where its meaning went."""
-    lines = []
-    for key, new in MOVED_KEYS.items():
-        lines += [f"{path}: moved to {new}; set that instead" for path, _, _ in _find(data, key.split("."))]
-    for key, why in RETIRED_KEYS.items():
-        lines += [f"{path}: removed ({why})" for path, _, _ in _find(data, key.split("."))]
-    return lines
-
-
-def upgrade_stored(stored: dict[str, Any]) -> dict[str, Any]:
-    """A config stored by an older sagegen (a run's ledger, an eval's meta) in today's keys: moved keys at
-    their new place, retired ones dropped. Keys it lacks are left absent (see ``config_changes``)."""
-    data = copy.deepcopy(stored)
-    for key, new in MOVED_KEYS.items():
-        for _, parent, last in _find(data, key.split(".")):
-            value = parent.pop(last)
-            if new.split(".")[0] in data:  # a partial config (eval's fingerprint) keeps only its sections
-                _set_path(data, new, value)
-    for key in RETIRED_KEYS:
-        for _, parent, last in _find(data, key.split(".")):
-            del parent[last]
-    return data
 
 
 def _section_type(field: Any) -> tuple[type[Section] | None, bool]:
@@ -693,8 +647,8 @@ def strip_volatile(data: dict[str, Any], model: type[BaseModel] = Config) -> dic
 
 
 def _fill_absent(old: dict[str, Any], new: dict[str, Any], model: type[BaseModel]) -> None:
-    """Give ``old`` each key of ``new`` it lacks, as the run that stored ``old`` behaved: the field's
-    ``absent_as`` mark when it has one, else its default."""
+    """Give ``old`` each key of ``new`` it lacks, at the field's default: a key added since the run was
+    stored does not block its resume. (No compatibility layer beyond this until a first release.)"""
     from pydantic_core import to_jsonable_python
 
     for key, value in new.items():
@@ -705,9 +659,6 @@ def _fill_absent(old: dict[str, Any], new: dict[str, Any], model: type[BaseModel
         if key not in old:
             if section is not None and not is_list and isinstance(value, dict):
                 old[key] = {}
-            elif isinstance(field.json_schema_extra, dict) and "absent_as" in field.json_schema_extra:
-                old[key] = _mark(field, "absent_as")
-                continue
             else:
                 old[key] = to_jsonable_python(field.get_default(call_default_factory=True))
                 continue
@@ -721,8 +672,8 @@ def _fill_absent(old: dict[str, Any], new: dict[str, Any], model: type[BaseModel
 
 def semantic_view(stored: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A stored config and the current one made comparable: both without volatile fields, the stored
-    one upgraded (moved/retired keys) and given the keys it lacks as its run behaved (``_fill_absent``)."""
-    old = strip_volatile(upgrade_stored(stored))
+    one given the keys it lacks at their defaults (``_fill_absent``)."""
+    old = strip_volatile(copy.deepcopy(stored))
     new = strip_volatile(current)
     _fill_absent(old, new, Config)
     return old, new

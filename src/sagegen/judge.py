@@ -17,7 +17,6 @@ from sagegen.config import JudgeConfig
 from sagegen.errors import ConfigError, LLMError
 from sagegen.export.reward import normalize_answer  # the one SQuAD normalisation (stdlib-only there)
 from sagegen.llm.base import LLM, Message
-from sagegen.prompts import render
 from sagegen.records import Judgement
 
 
@@ -137,9 +136,7 @@ async def judge_answer(
     messages: list[Message] = [
         {
             "role": "user",
-            "content": render(
-                "judge.j2", cfg.prompt_set, question=question, response=predicted, golden=goldens
-            ),
+            "content": cfg.prompts("judge.j2", question=question, response=predicted, golden=goldens),
         }
     ]
     problems: list[str] = []
@@ -174,7 +171,7 @@ async def judge_answer(
         messages = [
             *messages,
             {"role": "assistant", "content": c.text},
-            {"role": "user", "content": render("judge_retry.j2")},
+            {"role": "user", "content": cfg.prompts("judge_retry.j2")},
         ]
     if cfg.unreadable == "incorrect":  # the release: no verdict is not a "yes"
         failed = any(p.startswith("judge call failed") for p in problems)

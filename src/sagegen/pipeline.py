@@ -5,7 +5,7 @@ One pair, one screen (:meth:`Pipeline.run_pair`)::
     for round in 1..R:
         candidate = stored round, or generate (round 1 / resample) or revise (feedback)
         attempts  = stored attempts + solve×K (distinct seeds), each judged
-        verdict   = Verdict.from_attempts(attempts, target)          # pass / too_easy / incorrect
+        verdict   = Verdict.decide([attempts], target)                # pass / too_easy / incorrect
         stop when passed, or after one round with strategy "none"
     finish: the last verdict labels the pair; it goes to dataset / too_easy / unsolved.jsonl
 
@@ -310,8 +310,8 @@ class Pipeline:
                 cand, gen_traj = await self.author(spec, rnd, kind, last)
             if cand is None:
                 self.emit(RoundFinished(idx, rnd, None))
-                if last is None and self.pcfg.protocol == "sage":
-                    break  # the release drops a seed whose generation wrote no pair; it never resamples it
+                if last is None and self.pcfg.on_no_pair == "drop":
+                    break
                 continue
             attempts, verdict = await self.verify(idx, rnd, cand)
             last = RoundResult(rnd, cand, gen_traj, attempts, verdict)
@@ -356,7 +356,6 @@ class Pipeline:
             )
         solver_traj = self.pick_solver_trace(spec.index, rnd, last.attempts)
         budget = context_budget_tokens(self.cfg)
-        # revise reads generator.feedback_search: off is the release's one call without search.
         return await revise(
             spec.doc,
             last.candidate,
@@ -379,20 +378,20 @@ class Pipeline:
         if right:
             return min(right, key=lambda a: (a.num_searches, a.index)).trajectory
         rng = random.Random(derive_seed(self.pcfg.seed, "feedback-trace", idx, rnd))
-        if self.pcfg.protocol == "sage":  # the release draws among attempts that gave some answer
+        if self.pcfg.feedback_trace == "answered":
             attempts = [a for a in attempts if a.trajectory.answer] or attempts
         return attempts[rng.randrange(len(attempts))].trajectory
 
     async def verify(self, idx: int, rnd: int, cand: Candidate) -> tuple[list[Attempt], Verdict]:
         """The shortcut pre-check, then K attempts per solver (stored ones reused), each judged; early
         stop once the verdict is certain (see the module notes and sagegen.solvers.may_stop)."""
-        from sagegen.solvers import agreement_verdict, may_stop
+        from sagegen.solvers import may_stop
 
         rec = self.store.pair(idx)
         rrec = next((r for r in rec.rounds if r.round == rnd), None) if rec else None
         pre = await self.precheck(idx, rnd, cand)
         if pre is not None and not self.pcfg.precheck_compare:
-            verdict = precheck_verdict(pre)
+            verdict = Verdict.decide([[pre]], cand.target, source="precheck")
             if rrec is None or rrec.verdict != verdict:
                 self.store.set_verdict(idx, rnd, verdict)
             return [pre], verdict
@@ -425,7 +424,7 @@ class Pipeline:
                     break
             per_solver.append(mine)
         attempts = [x for atts in per_solver for x in atts]
-        verdict = agreement_verdict(per_solver, cand.target, self.pcfg.min_solvers_agree)
+        verdict = Verdict.decide(per_solver, cand.target, self.pcfg.min_solvers_agree)
         if pre is not None:  # precheck_compare: the solvers decide; record whether they agree
             agree = verdict.label == "too_easy"
             self.store.event(
@@ -563,16 +562,3 @@ class Pipeline:
         if written is not None:
             self.store.append_output(written, qa)  # after the commit: the file never runs ahead of the ledger
         return "ambiguous" if ambiguous else verdict.label
-
-
-def precheck_verdict(pre: Attempt) -> Verdict:
-    """Too easy by the retriever alone: one search shows the answer (no solver attempt ran)."""
-    return Verdict(
-        correct=True,
-        difficulty=pre.num_searches,
-        passed=False,
-        avg_at_k=1.0,
-        label="too_easy",
-        num_attempts=0,
-        source="precheck",
-    )

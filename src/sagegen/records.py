@@ -6,6 +6,7 @@ Records are immutable pydantic models; each serialises to one JSON line carrying
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -199,20 +200,41 @@ class Verdict(Record):
     solvers_agree: int | None = None
 
     @classmethod
-    def from_attempts(cls, attempts: list[Attempt], target: int) -> Verdict:
-        right = [a for a in attempts if a.judgement.correct]
-        difficulty = min((a.num_searches for a in right), default=None)
-        correct = bool(right)
-        passed = correct and difficulty is not None and difficulty >= target
-        label: VerdictLabel = "pass" if passed else ("too_easy" if correct else "incorrect")
-        avg = len(right) / len(attempts) if attempts else 0.0
+    def decide(
+        cls,
+        per_solver: Sequence[Sequence[Attempt]],
+        target: int,
+        min_agree: int = 1,
+        *,
+        source: Literal["solver", "precheck"] = "solver",
+    ) -> Verdict:
+        """The one verdict rule (docs/design.md §1.2; several solvers: :mod:`sagegen.solvers`).
+
+        ``per_solver`` holds each solver's attempts, strongest first (one list for one solver). Correct:
+        at least ``min_agree`` solvers answered right at least once. Difficulty: the fewest searches among
+        the right attempts of the strongest solver that solved it. Passed: correct and difficulty >= S.
+        Avg@K is the first (reference) solver's. The retriever-only pre-check decides with its one
+        shortcut attempt (``source="precheck"``), which is no solver attempt: ``num_attempts`` is 0.
+        """
+        solved = [any(a.judgement.correct for a in atts) for atts in per_solver]
+        agree = sum(solved)
+        correct = agree >= max(min_agree, 1)
+        difficulty = (
+            min(a.num_searches for a in per_solver[solved.index(True)] if a.judgement.correct)
+            if correct
+            else None
+        )
+        passed = difficulty is not None and difficulty >= target
+        first = per_solver[0] if per_solver else ()
         return cls(
             correct=correct,
             difficulty=difficulty,
             passed=passed,
-            avg_at_k=avg,
-            label=label,
-            num_attempts=len(attempts),
+            avg_at_k=sum(a.judgement.correct for a in first) / len(first) if first else 0.0,
+            label="pass" if passed else ("too_easy" if correct else "incorrect"),
+            num_attempts=0 if source == "precheck" else sum(len(a) for a in per_solver),
+            source=source,
+            solvers_agree=agree if len(per_solver) > 1 else None,
         )
 
 

@@ -147,18 +147,18 @@ def runs_demo_model(cfg: Config) -> bool:
     )
 
 
-def generate_config(path: Path | None, overrides: list[str], protocol: str | None) -> tuple[Config, str]:
-    """The config of a ``generate`` run and where its budgets come from: ``demo`` (no -c, no --protocol,
+def generate_config(path: Path | None, overrides: list[str], profile: str | None) -> tuple[Config, str]:
+    """The config of a ``generate`` run and where its budgets come from: ``demo`` (no -c, no --profile,
     the embedded model: :func:`quick_defaults` under the overrides), ``profile NAME``, ``config FILE``
     or ``paper`` (every other backend without -c: the paper's budgets, the config's defaults)."""
     from sagegen.config import load_config
     from sagegen.profiles import load_profile
 
-    cfg = load_config(path, overrides, base=load_profile(protocol))
-    if path is None and protocol is None and runs_demo_model(cfg):
+    cfg = load_config(path, overrides, base=load_profile(profile))
+    if path is None and profile is None and runs_demo_model(cfg):
         return load_config(None, [*quick_defaults(), *overrides]), "demo"
-    if protocol:
-        return cfg, f"profile {protocol}"
+    if profile:
+        return cfg, f"profile {profile}"
     return cfg, f"config {path}" if path is not None else "paper"
 
 

@@ -26,31 +26,7 @@ from dataclasses import dataclass
 
 from sagegen.llm.base import LLM
 from sagegen.prompts import render
-from sagegen.records import Attempt, Candidate, Doc, Verdict
-
-
-def agreement_verdict(per_solver: Sequence[Sequence[Attempt]], target: int, min_agree: int) -> Verdict:
-    """The verdict over several solvers' attempts (see the module notes)."""
-    if len(per_solver) == 1 and min_agree <= 1:
-        return Verdict.from_attempts(list(per_solver[0]), target)
-    solved = [any(a.judgement.correct for a in atts) for atts in per_solver]
-    agree = sum(solved)
-    correct = agree >= min_agree
-    difficulty = None
-    if correct:
-        strongest = solved.index(True)
-        difficulty = min(a.num_searches for a in per_solver[strongest] if a.judgement.correct)
-    passed = correct and difficulty is not None and difficulty >= target
-    first = per_solver[0]
-    return Verdict(
-        correct=correct,
-        difficulty=difficulty,
-        passed=passed,
-        avg_at_k=sum(a.judgement.correct for a in first) / len(first) if first else 0.0,
-        label="pass" if passed else ("too_easy" if correct else "incorrect"),
-        num_attempts=sum(len(a) for a in per_solver),
-        solvers_agree=agree,
-    )
+from sagegen.records import Attempt, Candidate, Doc
 
 
 def may_stop(solver: int, attempt: Attempt, solved_before: bool, target: int) -> bool:

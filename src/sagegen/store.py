@@ -74,7 +74,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
-from sagegen.config import semantic_view, strip_volatile, upgrade_stored, volatile_keys
+from sagegen.config import semantic_view, strip_volatile, volatile_keys
 from sagegen.damage import LedgerError, keep_or_force, ledger_error
 from sagegen.errors import ConfigError, SagegenError, mask_url_credentials, without_url_credentials
 from sagegen.outcomes import OUTPUT_FILES
@@ -215,7 +215,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
     """The flattened config keys that decide what a run produces (volatile fields dropped)."""
-    return flatten(strip_volatile(upgrade_stored(config)))
+    return flatten(strip_volatile(config))
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -226,8 +226,8 @@ def config_hash(config: dict[str, Any]) -> str:
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose (semantic) value differs, with both values, for the refusal message.
 
-    ``old`` is the stored config: keys an older sagegen wrote are upgraded, and a key it lacks counts as
-    that run behaved (its default, or its ``absent_as`` mark), so new keys alone never block a resume.
+    ``old`` is the stored config: a key it lacks counts at its default, so new keys alone never block a
+    resume.
     """
     a, b = (flatten(x) for x in semantic_view(old, new))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

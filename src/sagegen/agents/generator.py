@@ -40,7 +40,6 @@ from sagegen.agents.conversation import Conversation
 from sagegen.agents.feedback_fit import Shortening
 from sagegen.config import GeneratorConfig
 from sagegen.llm.base import LLM, Message
-from sagegen.prompts import render
 from sagegen.records import Candidate, Doc, Step, Trajectory, Verdict
 from sagegen.retrieval.base import Retriever
 
@@ -92,9 +91,7 @@ def check_pair(question: str | None, answer: str | None, cfg: GeneratorConfig) -
 
 def problem_text(code: str, cfg: GeneratorConfig, words: int = 0) -> str:
     """The sentence that tells the model what was wrong with its turn (problem ``code``)."""
-    return render(
-        "generator_problem.j2", cfg.prompt_set, problem=code, words=words, max_words=cfg.max_answer_words
-    )
+    return cfg.prompts("generator_problem.j2", problem=code, words=words, max_words=cfg.max_answer_words)
 
 
 def _pair_problem(question: str | None, answer: str | None, cfg: GeneratorConfig) -> str | None:
@@ -152,9 +149,8 @@ def seed_messages(doc: Doc, target: int, answer_type: str, cfg: GeneratorConfig)
     return [
         {
             "role": "system",
-            "content": render(
+            "content": cfg.prompts(
                 "generator_system.j2",
-                cfg.prompt_set,
                 target=target,
                 answer_type=answer_type,
                 max_searches=cfg.max_searches,
@@ -162,9 +158,8 @@ def seed_messages(doc: Doc, target: int, answer_type: str, cfg: GeneratorConfig)
         },
         {
             "role": "user",
-            "content": render(
+            "content": cfg.prompts(
                 "generator_user.j2",
-                cfg.prompt_set,
                 title=doc.title,
                 text=_clip(doc.text, cfg.seed_chars),
                 target=target,
@@ -183,11 +178,13 @@ def feedback_prompt(
     cfg: GeneratorConfig,
     budget_tokens: int = 0,
 ) -> tuple[list[Message], Shortening]:
-    """The feedback opening with whole traces — ours, or with ``feedback_search`` off the release's
-    (:mod:`sagegen.agents.release`) — shortened only past ``budget_tokens`` (``feedback_fit``)."""
-    if not cfg.feedback_search:
-        traces, build = release.feedback_opening(candidate, own, solver, verdict)
-        return feedback_fit.fit_messages(traces, build, budget_tokens)
+    """The feedback opening with whole traces — ours, or with ``feedback_prompt: release`` the release's
+    flat prompt (:mod:`sagegen.agents.release`) — shortened only past ``budget_tokens`` (``feedback_fit``).
+    A reviser that may search (``feedback_search``) is also given its role's rules as a system message."""
+    if cfg.feedback_prompt == "release":
+        traces, user = release.feedback_opening(candidate, own, solver, verdict, cfg.prompts)
+        system = _generator_rules(candidate, cfg) if cfg.feedback_search else []
+        return feedback_fit.fit_messages(traces, lambda: [*system, *user()], budget_tokens)
     own_entries, solver_entries = trace_entries(own, cfg), trace_entries(solver, cfg)
     return feedback_fit.fit_messages(
         [own_entries, solver_entries],
@@ -209,32 +206,37 @@ def _feedback_messages(
         candidate.model_dump(include=_SHOWN_FIELDS),
         title=doc.title,
         text=_clip(doc.text, cfg.seed_chars),
-        own_trace=render("feedback_trace.j2", entries=own_entries),
-        solver_trace=render("feedback_trace.j2", entries=solver_entries),
+        own_trace=cfg.prompts("feedback_trace.j2", entries=own_entries),
+        solver_trace=cfg.prompts("feedback_trace.j2", entries=solver_entries),
     )
     if verdict.label == "too_easy":
-        user = render(
+        user = cfg.prompts(
             "feedback_too_easy.j2",
             difficulty=verdict.difficulty or 0,
             solver_searches=solver.num_searches,
             **common,
         )
     else:
-        user = render(
+        user = cfg.prompts(
             "feedback_incorrect.j2", num_attempts=verdict.num_attempts, solver_answer=solver.answer, **common
         )
-    system = render(
+    return [*_generator_rules(candidate, cfg), {"role": "user", "content": user}]
+
+
+def _generator_rules(candidate: Candidate, cfg: GeneratorConfig) -> list[Message]:
+    """The generator's system rules for a reviser (the same as round 1's, for the pair's target)."""
+    rules = cfg.prompts(
         "generator_system.j2",
         target=candidate.target,
         answer_type=candidate.answer_type,
         max_searches=cfg.max_searches,
     )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": rules}]
 
 
 def render_trace(traj: Trajectory, cfg: GeneratorConfig) -> str:
     """A trajectory as text for a feedback prompt: model turns, queries and results (whole by default)."""
-    return render("feedback_trace.j2", entries=trace_entries(traj, cfg))
+    return cfg.prompts("feedback_trace.j2", entries=trace_entries(traj, cfg))
 
 
 def trace_entries(traj: Trajectory, cfg: GeneratorConfig) -> list[dict[str, Any]]:
@@ -317,8 +319,8 @@ async def revise(
     budget_tokens: int = 0,
 ) -> Authored:
     """Rewrite a non-passing candidate from execution feedback (docs/design.md §1.3): the authoring loop
-    on a feedback opening, or with ``feedback_search`` off the release's one call without search
-    (its prompt and reading rule in :mod:`sagegen.agents.release`)."""
+    on a feedback opening, or with ``feedback_search`` off one call without search, read as the release
+    reads it (:func:`sagegen.agents.release.read_revision`)."""
     messages, shortened = feedback_prompt(doc, candidate, own, solver, verdict, cfg, budget_tokens)
     if cfg.feedback_search:
         out = await author(
@@ -354,7 +356,8 @@ async def _revise_once(
     temperature: float,
     round: int,
 ) -> Authored:
-    """The release's reviser: one call with no stop and no search; the pair is read as it reads it."""
+    """A reviser without search (the release's): one call with no stop; the pair is read as the release
+    reads it."""
     talk = Conversation(
         "reviser",
         llm,
@@ -588,7 +591,8 @@ class _Authoring(Conversation):
             self.push("user", self.force_prompt("retry", refused.problem))
         else:
             self.push(
-                "user", render("generator_retry.j2", problem=refused.problem, answer_type=self.answer_type)
+                "user",
+                self.cfg.prompts("generator_retry.j2", problem=refused.problem, answer_type=self.answer_type),
             )
         return None
 
@@ -610,9 +614,8 @@ class _Authoring(Conversation):
         return Authored(cand, traj)
 
     def force_prompt(self, reason: str, problem: str = "") -> str:
-        return render(
+        return self.cfg.prompts(
             "generator_force.j2",
-            self.cfg.prompt_set,
             reason=reason,
             problem=problem,
             max_searches=self.cfg.max_searches,
@@ -620,7 +623,9 @@ class _Authoring(Conversation):
         )
 
     def ask_answer(self, question: str, problem: str | None = None) -> str:
-        return render("generator_answer.j2", question=question, problem=problem, answer_type=self.answer_type)
+        return self.cfg.prompts(
+            "generator_answer.j2", question=question, problem=problem, answer_type=self.answer_type
+        )
 
 
 _KNOWN_TAGS = ("think", "search", "question", "answer", "answering_steps", "information")

@@ -1,4 +1,4 @@
-"""The two steps the authors' release does differently from sagegen's loop, for ``--protocol sage``
+"""The two steps the authors' release does differently from sagegen's loop, for ``--profile sage``
 (the profile's settings are data: ``sagegen/profiles/sage.yaml``).
 
 1. **Feedback transcripts.** The release keeps each agent's run as one flat prompt string and shows
@@ -26,7 +26,7 @@ from typing import Any
 
 from sagegen.agents import tags
 from sagegen.llm.base import Message
-from sagegen.prompts import render
+from sagegen.prompts import Prompts
 from sagegen.records import Candidate, Trajectory, Verdict
 
 _OPEN, _CLOSE = "<information>", "</information>"
@@ -56,7 +56,7 @@ def join_segments(segments: list[dict[str, Any]]) -> str:
 
 
 def feedback_opening(
-    candidate: Candidate, own: Trajectory, solver: Trajectory, verdict: Verdict
+    candidate: Candidate, own: Trajectory, solver: Trajectory, verdict: Verdict, prompts: Prompts
 ) -> tuple[list[list[dict[str, Any]]], Callable[[], list[Message]]]:
     """The release's too-easy (``difficulty``) or incorrect (``correctness``) prompt, one user message:
     the two output traces (what ``feedback_fit`` may shorten) and the function that renders it."""
@@ -68,9 +68,8 @@ def feedback_opening(
         return [
             {
                 "role": "user",
-                "content": render(
+                "content": prompts(
                     name,
-                    "sage",
                     target=candidate.target,
                     generator_prompt=gen_prompt,
                     generator_output=join_segments(gen_out),

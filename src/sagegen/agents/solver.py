@@ -78,21 +78,19 @@ class _Run(Conversation):
             self.messages = [
                 {
                     "role": "system",
-                    "content": render("solver_system.j2", "sage", max_searches=self.cfg.max_searches),
+                    "content": self.cfg.prompts("solver_system.j2", max_searches=self.cfg.max_searches),
                 },
-                {"role": "user", "content": render("solver_user.j2", "sage", question=self.question)},
+                {"role": "user", "content": self.cfg.prompts("solver_user.j2", question=self.question)},
             ]
             return await solver_turns(self)
         self.messages = [
             {
                 "role": "system",
-                "content": render(
-                    "solver_system.j2", self.cfg.prompt_set, max_searches=self.cfg.max_searches
-                ),
+                "content": self.cfg.prompts("solver_system.j2", max_searches=self.cfg.max_searches),
             },
             {
                 "role": "user",
-                "content": render("solver_user.j2", self.cfg.prompt_set, question=self.question),
+                "content": self.cfg.prompts("solver_user.j2", question=self.question),
             },
         ]
         while True:
@@ -115,15 +113,15 @@ class _Run(Conversation):
             self.event(problem, c.text[-300:])
             if self.strike():
                 return await self.force(problem)
-            self.push("user", render("solver_nudge.j2", problem=problem))
+            self.push("user", self.cfg.prompts("solver_nudge.j2", problem=problem))
 
     async def loop_tools(self) -> Trajectory:
         self.messages = [
             {
                 "role": "system",
-                "content": render("solver_tools_system.j2", max_searches=self.cfg.max_searches),
+                "content": self.cfg.prompts("solver_tools_system.j2", max_searches=self.cfg.max_searches),
             },
-            {"role": "user", "content": render("solver_user.j2", question=self.question)},
+            {"role": "user", "content": self.cfg.prompts("solver_user.j2", question=self.question)},
         ]
         while True:
             c = await self.call(stop=None, tools=[search_tool_spec()])
@@ -150,7 +148,7 @@ class _Run(Conversation):
             self.event(problem, c.text[-300:])
             if self.strike():
                 return await self.force(problem)
-            self.push("user", render("solver_nudge.j2", problem=problem))
+            self.push("user", self.cfg.prompts("solver_nudge.j2", problem=problem))
 
     async def run_tool_calls(self, c: Completion) -> str | None:
         """Answer every tool call of one turn (the API requires a reply to each); return a problem."""
@@ -187,13 +185,13 @@ class _Run(Conversation):
                     json.dumps({"name": tc.get("name"), "arguments": tc.get("arguments")}, default=str)[:300],
                 )
                 content, problem = (
-                    render("solver_nudge.j2", problem="bad_tool_call"),
+                    self.cfg.prompts("solver_nudge.j2", problem="bad_tool_call"),
                     problem or "bad_tool_call",
                 )
             elif self.searches >= self.cfg.max_searches:
                 self.event("search_budget_exhausted", query)
                 content, problem = (
-                    render("solver_nudge.j2", problem="search_budget_exhausted"),
+                    self.cfg.prompts("solver_nudge.j2", problem="search_budget_exhausted"),
                     "search_budget_exhausted",
                 )
             else:
@@ -213,7 +211,7 @@ class _Run(Conversation):
             self.event("no_forced_answer", reason)
             return self.finish(None, "failed")
         self.event("forced_answer", reason)
-        self.push("user", render("solver_force.j2", reason=reason, question=self.question))
+        self.push("user", self.cfg.prompts("solver_force.j2", reason=reason, question=self.question))
         c = await self.call(stop=("</answer>",))
         if c is None:
             return self.finish(None, "failed")

@@ -197,11 +197,10 @@ def label_run(
 ) -> dict[str, Any]:
     """Label every accepted pair and every failed round; returns shares per category."""
     if llm is None:
-        from sagegen.config import LLMConfig, upgrade_stored
+        from sagegen.config import LLMConfig
         from sagegen.llm.factory import build_llm
 
-        stored = upgrade_stored(store.config)  # a run made by an older sagegen may hold retired keys
-        cfg = stored.get("judge_llm") or stored.get("llm") or {}
+        cfg = store.config.get("judge_llm") or store.config.get("llm") or {}
         llm = build_llm(LLMConfig.model_validate(cfg))
     cache = _Cache(Path(store.run_dir) / LABELS_FILE)
     return _label(_tasks(store, pairs), cache, llm, concurrency, max_tokens)

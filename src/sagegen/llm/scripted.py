@@ -161,7 +161,7 @@ def grader_fixture(messages: Sequence[Message]) -> str:
 
 
 def sage_release_fixture(messages: Sequence[Message]) -> str:
-    """The ``sage`` fixture for ``--protocol sage`` prompts: generator (``<answering steps>``), one-call
+    """The ``sage`` fixture for ``--profile sage`` prompts: generator (``<answering steps>``), one-call
     reviser (the release's feedback prompt), solver (as ``sage``) and the lenient judge."""
     import re
 

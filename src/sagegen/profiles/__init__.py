@@ -1,4 +1,4 @@
-"""Named protocol profiles shipped as data (``profiles/<name>.yaml``): ``sage`` = the authors' release.
+"""Named profiles shipped as data (``profiles/<name>.yaml``): ``sage`` = the authors' release.
 
 A profile is a partial config; ``load_config(..., base=load_profile(name))`` puts it under the
 user's file and overrides. The behaviour it switches on lives where each component reads its own
@@ -21,7 +21,7 @@ PROFILES = ("sage",)
 def profile_text(name: str) -> str:
     """The profile's YAML as shipped (comments included), to read or copy as a starting config."""
     if name not in PROFILES:
-        raise ConfigError(f"unknown protocol {name!r} (known: default, {', '.join(PROFILES)})")
+        raise ConfigError(f"unknown profile {name!r} (known: default, {', '.join(PROFILES)})")
     return files(__package__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
 
 

@@ -23,6 +23,23 @@ def _load(name: str) -> str:
     return files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
+class Prompts:
+    """One role's prompt set, bound once: every template the role renders goes through it, so a set's own
+    template (``prompts/<set>/<name>``) cannot be missed by a call that forgot to name the set. The role
+    configs hand theirs out as ``cfg.prompts``."""
+
+    __slots__ = ("prompt_set",)
+
+    def __init__(self, prompt_set: str = "default") -> None:
+        self.prompt_set = prompt_set
+
+    def __call__(self, name: str, **variables: Any) -> str:
+        return render(name, self.prompt_set, **variables)
+
+    def __repr__(self) -> str:
+        return f"Prompts({self.prompt_set!r})"
+
+
 def render(name: str, prompt_set: str = "default", **variables: Any) -> str:
     """Render ``prompts/<name>`` (e.g. ``"solver_system.j2"``) with ``variables``.
 
