@@ -368,7 +368,7 @@ def main() -> None:
                 q = query_figures(out, qfile, qout)
             tops[engine] = q.pop("top10")
             row.update({k: round(v, 4) for k, v in q.items()})
-            if engine != "lucene":  # Search-R1's own server on Lucene is not run here (see the README)
+            if engine != "lucene":  # Search-R1's own server on Lucene is not run here (see bench/README.md)
                 row.update(server_figures(out, queries, args.serve_seconds))
             print(json.dumps(row), flush=True)
             rows.append(row)

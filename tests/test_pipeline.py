@@ -1,4 +1,4 @@
-"""The SAGE loop end to end on scripted models: every path of DESIGN §1 (pass, too easy, incorrect,
+"""The SAGE loop end to end on scripted models: every path of docs/design.md §1 (pass, too easy, incorrect,
 feedback, resample, none, exhausted rounds, malformed output, judge disagreement, early stop, resume)."""
 
 from __future__ import annotations

@@ -359,7 +359,7 @@ def test_provider_presets_from_the_host(
 
 
 def test_readme_gpt5_request_carries_only_what_it_takes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's OpenAI command (gpt-5-mini, reasoning_effort=low): the request it would send."""
+    """The OpenAI command of docs/models.md (gpt-5-mini, reasoning_effort=low): the request it would send."""
     from sagegen.llm.base import CallOptions
 
     monkeypatch.setenv("SAGEGEN_TEST_KEY", "sk-test")

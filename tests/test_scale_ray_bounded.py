@@ -1,5 +1,5 @@
 """``--ray`` never hangs (issue 25): more workers asked than the cluster has CPUs, a worker that can never
-be placed, no worker able to start, a node lost mid-run; and the README's cluster recipe on the Ray
+be placed, no worker able to start, a node lost mid-run; and docs/generate.md's cluster recipe on the Ray
 that ``pip install 'sagegen[ray]'`` installs today (token authentication).
 
 Before: ``generate --ray --workers 3`` on 2 CPUs finished its pairs, then waited for ever on the third
@@ -143,7 +143,7 @@ def test_no_worker_able_to_start_ends_the_run_in_bounded_time_and_the_rerun_fini
 
 
 class TwoNodes:
-    """The README's recipe on one machine: ``ray start --head`` and ``ray start --address`` (one CPU
+    """docs/generate.md's recipe on one machine: ``ray start --head`` and ``ray start --address`` (one CPU
     each), as the Ray installed today runs them: with token authentication on the head's machine."""
 
     def __init__(self) -> None:
@@ -178,7 +178,7 @@ class TwoNodes:
             timeout=120,
         )
         self.address = f"127.0.0.1:{self.port}"
-        # Every other node joins with the head's token (README: Scaling).
+        # Every other node joins with the head's token (docs/generate.md: Scaling).
         self.env["RAY_AUTH_MODE"] = "token"
         subprocess.run(
             [ray_cli, "start", f"--address={self.address}", "--num-cpus=1"],

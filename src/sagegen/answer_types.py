@@ -1,6 +1,6 @@
 """What type a short answer reads as — number, date or entity — by plain, deterministic rules.
 
-The generator is asked for an answer of one type (DESIGN §1 step 1) and small models often ignore
+The generator is asked for an answer of one type (docs/design.md §1.1) and small models often ignore
 it ("Helen Keller" for a number). :func:`classify` reads the answer text alone:
 
 - **date**: an ISO or slashed date (``1999-03-01``, ``4/7/1776``), a month or weekday name

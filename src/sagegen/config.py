@@ -23,8 +23,9 @@ from sagegen.prompts import Prompts
 VOLATILE: dict[str, Any] = {"volatile": True}
 
 
-#: Passages per search (DESIGN: top-3, as in the paper). In a Config ``retrieval.topk`` owns it; the role
-#: sections default to the same number so that one built alone (tests, library use) searches alike.
+#: Passages per search (docs/design.md §1.2: top-3, as in the paper). In a Config ``retrieval.topk``
+#: owns it; the role sections default to the same number so that one built alone (tests, library use)
+#: searches alike.
 DEFAULT_TOPK = 3
 
 
@@ -50,7 +51,7 @@ class BM25Config(Section):
     #: passage while building), with the scoring variants below. ``tantivy``: an inverted index on
     #: disk (Rust, Lucene's BM25), built streaming in bounded memory, memory-mapped: for large
     #: corpora. ``auto``: tantivy from ``tantivy_above`` passages on, where it is faster and the numpy
-    #: build passes 1 GB (README: retrieval at scale; bench/bench_bm25_scale.py).
+    #: build passes 1 GB (docs/corpora.md, retrieval at scale; bench/README.md).
     engine: Literal["auto", "numpy", "tantivy"] = "auto"
     tantivy_above: int = Field(100_000, ge=1)
     #: tantivy's indexing buffer in MB: what bounds a tantivy build's memory, whatever the corpus size.
@@ -78,7 +79,8 @@ class DenseConfig(Section):
     device: str = "cpu"
     #: A FAISS index already built from this corpus (vector i = passage i, e.g. Search-R1's
     #: ``e5_Flat.index`` beside ``wiki-18.jsonl``): the index links it instead of embedding the corpus,
-    #: and ``model`` must name the encoder it was built with. Read memory-mapped (README: dense at scale).
+    #: and ``model`` must name the encoder it was built with. Read memory-mapped (docs/corpora.md: dense
+    #: at scale).
     prebuilt: str | None = None
 
 
@@ -299,7 +301,7 @@ class PipelineConfig(Section):
     strategy: Literal["feedback", "resample", "none"] = "feedback"
     concurrency: int = Field(4, ge=1, json_schema_extra=VOLATILE)
     seed: int = 0
-    #: Skip the remaining attempts once a pair is certainly too easy (DESIGN §4; Avg@K is then over
+    #: Skip the remaining attempts once a pair is certainly too easy (docs/design.md §5.3; Avg@K is then over
     #: the attempts that ran, see ``sagegen.pipeline``).
     early_stop: bool = True
     #: Retriever-only shortcut check before the solver attempts (sagegen.precheck): ``auto`` where it is

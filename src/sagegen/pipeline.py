@@ -1,4 +1,4 @@
-"""The SAGE loop (DESIGN §1) over many seeds: generate → verify K times → feedback, up to R rounds.
+"""The SAGE loop (docs/design.md §1) over many seeds: generate → verify K times → feedback, up to R rounds.
 
 One pair, one screen (:meth:`Pipeline.run_pair`)::
 
@@ -15,7 +15,7 @@ attempt) via :func:`sagegen.store.derive_seed`; so a rerun makes the very same c
 persistent call cache answers, and units already in the ledger (a generation, an attempt, a
 verdict, a finished pair) are read back instead of recomputed at all.
 
-Early stop (``pipeline.early_stop``, DESIGN §4). The only verdict that can be decided before all
+Early stop (``pipeline.early_stop``, docs/design.md §5.3). The only verdict that can be decided before all
 K attempts have run is *too easy*: once some attempt is correct with fewer than S searches, the
 fewest-searches-among-correct is already below S whatever the remaining attempts do. (A pass can
 still turn into too-easy, and "incorrect" needs every attempt to fail, so neither stops early.)
@@ -556,7 +556,7 @@ class Pipeline:
             # The release's last round keeps every pair some attempt answered; labelled, not disguised.
             output, qa = "dataset", qa.model_copy(update={"acceptance": "relaxed"})
         if output == "dataset" and (verdict.difficulty or 0) < self.pcfg.min_difficulty_for_dataset:
-            output = "too_easy"  # passed its own target but is below the training floor (DESIGN §1.4)
+            output = "too_easy"  # passed its own target but is below the training floor (docs/design.md §1.4)
         if ambiguous:
             output = "ambiguous"  # a verified pass whose question admits another answer (sagegen.solvers)
         key = cand.question if self.pcfg.dedup == "exact" else normalize_answer(cand.question)

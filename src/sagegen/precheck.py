@@ -1,4 +1,4 @@
-"""The shortcut pre-check (DESIGN §4): find too-easy pairs with the retriever alone, before any solver call.
+"""The shortcut pre-check (docs/design.md §5.4): too-easy pairs found by the retriever alone, no solver call.
 
 The paper's analysis of too-easy pairs: 35% had everything in one document and 31% were specific
 enough to search for the answer directly. Both show up without a model: search the corpus for the

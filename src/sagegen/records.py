@@ -186,7 +186,7 @@ PairLabel = Literal["pass", "too_easy", "incorrect", "ambiguous"]
 
 
 class Verdict(Record):
-    """The outcome of verifying one candidate with K attempts (DESIGN §1 step 2)."""
+    """The outcome of verifying one candidate with K attempts (docs/design.md §1.2)."""
 
     correct: bool
     difficulty: int | None  # fewest searches among correct attempts
@@ -208,7 +208,7 @@ class Verdict(Record):
         *,
         source: Literal["solver", "precheck"] = "solver",
     ) -> Verdict:
-        """The one verdict rule (DESIGN §1 step 2; several solvers: :mod:`sagegen.solvers`).
+        """The one verdict rule (docs/design.md §1.2; several solvers: :mod:`sagegen.solvers`).
 
         ``per_solver`` holds each solver's attempts, strongest first (one list for one solver). Correct:
         at least ``min_agree`` solvers answered right at least once. Difficulty: the fewest searches among

@@ -1,4 +1,4 @@
-"""Diversity-aware seed passages: stratified over topic clusters of the corpus (DESIGN §4).
+"""Diversity-aware seed passages: stratified over topic clusters of the corpus (docs/design.md §4).
 
 The paper names diversity as its limitation: uniform sampling draws seeds where the corpus is
 densest (a Wikipedia dump is mostly people and places). With ``pipeline.seed_sampling=stratified``

@@ -1,4 +1,4 @@
-"""Several solvers and the ambiguity check: a stricter correctness test than pass@1-of-K (DESIGN §4).
+"""Several solvers and the ambiguity check: a stricter correctness test than pass@1-of-K (docs/design.md §4).
 
 Several solvers (``solver_llms``, strongest first). Each solver makes its own K attempts (attempt
 ``s*K + a`` is solver ``s``'s attempt ``a``, so a single solver's ledger is unchanged). A pair is

@@ -1,4 +1,4 @@
-"""The generator and the reviser (DESIGN §1 steps 1 and 3): one short authoring loop, two openings.
+"""The generator and the reviser (docs/design.md §1.1 and §1.3): one short authoring loop, two openings.
 
 The loop is the solver's tag protocol turned around: the model reads a seed passage, searches the
 same corpus (``<search>`` → ``<information>``), and finally writes ``<question>``, ``<answer>`` and
@@ -287,7 +287,7 @@ async def generate(
     temperature: float = 0.7,
     round: int = 1,
 ) -> Authored:
-    """Write a fresh candidate from seed passage ``doc`` (DESIGN §1 step 1)."""
+    """Write a fresh candidate from seed passage ``doc`` (docs/design.md §1.1)."""
     return await author(
         seed_messages(doc, target, answer_type, cfg),
         doc,
@@ -318,7 +318,7 @@ async def revise(
     round: int = 2,
     budget_tokens: int = 0,
 ) -> Authored:
-    """Rewrite a non-passing candidate from execution feedback (DESIGN §1 step 3): the authoring loop
+    """Rewrite a non-passing candidate from execution feedback (docs/design.md §1.3): the authoring loop
     on a feedback opening, or with ``feedback_search`` off one call without search, read as the release
     reads it (:func:`sagegen.agents.release.read_revision`)."""
     messages, shortened = feedback_prompt(doc, candidate, own, solver, verdict, cfg, budget_tokens)

@@ -1,6 +1,6 @@
 """Optional LLM labelling: reasoning strategies of accepted pairs and why pairs failed.
 
-The paper's categories (DESIGN.md §1): six reasoning strategies (multi-label) for every accepted
+The paper's categories (docs/design.md §1.5): six reasoning strategies (multi-label) for every accepted
 pair — strict, relaxed (accepted although too easy: it also gets a shortcut cause) or imported —
 from the cheapest correct attempt's trace, or from question and answer alone when the round kept
 no attempt (an imported acceptance); for too-easy verdicts one of four shortcut causes; for

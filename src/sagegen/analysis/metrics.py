@@ -1,6 +1,6 @@
 """The paper's intrinsic metrics over a run ledger, plus data-quality checks.
 
-Definitions (SAGE §1, DESIGN.md), computed from :class:`sagegen.store.PairRecord`\\ s:
+Definitions (docs/design.md §1.2), computed from :class:`sagegen.store.PairRecord`\\ s:
 
 * A pair's *state after round r* is the verdict of its latest verified round ≤ r. The loop stops
   at a pass, so a pair that passed in round 1 still counts as passed "after 3 rounds"; this is

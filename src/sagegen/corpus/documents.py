@@ -1,6 +1,6 @@
 """PDF, HTML and DOCX files of a corpus folder → passages with page or section anchors.
 
-Libraries (the ``documents`` extra; see the README for the comparison): ``pypdf`` (BSD, pure
+Libraries (the ``documents`` extra; docs/corpora.md compares them): ``pypdf`` (BSD, pure
 Python) for PDF text per page, ``python-docx`` (MIT) for Word paragraphs with their heading styles,
 ``beautifulsoup4`` (MIT) on the standard library's HTML parser for HTML blocks and headings.
 

@@ -3,7 +3,7 @@
 One row per pair, in the layout Search-R1's ``scripts/data_process/nq_search.py`` writes and
 verl's ``RLHFDataset`` reads::
 
-    data_source   str                      routes the reward in stock Search-R1 (see README)
+    data_source   str                      routes the reward in stock Search-R1 (docs/train.md)
     prompt        [{"role": "user", "content": <Search-R1 instruction + question>}]
     ability       "fact-reasoning"
     reward_model  {"style": "rule", "ground_truth": {"target": [answer]}}

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: verl releases whose config the recipe was composed and validated against (README "verl").
+#: verl releases whose config the recipe was composed and validated against (docs/train.md, "verl versions").
 CHECKED_VERL_VERSIONS = ("0.7.1", "0.9.1")
 
 

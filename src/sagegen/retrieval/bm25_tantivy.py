@@ -6,7 +6,7 @@ with the corpus. tantivy writes an inverted index to disk in segments from a wri
 bounded (``retrieval.bm25.index_memory_mb``), merges them in the background and reads them
 memory-mapped. tantivy itself has block-max WAND, but tantivy-py (0.27) always wraps its top-k
 collector in a ``MultiCollector``, which scores every posting of the query's terms: query CPU still
-grows with the corpus, below the numpy engine's and Lucene's through 3M passages (README).
+grows with the corpus, below the numpy engine's and Lucene's through 3M passages (bench/README.md).
 
 Tokens are sagegen's own :class:`~sagegen.retrieval.tokenize.Tokenizer` output, joined by spaces and
 indexed with tantivy's whitespace tokenizer; queries become one ``Should`` term per token. So both

@@ -36,7 +36,7 @@ from sagegen.errors import SagegenError
 log = logging.getLogger(__name__)
 
 #: More restarts than this within the window stop the server: something kills every worker.
-#: (README, "Past one core", states these two numbers.)
+#: (docs/server.md, "Past one core", states these two numbers.)
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 #: How often a worker checks that its parent is still alive.

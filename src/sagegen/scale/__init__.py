@@ -1,6 +1,6 @@
 """Pairs beyond one asyncio loop: N processes on this machine (``--workers N``) or a Ray cluster (``--ray``).
 
-One asyncio process drives at most one core (DESIGN §2, "Scale"). Both executors keep the run's
+One asyncio process drives at most one core (docs/design.md §2.8). Both executors keep the run's
 guarantees as one process has them:
 
 - the parent process (the driver, for Ray) holds the run lock (sagegen.runlock) and the session;
