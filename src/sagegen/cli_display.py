@@ -174,7 +174,7 @@ def format_summary(res: RunResult) -> str:
     return "\n".join(lines + advice(res))
 
 
-#: The one-line next step with a real backend (as the README's "Generate data" section gives it).
+#: The one-line next step with a real backend (as docs/generate.md gives it).
 REAL_BACKEND = (
     "sagegen generate --new-run -s llm.backend=openai -s llm.model=Qwen/Qwen2.5-7B-Instruct "
     "-s llm.base_url=http://127.0.0.1:8001/v1"

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 SAME_PATHS = (
     "every Ray node needs sagegen installed and the corpus, the index and the model files at the "
-    "same paths as the driver (README: Scaling)"
+    "same paths as the driver (docs/generate.md#scaling)"
 )
 #: Seconds between the driver's reads of the results the ledger actor has collected.
 POLL = 0.2
@@ -113,7 +113,7 @@ GRACE = 30.0
 _AUTH_HINT = (
     "; a cluster started by `ray start` with token authentication (the default since Ray 2.59 on "
     "a head's own machine) needs its token here too: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the "
-    "output of `ray get-auth-token` on the head), see README: Scaling"
+    "output of `ray get-auth-token` on the head), see docs/generate.md#scaling"
 )
 
 
