@@ -504,7 +504,8 @@ _ServeWorkers = Annotated[
         "--workers",
         min=1,
         help="Server processes sharing the port (default 1): past one core. "
-        "A worker that dies is restarted; workers that keep dying stop the server (docs/server.md#concurrency).",
+        "A worker that dies is restarted; workers that keep dying stop the server "
+        "(docs/server.md#concurrency).",
     ),
 ]
 
