@@ -65,9 +65,9 @@ from typing import Any
 from sagegen.agents import tags
 from sagegen.errors import InputError, SagegenError
 from sagegen.jsonl import iter_text_lines
-from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
+from sagegen.records import AnswerType, Candidate, Judgement, QAPair, Step, Trajectory, Verdict
 
-_ANSWER_TYPES = {
+_ANSWER_TYPES: dict[str, AnswerType] = {
     "a number": "number",
     "a date": "date",
     "an entity": "entity",
@@ -524,7 +524,7 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
             cand = Candidate(
                 question=rnd.question,
                 answer=rnd.answer,
-                answer_type=answer_type,  # type: ignore[arg-type]
+                answer_type=answer_type,
                 target=target,
                 plan=plan,
                 seed_doc_id=doc_id,
@@ -536,7 +536,8 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
         if cand is None:
             store.event("generation_failed", "the release's reviser gave no question/answer", idx, r)
             continue
-        verdict, attempt_ids = None, []
+        verdict: Verdict | None = None
+        attempt_ids: list[str] = []
         if rnd.verdict_line is not None:
             verdict, attempt_ids = _write_verdict(store, idx, r, cand, rnd.verdict_line, trace_id)
             counts["verdicts"] += 1
@@ -552,7 +553,7 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
             "import_unknown", f"round {r}'s candidate is judged by none of the imported files", idx, r
         )
         return
-    label = "pass" if accepted else verdict.label  # type: ignore[union-attr]
+    label = "pass" if accepted or verdict is None else verdict.label  # None: accepted (returned above)
     qa = QAPair(
         id=f"{run}-{idx}",
         question=cand.question,
@@ -615,9 +616,10 @@ def _write_verdict(
         avg_at_k=float(row["avg_of_n"]),
         label=label,
         num_attempts=row["n_rollouts"],
-    )  # type: ignore[arg-type]
-    answers = row.get("model_answer") if isinstance(row.get("model_answer"), list) else []
-    best = row.get("best_idx") if isinstance(row.get("best_idx"), int) else 0
+    )
+    answers, best = row.get("model_answer"), row.get("best_idx")
+    answers = answers if isinstance(answers, list) else []
+    best = best if isinstance(best, int) else 0
     prompt, output = split_release_transcript(row["best_response"])
     extracted = answers[best] if best < len(answers) and isinstance(answers[best], str) else None
     traj = _trajectory("solver", prompt, output, cand.question, extracted)

@@ -116,8 +116,8 @@ def serve_processes(
         procs = [start() for _ in range(workers)]
         announced = on_ready is None
         while True:
-            if not announced and all(ready.is_set() for _, ready in procs):
-                on_ready(url)  # type: ignore[misc]  # once every worker serves: the URL is then true
+            if on_ready is not None and not announced and all(ready.is_set() for _, ready in procs):
+                on_ready(url)  # once every worker serves: the URL is then true
                 announced = True
             for i, (p, ready) in enumerate(procs):
                 p.join(timeout=0.2 / len(procs))
