@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "helpers",  # leaves the parts share: files, error wording, outcome names, templates, ids
         frozenset(
             {"jsonl", "damage", "outcomes", "runlock", "hf_models", "answer_types", "benchmark_fields"}
-            | {"prompts", "profiles", "seeds", "outage", "reward"}
+            | {"prompts", "profiles", "seeds", "outage", "ids", "reward"}
         ),
     ),
     ("parts", frozenset({"corpus", "retrieval", "llm", "store"})),

@@ -57,10 +57,11 @@ from sagegen.events import (
     RoundFinished,
     RunStarted,
 )
+from sagegen.ids import derive_seed, trace_id
 from sagegen.llm.accounting import AccountingLLM
 from sagegen.llm.base import LLM
 from sagegen.records import AnswerType, Attempt, Candidate, Doc, Judgement, QAPair, Trajectory, Verdict
-from sagegen.store import RunStore, derive_seed, trace_id
+from sagegen.store import RunStore
 from sagegen.targets import parse_target
 
 if TYPE_CHECKING:

@@ -234,21 +234,6 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def derive_seed(*parts: Any) -> int:
-    """A stable 31-bit seed from parts (run seed, pair index, round, attempt, role...).
-
-    Stable across processes and Python versions (no ``hash()``), so LLM cache keys, which
-    include the seed, are identical when a run is resumed.
-    """
-    blob = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def trace_id(*parts: Any) -> str:
-    """Deterministic trajectory id, e.g. ``p3.r2.gen`` / ``p3.r2.a1``."""
-    return ".".join(str(p) for p in parts)
-
-
 class RunStore:
     """The ledger of one run. Use :meth:`open` to read an existing run, :meth:`create_or_resume` to write."""
 

@@ -369,9 +369,10 @@ def _config_overrides(facts: dict[str, Any], n_pairs: int) -> list[str]:
 def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool = False) -> ImportSummary:
     """Read the release's files, then write them as a run ledger at ``out`` (see the module doc)."""
     from sagegen.config import load_config
+    from sagegen.ids import trace_id
     from sagegen.profiles import load_profile
     from sagegen.runlock import DirLock
-    from sagegen.store import RunStore, trace_id
+    from sagegen.store import RunStore
 
     paths = list(paths)
     initial, feedback, processed = read_release(paths)
