@@ -65,7 +65,16 @@ from typing import Any
 from sagegen.agents import tags
 from sagegen.errors import InputError, SagegenError
 from sagegen.jsonl import iter_text_lines
-from sagegen.records import AnswerType, Candidate, Judgement, QAPair, Step, Trajectory, Verdict
+from sagegen.records import (
+    AnswerType,
+    Candidate,
+    Judgement,
+    QAPair,
+    Step,
+    Trajectory,
+    Verdict,
+    VerdictLabel,
+)
 
 _ANSWER_TYPES: dict[str, AnswerType] = {
     "a number": "number",
@@ -585,13 +594,13 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
         store.append_output(written, qa)
 
 
-def _judged(line: _Line, target: int) -> tuple[bool, int | None, bool, str]:
+def _judged(line: _Line, target: int) -> tuple[bool, int | None, bool, VerdictLabel]:
     """(correct, difficulty, passed, label) of a feedbacks line, as the release's ``pass_check``."""
     row = line.row
     correct = row["best_of_n"] == 1
     difficulty = row["best_n_search_steps"] if correct else None
     passed = correct and difficulty is not None and difficulty >= target
-    label = "pass" if passed else ("too_easy" if correct else "incorrect")
+    label: VerdictLabel = "pass" if passed else ("too_easy" if correct else "incorrect")
     expected = {"too_easy": "difficulty", "incorrect": "correctness"}.get(label)
     if expected != row["feedback_type"]:
         raise InputError(
