@@ -62,8 +62,8 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.config import load_config
+from sagegen.ids import derive_seed
 from sagegen.session import Components, run_generate
-from sagegen.store import derive_seed
 
 HERE = Path(__file__).resolve().parent
 KEY_ENV = "SAGEGEN_BENCH_SIM_KEY"

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.config import Config
+from sagegen.ids import trace_id
 from sagegen.records import Attempt, Candidate, Judgement, QAPair, Step, Trajectory, Verdict
-from sagegen.store import RunStore, trace_id
+from sagegen.store import RunStore
 
 K = 2
 RUN_ID = "fixture-run"

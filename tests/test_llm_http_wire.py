@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from helpers.loop_server import LoopServer, chat_completion
+from helpers.loop_server import chat_completion
+from helpers.raw_http_server import RawHTTPServer, plain, write_chunked
 from sagegen.config import LLMConfig
 from sagegen.errors import LLMError
 from sagegen.llm.base import collect_tries
@@ -33,70 +34,31 @@ def _payload(n: int) -> bytes:
     return json.dumps(chat_completion(f"reply {n}", "m", USAGE, id_=f"c{n}")).encode()
 
 
-class RawServer(LoopServer):
-    """Answers every request with ``write(writer, body)``; counts connections and requests."""
+def raw_server(
+    write: Writer, *, close_after_reply: bool = False, ssl_context: ssl.SSLContext | None = None
+) -> RawHTTPServer:
+    """The raw server answering request ``n`` with the chat completion ``reply n``, written by ``write``;
+    ``close_after_reply``: the server drops the connection after each reply without saying so."""
 
-    kind = "raw HTTP server"
+    async def answer(w: asyncio.StreamWriter, n: int, head: bytes, body: bytes) -> None:
+        await write(w, body)
+        if close_after_reply:
+            await w.drain()
+            w.close()
 
-    def __init__(
-        self, write: Writer, *, close_after_reply: bool = False, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        super().__init__()
-        self.write = write
-        self.close_after_reply = close_after_reply
-        self.ssl_context = ssl_context
-        self.opened = 0
-        self.requests = 0
-        self.heads: list[bytes] = []
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.ssl_context else "http"
-        host = "localhost" if self.ssl_context else "127.0.0.1"
-        return f"{scheme}://{host}:{self.port}/v1"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.opened += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.heads.append(head)
-                length = int(
-                    next(
-                        v
-                        for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n"))
-                        if k.strip().lower() == b"content-length"
-                    )
-                )
-                json.loads(await reader.readexactly(length))
-                self.requests += 1
-                await self.write(writer, _payload(self.requests))
-                await writer.drain()
-                if self.close_after_reply:
-                    writer.close()
-                    return
-        except (asyncio.IncompleteReadError, ConnectionError, StopIteration):
-            writer.close()
+    return RawHTTPServer(answer, reply=lambda n, request: _payload(n), ssl_context=ssl_context)
 
 
 async def content_length(w: asyncio.StreamWriter, body: bytes) -> None:
-    w.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (len(body), body)
-    )
+    w.write(plain(body))
 
 
 async def chunked(w: asyncio.StreamWriter, body: bytes) -> None:
-    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-    for i in range(0, len(body), 17):  # small chunks, each flushed: they arrive in separate reads
-        part = body[i : i + 17]
-        w.write(b"%x\r\n%s\r\n" % (len(part), part))
-        await w.drain()
-    w.write(b"0\r\n\r\n")
+    await write_chunked(w, body)
 
 
 async def connection_close(w: asyncio.StreamWriter, body: bytes) -> None:
-    w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    w.write(plain(body, extra="Connection: close\r\n"))
 
 
 async def http10_until_close(w: asyncio.StreamWriter, body: bytes) -> None:
@@ -128,8 +90,8 @@ async def three_calls(llm: OpenAIBackend) -> list[str]:
 
 
 def test_keep_alive_reuses_one_connection_and_sends_a_proper_request() -> None:
-    with RawServer(content_length) as srv, collect_tries() as tries:
-        assert asyncio.run(three_calls(backend(srv.url))) == ["reply 1", "reply 2", "reply 3"]
+    with raw_server(content_length) as srv, collect_tries() as tries:
+        assert asyncio.run(three_calls(backend(srv.base_url))) == ["reply 1", "reply 2", "reply 3"]
     assert srv.opened == 1 and srv.requests == 3 and len(tries) == 3 and not any(t.error for t in tries)
     head = srv.heads[0].lower()
     assert head.startswith(b"post /v1/chat/completions http/1.1\r\n")
@@ -137,8 +99,8 @@ def test_keep_alive_reuses_one_connection_and_sends_a_proper_request() -> None:
 
 
 def test_a_chunked_body_in_small_pieces_is_read_whole() -> None:
-    with RawServer(chunked) as srv, collect_tries() as tries:
-        assert asyncio.run(three_calls(backend(srv.url))) == ["reply 1", "reply 2", "reply 3"]
+    with raw_server(chunked) as srv, collect_tries() as tries:
+        assert asyncio.run(three_calls(backend(srv.base_url))) == ["reply 1", "reply 2", "reply 3"]
     assert srv.opened == 1 and not any(t.error for t in tries)
 
 
@@ -146,8 +108,8 @@ def test_a_chunked_body_in_small_pieces_is_read_whole() -> None:
     "write", [connection_close, http10_until_close], ids=["connection-close", "http-1.0"]
 )
 def test_a_last_response_is_read_and_the_next_call_opens_a_new_connection(write: Writer) -> None:
-    with RawServer(write) as srv, collect_tries() as tries:
-        assert asyncio.run(three_calls(backend(srv.url))) == ["reply 1", "reply 2", "reply 3"]
+    with raw_server(write) as srv, collect_tries() as tries:
+        assert asyncio.run(three_calls(backend(srv.base_url))) == ["reply 1", "reply 2", "reply 3"]
     assert srv.opened == 3 and srv.requests == 3
     assert not any(t.error for t in tries)  # no retry: each reply said it was the last
 
@@ -155,8 +117,8 @@ def test_a_last_response_is_read_and_the_next_call_opens_a_new_connection(write:
 def test_an_idle_connection_the_server_dropped_is_not_reused() -> None:
     # The server closes after each reply without saying so (a keep-alive timeout on its side):
     # the client sees the close while idle and opens a fresh connection instead of failing a try.
-    with RawServer(content_length, close_after_reply=True) as srv, collect_tries() as tries:
-        assert asyncio.run(three_calls(backend(srv.url))) == ["reply 1", "reply 2", "reply 3"]
+    with raw_server(content_length, close_after_reply=True) as srv, collect_tries() as tries:
+        assert asyncio.run(three_calls(backend(srv.base_url))) == ["reply 1", "reply 2", "reply 3"]
     assert srv.opened == 3 and not any(t.error for t in tries)
 
 
@@ -165,18 +127,18 @@ def test_tls_with_certificate_verification(monkeypatch: pytest.MonkeyPatch, tmp_
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_ctx)
-    with RawServer(content_length, ssl_context=server_ctx) as srv:
+    with raw_server(content_length, ssl_context=server_ctx) as srv:
         # Unknown to certifi's roots: one clear failure at once (the same certificate would fail
         # every retry), saying what to do; nothing was sent over the unverified connection.
         with collect_tries() as tries, pytest.raises(LLMError, match=r"not trusted.*SSL_CERT_FILE"):
-            asyncio.run(backend(srv.url, api_key_env=None).complete(MSGS))
+            asyncio.run(backend(srv.base_url, api_key_env=None).complete(MSGS))
         assert len(tries) == 1 and srv.requests == 0
 
         # A private CA named by SSL_CERT_FILE (a company's, or a self-signed vLLM's), as httpx reads it.
         pem = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(pem))
         monkeypatch.setenv("SSL_CERT_FILE", str(pem))
-        texts = asyncio.run(three_calls(backend(srv.url, api_key_env=None)))
+        texts = asyncio.run(three_calls(backend(srv.base_url, api_key_env=None)))
         assert texts == ["reply 1", "reply 2", "reply 3"]
         assert srv.opened == 1 and srv.requests == 3  # one TLS connection (the handler sees handshaken ones)
 
@@ -186,6 +148,6 @@ def test_a_server_that_breaks_http_is_a_connection_error() -> None:
         w.write(b"NOT HTTP AT ALL\r\n\r\n")
 
     gave_up = pytest.raises(LLMError, match="gave up after 3")
-    with RawServer(garbage) as srv, collect_tries() as tries, gave_up:
-        asyncio.run(backend(srv.url).complete(MSGS))
+    with raw_server(garbage) as srv, collect_tries() as tries, gave_up:
+        asyncio.run(backend(srv.base_url).complete(MSGS))
     assert all("connection error" in t.error and "HTTP/1.1" in t.error for t in tries)

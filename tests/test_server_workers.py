@@ -2,7 +2,11 @@
 
 Checked: the answers are the in-process search's, more than one process answers, a worker killed
 with SIGKILL is replaced while the others keep answering, Ctrl-C stops them all (exit 130 as with
-one process), and workers whose parent was killed with SIGKILL stop by themselves.
+one process), SIGTERM stops them all without leaking semaphores (it ends by the signal, as one
+process does), and workers whose parent was killed with SIGKILL stop by themselves.
+
+The workers are the processes that answer ``/health`` (it names its pid), not the parent's children:
+multiprocessing's resource tracker is a child too, and it outlives the parent by a moment.
 """
 
 from __future__ import annotations
@@ -69,6 +73,14 @@ def _children(pid: int) -> set[int]:
     return {int(x) for x in out.stdout.split()}
 
 
+def _workers(base: str, parent: int) -> set[int]:
+    """The two serving workers, once both answer: pids named by /health, each a child of ``parent``."""
+    _wait("two workers answering", lambda: len(_pids(base)) == 2)
+    workers = _pids(base, 60)
+    assert len(workers) == 2 and workers <= _children(parent) and parent not in workers
+    return workers
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     return write_searchr1(tmp_path / "corpus.jsonl", DOCS)
@@ -82,9 +94,7 @@ def _start(corpus: Path, tmp_path: Path, workers: int) -> tuple[subprocess.Popen
 def test_workers_share_the_port_replace_a_dead_one_and_stop_on_ctrl_c(corpus: Path, tmp_path: Path) -> None:
     proc, base = _start(corpus, tmp_path, 2)
     try:
-        _wait("two workers answering", lambda: len(_pids(base)) == 2)
-        workers = _children(proc.pid)
-        assert _pids(base) <= workers and proc.pid not in _pids(base)
+        _workers(base, proc.pid)
         health = httpx.get(f"{base}/health", timeout=10).json()
         assert health["workers"] == 2 and health["n_docs"] == len(DOCS)
 
@@ -105,10 +115,10 @@ def test_workers_share_the_port_replace_a_dead_one_and_stop_on_ctrl_c(corpus: Pa
         # The other one answers meanwhile; the parent starts a replacement.
         _wait("a replacement worker", lambda: (p := _pids(base)) and victim not in p and len(p) == 2)
         assert proc.poll() is None
+        workers = _workers(base, proc.pid)
     except BaseException:
         proc.kill()
         raise
-    workers = _children(proc.pid)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the parent
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -118,12 +128,30 @@ def test_workers_share_the_port_replace_a_dead_one_and_stop_on_ctrl_c(corpus: Pa
         httpx.get(f"{base}/health", timeout=2)
 
 
+def test_sigterm_stops_every_worker_and_leaks_nothing(corpus: Path, tmp_path: Path) -> None:
+    # SIGTERM (systemd, Kubernetes, `kill`) used to leave the workers' ready-Events' semaphores behind:
+    # "resource_tracker: There appear to be 10 leaked semaphore objects to clean up at shutdown".
+    proc, base = _start(corpus, tmp_path, 2)
+    try:
+        workers = _workers(base, proc.pid)
+        children = _children(proc.pid)  # the workers and multiprocessing's resource tracker
+    except BaseException:
+        proc.kill()
+        raise
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)  # to EOF: every holder of its stderr (the tracker too) is done
+    assert proc.returncode == -signal.SIGTERM, err  # it ends by the signal, as one server process does
+    assert "leaked" not in err and "resource_tracker" not in err and "Traceback" not in err, err
+    assert not any(_alive(p) for p in workers)
+    _wait("every child of the server to exit", lambda: not any(_alive(p) for p in children), timeout=10)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/health", timeout=2)
+
+
 def test_workers_stop_when_their_parent_is_killed(corpus: Path, tmp_path: Path) -> None:
     proc, base = _start(corpus, tmp_path, 2)
     try:
-        _wait("two workers answering", lambda: len(_pids(base)) == 2)
-        workers = _children(proc.pid)
-        assert len(workers) >= 2
+        workers = _workers(base, proc.pid)
     finally:
         proc.kill()  # kill -9: the parent can tell nobody
         proc.communicate(timeout=10)

@@ -12,8 +12,9 @@ from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, small_config, write_co
 from sagegen.config import Config
 from sagegen.damage import LedgerError
 from sagegen.errors import ConfigError, SagegenError
+from sagegen.ids import derive_seed
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
-from sagegen.store import RunStore, config_diff, derive_seed
+from sagegen.store import RunStore, config_diff
 
 
 def _open(run: Path, cfg: Config, **kw: bool) -> tuple[RunStore, bool]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from helpers.raw_http_server import RawHTTPServer, Write, plain
+from helpers.raw_http_server import RawHTTPServer, Write, plain, write_chunked
 from sagegen.llm.transport import HTTPConnectionError, Response, Transport
 
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-test"}
@@ -151,21 +151,11 @@ def test_a_gzip_body_is_decoded() -> None:
 
 
 async def chunked_small(w: asyncio.StreamWriter, n: int, head: bytes, body: bytes) -> None:
-    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-    for i in range(0, len(body), 17):  # small chunks, each flushed: they arrive in separate reads
-        part = body[i : i + 17]
-        w.write(b"%x\r\n%s\r\n" % (len(part), part))
-        await w.drain()
-    w.write(b"0\r\n\r\n")
+    await write_chunked(w, body)
 
 
 async def chunked_gzip(w: asyncio.StreamWriter, n: int, head: bytes, body: bytes) -> None:
-    data = gzip.compress(body)
-    w.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
-    for i in range(0, len(data), 7):
-        w.write(b"%x\r\n%s\r\n" % (len(data[i : i + 7]), data[i : i + 7]))
-        await w.drain()
-    w.write(b"0\r\n\r\n")
+    await write_chunked(w, gzip.compress(body), piece=7, extra="Content-Encoding: gzip\r\n")
 
 
 @pytest.mark.parametrize("write", [chunked_small, chunked_gzip], ids=["chunked", "chunked-gzip"])

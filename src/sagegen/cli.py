@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +36,7 @@ def resolve_config(config: Path | None, overrides: list[str] | None) -> Config:
 
 
 def flag_overrides(
-    set_: list[str] | None, flags: dict[str, object], base: list[str] | None = None
+    set_: list[str] | None, flags: Mapping[str, object], base: list[str] | None = None
 ) -> list[str]:
     """``base``, then the ``-s`` values, then one ``key=value`` per flag given (a flag wins over ``-s``).
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 from sagegen.errors import InputError
 
 
-def iter_text_lines(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, str]]:
+def iter_text_lines(path: str | Path, *, what: str = "file") -> Generator[tuple[int, str], None, None]:
     """Yield ``(line number, text)`` for each line of the UTF-8 file ``path`` (a leading UTF-8 BOM,
     which Windows editors write, is dropped).
 

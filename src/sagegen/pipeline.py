@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -55,10 +55,11 @@ from sagegen.events import (
     RoundFinished,
     RunStarted,
 )
+from sagegen.ids import derive_seed, trace_id
 from sagegen.llm.accounting import AccountingLLM
 from sagegen.llm.base import LLM
-from sagegen.records import Attempt, Candidate, Doc, Judgement, QAPair, Trajectory, Verdict
-from sagegen.store import RunStore, derive_seed, trace_id
+from sagegen.records import AnswerType, Attempt, Candidate, Doc, Judgement, QAPair, Trajectory, Verdict
+from sagegen.store import RunStore
 from sagegen.targets import parse_target
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class FailureStreak:
         )
 
 
-async def run_lanes(n: int, lane: Callable[[], Awaitable[None]]) -> None:
+async def run_lanes(n: int, lane: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """``n`` copies of ``lane`` at once, whichever executor runs the pairs; the first to fail (or a
     cancel from outside) cancels the others and waits until they have stopped, then raises."""
     tasks = [asyncio.create_task(lane()) for _ in range(n)]
@@ -132,7 +133,7 @@ class PairSpec:
     index: int
     doc: Doc
     target: int
-    answer_type: str
+    answer_type: AnswerType
 
 
 @dataclass(frozen=True)

@@ -144,9 +144,9 @@ def _kmeans_once(x: np.ndarray, k: int, rng: np.random.Generator, iters: int) ->
         labels = new
         sums = _cluster_sums(x, labels, k)
         counts = np.bincount(labels, minlength=k)
-        for j in np.flatnonzero(counts == 0):  # an empty cluster restarts at the worst-fitting passage
+        for empty in np.flatnonzero(counts == 0):  # an empty cluster restarts at the worst-fitting passage
             worst = int(np.argmin(np.einsum("ij,ij->i", x, centers[labels])))
-            sums[j], labels[worst] = x[worst], j
+            sums[empty], labels[worst] = x[worst], empty
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         centers = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
     score = float(np.einsum("ij,ij->i", x, centers[labels]).sum())

@@ -78,9 +78,10 @@ from sagegen.config import semantic_view, strip_volatile, volatile_keys
 from sagegen.damage import LedgerError, keep_or_force, ledger_error
 from sagegen.errors import ConfigError, SagegenError, mask_url_credentials, without_url_credentials
 from sagegen.outcomes import OUTPUT_FILES
-from sagegen.records import Candidate, Judgement, QAPair, Trajectory, Verdict
+from sagegen.records import AnswerType, Candidate, Judgement, QAPair, Trajectory, Verdict
 
 _M = TypeVar("_M", bound=BaseModel)
+_S = TypeVar("_S", bound="RunStore")  # open() gives the class it is called on (SharedStore too)
 
 LEDGER = "ledger.sqlite"
 CONFIG_FILE = "config.yaml"
@@ -181,7 +182,7 @@ class PairRecord:
     index: int
     seed_doc_id: str
     target: int
-    answer_type: str
+    answer_type: AnswerType
     state: str
     final_round: int | None
     qa: QAPair | None
@@ -233,21 +234,6 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def derive_seed(*parts: Any) -> int:
-    """A stable 31-bit seed from parts (run seed, pair index, round, attempt, role...).
-
-    Stable across processes and Python versions (no ``hash()``), so LLM cache keys, which
-    include the seed, are identical when a run is resumed.
-    """
-    blob = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def trace_id(*parts: Any) -> str:
-    """Deterministic trajectory id, e.g. ``p3.r2.gen`` / ``p3.r2.a1``."""
-    return ".".join(str(p) for p in parts)
-
-
 class RunStore:
     """The ledger of one run. Use :meth:`open` to read an existing run, :meth:`create_or_resume` to write."""
 
@@ -269,7 +255,7 @@ class RunStore:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, run_dir: str | Path, *, readonly: bool = True) -> RunStore:
+    def open(cls: type[_S], run_dir: str | Path, *, readonly: bool = True) -> _S:
         """Open an existing run directory (read-only by default)."""
         run_dir = Path(run_dir)
         path = run_dir / LEDGER
@@ -439,7 +425,7 @@ class RunStore:
 
     # ------------------------------------------------------------------ writes
 
-    def add_pair(self, idx: int, seed_doc_id: str, target: int, answer_type: str) -> None:
+    def add_pair(self, idx: int, seed_doc_id: str, target: int, answer_type: AnswerType) -> None:
         with self._tx():
             self.conn.execute(
                 "INSERT OR IGNORE INTO pairs(idx, seed_doc_id, target, answer_type, state, started) "
@@ -762,7 +748,8 @@ class RunStore:
 
     def pairs(self, *, state: str | None = None) -> Iterator[PairRecord]:
         """Every pair with its rounds and attempts, ordered by pair index (optionally one state)."""
-        sql, args = "SELECT * FROM pairs", ()
+        sql = "SELECT * FROM pairs"
+        args: tuple[str, ...] = ()
         if state is not None:
             sql, args = sql + " WHERE state=?", (state,)
         rows = self.conn.execute(sql + " ORDER BY idx", args).fetchall()
@@ -821,7 +808,8 @@ class RunStore:
         return self._decode(Trajectory, row["json"], "trajectories", "json", f"trajectory {tid}")
 
     def trajectories(self, agent: str | None = None) -> Iterator[tuple[str, Trajectory]]:
-        sql, args = "SELECT id, json FROM trajectories", ()
+        sql = "SELECT id, json FROM trajectories"
+        args: tuple[str, ...] = ()
         if agent is not None:
             sql, args = sql + " WHERE agent=?", (agent,)
         for row in self.conn.execute(sql + " ORDER BY pair_idx, round, id", args).fetchall():
@@ -983,7 +971,8 @@ class RunStore:
         return [dict(r) for r in self.conn.execute("SELECT * FROM sessions ORDER BY id")]
 
     def events(self, pair_index: int | None = None) -> list[EventRecord]:
-        sql, args = "SELECT * FROM events", ()
+        sql = "SELECT * FROM events"
+        args: tuple[int, ...] = ()
         if pair_index is not None:
             sql, args = sql + " WHERE pair_idx=?", (pair_index,)
         return [

@@ -34,7 +34,7 @@ class Conversation:
     def __init__(
         self,
         agent: str,
-        llm: LLM,
+        llm: LLM | None,
         retriever: Retriever | None,
         *,
         max_turn_tokens: int,
@@ -58,6 +58,8 @@ class Conversation:
         self, *, stop: Sequence[str] | None = None, tools: list[dict[str, Any]] | None = None
     ) -> Completion | None:
         """One LLM turn on the history so far, recorded as a ``model`` step."""
+        if self.llm is None:  # Search-R1's rollout drives its own token-level model instead
+            raise TypeError(f"{type(self).__name__} has no chat LLM to call")
         t0 = time.perf_counter()
         try:
             c = await self.llm.complete(

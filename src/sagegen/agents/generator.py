@@ -40,7 +40,7 @@ from sagegen.agents.conversation import Conversation
 from sagegen.agents.feedback_fit import Shortening
 from sagegen.config import GeneratorConfig
 from sagegen.llm.base import LLM, Message
-from sagegen.records import Candidate, Doc, Step, Trajectory, Verdict
+from sagegen.records import AnswerType, Candidate, Doc, Step, Trajectory, Verdict
 from sagegen.retrieval.base import Retriever
 
 #: Stop after a query (the loop runs it) or after the plan (the pair is complete).
@@ -121,7 +121,7 @@ def _pair_problem(question: str | None, answer: str | None, cfg: GeneratorConfig
 def make_candidate(
     question: str,
     answer: str,
-    answer_type: str,
+    answer_type: AnswerType,
     target: int,
     *,
     plan: str,
@@ -134,17 +134,17 @@ def make_candidate(
     return Candidate(
         question=question,
         answer=answer,
-        answer_type=answer_type,  # type: ignore[arg-type]
+        answer_type=answer_type,
         target=target,
         plan=plan,
         seed_doc_id=doc_id,
         round=round,
         supporting_ids=tuple(dict.fromkeys(support)),
         answer_type_found=answer_types.classify(answer, answer_type),
-    )  # type: ignore[arg-type]
+    )
 
 
-def seed_messages(doc: Doc, target: int, answer_type: str, cfg: GeneratorConfig) -> list[Message]:
+def seed_messages(doc: Doc, target: int, answer_type: AnswerType, cfg: GeneratorConfig) -> list[Message]:
     """The generator's opening: system rules plus the seed passage, target S and answer type."""
     return [
         {
@@ -278,7 +278,7 @@ def trace_entries(traj: Trajectory, cfg: GeneratorConfig) -> list[dict[str, Any]
 async def generate(
     doc: Doc,
     target: int,
-    answer_type: str,
+    answer_type: AnswerType,
     llm: LLM,
     retriever: Retriever,
     cfg: GeneratorConfig,
@@ -402,7 +402,7 @@ async def author(
     messages: list[Message],
     doc: Doc,
     target: int,
-    answer_type: str,
+    answer_type: AnswerType,
     llm: LLM,
     retriever: Retriever | None,
     cfg: GeneratorConfig,
@@ -485,7 +485,7 @@ class _Authoring(Conversation):
         messages: Sequence[Message],
         doc: Doc,
         target: int,
-        answer_type: str,
+        answer_type: AnswerType,
         llm: LLM,
         retriever: Retriever | None,
         cfg: GeneratorConfig,
@@ -661,7 +661,7 @@ def unclosed_question(text: str) -> str | None:
     return block.content[: block.content.index("?") + 1].strip() or None
 
 
-def untagged_answer(text: str, max_words: int, answer_type: str) -> str | None:
+def untagged_answer(text: str, max_words: int, answer_type: AnswerType) -> str | None:
     """A short plain-text answer: an ``Answer:`` line if any, else the first line that is no question.
 
     Plain text is only trusted when it looks like an answer of the asked type: a number or a date

@@ -139,7 +139,7 @@ class _Run(Conversation):
             "solver",
             None,
             retriever,
-            max_turn_tokens=cfg.max_turn_tokens,  # type: ignore[arg-type]
+            max_turn_tokens=cfg.max_turn_tokens,
             temperature=cfg.temperature,
             seed=seed,
             topk=cfg.topk,
@@ -232,6 +232,12 @@ async def solve_searchr1(
         port = getattr(port, "inner", None)
     port_generate = getattr(port, "complete_ids", None)
     tok = getattr(port, "tokenizer", None)
+    if port_generate is None or tok is None:
+        raise ConfigError(
+            f"solver.prompt_set={PROMPT_SET} reproduces Search-R1's rollout on token ids and needs an LLM "
+            f"backend that continues token ids and exposes its tokenizer (complete_ids, tokenizer); "
+            f"{getattr(llm, 'name', type(llm).__name__)} has none"
+        )
     # token calls do not pass through the wrappers' complete(): book them on the accounting ones
     counters = [
         w
@@ -243,7 +249,7 @@ async def solve_searchr1(
     ]
 
     async def generate(ids: list[int], **kw: Any) -> Completion:
-        c: Completion = await port_generate(ids, **kw)  # type: ignore[misc]
+        c: Completion = await port_generate(ids, **kw)
         for w in counters:
             w.calls += 1
             w.prompt_tokens += c.prompt_tokens
@@ -251,19 +257,13 @@ async def solve_searchr1(
             w.seconds += c.seconds
         return c
 
-    if port_generate is None or tok is None:
-        raise ConfigError(
-            f"solver.prompt_set={PROMPT_SET} reproduces Search-R1's rollout on token ids and needs an LLM "
-            f"backend that continues token ids and exposes its tokenizer (complete_ids, tokenizer); "
-            f"{getattr(llm, 'name', type(llm).__name__)} has none"
-        )
     traj, _ = await run_searchr1(
         question,
         generate,
         tok,
         retriever,
         cfg,
-        seed=seed,  # type: ignore[arg-type]
+        seed=seed,
         on_step=on_step,
     )
     return traj

@@ -165,7 +165,7 @@ def svg_bars(
     categories: Sequence[str],
     *,
     title: str,
-    width: int = 300,
+    width: float = 300,
     height: int = 180,
     xlabel: str = "",
 ) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -69,7 +70,7 @@ SECTIONS = {
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(
-            lambda name: files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
+            lambda name: files(__package__).joinpath("templates").joinpath(name).read_text(encoding="utf-8")
         ),
         autoescape=True,  # run data comes from LLMs and retrieved text
         undefined=jinja2.StrictUndefined,
@@ -331,8 +332,8 @@ def render_report(
     analysis: dict[str, Any] | None = None,
     *,
     max_pairs: int = 300,
-    evals: tuple[str | Path, ...] | list[str | Path] = (),
-    train_logs: tuple[str | Path, ...] | list[str | Path] = (),
+    evals: Sequence[str | Path] = (),
+    train_logs: Sequence[str | Path] = (),
 ) -> str:
     """The report's HTML for a run (computing the analysis when none is given)."""
     from sagegen.analysis.analyze import analyze_run, saved_analysis
@@ -384,8 +385,8 @@ def write_report(
     *,
     analysis: dict[str, Any] | None = None,
     max_pairs: int = 300,
-    evals: tuple[str | Path, ...] | list[str | Path] = (),
-    train_logs: tuple[str | Path, ...] | list[str | Path] = (),
+    evals: Sequence[str | Path] = (),
+    train_logs: Sequence[str | Path] = (),
 ) -> Path:
     run_dir = Path(run_dir)
     path = Path(out) if out else run_dir / REPORT_FILE

@@ -61,7 +61,8 @@ def iter_bundled(path: Path | None = None) -> Iterator[Doc]:
         entry = data[key]
         if not isinstance(entry, dict) or not isinstance(entry.get("extract"), str):
             raise InputError(f"entry {key!r} has no string 'extract'", path=path, field="extract")
-        title = entry.get("title") if isinstance(entry.get("title"), str) else key
+        title = entry.get("title")
+        title = title if isinstance(title, str) else key
         yield Doc(id=f"wiki-{n}", title=title.strip(), text=entry["extract"].strip())
 
 

@@ -169,30 +169,44 @@ def check_verl_parquet(path: str | Path) -> int:
         if not got.equals(f.type):
             raise InputError(f"column type {got} is not {f.type}", path=path, field=f.name)
     for i, row in enumerate(table.to_pylist()):
-        where = {"path": path, "line": i + 1}
+        line = i + 1
         prompt = row["prompt"]
         if not prompt or prompt[0]["role"] != "user" or not prompt[0]["content"]:
             raise InputError(
-                "prompt must be a non-empty chat list starting with a user message", field="prompt", **where
+                "prompt must be a non-empty chat list starting with a user message",
+                field="prompt",
+                path=path,
+                line=line,
             )
         if "<answer>" not in prompt[0]["content"] or row["question"] not in prompt[0]["content"]:
             raise InputError(
-                "prompt lacks the Search-R1 instruction or the question", field="prompt", **where
+                "prompt lacks the Search-R1 instruction or the question", field="prompt", path=path, line=line
             )
         rm = row["reward_model"]
         if rm["style"] != "rule" or not rm["ground_truth"]["target"]:
             raise InputError(
-                "reward_model must be rule-style with a non-empty target list", field="reward_model", **where
+                "reward_model must be rule-style with a non-empty target list",
+                field="reward_model",
+                path=path,
+                line=line,
             )
         if any(not t for t in rm["ground_truth"]["target"]):
-            raise InputError("empty golden answer", field="reward_model.ground_truth.target", **where)
+            raise InputError(
+                "empty golden answer", field="reward_model.ground_truth.target", path=path, line=line
+            )
         ex = row["extra_info"]
         if ex["split"] not in ("train", "test") or ex["index"] is None or ex["index"] < 0:
             raise InputError(
-                "extra_info needs split train/test and a non-negative index", field="extra_info", **where
+                "extra_info needs split train/test and a non-negative index",
+                field="extra_info",
+                path=path,
+                line=line,
             )
         if row["ability"] != ABILITY or not row["data_source"]:
             raise InputError(
-                f"ability must be {ABILITY!r} and data_source non-empty", field="ability", **where
+                f"ability must be {ABILITY!r} and data_source non-empty",
+                field="ability",
+                path=path,
+                line=line,
             )
     return table.num_rows

@@ -65,9 +65,18 @@ from typing import Any
 from sagegen.agents import tags
 from sagegen.errors import InputError, SagegenError
 from sagegen.jsonl import iter_text_lines
-from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
+from sagegen.records import (
+    AnswerType,
+    Candidate,
+    Judgement,
+    QAPair,
+    Step,
+    Trajectory,
+    Verdict,
+    VerdictLabel,
+)
 
-_ANSWER_TYPES = {
+_ANSWER_TYPES: dict[str, AnswerType] = {
     "a number": "number",
     "a date": "date",
     "an entity": "entity",
@@ -369,9 +378,10 @@ def _config_overrides(facts: dict[str, Any], n_pairs: int) -> list[str]:
 def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool = False) -> ImportSummary:
     """Read the release's files, then write them as a run ledger at ``out`` (see the module doc)."""
     from sagegen.config import load_config
+    from sagegen.ids import trace_id
     from sagegen.profiles import load_profile
     from sagegen.runlock import DirLock
-    from sagegen.store import RunStore, trace_id
+    from sagegen.store import RunStore
 
     paths = list(paths)
     initial, feedback, processed = read_release(paths)
@@ -524,7 +534,7 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
             cand = Candidate(
                 question=rnd.question,
                 answer=rnd.answer,
-                answer_type=answer_type,  # type: ignore[arg-type]
+                answer_type=answer_type,
                 target=target,
                 plan=plan,
                 seed_doc_id=doc_id,
@@ -536,7 +546,8 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
         if cand is None:
             store.event("generation_failed", "the release's reviser gave no question/answer", idx, r)
             continue
-        verdict, attempt_ids = None, []
+        verdict: Verdict | None = None
+        attempt_ids: list[str] = []
         if rnd.verdict_line is not None:
             verdict, attempt_ids = _write_verdict(store, idx, r, cand, rnd.verdict_line, trace_id)
             counts["verdicts"] += 1
@@ -552,7 +563,7 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
             "import_unknown", f"round {r}'s candidate is judged by none of the imported files", idx, r
         )
         return
-    label = "pass" if accepted else verdict.label  # type: ignore[union-attr]
+    label = "pass" if accepted or verdict is None else verdict.label  # None: accepted (returned above)
     qa = QAPair(
         id=f"{run}-{idx}",
         question=cand.question,
@@ -583,13 +594,13 @@ def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int]
         store.append_output(written, qa)
 
 
-def _judged(line: _Line, target: int) -> tuple[bool, int | None, bool, str]:
+def _judged(line: _Line, target: int) -> tuple[bool, int | None, bool, VerdictLabel]:
     """(correct, difficulty, passed, label) of a feedbacks line, as the release's ``pass_check``."""
     row = line.row
     correct = row["best_of_n"] == 1
     difficulty = row["best_n_search_steps"] if correct else None
     passed = correct and difficulty is not None and difficulty >= target
-    label = "pass" if passed else ("too_easy" if correct else "incorrect")
+    label: VerdictLabel = "pass" if passed else ("too_easy" if correct else "incorrect")
     expected = {"too_easy": "difficulty", "incorrect": "correctness"}.get(label)
     if expected != row["feedback_type"]:
         raise InputError(
@@ -615,9 +626,10 @@ def _write_verdict(
         avg_at_k=float(row["avg_of_n"]),
         label=label,
         num_attempts=row["n_rollouts"],
-    )  # type: ignore[arg-type]
-    answers = row.get("model_answer") if isinstance(row.get("model_answer"), list) else []
-    best = row.get("best_idx") if isinstance(row.get("best_idx"), int) else 0
+    )
+    answers, best = row.get("model_answer"), row.get("best_idx")
+    answers = answers if isinstance(answers, list) else []
+    best = best if isinstance(best, int) else 0
     prompt, output = split_release_transcript(row["best_response"])
     extracted = answers[best] if best < len(answers) and isinstance(answers[best], str) else None
     traj = _trajectory("solver", prompt, output, cand.question, extracted)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sagegen.errors import LLMError
 from sagegen.llm.base import LLM, CallOptions, Message
@@ -127,6 +127,19 @@ class CallCache:
             self._db.close()
 
 
+class CallStore(Protocol):
+    """What a ``CachedLLM`` needs of its store: ``CallCache``, or the Ray workers' proxy to the ledger's."""
+
+    @property
+    def path(self) -> str | Path: ...
+
+    def get(self, key: str) -> Completion | None: ...
+
+    def put(self, key: str, name: str, completion: Completion) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class CachedLLM(LLM):
     """Wraps any ``LLM``; same ``name``; hits come back with ``cached=True``.
 
@@ -137,7 +150,7 @@ class CachedLLM(LLM):
     def __init__(self, inner: LLM, path: str | Path):
         self.inner = inner
         self.name = inner.name
-        self.store = CallCache(path)
+        self.store: CallStore = CallCache(path)
         self._inflight: dict[str, asyncio.Future[Completion]] = {}
         self._identity: dict[str, Any] = getattr(inner, "cache_identity", dict)()
 

@@ -77,6 +77,15 @@ class _Retryable(BackendError):
         self.endpoint_down = endpoint_down
 
 
+class _Refused(LLMError):
+    """A reply refused for good (4xx, not retried): its status and body, for ``_adapt`` to read the
+    parameter the server names."""
+
+    def __init__(self, message: str, status: int, body: bytes):
+        super().__init__(message)
+        self.status, self.body = status, body
+
+
 def endpoint_label(url: str) -> str:
     """The endpoint as stored and shown: scheme, host, port and path; never userinfo or a query."""
     parts = urllib.parse.urlsplit(url)
@@ -433,10 +442,7 @@ class OpenAIBackend(LLM):
             msg = f"HTTP {status}: {_error_text(body)}"
             if status in RETRYABLE_STATUS or status >= 500:
                 raise _Retryable(msg, _retry_after(headers), status, endpoint_down=status >= 500)
-            fatal = LLMError(self._scrub(f"{self.name} at {self._where()}: {msg} (not retried)"))
-            fatal.status = status  # type: ignore[attr-defined]
-            fatal.body = body  # type: ignore[attr-defined]  # for _adapt: the parameter it names
-            raise fatal
+            raise _Refused(self._scrub(f"{self.name} at {self._where()}: {msg} (not retried)"), status, body)
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):

@@ -112,9 +112,9 @@ def sage_fixture(messages: Sequence[Message]) -> str:
     if "answering_steps" in system:
         opening = contents[1] if len(contents) > 1 else ""
         if not infos:
-            q = re.search(r"Your question: (.*)", opening)
+            asked = re.search(r"Your question: (.*)", opening)
             t = re.search(r"Title: (.*)", opening)
-            query = q.group(1) if q else (t.group(1) if t else "history")
+            query = asked.group(1) if asked else (t.group(1) if t else "history")
             return f"<think>I look up what the passage is about.</think>\n<search> {query.strip()} </search>"
         title, text = top(infos[-1])
         words = [w for w in text.split() if norm(w) and norm(w) not in norm(title).split()][:10]
@@ -124,8 +124,8 @@ def sage_fixture(messages: Sequence[Message]) -> str:
             f"<think>The top passage is {title}.</think>\n<question> {question} </question>\n"
             f"<answer> {title} </answer>\n<answering_steps> 1. search the quote -> {title}"
         )
-    question = re.search(r"Question: (.*)", contents[1] if len(contents) > 1 else "")
-    q = question.group(1).strip() if question else contents[-1]
+    asked = re.search(r"Question: (.*)", contents[1] if len(contents) > 1 else "")
+    q = asked.group(1).strip() if asked else contents[-1]
     mode = int(hashlib.sha256(q.encode()).hexdigest(), 16) % 4
     needed = 2 if mode == 1 else 1
     if len(infos) < needed:
@@ -204,7 +204,7 @@ def fixture_llm(spec: str) -> ScriptedLLM:
     seconds = float(delay) if delay else 0.0
     fn = FIXTURES[name]
 
-    def responder(messages: Sequence[Message]) -> str:
+    def responder(messages: Sequence[Message]) -> str | Completion:
         if seconds:
             time.sleep(seconds)  # simulates model latency so a test can kill the process mid-run
         return fn(messages)

@@ -44,7 +44,7 @@ import contextlib
 import os
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +107,7 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._connector: _Connector | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closer: AsyncIterator[None] | None = None  # closes the session when its loop ends
+        self._closer: AsyncGenerator[None, None] | None = None  # closes the session when its loop ends
         self._ssl: ssl.SSLContext | None = None
         self._targets: dict[str, _Target] = {}  # per URL: parsed once, its proxy looked up once
 
@@ -161,7 +161,7 @@ class Transport:
         session, self._session, self._loop, self._connector = self._session, None, None, None
         if closer is not None:
             with contextlib.suppress(Exception):
-                await closer.aclose()  # type: ignore[attr-defined]
+                await closer.aclose()
         elif session is not None:
             await session.close()
 
@@ -239,7 +239,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:300]
 
 
-async def _close_at_loop_end(session: aiohttp.ClientSession) -> AsyncIterator[None]:
+async def _close_at_loop_end(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:

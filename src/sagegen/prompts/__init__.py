@@ -46,6 +46,6 @@ def render(name: str, prompt_set: str = "default", **variables: Any) -> str:
     A ``prompt_set`` other than ``default`` (a protocol profile, e.g. ``sage``) takes
     ``prompts/<set>/<name>`` when the set has that template, else the default one.
     """
-    if prompt_set != "default" and files(__package__).joinpath(prompt_set, name).is_file():
+    if prompt_set != "default" and files(__package__).joinpath(prompt_set).joinpath(name).is_file():
         name = f"{prompt_set}/{name}"
     return _env().get_template(name).render(**variables).strip()

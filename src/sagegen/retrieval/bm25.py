@@ -75,7 +75,7 @@ def _has_scoring_functions() -> bool:
     return all(hasattr(scoring, f) for f in names)
 
 
-class _WordIds(dict):  # type: ignore[type-arg]
+class _WordIds(dict[str, int]):
     """Surface word -> token id (-1 for a stopword); a word is stemmed once, on its first lookup."""
 
     def __init__(self, tok: Tokenizer, vocab: dict[str, int]) -> None:
@@ -198,7 +198,7 @@ class BM25Retriever:
 
     def search_ids(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
         """Top-``k`` (position, score) per query; documents scoring 0 (no shared term) are not returned."""
-        out = []
+        out: list[list[tuple[int, float]]] = []
         for q in queries:
             idx, w = self._postings(q)
             if not len(idx):

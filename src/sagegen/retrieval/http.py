@@ -173,7 +173,8 @@ class HTTPRetriever:
             doc_id = str(raw_id) if raw_id is not None else _content_id(contents)
             parsed = Doc.from_contents(doc_id, contents)
         elif isinstance(doc.get("text"), str):
-            title = doc.get("title") if isinstance(doc.get("title"), str) else ""
+            title = doc.get("title")
+            title = title if isinstance(title, str) else ""
             raw_id = doc.get("id", doc.get("docid"))
             text = doc["text"]
             doc_id = str(raw_id) if raw_id is not None else _content_id(f"{title}\n{text}")

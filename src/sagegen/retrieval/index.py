@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pydantic_core
@@ -37,6 +37,11 @@ from sagegen import __version__
 from sagegen.config import BM25Config, HybridConfig, RetrievalConfig
 from sagegen.errors import IndexError_
 from sagegen.records import Doc, Hit, contents_of
+
+if TYPE_CHECKING:
+    from sagegen.retrieval.bm25 import BM25Retriever
+    from sagegen.retrieval.bm25_tantivy import TantivyRetriever
+    from sagegen.retrieval.dense import DenseRetriever
 
 INDEX_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -144,7 +149,7 @@ class DocStore:
             return {"id": rec["id"], "contents": rec["contents"]}
         return {"id": rec["id"], "contents": contents_of(rec["title"], rec["text"], rec.get("raw"))}
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Doc]:
         for i in range(len(self)):
             yield self[i]
 
@@ -203,7 +208,7 @@ class _Stored:
             yield d
 
 
-def to_hits(store: Sequence[Doc], found: Sequence[Sequence[tuple[int, float]]]) -> list[list[Hit]]:
+def to_hits(store: Sequence[Doc] | DocStore, found: Sequence[Sequence[tuple[int, float]]]) -> list[list[Hit]]:
     """``search_ids`` results as Hits: every local retriever's ``search`` ends here."""
     return [[Hit(doc=store[i], score=s) for i, s in row] for row in found]
 
@@ -464,7 +469,9 @@ def build_index(
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and old.exists() and not final.exists():  # stopped between the two renames
             os.rename(old, final)
-        raise BuildInterrupted(final, *seen, existed=(final / MANIFEST).is_file()) from None
+        raise BuildInterrupted(
+            final, seen[0], seen[1], seen[2], existed=(final / MANIFEST).is_file()
+        ) from None
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if e.filename is None:  # a write through an open file (np.save, a stream) names none: the index's
@@ -497,7 +504,8 @@ def open_index(path: str | Path, rcfg: RetrievalConfig | None = None):
     if end != size:  # the last passage ends where the file does: a cut-short file is caught here
         store.close()
         raise _damaged(path, ValueError(f"{size} bytes, its offsets say {end}"), path / DocStore.FILE)
-    bm25 = dense = None
+    bm25: BM25Retriever | TantivyRetriever | None = None
+    dense: DenseRetriever | None = None
     try:
         if kind in ("bm25", "hybrid"):
             from sagegen.retrieval.bm25 import BM25Retriever

@@ -219,6 +219,8 @@ def create_app(
         dependencies=doc_security,
         responses=_RETRIEVE_ERRORS,
     )
+    # FastAPI reads the body model from this annotation at run time; the model is built per config
+    # (its limits show in /docs), so a type checker sees a variable, not a class.
     async def retrieve(request: RetrieveRequest) -> Response:  # type: ignore[valid-type]
         status, body = await answer(request)
         return Response(body, status_code=status, media_type="application/json")

@@ -246,7 +246,7 @@ def guarded_protocol(header_timeout: float, body_timeout: float) -> type[asyncio
 
     base: Any = AutoHTTPProtocol
 
-    class ReadDeadlineProtocol(base):  # type: ignore[misc, valid-type]
+    class ReadDeadlineProtocol(base):
         _deadline: asyncio.TimerHandle | None = None
         _before: Any = None  # the request cycle current when we began waiting for the next one
 

@@ -7,7 +7,10 @@ bind and API-key checks fail before anything starts), then spawns N workers that
 kernel hands each new connection to one of them. Each worker opens the index itself: a BM25 index is
 memory-mapped, so N workers share one copy of it in the page cache (a dense index's encoder is
 loaded once per worker). Workers are spawned, never forked, so no thread or lock of the parent (a
-BLAS pool, an encoder) is copied half-held into a child.
+BLAS pool, an encoder) is copied half-held into a child. A worker says it serves by one byte on a pipe
+of its own, not by a ``multiprocessing.Event``: an Event is five named POSIX semaphores, which a
+parent that ends by its own SIGTERM (below) never unlinks, and the resource tracker then warns of
+them as leaked.
 
 Supervision: a worker that exits after it was serving is started again; one that exits before it
 was serving (a broken index, an import error) stops the server with an error, and so do more than
@@ -18,6 +21,7 @@ a worker whose parent is gone (``kill -9``) stops by itself within a second.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -27,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +48,9 @@ RESTART_WINDOW_S = 60.0
 PARENT_CHECK_S = 1.0
 
 
-def _worker(sock: socket.socket, cfg: Config, index: str | None, parent: int, ready: Any) -> None:
+def _worker(sock: socket.socket, cfg: Config, index: str | None, parent: int, ready: Connection) -> None:
     """One worker process: open the retriever, serve on the inherited socket until told to stop;
-    ``ready`` is set once it serves."""
+    one byte goes on ``ready`` once it serves."""
     try:
         _serve_worker(sock, cfg, index, parent, ready)
     except KeyboardInterrupt:  # Ctrl-C reaches every process of the group, even one still opening its index
@@ -59,7 +64,9 @@ def _worker(sock: socket.socket, cfg: Config, index: str | None, parent: int, re
         sys.exit(2)  # the parent then stops the server: this worker never served
 
 
-def _serve_worker(sock: socket.socket, cfg: Config, index: str | None, parent: int, ready: Any) -> None:
+def _serve_worker(
+    sock: socket.socket, cfg: Config, index: str | None, parent: int, ready: Connection
+) -> None:
     from sagegen.retrieval.factory import build_retriever, open_index
     from sagegen.retrieval.server_app import create_app
     from sagegen.retrieval.server_guard import resolve_api_key
@@ -70,10 +77,13 @@ def _serve_worker(sock: socket.socket, cfg: Config, index: str | None, parent: i
     server = PreparedServer(app, sock, cfg.server)
 
     def watch() -> None:
+        told = False
         while os.getppid() == parent:
-            if not ready.is_set() and server.server.started:
-                ready.set()
-            time.sleep(0.05 if not ready.is_set() else PARENT_CHECK_S)
+            if not told and server.server.started:
+                ready.send_bytes(b"1")
+                ready.close()
+                told = True
+            time.sleep(PARENT_CHECK_S if told else 0.05)
         server.stop()  # the parent was killed: nobody would ever stop this worker
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
@@ -82,6 +92,27 @@ def _serve_worker(sock: socket.socket, cfg: Config, index: str | None, parent: i
 
 class _Stop(Exception):
     pass
+
+
+class _Proc:
+    """A worker process and the parent's end of its "serving" pipe."""
+
+    def __init__(self, ctx: Any, sock: socket.socket, cfg: Config, index: str | None) -> None:
+        self._ready, tell = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=_worker, args=(sock, cfg, index, os.getpid(), tell), name="sagegen-serve", daemon=False
+        )
+        self.process.start()
+        tell.close()  # the worker holds the only write end: its death reads as EOF here
+        self.serving = False
+
+    def ready(self) -> bool:
+        """Whether the worker said it serves (read without waiting; remembered once true)."""
+        if not self.serving and not self._ready.closed and self._ready.poll():
+            with contextlib.suppress(EOFError, OSError):  # EOF: it exited without saying so
+                self.serving = self._ready.recv_bytes() == b"1"
+            self._ready.close()
+        return self.serving
 
 
 def serve_processes(
@@ -97,16 +128,11 @@ def serve_processes(
     ``on_ready(url)`` runs once all of them serve."""
     ctx = mp.get_context("spawn")
     where = None if index is None else str(index)
-    procs: list[tuple[Any, Any]] = []  # (process, its "serving" event)
+    procs: list[_Proc] = []
     restarts: list[float] = []
 
-    def start() -> tuple[Any, Any]:
-        ready = ctx.Event()
-        p = ctx.Process(
-            target=_worker, args=(sock, cfg, where, os.getpid(), ready), name="sagegen-serve", daemon=False
-        )
-        p.start()
-        return p, ready
+    def start() -> _Proc:
+        return _Proc(ctx, sock, cfg, where)
 
     def on_term(signum: int, frame: Any) -> None:
         raise _Stop
@@ -116,14 +142,15 @@ def serve_processes(
         procs = [start() for _ in range(workers)]
         announced = on_ready is None
         while True:
-            if not announced and all(ready.is_set() for _, ready in procs):
-                on_ready(url)  # type: ignore[misc]  # once every worker serves: the URL is then true
+            if on_ready is not None and not announced and all([w.ready() for w in procs]):
+                on_ready(url)  # once every worker serves: the URL is then true
                 announced = True
-            for i, (p, ready) in enumerate(procs):
+            for i, w in enumerate(procs):
+                p = w.process
                 p.join(timeout=0.2 / len(procs))
                 if p.exitcode is None:
                     continue
-                if not ready.is_set():
+                if not w.ready():
                     raise SagegenError(
                         f"retrieval server worker {i + 1}/{workers} exited with code "
                         f"{p.exitcode} before it was serving (its error is above); stopping"
@@ -143,14 +170,14 @@ def serve_processes(
                 )
                 procs[i] = start()
     except _Stop:
-        _stop_all([p for p, _ in procs])
+        _stop_all([w.process for w in procs])
         sock.close()
         # As a single server does: exit by the signal itself once every worker has finished.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        _stop_all([p for p, _ in procs])  # Ctrl-C (re-raised: "interrupted", exit 130), an error
+        _stop_all([w.process for w in procs])  # Ctrl-C (re-raised: "interrupted", exit 130), an error
         sock.close()
 
 

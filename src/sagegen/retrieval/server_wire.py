@@ -9,7 +9,7 @@ encoded once (see :mod:`sagegen.retrieval.server_app`).
 import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import Annotated, Any
 
 import pydantic_core
@@ -64,7 +64,6 @@ def request_model(cfg: ServerConfig) -> type[BaseModel]:
     # client then dies on KeyError 'result' mid GRPO step), while Search-R1's own server answers it
     # (its dense encoder truncates every query to 256 tokens). The Answerer cuts such a query to
     # ``server.max_query_chars`` and searches that; the body size limit still bounds the request.
-    Query = StrictStr
 
     class RetrieveRequest(BaseModel):
         # A typo such as "top_k" must not silently fall back to the default topk.
@@ -73,7 +72,7 @@ def request_model(cfg: ServerConfig) -> type[BaseModel]:
         # An empty list is allowed on purpose: Search-R1's trainer (llm_agent/generation.py) posts
         # {"queries": []} whenever no rollout searched in a turn and reads ["result"] back, so a 4xx
         # here would crash its training loop. The answer is simply {"result": []}.
-        queries: list[Query] = Field(
+        queries: list[StrictStr] = Field(
             max_length=cfg.max_queries,
             description=f"Up to {cfg.max_queries} query strings; a longer one than {cfg.max_query_chars} "
             'characters is searched on its first ones (an empty list gets {"result": []}).',
@@ -188,7 +187,7 @@ def describe(retriever: Retriever) -> tuple[str, int | None]:
         if isinstance(value, int):
             n_docs = value
             break
-    if n_docs is None:
+    if n_docs is None and isinstance(retriever, Sized):
         with contextlib.suppress(TypeError):
-            n_docs = len(retriever)  # type: ignore[arg-type]
+            n_docs = len(retriever)
     return str(kind), n_docs

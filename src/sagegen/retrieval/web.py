@@ -117,7 +117,8 @@ def parse_serper(data: dict[str, Any]) -> list[Hit]:
     for i, r in enumerate(organic if isinstance(organic, list) else []):
         if not isinstance(r, dict):
             continue
-        pos = r.get("position") if isinstance(r.get("position"), int) else i + 1
+        pos = r.get("position")
+        pos = pos if isinstance(pos, int) else i + 1
         h = _hit(r.get("link"), r.get("title"), r.get("snippet"), 1.0 / max(pos, 1))
         if h and all(h.doc.id != x.doc.id for x in hits):
             hits.append(h)

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ STOP_GRACE = 30.0
 class _Worker:
     n: int
     process: Any
-    results: Any  # the parent's end of the pipe the worker reports on
+    results: Connection  # the parent's end of the pipe the worker reports on
     alive: Any  # the parent's end of the pipe whose closing tells the worker the parent is gone
     ended: bool = False
 
@@ -82,8 +83,8 @@ def run_pairs_local(
             workers.append(_Worker(i, p, res_r, alive_w))
         reading = {w.results: w for w in workers}
         while reading:
-            for conn in wait(list(reading)):
-                w = reading[conn]
+            ready = wait(list(reading))
+            for conn, w in [(c, w) for c, w in reading.items() if c in ready]:
                 try:
                     msg = conn.recv()
                 except (EOFError, OSError):

@@ -74,7 +74,9 @@ def run_pairs_ray(
         except Exception as e:  # Ray raises ConnectionError, ValueError, RuntimeError... for a bad address
             where = f"the Ray cluster at {address}" if address else "Ray"
             raise ConfigError(f"cannot start or join {where}: {type(e).__name__}: {e}{_AUTH_HINT}") from None
-    ledger = None
+    # Ray's handles are dynamic (``actor.method.remote``): its hints type them only for methods
+    # decorated with ``@ray.method``, which would make importing this module import Ray.
+    ledger: Any = None
     workers: dict[Any, tuple[int, Any]] = {}  # run() ref -> (worker number, actor)
     try:
         n = worker_count(cfg.pipeline.workers, *_settled_resources(ray, cfg.pipeline.workers), len(todo))
@@ -85,7 +87,7 @@ def run_pairs_ray(
             .options(scheduling_strategy=here)
             .remote(str(run_dir.resolve()), session, todo, cwd)
         )
-        Worker = ray.remote(num_cpus=1)(PairWorker)
+        Worker: Any = ray.remote(num_cpus=1)(PairWorker)
         per = share(cfg.pipeline.concurrency, n)
         data = cfg.model_dump(mode="json")
         for i in range(n):
@@ -355,6 +357,7 @@ class PairWorker:
                 local, llm.store = llm.store, CacheProxy(ledger, str(llm.store.path))
                 local.close()
             store = StoreProxy(ledger, run_dir)
+            # StoreProxy forwards RunStore's methods to the ledger actor by __getattr__, not by type
             pipe = Pipeline(cfg, store, parts, run_name=run_name)  # type: ignore[arg-type]
             ran = 0
 

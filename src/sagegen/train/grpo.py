@@ -80,13 +80,13 @@ def _trainer_class() -> type:
     """GRPOTrainer plus a token-id audit of the loss mask on every generated batch."""
     from trl import GRPOTrainer
 
-    class SearchGRPOTrainer(GRPOTrainer):  # type: ignore[misc, valid-type]
+    class SearchGRPOTrainer(GRPOTrainer):
         mask_audit: MaskAudit
         last_rollouts: list[dict[str, Any]]
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
             out = super()._generate_and_score_completions(inputs)
-            envs = self.environments or []
+            envs: list[object] = self.environments or []
             results = [list(getattr(e, "results", [])) for e in envs] or [[] for _ in inputs]
             cmask = out["completion_mask"].cpu()
             loss_mask = cmask * out["tool_mask"].cpu() if "tool_mask" in out else cmask
@@ -131,7 +131,7 @@ def _step_logger(
     last = [start[0]]
     every = report_every(total)
 
-    class StepLogger(TrainerCallback):  # type: ignore[misc]
+    class StepLogger(TrainerCallback):
         def on_log(
             self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
         ) -> None:

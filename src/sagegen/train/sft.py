@@ -184,14 +184,15 @@ def sft_warmup(
     use_cache = getattr(config, "use_cache", None)
     if turn_on:
         _set_checkpointing(model, True)
-        if use_cache:  # no KV cache in a training forward pass (transformers would say so on stderr)
+        # no KV cache in a training forward pass (transformers would say so on stderr)
+        if config is not None and use_cache:
             config.use_cache = False
     try:
         return _sft_loop(model, tokenizer, convs, steps, lr, batch_size, seed, max_length, on_step)
     finally:
         if turn_on:
             _set_checkpointing(model, False)
-            if use_cache:
+            if config is not None and use_cache:
                 config.use_cache = use_cache
 
 
