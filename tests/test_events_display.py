@@ -114,7 +114,8 @@ def test_the_view_counts_each_kind_of_event() -> None:
     ):
         view.update(e)
     assert view.completed == 3 and view.labels == {"pass": 2, "too_easy": 1} and view.in_flight == 0
-    assert "accepted 2 · too easy 1" in view.line() and "calls 1 (1 cached) · tokens 10" in view.line()
+    assert "2 accepted, 1 too easy, 0 incorrect" in view.line()
+    assert "calls 1 (1 cached), — LLM calls/min · tokens 10" in view.line()
 
 
 def test_cli_version_short_help_and_shown_defaults() -> None:

@@ -262,6 +262,16 @@ def eval_(
         raise typer.Exit(1)
 
 
+_ProgressEvery = Annotated[
+    float,
+    typer.Option(
+        "--progress-every",
+        help="Output not a terminal (nohup, SLURM, a pipe): a progress line every N seconds and on each "
+        "finished item (0: only on finished items).",
+    ),
+]
+
+
 def _shown(key: str) -> str:
     """A ``generate`` flag's default for ``--help``: the embedded demo's setting, and everyone else's."""
     from sagegen.session import quick_defaults
@@ -349,6 +359,7 @@ def generate(
     new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Discard the run at --out, start over.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress display.")] = False,
+    progress_every: _ProgressEvery = 30.0,
     protocol: Annotated[
         str | None,
         typer.Option("--protocol", help="A protocol profile under the config: sage = the authors' release."),
@@ -383,7 +394,7 @@ def generate(
     preflight(cfg)  # a dead server or a refused key: one line now, before the index or a paid call
     console.print(budget_line(cfg, source), highlight=False, markup=False, soft_wrap=True)
     try:
-        with generate_display(console, live=not no_progress) as on_event:
+        with generate_display(console, live=not no_progress, every=progress_every) as on_event:
             res = run_generate(cfg, run_dir, force=force, on_event=on_event)
     except KeyboardInterrupt:
         console.print(

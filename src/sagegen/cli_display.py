@@ -8,8 +8,10 @@ and advice, ``status``, the eval table and ``solve``'s step lines.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -21,54 +23,119 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
 from sagegen.events import (
+    STAGES,
     Event,
+    LLMCallFinished,
     PairFailed,
     PairFinished,
+    PairStage,
     PairStarted,
     RunStarted,
 )
+from sagegen.outcomes import name as outcome_name
 from sagegen.pipeline import FINISHED, Stats
 from sagegen.session import RunResult
 from sagegen.store import RunStore
+from sagegen.ui.progress import PLAIN_EVERY, BusyTime, Clock, Heartbeat, eta_seconds, hms
 
 # ---------------------------------------------------------------------------- generate: live display
 
 
 @dataclass
 class GenerateView(Stats):
-    """The run's counters (the pipeline's own :class:`Stats`, counted the same way) plus the pairs in
-    flight, kept from events; :meth:`line` is the live status line."""
+    """The run's counters (the pipeline's own :class:`Stats`, counted the same way from the same
+    events: calls come from the accounting wrapper's ``LLMCallFinished``) plus what only a screen
+    needs: the pairs in flight and the stage each waits on, the clock, model-busy time.
+    :meth:`line` is the live line under the bar, :meth:`plain_line` the line a log gets."""
 
     in_flight: int = 0
+    rounds: int = 0
+    #: Pair index -> (round, stage) of the pairs in flight that said where they are.
+    stages: dict[int, tuple[int, str]] = field(default_factory=dict)
+    clock: Clock = time.monotonic
+    started: float | None = None
+    busy: BusyTime = field(default_factory=BusyTime)
 
     def update(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.total, self.already_done, self.labels = event.total, event.already_done, dict(event.labels)
+            self.rounds, self.started = event.rounds, self.clock()
         elif isinstance(event, PairStarted):
             self.in_flight += 1
+        elif isinstance(event, PairStage):
+            self.stages[event.index] = (event.round, event.stage)
         elif isinstance(event, (PairFinished, PairFailed)):
             self.in_flight -= 1
+            self.stages.pop(event.index, None)
+        elif isinstance(event, LLMCallFinished):
+            self.busy.add(self.clock(), event.seconds)
         self.count(event)
 
     @property
     def completed(self) -> int:
         return self.already_done + self.done + self.errors
 
-    def line(self) -> str:
+    @property
+    def wall(self) -> float:
+        return 0.0 if self.started is None else self.clock() - self.started
+
+    def eta(self) -> float | None:
+        """From the pairs this session finished, per wall second (concurrency included)."""
+        return eta_seconds(self.total - self.completed, self.done + self.errors, self.wall)
+
+    def stage(self) -> str:
+        """``round 2/3 · in flight: 1 generator, 2 solver, 1 judge`` (what the pairs wait on now)."""
+        parts = []
+        rounds = sorted({r for r, _ in self.stages.values()})
+        of = f"/{self.rounds}" if self.rounds else ""
+        if rounds:
+            lo, hi = rounds[0], rounds[-1]
+            parts.append(f"round {lo}{of}" if lo == hi else f"rounds {lo}-{hi}{of}")
+        waits = [st for _, st in self.stages.values()]
+        told = [f"{waits.count(st)} {st}" for st in STAGES if st in waits]
+        unknown = self.in_flight - len(waits)  # workers in other processes say only start and end
+        if unknown > 0:
+            told.append(f"{unknown} pair{'s' if unknown != 1 else ''}")
+        parts.append("in flight: " + (", ".join(told) if told else "none"))
+        return " · ".join(parts)
+
+    def outcomes(self) -> str:
         lab = self.labels
+        keys = ("pass", "too_easy", "incorrect", "failed", "ambiguous")
+        shown = [f"{lab.get(k, 0)} {outcome_name('accepted' if k == 'pass' else k)}" for k in keys[:4]]
+        shown += [f"{lab[k]} {outcome_name(k)}" for k in keys[4:] if lab.get(k)]
+        shown += [f"{self.errors} error{'s' if self.errors != 1 else ''}"] if self.errors else []
+        return ", ".join(shown)
+
+    def rate(self) -> str:
+        wall = self.wall
+        return f"{60 * self.calls / wall:.0f} LLM calls/min" if wall >= 1 else "— LLM calls/min"
+
+    def times(self) -> str:
         return (
-            f"accepted {lab.get('pass', 0)} · too easy {lab.get('too_easy', 0)} · "
-            f"incorrect {lab.get('incorrect', 0)} · failed {lab.get('failed', 0)}"
-            + (f" · ambiguous {lab['ambiguous']}" if lab.get("ambiguous") else "")
-            + (f" · errors {self.errors}" if self.errors else "")
-            + f" · in flight {self.in_flight} · calls {self.calls} ({self.cached} cached)"
-            + f" · tokens {self.tokens:,}"
+            f"wall {hms(self.wall)}, model busy {hms(self.busy.busy)}, "
+            f"model time {hms(self.busy.summed)} summed over concurrent calls"
+        )
+
+    def line(self) -> str:
+        """The live line under the bar (the bar shows pairs, elapsed and the ETA)."""
+        return (
+            f"{self.stage()} · {self.outcomes()}\n"
+            f"calls {self.calls} ({self.cached} cached), {self.rate()} · tokens {self.tokens:,}"
+            f" · {self.times()}"
+        )
+
+    def plain_line(self) -> str:
+        """One line of a log: everything the live display shows, in words."""
+        return (
+            f"[{hms(self.wall)}] {self.completed}/{self.total} pairs done ({self.outcomes()}) · "
+            f"{self.stage()} · {self.rate()} ({self.calls} calls, {self.cached} cached) · "
+            f"ETA {hms(self.eta())} (from finished pairs) · {self.times()}"
         )
 
 
@@ -80,25 +147,32 @@ def resume_line(event: RunStarted) -> str:
 
 
 @contextlib.contextmanager
-def generate_display(console: Console, *, live: bool = True) -> Iterator[Any]:
-    """An event sink for ``run_generate``: a live bar (pairs, elapsed, ETA) over the status line,
-    refreshed on every event (each LLM call, not only each pair), shown from the moment the run is
-    open (corpus and models loaded); with ``live=False`` only the resume line. A console that is not
-    a terminal gets no bar (logs stay clean)."""
-    view = GenerateView()
+def generate_display(
+    console: Console, *, live: bool = True, every: float = PLAIN_EVERY, clock: Clock = time.monotonic
+) -> Iterator[Any]:
+    """An event sink for ``run_generate``, shown from the moment the run is open (corpus and models
+    loaded). On a terminal: a live bar (pairs, elapsed, ETA from finished pairs) over the status line,
+    redrawn on every event (each LLM call, not only each pair). Anywhere else (a log, a pipe): a
+    plain line every ``every`` seconds and on every finished pair. ``live=False``: only the resume line."""
+    view = GenerateView(clock=clock)
     bar = Progress(
         TextColumn("[bold]pairs"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
         console=console,
     )
     line = Text("")
+    terminal = live and console.is_terminal
     screen = (
         Live(Group(bar, line), console=console, refresh_per_second=4, transient=False, redirect_stderr=False)
-        if live and console.is_terminal
+        if terminal
+        else None
+    )
+    beat = (
+        Heartbeat(view.plain_line, lambda s: _plain(console, s), every=every, clock=clock)
+        if live and not terminal
         else None
     )
     task = None
@@ -109,18 +183,29 @@ def generate_display(console: Console, *, live: bool = True) -> Iterator[Any]:
         if isinstance(event, RunStarted):
             if event.already_done:
                 console.print(resume_line(event), highlight=False)
-            task = bar.add_task("pairs", total=event.total)
+            task = bar.add_task("pairs", total=event.total, eta="—")
             if screen is not None:
                 screen.start()
+            if beat is not None:
+                beat.now()
+                beat.start()
         if task is not None:
-            bar.update(task, completed=view.completed)
+            bar.update(task, completed=view.completed, eta=hms(view.eta()))
         line.plain = view.line()
+        if beat is not None and isinstance(event, (PairFinished, PairFailed)):
+            beat.now()
 
     try:
         yield sink
     finally:
         if screen is not None:
             screen.stop()
+        if beat is not None:
+            beat.stop()
+
+
+def _plain(console: Console, text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- generate: the end
@@ -149,14 +234,21 @@ def format_summary(res: RunResult) -> str:
         + (f" ({100 * acc / finished:.0f}%)" if finished else "")
         + " in dataset.jsonl"
         + (f"; {o['ambiguous']} ambiguous in ambiguous.jsonl" if o["ambiguous"] else ""),
-        f"too easy   {o['too_easy']}    unsolved {o['incorrect']}    generator failed {o['failed']}"
-        + (f"    repeated questions skipped {o['duplicate']}" if o["duplicate"] else ""),
+        f"{outcome_name('too_easy'):<10} {o['too_easy']}    {outcome_name('incorrect')} {o['incorrect']}"
+        f"    {outcome_name('failed')} {o['failed']}"
+        + (
+            f"    {outcome_name('duplicate')} {o['duplicate']} (repeated questions, skipped)"
+            if o["duplicate"]
+            else ""
+        ),
         f"LLM calls  {int(tot['calls'])} total ({int(tot['cached'])} cache hits); "
         f"this session {int(ses['calls'])} ({int(ses['cached'])} cache hits)",
-        f"tokens     {int(tot['prompt_tokens']):,} prompt + {int(tot['completion_tokens']):,} completion; "
-        f"model time {tot['seconds']:.1f} s",
+        f"tokens     {int(tot['prompt_tokens']):,} prompt + {int(tot['completion_tokens']):,} completion",
+        # Calls run side by side: their seconds add up past the wall clock, so both are named as such.
+        f"time       wall {hms(res.seconds)} this session; model time {hms(tot['seconds'])} "
+        "summed over all calls of the run (concurrent calls overlap, so the sum exceeds the wall)",
         "by role    " + ", ".join(f"{r}: {int(u['calls'])} calls" for r, u in res.usage.items()),
-        f"files      {d / 'dataset.jsonl'}, {d / 'too_easy.jsonl'}, {d / 'unsolved.jsonl'},\n"
+        f"files      {d / 'dataset.jsonl'}, {d / 'too_easy.jsonl'}, {d / 'unsolved.jsonl'} (incorrect),\n"
         f"           {d / 'ledger.sqlite'} (sagegen status {d})",
     ]
     return "\n".join(lines + advice(res))
@@ -170,24 +262,60 @@ REAL_BACKEND = (
 
 
 def advice(res: RunResult) -> list[str]:
-    """What the result means and the next step, plus the settings that weaken the data."""
+    """What the result means and a next step that works on this run's files (counted, not assumed),
+    plus the settings that weaken the data."""
     o, d = res.outcomes, res.run_dir
     out: list[str] = []
-    if res.demo and o["accepted"] == 0:
-        out += [
-            "meaning    accepted 0 is what the embedded demo model (SmolLM2-135M) usually gives: it",
-            "           rarely writes a question its own solver can verify; the run shows the loop, the",
-            "           ledger and the files. Pairs come from a real model behind an OpenAI-compatible",
-            "           server (vLLM, SGLang, Ollama, llama.cpp server, a hosted API):",
-            f"next       {REAL_BACKEND}",
-        ]
-    elif o["accepted"]:
-        out.append(f"next       sagegen report {d}   (then sagegen export {d} --format verl)")
-    elif o["seeds"] - o["unfinished"]:
-        out.append(f"next       no pair passed: sagegen report {d} shows each pair's traces and why")
+    finished = o["seeds"] - o["unfinished"]
+    if o["accepted"]:
+        out.append(f"next       sagegen report {d}   (then {_export_step(d)})")
+    elif finished:
+        if res.demo:
+            out += [
+                "meaning    accepted 0 is what the embedded demo model (SmolLM2-135M) usually gives: it",
+                "           rarely writes a question its own solver can verify; the run shows the loop, the",
+                "           ledger and the files. Pairs come from a real model behind an OpenAI-compatible",
+                "           server (vLLM, SGLang, Ollama, llama.cpp server, a hosted API):",
+                f"next       {REAL_BACKEND}",
+            ]
+        else:
+            out.append(
+                f"meaning    no pair was accepted: sagegen report {d} shows each pair's traces and why"
+            )
+            if o["incorrect"] + o["failed"] > o["too_easy"]:
+                out.append(
+                    "           most questions were never answered correctly or never written: try a "
+                    "stronger model, more rounds (--rounds), or more seeds (-n)"
+                )
+        if o["too_easy"]:  # the one file with verified pairs in it: say how to use it, as it is
+            out.append(
+                f"meanwhile  the {o['too_easy']} too-easy pairs (verified, below their target): "
+                f"sagegen export {d} --include too_easy --min-difficulty 0, or sagegen train "
+                f"{d / 'too_easy.jsonl'}"
+            )
+        else:
+            out.append(f"meanwhile  nothing to export or train on yet (dataset.jsonl is empty): {d}")
     out += [f"note       {w}" for w in res.warnings]
     out += [f"cut        {c}" for c in res.caps]
     return out
+
+
+def _export_step(run_dir: Path) -> str:
+    """``sagegen export`` with a ``--min-difficulty`` that keeps the accepted pairs: its default (2)
+    would refuse a run whose floor (``pipeline.min_difficulty_for_dataset``) was set lower."""
+    import json
+
+    default = 2
+    diffs = []
+    path = run_dir / "dataset.jsonl"
+    if path.is_file():
+        for line in path.open(encoding="utf-8"):
+            if line.strip():
+                with contextlib.suppress(ValueError, AttributeError):
+                    diffs.append(int(json.loads(line).get("difficulty") or 0))
+    low = min(diffs, default=default)
+    flag = f" --min-difficulty {low}" if low < default else ""
+    return f"sagegen export {run_dir} --format verl{flag}"
 
 
 # ---------------------------------------------------------------------------- status
@@ -199,11 +327,11 @@ def format_status(store: RunStore) -> str:
     o = store.outcomes()
     finished = c.get("finished", 0)
     lines = [f"run {store.run_dir}  (config {store.config_hash})"]
-    states = ", ".join(f"{s} {c.get(s, 0)}" for s in ("pending", "running", *FINISHED))
+    states = ", ".join(f"{outcome_name(s)} {c.get(s, 0)}" for s in ("pending", "running", *FINISHED))
     lines.append(f"pairs {c['pairs']}: {states}")
     if finished:
         lines.append(f"accept rate {c.get('pass', 0)}/{finished} = {100 * c.get('pass', 0) / finished:.1f}%")
-    lines.append("outcomes: " + ", ".join(f"{k} {v}" for k, v in o.items() if k != "seeds"))
+    lines.append("outcomes: " + ", ".join(f"{outcome_name(k)} {v}" for k, v in o.items() if k != "seeds"))
     lines.append(
         "outputs: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in c.items() if k.startswith("output."))
     )
@@ -215,7 +343,7 @@ def format_status(store: RunStore) -> str:
             f"mean Avg@K {avg}, mean round {m['round']:.2f}"
         )
     for rnd, s in store.round_stats().items():
-        lines.append(f"round {rnd}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        lines.append(f"round {rnd}: " + ", ".join(f"{outcome_name(k)} {v}" for k, v in s.items()))
     lines.append(f"attempts {c['attempts']}, trajectories {c['trajectories']}, events {c['events']}")
     tries = store.try_stats()
     for role, u in store.llm_usage().items():

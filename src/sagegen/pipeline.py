@@ -53,6 +53,7 @@ from sagegen.events import (
     LLMCallFinished,
     PairFailed,
     PairFinished,
+    PairStage,
     PairStarted,
     RoundFinished,
     RunStarted,
@@ -208,9 +209,13 @@ class Pipeline:
     async def run(self) -> Stats:
         """Run every unfinished pair; errors leave a pair for the next run."""
         todo = self.todo()
-        self.emit(RunStarted(self.stats.total, self.stats.already_done, dict(self.stats.labels)))
+        self.emit(self.run_started())
         await self.run_in_process(todo)
         return self.stats
+
+    def run_started(self) -> RunStarted:
+        s = self.stats
+        return RunStarted(s.total, s.already_done, dict(s.labels), self.rounds, self.pcfg.concurrency)
 
     def todo(self) -> list[int]:
         """The pairs not finished by earlier sessions (those are counted in ``stats`` as already done)."""
@@ -332,6 +337,7 @@ class Pipeline:
         self, spec: PairSpec, rnd: int, kind: RoundKind, last: RoundResult | None
     ) -> tuple[Candidate | None, Trajectory]:
         """Write round ``rnd``'s pair (generate, resample or revise with feedback) and store it."""
+        self.emit(PairStage(spec.index, rnd, "generator"))
         authored = await self._write(spec, rnd, kind, last)
         cand, traj = authored.candidate, authored.trajectory
         self.store.add_round(spec.index, rnd, kind, cand, trace_id(f"p{spec.index}", f"r{rnd}", "gen"), traj)
@@ -478,6 +484,7 @@ class Pipeline:
             if ev.kind == "ambiguity" and ev.round == rnd:
                 return AmbiguityVerdict.from_json(ev.message).ambiguous
         assert self.ambiguity_llm is not None
+        self.emit(PairStage(idx, rnd, "judge"))
         docs = [self.docs_by_id[d] for d in evidence_ids(cand, attempts) if d in self.docs_by_id]
         got = await check_ambiguity(cand, docs, self.ambiguity_llm, max_tokens=self.cfg.judge.max_tokens)
         self.store.event("ambiguity", got.to_json(), idx, rnd)
@@ -490,6 +497,7 @@ class Pipeline:
         from sagegen.judge import judge_answer
 
         seed = derive_seed(self.pcfg.seed, "solve", idx, rnd, a)
+        self.emit(PairStage(idx, rnd, "solver"))
         traj = await solve(
             cand.question, llm or self.solver_llm, self.parts.retriever, self.cfg.solver, seed=seed
         )
@@ -497,6 +505,7 @@ class Pipeline:
         # it (cached calls are free). See sagegen.outage.
         where = f"pair {idx} round {rnd} attempt {a}"
         outage.check_solver(traj, where)
+        self.emit(PairStage(idx, rnd, "judge"))
         judgement = await judge_answer(
             cand.question, traj.answer, [cand.answer], self.judge_llm, self.cfg.judge
         )

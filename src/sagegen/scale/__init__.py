@@ -112,12 +112,12 @@ def run_spread(pipe: Pipeline) -> Stats:
     """``Pipeline.run`` for ``pipeline.workers > 1`` or ``pipeline.executor: ray``: the same todo list,
     events and stop rule (``pipeline.FailureStreak``), with the pairs run by workers and their results
     turned into this process's events as they arrive."""
-    from sagegen.events import CallsCounted, PairFailed, PairFinished, PairStarted, RunStarted
+    from sagegen.events import CallsCounted, PairFailed, PairFinished, PairStarted
     from sagegen.pipeline import FailureStreak
 
     stats, store = pipe.stats, pipe.store
     todo = pipe.todo()
-    pipe.emit(RunStarted(stats.total, stats.already_done, dict(stats.labels)))
+    pipe.emit(pipe.run_started())
     streak = FailureStreak(pipe.pcfg.concurrency)
 
     def on_result(r: PairResult) -> None:
