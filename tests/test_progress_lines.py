@@ -64,7 +64,7 @@ def test_the_stage_says_round_and_what_is_in_flight() -> None:
     # pair 3 said nothing yet (as a worker in another process): counted as a pair, not dropped
     assert view.stage() == "rounds 1-2/3 · in flight: 1 generator, 2 solver, 1 pair"
     view.update(PairStage(2, 2, "judge"))
-    view.update(PairFinished(0, "failed"))
+    view.update(PairFinished(0, "failed", "failed"))
     assert view.stage() == "round 2/3 · in flight: 1 solver, 1 judge, 1 pair"
 
 
@@ -78,7 +78,7 @@ def test_the_plain_line_has_eta_rate_wall_and_summed_model_time() -> None:
     view.update(LLMCallFinished("solver", 10, 5, seconds=20.0))
     view.update(LLMCallFinished("judge", 10, 5, seconds=20.0))  # the same 20 s, side by side
     clock.t += 30
-    view.update(PairFinished(0, "pass"))
+    view.update(PairFinished(0, "pass", "accepted"))
     line = view.plain_line()
     # 1 pair in 60 s of wall, 9 to go: 540 s
     assert line.startswith(
@@ -130,6 +130,9 @@ def test_a_run_without_a_terminal_prints_a_line_per_finished_pair(tmp_path: Path
     assert res.stats.done == 3 and all("ETA" in ln and "model time" in ln for ln in lines)
     assert "ETA —" in lines[0] and re.search(r"ETA \d\d:\d\d:\d\d", lines[1])
     assert "\x1b[" not in out.getvalue()  # no escape codes in a log
+    # the last line counts the pairs as the end-of-run summary does (by outcome, from the ledger)
+    o = res.outcomes
+    assert f"({o['accepted']} accepted, {o['too_easy']} too easy, {o['incorrect']} incorrect" in lines[-1]
 
 
 def test_the_pipeline_tells_each_pairs_stage_in_order(tmp_path: Path) -> None:

@@ -30,6 +30,16 @@ SetOpt = Annotated[
 ]
 
 
+_ProgressEvery = Annotated[
+    float,
+    typer.Option(
+        "--progress-every",
+        help="Output not a terminal (nohup, SLURM, a pipe): a progress line every N seconds and on each "
+        "finished item (0: only on finished items).",
+    ),
+]
+
+
 def resolve_config(config: Path | None, overrides: list[str] | None) -> Config:
     return load_config(config, overrides or [])
 
@@ -116,7 +126,7 @@ def solve(
     import asyncio
 
     from sagegen.agents.solver import solve as run_solver
-    from sagegen.cli_display import step_markup
+    from sagegen.cli_display import answer_line, step_markup
     from sagegen.evaluate import build_stack
 
     cfg = resolve_config(config, set_)
@@ -143,11 +153,7 @@ def solve(
     check_solver(traj, "solve")  # a backend outage is an error, not an answer
     for line in cap_advice({"solver": llm.reply_counts()}, cfg):
         console.print(f"cut  {line}", style="yellow", markup=False, highlight=False)
-    console.print(
-        f"[bold]answer[/] {traj.answer!r}  [dim]status={traj.status} searches={traj.num_searches} "
-        f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]",
-        highlight=False,
-    )
+    console.print(answer_line(traj), highlight=False)
     if as_json:
         print(traj.to_json())
 
@@ -184,6 +190,10 @@ def eval_(
             help="Field holding the gold answer(s), a string or a list [golden_answers, answers or answer].",
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout instead of the table.")
+    ] = False,
+    progress_every: _ProgressEvery = 30.0,
 ) -> None:
     """Evaluate the search agent on a benchmark: EM, F1, judge accuracy, pass@k, searches, cost.
 
@@ -192,10 +202,8 @@ def eval_(
     import asyncio
     import json
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from sagegen.benchmark_fields import Fields
-    from sagegen.cli_display import summary_table
+    from sagegen.cli_display import QuestionView, print_eval, question_progress
     from sagegen.evaluate import build_stack, completed_ids, default_eval_dir, evaluate, load_benchmark
 
     cfg = resolve_config(config, set_)
@@ -210,22 +218,8 @@ def eval_(
         ids = {it.id for it in items}
         already = sum(1 for i in completed_ids(out_dir) if i in ids) if out_dir.is_dir() else 0
     llm, judge_llm, retriever = build_stack(cfg, with_judge=True)
-    stats = {"n": 0, "correct": 0}
-    columns = (
-        TextColumn("[bold]eval[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[acc]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("eval", total=len(items), completed=already, acc="")
-
-        def on_result(row: dict) -> None:
-            stats["n"] += 1
-            stats["correct"] += int(row["pass_at_k"])
-            progress.update(task, advance=1, acc=f"pass@{k} {stats['correct']}/{stats['n']} (this run)")
-
+    view = QuestionView("eval", len(items), already, k)
+    with question_progress(console, view, every=progress_every) as on_result:
         summary = asyncio.run(
             evaluate(
                 items,
@@ -242,7 +236,10 @@ def eval_(
                 on_result=on_result,
             )
         )
-    console.print(summary_table(summary, title=f"sagegen eval {bench.name}"))
+    if as_json:  # for machines: the summary alone, on stdout
+        print(json.dumps(summary))
+    else:
+        print_eval(summary, title=f"sagegen eval {bench.name}")
     from sagegen.doctor import cap_advice
 
     for line in cap_advice(summary.get("replies", {}), cfg):
@@ -250,7 +247,6 @@ def eval_(
     console.print(
         f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}", highlight=False
     )
-    print(json.dumps(summary))
     if summary.get("unfinished"):  # a backend outage: not scored; a script must not take this for success
         console.print(
             f"error: {summary['unfinished']} question(s) unfinished by errors, not stored; rerun "
@@ -260,16 +256,6 @@ def eval_(
             highlight=False,
         )
         raise typer.Exit(1)
-
-
-_ProgressEvery = Annotated[
-    float,
-    typer.Option(
-        "--progress-every",
-        help="Output not a terminal (nohup, SLURM, a pipe): a progress line every N seconds and on each "
-        "finished item (0: only on finished items).",
-    ),
-]
 
 
 def _shown(key: str) -> str:
@@ -687,6 +673,9 @@ def export(
         int | None,
         typer.Option("--per-pair", help="SFT: at most N trajectories per pair (fewest searches first)."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout instead of the table.")
+    ] = False,
 ) -> None:
     """Export accepted pairs: verl parquet + reward, SFT chats, HF dataset, FlashRAG JSONL."""
     import json
@@ -707,7 +696,12 @@ def export(
         per_pair=per_pair,
         dev_split=dev,
     )
-    print(json.dumps(summary, indent=2, default=str))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        from sagegen.cli_display import print_export
+
+        print_export(summary)
 
 
 _IndexCorpus = Annotated[
@@ -894,6 +888,18 @@ _HELP_ORDER = ["Generate data", "Corpora and retrieval", "Search agents", "After
 app.registered_commands.sort(key=lambda c: _HELP_ORDER.index(c.rich_help_panel or "Other"))
 
 
+def quiet_third_party_bars() -> None:
+    """Each command draws its own progress (or prints plain lines in a log); the tqdm bars of
+    huggingface_hub, transformers ("Loading weights"), datasets and sentence-transformers would
+    only interleave with it. ``--verbose`` (anywhere on the line) keeps them. Set before those
+    libraries are imported: they read these switches once."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers follows this switch
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its fork warning is noise here too
+
+
 def main() -> None:
     import logging
     import os
@@ -904,7 +910,10 @@ def main() -> None:
 
     # --debug (anywhere on the line) or SAGEGEN_DEBUG=1: let errors raise with their traceback.
     debug = os.environ.get("SAGEGEN_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
-    sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
+    verbose = debug or "--verbose" in sys.argv[1:]
+    sys.argv[1:] = [a for a in sys.argv[1:] if a not in ("--debug", "--verbose")]
+    if not verbose:
+        quiet_third_party_bars()
     # `--ray` takes an optional address: alone (last, or before another option) it means "--ray=".
     sys.argv[1:] = [
         "--ray=" if a == "--ray" and (i + 1 == len(sys.argv) or sys.argv[i + 1].startswith("-")) else a

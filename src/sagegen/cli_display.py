@@ -64,6 +64,7 @@ class GenerateView(Stats):
     def update(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.total, self.already_done, self.labels = event.total, event.already_done, dict(event.labels)
+            self.outcomes = dict(event.outcomes)
             self.rounds, self.started = event.rounds, self.clock()
         elif isinstance(event, PairStarted):
             self.in_flight += 1
@@ -104,11 +105,13 @@ class GenerateView(Stats):
         parts.append("in flight: " + (", ".join(told) if told else "none"))
         return " · ".join(parts)
 
-    def outcomes(self) -> str:
-        lab = self.labels
-        keys = ("pass", "too_easy", "incorrect", "failed", "ambiguous")
-        shown = [f"{lab.get(k, 0)} {outcome_name('accepted' if k == 'pass' else k)}" for k in keys[:4]]
-        shown += [f"{lab[k]} {outcome_name(k)}" for k in keys[4:] if lab.get(k)]
+    def outcome_counts(self) -> str:
+        """``1 accepted, 2 too easy, ...``: the finished pairs by outcome, as the summary counts them."""
+        out = self.outcomes
+        shown = [
+            f"{out.get(k, 0)} {outcome_name(k)}" for k in ("accepted", "too_easy", "incorrect", "failed")
+        ]
+        shown += [f"{out[k]} {outcome_name(k)}" for k in ("ambiguous", "duplicate") if out.get(k)]
         shown += [f"{self.errors} error{'s' if self.errors != 1 else ''}"] if self.errors else []
         return ", ".join(shown)
 
@@ -125,7 +128,7 @@ class GenerateView(Stats):
     def line(self) -> str:
         """The live line under the bar (the bar shows pairs, elapsed and the ETA)."""
         return (
-            f"{self.stage()} · {self.outcomes()}\n"
+            f"{self.stage()} · {self.outcome_counts()}\n"
             f"calls {self.calls} ({self.cached} cached), {self.rate()} · tokens {self.tokens:,}"
             f" · {self.times()}"
         )
@@ -133,7 +136,7 @@ class GenerateView(Stats):
     def plain_line(self) -> str:
         """One line of a log: everything the live display shows, in words."""
         return (
-            f"[{hms(self.wall)}] {self.completed}/{self.total} pairs done ({self.outcomes()}) · "
+            f"[{hms(self.wall)}] {self.completed}/{self.total} pairs done ({self.outcome_counts()}) · "
             f"{self.stage()} · {self.rate()} ({self.calls} calls, {self.cached} cached) · "
             f"ETA {hms(self.eta())} (from finished pairs) · {self.times()}"
         )
@@ -206,6 +209,84 @@ def generate_display(
 
 def _plain(console: Console, text: str) -> None:
     console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------- eval, train --eval: questions
+
+
+@dataclass
+class QuestionView:
+    """Progress of an evaluation (``eval``, each model of ``train --eval``), from its results."""
+
+    what: str
+    total: int
+    already: int = 0
+    k: int = 1
+    done: int = 0
+    solved: int = 0
+    clock: Clock = time.monotonic
+    started: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        self.solved += int(bool(row.get("pass_at_k")))
+
+    @property
+    def wall(self) -> float:
+        return self.clock() - self.started
+
+    def score(self) -> str:
+        return f"pass@{self.k} {self.solved}/{self.done} this run" if self.done else "no result yet"
+
+    def plain_line(self) -> str:
+        left = self.total - self.already - self.done
+        eta = eta_seconds(left, self.done, self.wall)
+        return (
+            f"[{hms(self.wall)}] {self.what}: {self.already + self.done}/{self.total} questions done · "
+            f"{self.score()} · ETA {hms(eta)} (from finished questions) · wall {hms(self.wall)}"
+        )
+
+
+@contextlib.contextmanager
+def question_progress(
+    console: Console, view: QuestionView, *, every: float = PLAIN_EVERY, clock: Clock | None = None
+) -> Iterator[Any]:
+    """A ``on_result`` hook for ``sagegen.evaluate.evaluate``: a bar on a terminal, else a plain line
+    every ``every`` seconds and on each finished question (a log under nohup is never silent)."""
+    if console.is_terminal:
+        columns = (
+            TextColumn(f"[bold]{escape(view.what)}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[score]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+        )
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task(view.what, total=view.total, completed=view.already, score="", eta="—")
+
+            def on_bar(row: dict[str, Any]) -> None:
+                view.add(row)
+                eta = eta_seconds(view.total - view.already - view.done, view.done, view.wall)
+                bar.update(task, advance=1, score=view.score(), eta=hms(eta))
+
+            yield on_bar
+        return
+    beat = Heartbeat(view.plain_line, lambda t: _plain(console, t), every=every, clock=clock or view.clock)
+    beat.now()
+    beat.start()
+
+    def on_line(row: dict[str, Any]) -> None:
+        view.add(row)
+        beat.now()
+
+    try:
+        yield on_line
+    finally:
+        beat.stop()
 
 
 # ---------------------------------------------------------------------------- generate: the end
@@ -420,6 +501,60 @@ def summary_table(summary: dict[str, Any], title: str = "eval") -> Table:
     for name, value in rows:
         t.add_row(name, value)
     return t
+
+
+def print_export(summary: dict[str, Any]) -> None:
+    """``sagegen export`` for a person: what was selected and the files written (``--json``: the JSON)."""
+    t = Table(title=f"sagegen export ({summary['format']})", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    kinds = ", ".join(outcome_name("accepted" if k == "pass" else k) for k in summary.get("labels", ()))
+    t.add_row("source", str(summary["source"]))
+    t.add_row(
+        "pairs",
+        f"{summary['selected']} of {summary['available']} ({kinds}) "
+        f"with difficulty ≥ {summary['min_difficulty']}",
+    )
+    counts = summary.get("counts") or {}
+    if counts:
+        t.add_row("counts", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for k, v in (summary.get("files") or {}).items():
+        t.add_row(f"file: {k}", str(v))
+    for k in ("reward", "card"):
+        if summary.get(k):
+            t.add_row(k, str(summary[k]))
+    for k, v in (summary.get("skipped") or {}).items():
+        t.add_row(f"skipped: {k}", str(v))
+    Console().print(t)
+
+
+def print_eval(summary: dict[str, Any], title: str) -> None:
+    """``sagegen eval`` for a person: the summary table on stdout (``--json`` prints the JSON instead)."""
+    Console().print(summary_table(summary, title=title))
+
+
+#: Why an attempt ended without an answer, by the last event the solver recorded (sagegen.agents.solver).
+NO_ANSWER_WHY = {
+    "no_forced_answer": "it stopped at its limit and solver.force_answer is off",
+    "no_answer": "asked for its final answer at the limit, the model gave none",
+    "forced_answer": "it was asked for its final answer and gave none",
+    "llm_error": "the model call failed",
+}
+
+
+def answer_line(traj: Any) -> str:
+    """``sagegen solve``'s last line: the answer, or "no answer" and why (never ``answer None``)."""
+    facts = (
+        f"[dim]status={traj.status} searches={traj.num_searches} "
+        f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]"
+    )
+    if traj.answer:
+        return f"[bold]answer[/] {escape(traj.answer)}  {facts}"
+    events = [st for st in traj.steps if st.kind == "event"]
+    last = events[-1] if events else None
+    why = NO_ANSWER_WHY.get(last.event or "", last.event or "") if last is not None else ""
+    detail = f" ({escape(' '.join(last.text.split())[:160])})" if last is not None and last.text else ""
+    return f"[bold red]no answer[/]: {escape(why) or 'the model ended without an <answer>'}{detail}  {facts}"
 
 
 def step_markup(step: Any) -> str:

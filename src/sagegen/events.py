@@ -18,6 +18,8 @@ class RunStarted:
     total: int
     already_done: int
     labels: dict[str, int] = field(default_factory=dict)
+    #: The finished pairs per outcome (``sagegen.outcomes``), as ``labels`` per verdict.
+    outcomes: dict[str, int] = field(default_factory=dict)
     #: Rounds R of the run and pairs in flight at once (0: not said, e.g. by an older caller).
     rounds: int = 0
     concurrency: int = 0
@@ -53,8 +55,12 @@ class RoundFinished:
 
 @dataclass(frozen=True)
 class PairFinished:
+    """Pair ``index`` is finished: ``label`` is its final verdict (the ledger state), ``outcome``
+    where it ended as the files hold it (``sagegen.outcomes``: a pass can end as a duplicate)."""
+
     index: int
     label: str
+    outcome: str = ""
 
 
 @dataclass(frozen=True)

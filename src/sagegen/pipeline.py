@@ -60,6 +60,7 @@ from sagegen.events import (
 )
 from sagegen.llm.accounting import AccountingLLM
 from sagegen.llm.base import LLM
+from sagegen.outcomes import outcome
 from sagegen.records import Attempt, Candidate, Doc, Judgement, QAPair, Trajectory, Verdict
 from sagegen.store import RunStore, derive_seed, trace_id
 from sagegen.targets import parse_target
@@ -80,6 +81,8 @@ class Stats:
     already_done: int = 0
     done: int = 0
     labels: dict[str, int] = field(default_factory=dict)
+    #: Finished pairs per outcome (sagegen.outcomes): where they ended, as the files hold them.
+    outcomes: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     last_error: str = ""
     calls: int = 0
@@ -90,6 +93,8 @@ class Stats:
         if isinstance(event, PairFinished):
             self.done += 1
             self.labels[event.label] = self.labels.get(event.label, 0) + 1
+            if event.outcome:
+                self.outcomes[event.outcome] = self.outcomes.get(event.outcome, 0) + 1
         elif isinstance(event, PairFailed):
             self.errors += 1
             self.last_error = f"pair {event.index}: {event.error}"
@@ -215,7 +220,14 @@ class Pipeline:
 
     def run_started(self) -> RunStarted:
         s = self.stats
-        return RunStarted(s.total, s.already_done, dict(s.labels), self.rounds, self.pcfg.concurrency)
+        return RunStarted(
+            s.total, s.already_done, dict(s.labels), dict(s.outcomes), self.rounds, self.pcfg.concurrency
+        )
+
+    def finished(self, idx: int, label: str) -> PairFinished:
+        """The event of a finished pair, with its outcome as the ledger recorded it."""
+        rec = self.store.pair(idx)
+        return PairFinished(idx, label, outcome(rec.state, rec.output) if rec is not None else "")
 
     def todo(self) -> list[int]:
         """The pairs not finished by earlier sessions (those are counted in ``stats`` as already done)."""
@@ -226,6 +238,8 @@ class Pipeline:
                 self.stats.already_done += 1
                 state = "ambiguous" if rec.output == "ambiguous" else rec.state  # as run_pair returned it
                 self.stats.labels[state] = self.stats.labels.get(state, 0) + 1
+                out = outcome(rec.state, rec.output)
+                self.stats.outcomes[out] = self.stats.outcomes.get(out, 0) + 1
             else:
                 todo.append(idx)
         self.stats.total = self.pcfg.num_seeds
@@ -244,7 +258,7 @@ class Pipeline:
                 idx = queue.get_nowait()
                 self.emit(PairStarted(idx))
                 try:
-                    self.emit(PairFinished(idx, await self.run_pair(idx)))
+                    self.emit(self.finished(idx, await self.run_pair(idx)))
                     streak.ok()
                 except LedgerError:
                     raise  # the ledger cannot be written (disk full, read-only): nothing can go on

@@ -188,7 +188,9 @@ def run_charts(a: dict[str, Any]) -> dict[str, Any]:
             },
             title="% correct and % pass after each round",
         ),
-        "funnel": C.svg_hbars([(label, fun[k]) for k, label in T.FUNNEL[:-1]], title="Where the seeds ended"),
+        "funnel": C.svg_hbars(
+            [(label, fun.get(k, 0)) for k, label in T.FUNNEL[:-1]], title="Where the seeds ended"
+        ),
         "targets": [
             C.svg_hist(
                 {"difficulty": m["difficulty_hist"], "searches per attempt": m["attempt_searches_hist"]},
