@@ -809,6 +809,7 @@ def train(
     sft_data: _TrainSftData = None,
     eval_bench: _TrainEval = None,
     eval_limit: Annotated[int, typer.Option("--eval-limit", help="Questions of --eval to use.")] = 20,
+    progress_every: _ProgressEvery = 30.0,
 ) -> None:
     """Train a search agent with RL (GRPO + the search tool), or emit the verl cluster recipe."""
     import json
@@ -867,17 +868,23 @@ def train(
         result = run_train(cfg, data, progress=lambda m: console.print(m, highlight=False, markup=False))
     summary = result.summary()
     if eval_bench is not None:
+        from sagegen.cli_display import CompareProgress
         from sagegen.train.compare import compare
 
-        cmp = compare(
-            cfg,
-            eval_bench,
-            cfg.train.model,
-            result.checkpoint,
-            out_dir / "comparison",
-            limit=eval_limit,
-            seed=cfg.train.seed,
-        )
+        shown = CompareProgress(console, every=progress_every)
+        try:
+            cmp = compare(
+                cfg,
+                eval_bench,
+                cfg.train.model,
+                result.checkpoint,
+                out_dir / "comparison",
+                limit=eval_limit,
+                seed=cfg.train.seed,
+                watch=shown.watch,
+            )
+        finally:
+            shown.close()
         console.print((out_dir / "comparison" / "comparison.md").read_text(), highlight=False, markup=False)
         summary["comparison"] = cmp["metrics"]
     print(json.dumps(summary, indent=2, default=str))

@@ -37,6 +37,7 @@ from sagegen.events import (
     PairStarted,
     RunStarted,
 )
+from sagegen.outcomes import OUTPUT_FILES
 from sagegen.outcomes import name as outcome_name
 from sagegen.pipeline import FINISHED, Stats
 from sagegen.session import RunResult
@@ -289,6 +290,34 @@ def question_progress(
         beat.stop()
 
 
+class CompareProgress:
+    """``train --eval``'s progress: the base model's evaluation, then the trained one's, as plain
+    lines (the trainer's own lines are plain too), every ``every`` seconds and per question; so
+    loading a model or a slow question never leaves minutes without a line."""
+
+    def __init__(self, console: Console, *, every: float = PLAIN_EVERY, k: int = 1):
+        self.console, self.every, self.k = console, every, k
+        self.beat: Heartbeat | None = None
+
+    def watch(self, which: str, total: int) -> Any:
+        self.close()
+        view = QuestionView(f"{which} model", total, k=self.k)
+        _plain(self.console, f"evaluating the {which} model on {total} questions (loading it first)")
+        self.beat = Heartbeat(view.plain_line, lambda t: _plain(self.console, t), every=self.every).start()
+        beat = self.beat
+
+        def on_result(row: dict[str, Any]) -> None:
+            view.add(row)
+            beat.now()
+
+        return on_result
+
+    def close(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+            self.beat = None
+
+
 # ---------------------------------------------------------------------------- generate: the end
 
 
@@ -413,14 +442,13 @@ def format_status(store: RunStore) -> str:
     if finished:
         lines.append(f"accept rate {c.get('pass', 0)}/{finished} = {100 * c.get('pass', 0) / finished:.1f}%")
     lines.append("outcomes: " + ", ".join(f"{outcome_name(k)} {v}" for k, v in o.items() if k != "seeds"))
-    lines.append(
-        "outputs: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in c.items() if k.startswith("output."))
-    )
+    outputs = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("output.")}
+    lines.append("files: " + ", ".join(f"{OUTPUT_FILES.get(k, k)} {v}" for k, v in outputs.items()))
     for label, m in store.label_means().items():
         diff = f"{m['difficulty']:.2f}" if m["difficulty"] is not None else "-"
         avg = f"{m['avg_at_k']:.2f}" if m["avg_at_k"] is not None else "-"  # unknown for some imports
         lines.append(
-            f"{label}: {int(m['pairs'])} pairs, mean difficulty {diff}, "
+            f"{outcome_name(label)}: {int(m['pairs'])} pairs, mean difficulty {diff}, "
             f"mean Avg@K {avg}, mean round {m['round']:.2f}"
         )
     for rnd, s in store.round_stats().items():

@@ -32,7 +32,12 @@ def _rate_column() -> Any:
 
 @contextmanager
 def progress_bar(console: Console) -> Iterator[Progress]:
-    """A build-progress callback drawing one rich bar per stage (tokenize, embed, ...)."""
+    """A build-progress callback drawing one rich bar per stage (tokenize, embed, ...); without a
+    terminal, a plain line as each stage starts and every 30 s (a log is never silent)."""
+    if not console.is_terminal:
+        with plain_progress(console) as update:
+            yield update
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -60,6 +65,37 @@ def progress_bar(console: Console) -> Iterator[Progress]:
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def plain_progress(console: Console, every: float = 30.0) -> Iterator[Any]:
+    from sagegen.ui.progress import Heartbeat, eta_seconds, hms
+
+    t0, now = time.monotonic(), {"stage": "", "done": 0, "total": 0}
+
+    def line() -> str:
+        wall = time.monotonic() - t0
+        done, total = now["done"], now["total"]
+        eta = eta_seconds(int(total) - int(done), int(done), wall) if total else None
+        return f"[{hms(wall)}] index: {now['stage']} {done:,}/{total:,} · ETA {hms(eta)} (this stage)"
+
+    beat = Heartbeat(line, lambda t: console.print(t, highlight=False, markup=False), every=every)
+
+    def update(stage: str, done: int, total: int) -> None:
+        nonlocal t0
+        new = stage != now["stage"]
+        if new:
+            t0 = time.monotonic()
+        ended = bool(total) and done >= total and now["done"] < total
+        now.update(stage=stage, done=done, total=total)
+        if new or ended:
+            beat.now()
+
+    beat.start()
+    try:
+        yield update
+    finally:
+        beat.stop()
 
 
 def run_index(
