@@ -92,6 +92,12 @@ def test_outcome_names_agree_on_every_screen(tmp_path: Path) -> None:
             assert old not in screen.replace("unsolved.jsonl", ""), (old, screen)
     assert f"{name('failed')} " in out and name("failed") == "generator failed"
     assert f"outcomes: {name('accepted')} " in status and f"{name('too_easy')} " in status
+    # the report: each pair's badge and the filter say the outcome by the same names
+    from sagegen.analysis.report import write_report
+
+    html = write_report(tmp_path / "run").read_text()
+    assert f'<option value="failed">{name("failed")}</option>' in html
+    assert f'<span class="badge accepted">{name("accepted")}</span>' in html
     # the stored spellings map to the same names
     assert name("unsolved") == name("incorrect") == NAMES["incorrect"] and name("gen_failed") == name(
         "failed"
@@ -187,3 +193,20 @@ def test_train_eval_says_which_model_it_evaluates() -> None:
     assert "evaluating the base model on 3 questions" in text and "base model: 1/3 questions done" in text
     assert text.index("evaluating the trained model") > text.index("base model: 1/3")
     assert "trained model: 1/3 questions done · pass@1 0/1 this run" in text
+
+
+def test_train_prints_a_table_of_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    from sagegen.cli_display import print_facts
+
+    summary = {
+        "checkpoint": "out/checkpoint-final",
+        "reward_last": 0.25,
+        "sft_loss_first": None,
+        "mask": {"tokens": 10, "masked": 4},
+        "comparison": {"em": {"base": 0.1, "trained": 0.3}},
+    }
+    print_facts(summary, "sagegen train (trl)")
+    out = capsys.readouterr().out
+    assert "{" not in out and "sagegen train (trl)" in out
+    assert "reward last" in out and "0.25" in out and "mask: masked" in out
+    assert "comparison: em" in out and "base 0.1, trained 0.3" in out

@@ -457,10 +457,12 @@ def estimate(
     from sagegen.estimate import estimate_json, format_estimate, pilot_costs
 
     if pilot is not None:
+        from sagegen.cli_display import generate_display
         from sagegen.session import generate_config, run_generate
 
         cfg, _ = generate_config(config, flag_overrides(set_, {"pipeline.num_seeds": pilot}), None)
-        run_generate(cfg, run)
+        with generate_display(console) as on_event:  # a pilot is a generate run: it shows progress too
+            run_generate(cfg, run, on_event=on_event)
     costs, _ = pilot_costs(run)
     res = project(
         costs,
@@ -810,6 +812,9 @@ def train(
     eval_bench: _TrainEval = None,
     eval_limit: Annotated[int, typer.Option("--eval-limit", help="Questions of --eval to use.")] = 20,
     progress_every: _ProgressEvery = 30.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout instead of the table.")
+    ] = False,
 ) -> None:
     """Train a search agent with RL (GRPO + the search tool), or emit the verl cluster recipe."""
     import json
@@ -887,7 +892,12 @@ def train(
             shown.close()
         console.print((out_dir / "comparison" / "comparison.md").read_text(), highlight=False, markup=False)
         summary["comparison"] = cmp["metrics"]
-    print(json.dumps(summary, indent=2, default=str))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        from sagegen.cli_display import print_facts
+
+        print_facts(summary, f"sagegen train ({cfg.train.backend})")
 
 
 _HELP_ORDER = ["Generate data", "Corpora and retrieval", "Search agents", "After a run", "Other"]

@@ -556,6 +556,28 @@ def print_export(summary: dict[str, Any]) -> None:
     Console().print(t)
 
 
+def print_facts(facts: dict[str, Any], title: str) -> None:
+    """A command's result for a person, one row per fact (``--json`` prints the JSON instead); a
+    nested value (a dict) is one row per entry."""
+    t = Table(title=title, show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else "—" if v is None else str(v)
+
+    for k, v in facts.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                t.add_row(
+                    f"{k}: {k2}",
+                    ", ".join(f"{a} {cell(b)}" for a, b in v2.items()) if isinstance(v2, dict) else cell(v2),
+                )
+        else:
+            t.add_row(k.replace("_", " "), cell(v))
+    Console().print(t)
+
+
 def print_eval(summary: dict[str, Any], title: str) -> None:
     """``sagegen eval`` for a person: the summary table on stdout (``--json`` prints the JSON instead)."""
     Console().print(summary_table(summary, title=title))
