@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -93,12 +94,14 @@ class GenerateView(Stats):
     def stage(self) -> str:
         """``round 2/3 · in flight: 1 generator, 2 solver, 1 judge`` (what the pairs wait on now)."""
         parts = []
-        rounds = sorted({r for r, _ in self.stages.values()})
+        # One copy (atomic under the GIL): the heartbeat thread reads while the loop's thread writes.
+        now = list(self.stages.values())
+        rounds = sorted({r for r, _ in now})
         of = f"/{self.rounds}" if self.rounds else ""
         if rounds:
             lo, hi = rounds[0], rounds[-1]
             parts.append(f"round {lo}{of}" if lo == hi else f"rounds {lo}-{hi}{of}")
-        waits = [st for _, st in self.stages.values()]
+        waits = [st for _, st in now]
         told = [f"{waits.count(st)} {st}" for st in STAGES if st in waits]
         unknown = self.in_flight - len(waits)  # workers in other processes say only start and end
         if unknown > 0:
@@ -156,7 +159,7 @@ def generate_display(
 ) -> Iterator[Any]:
     """An event sink for ``run_generate``, shown from the moment the run is open (corpus and models
     loaded). On a terminal: a live bar (pairs, elapsed, ETA from finished pairs) over the status line,
-    redrawn on every event (each LLM call, not only each pair). Anywhere else (a log, a pipe): a
+    redrawn four times a second (calls move it, not only pairs). Anywhere else (a log, a pipe): a
     plain line every ``every`` seconds and on every finished pair. ``live=False``: only the resume line."""
     view = GenerateView(clock=clock)
     bar = Progress(
@@ -164,10 +167,10 @@ def generate_display(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("ETA {task.fields[eta]}"),
+        _Drawn(lambda: f"ETA {hms(view.eta())}"),
         console=console,
     )
-    line = Text("")
+    line = _Drawn(view.line)  # redrawn at each refresh: the wall clock moves between events too
     terminal = live and console.is_terminal
     screen = (
         Live(Group(bar, line), console=console, refresh_per_second=4, transient=False, redirect_stderr=False)
@@ -187,15 +190,14 @@ def generate_display(
         if isinstance(event, RunStarted):
             if event.already_done:
                 console.print(resume_line(event), highlight=False)
-            task = bar.add_task("pairs", total=event.total, eta="—")
+            task = bar.add_task("pairs", total=event.total)
             if screen is not None:
                 screen.start()
             if beat is not None:
                 beat.now()
                 beat.start()
         if task is not None:
-            bar.update(task, completed=view.completed, eta=hms(view.eta()))
-        line.plain = view.line()
+            bar.update(task, completed=view.completed)
         if beat is not None and isinstance(event, (PairFinished, PairFailed)):
             beat.now()
 
@@ -206,6 +208,20 @@ def generate_display(
             screen.stop()
         if beat is not None:
             beat.stop()
+
+
+class _Drawn(ProgressColumn):
+    """Text computed when drawn (a live line, a bar column), not when the last event came."""
+
+    def __init__(self, text: Callable[[], str]):
+        super().__init__()
+        self.text = text
+
+    def render(self, task: Any = None) -> Text:
+        return Text(self.text())
+
+    def __rich__(self) -> Text:
+        return self.render()
 
 
 def _plain(console: Console, text: str) -> None:
