@@ -210,3 +210,13 @@ def test_train_prints_a_table_of_its_summary(capsys: pytest.CaptureFixture[str])
     assert "{" not in out and "sagegen train (trl)" in out
     assert "reward last" in out and "0.25" in out and "mask: masked" in out
     assert "comparison: em" in out and "base 0.1, trained 0.3" in out
+
+
+def test_index_without_a_terminal_prints_a_line_per_stage(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus.jsonl")
+    p = run_cli("index", "--corpus", "corpus.jsonl", "--out", "idx", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = [ln for ln in p.stderr.splitlines() if "] index: " in ln]
+    # each stage says when it starts and when it is done (and every 30 s between: the heartbeat)
+    assert any(ln.split("] ", 1)[1].startswith("index: bm25: tokenize 6/6") for ln in lines), p.stderr
+    assert "\x1b[" not in p.stderr

@@ -71,24 +71,24 @@ def progress_bar(console: Console) -> Iterator[Progress]:
 def plain_progress(console: Console, every: float = 30.0) -> Iterator[Any]:
     from sagegen.ui.progress import Heartbeat, eta_seconds, hms
 
-    t0, now = time.monotonic(), {"stage": "", "done": 0, "total": 0}
+    t0 = time.monotonic()
+    stage, done, total = "", 0, 0
 
     def line() -> str:
         wall = time.monotonic() - t0
-        done, total = now["done"], now["total"]
-        eta = eta_seconds(int(total) - int(done), int(done), wall) if total else None
-        return f"[{hms(wall)}] index: {now['stage']} {done:,}/{total:,} · ETA {hms(eta)} (this stage)"
+        eta = eta_seconds(total - done, done, wall) if total else None
+        return f"[{hms(wall)}] index: {stage} {done:,}/{total:,} · ETA {hms(eta)} (this stage)"
 
     beat = Heartbeat(line, lambda t: console.print(t, highlight=False, markup=False), every=every)
 
-    def update(stage: str, done: int, total: int) -> None:
-        nonlocal t0
-        new = stage != now["stage"]
-        if new:
+    def update(new_stage: str, new_done: int, new_total: int) -> None:
+        nonlocal t0, stage, done, total
+        started = new_stage != stage
+        if started:
             t0 = time.monotonic()
-        ended = bool(total) and done >= total and now["done"] < total
-        now.update(stage=stage, done=done, total=total)
-        if new or ended:
+        ended = bool(new_total) and new_done >= new_total and done < new_total
+        stage, done, total = new_stage, new_done, new_total
+        if started or ended:
             beat.now()
 
     beat.start()
