@@ -161,6 +161,7 @@ def test_flashrag_export_is_a_benchmark_for_sagegen_eval(
         "2",
         "--out",
         str(tmp_path / "ev"),
+        "--json",
     ]
     for x in _sets(shared_data, run.parent):  # the same corpus and index as the run
         cmd += ["-s", x]

@@ -58,11 +58,11 @@ def test_summary_status_and_funnel_count_what_the_files_hold(shared_data: Path, 
     )
     assert sum(v for k, v in outcomes.items() if k != "seeds") == outcomes["seeds"] == 10
     # the end-of-run summary
-    m = re.search(r"too easy\s+(\d+)\s+unsolved (\d+)", p.stdout)
+    m = re.search(r"too easy\s+(\d+)\s+incorrect (\d+)", p.stdout)
     assert m and (int(m[1]), int(m[2])) == (files["too_easy"], files["unsolved"]), p.stdout
-    assert f"repeated questions skipped {outcomes['duplicate']}" in p.stdout
+    assert f"duplicate {outcomes['duplicate']} (repeated questions, skipped)" in p.stdout
     # status
-    assert f"duplicate {outcomes['duplicate']}" in status and f"too_easy {files['too_easy']}," in status
+    assert f"duplicate {outcomes['duplicate']}" in status and f"too easy {files['too_easy']}," in status
     # the report's funnel
     fun = analyze_run(run, dup_method="jaccard")["funnel"]
     assert fun == outcomes

@@ -307,16 +307,17 @@ def test_cli_eval_and_solve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.chdir(tmp_path)
     bench = write_bench(tmp_path / "b.jsonl", ["France", "Germany", "Italy"])
     runner = CliRunner()
-    res = runner.invoke(app, ["eval", str(bench), *_cli_sets(tmp_path), "--k", "2", "--limit", "2"])
+    args = ["eval", str(bench), *_cli_sets(tmp_path), "--k", "2", "--json"]
+    res = runner.invoke(app, [*args, "--limit", "2"])
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    summary = json.loads(res.stdout)  # the whole of stdout is the JSON
     assert summary["questions"] == 2 and summary["k"] == 2
     out = tmp_path / "evals" / "b"
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
     # Rerun with a larger limit: resumes, runs only the new question.
-    res = runner.invoke(app, ["eval", str(bench), *_cli_sets(tmp_path), "--k", "2"])
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout.strip().splitlines()[-1])["new_questions"] == 1
+    assert json.loads(res.stdout)["new_questions"] == 1
 
     res = runner.invoke(app, ["solve", "What is the capital of Italy?", *_cli_sets(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
@@ -398,6 +399,7 @@ def test_sigkilled_eval_resumes_without_repeats(tmp_path: Path) -> None:
         "out",
         "--k",
         "2",
+        "--json",
         *sets,
     ]
     results = tmp_path / "out" / "results.jsonl"

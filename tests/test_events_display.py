@@ -102,15 +102,18 @@ def test_the_end_of_a_demo_run_explains_accepted_zero_and_gives_the_next_step(tm
 def test_the_view_counts_each_kind_of_event() -> None:
     view = GenerateView()
     for e in (
-        RunStarted(5, 2, {"pass": 2}),
+        RunStarted(5, 2, {"pass": 2}, {"accepted": 1, "duplicate": 1}),
         PairStarted(2),
         LLMCallFinished("solver", 7, 3, cached=True),
         RunWarning("w"),
-        PairFinished(2, "too_easy"),
+        PairFinished(2, "too_easy", "too_easy"),
     ):
         view.update(e)
     assert view.completed == 3 and view.labels == {"pass": 2, "too_easy": 1} and view.in_flight == 0
-    assert "accepted 2 · too easy 1" in view.line() and "calls 1 (1 cached) · tokens 10" in view.line()
+    # counted by outcome, as the summary counts them: one of the two passes was a repeated question
+    assert view.outcomes == {"accepted": 1, "duplicate": 1, "too_easy": 1}
+    assert "1 accepted, 1 too easy, 0 incorrect, 0 generator failed, 1 duplicate" in view.line()
+    assert "calls 1 (1 cached), — LLM calls/min · tokens 10" in view.line()
 
 
 def test_cli_version_short_help_and_shown_defaults() -> None:

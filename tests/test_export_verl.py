@@ -200,6 +200,7 @@ def test_cli_export_verl(run_dir: Path, tmp_path: Path) -> None:
             "0.5",
             "--data-source",
             "hotpotqa",
+            "--json",
         ],
         capture_output=True,
         text=True,

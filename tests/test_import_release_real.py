@@ -122,7 +122,7 @@ def test_cli_import_status_analyze_on_the_release(tmp_path: Path) -> None:
     assert f"{FEEDBACKS}:5" in p.stdout and f"{PROCESSED}:2" in p.stdout and "pass 4" in p.stdout
     # round 1: the release's feedbacks file judged 4 too easy, its processed file accepted 1 unjudged;
     # round 2: 3 accepted, the Avicenna revision judged by no released file
-    assert "round 1: generated 5, too_easy 4, accepted 1" in p.stdout
+    assert "round 1: generated 5, too easy 4, accepted 1" in p.stdout
     assert "round 2: generated 4, accepted 3, unverified 1" in p.stdout
     a = run_cli("analyze", str(tmp_path / "run"), "--dedup", "jaccard", cwd=tmp_path)
     assert a.returncode == 0, a.stderr

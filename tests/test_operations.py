@@ -186,10 +186,10 @@ def test_eval_after_an_outage_retries_what_it_left(run_cwd: Path) -> None:
         assert not results.exists() or not results.read_text()
         server.faults.clear()  # the server is back
         seen = len(server.requests)
-        res = _cli("eval", "b.jsonl", "--out", "ev", "--concurrency", "1", *sets, cwd=run_cwd)
+        res = _cli("eval", "b.jsonl", "--out", "ev", "--concurrency", "1", "--json", *sets, cwd=run_cwd)
         assert res.returncode == 0, res.stderr
         assert len(server.requests) > seen  # the rerun asked the model again
-    summary = json.loads(res.stdout.splitlines()[-1])
+    summary = json.loads(res.stdout)
     assert summary["questions"] == 2 and summary["new_questions"] == 2 and summary["unfinished"] == 0
     assert len((run_cwd / "ev" / "results.jsonl").read_text().splitlines()) == 2
 

@@ -31,6 +31,16 @@ SetOpt = Annotated[
 ]
 
 
+_ProgressEvery = Annotated[
+    float,
+    typer.Option(
+        "--progress-every",
+        help="Output not a terminal (nohup, SLURM, a pipe): a progress line every N seconds and on each "
+        "finished item (0: only on finished items).",
+    ),
+]
+
+
 def resolve_config(config: Path | None, overrides: list[str] | None) -> Config:
     return load_config(config, overrides or [])
 
@@ -117,7 +127,7 @@ def solve(
     import asyncio
 
     from sagegen.agents.solver import solve as run_solver
-    from sagegen.cli_display import step_markup
+    from sagegen.cli_display import answer_line, step_markup
     from sagegen.evaluate import build_stack
 
     cfg = resolve_config(config, set_)
@@ -144,11 +154,7 @@ def solve(
     check_solver(traj, "solve")  # a backend outage is an error, not an answer
     for line in cap_advice({"solver": llm.reply_counts()}, cfg):
         console.print(f"cut  {line}", style="yellow", markup=False, highlight=False)
-    console.print(
-        f"[bold]answer[/] {traj.answer!r}  [dim]status={traj.status} searches={traj.num_searches} "
-        f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]",
-        highlight=False,
-    )
+    console.print(answer_line(traj), highlight=False)
     if as_json:
         print(traj.to_json())
 
@@ -185,6 +191,10 @@ def eval_(
             help="Field holding the gold answer(s), a string or a list [golden_answers, answers or answer].",
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout instead of the table.")
+    ] = False,
+    progress_every: _ProgressEvery = 30.0,
 ) -> None:
     """Evaluate the search agent on a benchmark: EM, F1, judge accuracy, pass@k, searches, cost.
 
@@ -193,10 +203,8 @@ def eval_(
     import asyncio
     import json
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from sagegen.benchmark_fields import Fields
-    from sagegen.cli_display import summary_table
+    from sagegen.cli_display import QuestionView, print_eval, question_progress
     from sagegen.evaluate import build_stack, completed_ids, default_eval_dir, evaluate, load_benchmark
 
     cfg = resolve_config(config, set_)
@@ -211,22 +219,8 @@ def eval_(
         ids = {it.id for it in items}
         already = sum(1 for i in completed_ids(out_dir) if i in ids) if out_dir.is_dir() else 0
     llm, judge_llm, retriever = build_stack(cfg, with_judge=True)
-    stats = {"n": 0, "correct": 0}
-    columns = (
-        TextColumn("[bold]eval[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[acc]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("eval", total=len(items), completed=already, acc="")
-
-        def on_result(row: dict) -> None:
-            stats["n"] += 1
-            stats["correct"] += int(row["pass_at_k"])
-            progress.update(task, advance=1, acc=f"pass@{k} {stats['correct']}/{stats['n']} (this run)")
-
+    view = QuestionView("eval", len(items), already, k)
+    with question_progress(console, view, every=progress_every) as on_result:
         summary = asyncio.run(
             evaluate(
                 items,
@@ -243,7 +237,10 @@ def eval_(
                 on_result=on_result,
             )
         )
-    console.print(summary_table(summary, title=f"sagegen eval {bench.name}"))
+    if as_json:  # for machines: the summary alone, on stdout
+        print(json.dumps(summary))
+    else:
+        print_eval(summary, title=f"sagegen eval {bench.name}")
     from sagegen.doctor import cap_advice
 
     for line in cap_advice(summary.get("replies", {}), cfg):
@@ -251,7 +248,6 @@ def eval_(
     console.print(
         f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}", highlight=False
     )
-    print(json.dumps(summary))
     if summary.get("unfinished"):  # a backend outage: not scored; a script must not take this for success
         console.print(
             f"error: {summary['unfinished']} question(s) unfinished by errors, not stored; rerun "
@@ -350,6 +346,7 @@ def generate(
     new_run: Annotated[bool, typer.Option("--new-run", help="A new run beside an existing one.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Discard the run at --out, start over.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress display.")] = False,
+    progress_every: _ProgressEvery = 30.0,
     profile: Annotated[
         str | None,
         typer.Option("--profile", help="A named profile under the config: sage = the authors' release."),
@@ -384,7 +381,7 @@ def generate(
     preflight(cfg)  # a dead server or a refused key: one line now, before the index or a paid call
     console.print(budget_line(cfg, source), highlight=False, markup=False, soft_wrap=True)
     try:
-        with generate_display(console, live=not no_progress) as on_event:
+        with generate_display(console, live=not no_progress, every=progress_every) as on_event:
             res = run_generate(cfg, run_dir, force=force, on_event=on_event)
     except KeyboardInterrupt:
         console.print(
@@ -461,10 +458,12 @@ def estimate(
     from sagegen.estimate import estimate_json, format_estimate, pilot_costs
 
     if pilot is not None:
+        from sagegen.cli_display import generate_display
         from sagegen.session import generate_config, run_generate
 
         cfg, _ = generate_config(config, flag_overrides(set_, {"pipeline.num_seeds": pilot}), None)
-        run_generate(cfg, run)
+        with generate_display(console) as on_event:  # a pilot is a generate run: it shows progress too
+            run_generate(cfg, run, on_event=on_event)
     costs, _ = pilot_costs(run)
     res = project(
         costs,
@@ -678,6 +677,9 @@ def export(
         int | None,
         typer.Option("--per-pair", help="SFT: at most N trajectories per pair (fewest searches first)."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout instead of the table.")
+    ] = False,
 ) -> None:
     """Export accepted pairs: verl parquet + reward, SFT chats, HF dataset, FlashRAG JSONL."""
     import json
@@ -698,7 +700,12 @@ def export(
         per_pair=per_pair,
         dev_split=dev,
     )
-    print(json.dumps(summary, indent=2, default=str))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        from sagegen.cli_display import print_export
+
+        print_export(summary)
 
 
 _IndexCorpus = Annotated[
@@ -806,6 +813,10 @@ def train(
     sft_data: _TrainSftData = None,
     eval_bench: _TrainEval = None,
     eval_limit: Annotated[int, typer.Option("--eval-limit", help="Questions of --eval to use.")] = 20,
+    progress_every: _ProgressEvery = 30.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout instead of the table.")
+    ] = False,
 ) -> None:
     """Train a search agent with RL (GRPO + the search tool), or emit the verl cluster recipe."""
     import json
@@ -864,25 +875,48 @@ def train(
         result = run_train(cfg, data, progress=lambda m: console.print(m, highlight=False, markup=False))
     summary = result.summary()
     if eval_bench is not None:
+        from sagegen.cli_display import CompareProgress
         from sagegen.train.compare import compare
 
-        cmp = compare(
-            cfg,
-            eval_bench,
-            cfg.train.model,
-            result.checkpoint,
-            out_dir / "comparison",
-            limit=eval_limit,
-            seed=cfg.train.seed,
-        )
+        shown = CompareProgress(console, every=progress_every)
+        try:
+            cmp = compare(
+                cfg,
+                eval_bench,
+                cfg.train.model,
+                result.checkpoint,
+                out_dir / "comparison",
+                limit=eval_limit,
+                seed=cfg.train.seed,
+                watch=shown.watch,
+            )
+        finally:
+            shown.close()
         console.print((out_dir / "comparison" / "comparison.md").read_text(), highlight=False, markup=False)
         summary["comparison"] = cmp["metrics"]
-    print(json.dumps(summary, indent=2, default=str))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        from sagegen.cli_display import print_facts
+
+        print_facts(summary, f"sagegen train ({cfg.train.backend})")
 
 
 _HELP_ORDER = ["Generate data", "Corpora and retrieval", "Search agents", "After a run", "Other"]
 # Typer lists panels in registration order; list them in the order a user meets them instead.
 app.registered_commands.sort(key=lambda c: _HELP_ORDER.index(c.rich_help_panel or "Other"))
+
+
+def quiet_third_party_bars() -> None:
+    """Each command draws its own progress (or prints plain lines in a log); the tqdm bars of
+    huggingface_hub, transformers ("Loading weights"), datasets and sentence-transformers would
+    only interleave with it. ``--verbose`` (anywhere on the line) keeps them. Set before those
+    libraries are imported: they read these switches once."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers follows this switch
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its fork warning is noise here too
 
 
 def main() -> None:
@@ -895,7 +929,10 @@ def main() -> None:
 
     # --debug (anywhere on the line) or SAGEGEN_DEBUG=1: let errors raise with their traceback.
     debug = os.environ.get("SAGEGEN_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
-    sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
+    verbose = debug or "--verbose" in sys.argv[1:]
+    sys.argv[1:] = [a for a in sys.argv[1:] if a not in ("--debug", "--verbose")]
+    if not verbose:
+        quiet_third_party_bars()
     # `--ray` takes an optional address: alone (last, or before another option) it means "--ray=".
     sys.argv[1:] = [
         "--ray=" if a == "--ray" and (i + 1 == len(sys.argv) or sys.argv[i + 1].startswith("-")) else a

@@ -8,8 +8,10 @@ and advice, ``status``, the eval table and ``solve``'s step lines.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -19,48 +21,67 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
 from sagegen.events import (
+    STAGES,
     CallsCounted,
     Event,
     LLMCallFinished,
     PairFailed,
     PairFinished,
+    PairStage,
     PairStarted,
     RunStarted,
 )
+from sagegen.outcomes import OUTPUT_FILES
+from sagegen.outcomes import name as outcome_name
 from sagegen.pipeline import FINISHED, Stats
 from sagegen.session import RunResult
 from sagegen.store import RunStore
+from sagegen.ui.progress import PLAIN_EVERY, BusyTime, Clock, Heartbeat, eta_seconds, hms
 
 # ---------------------------------------------------------------------------- generate: live display
 
 
 @dataclass
 class GenerateView(Stats):
-    """The run's counters (the pipeline's own :class:`Stats`, counted the same way) plus the pairs in
-    flight and the calls the accounting wrappers report (``LLMCallFinished``, and ``CallsCounted`` from
-    workers), kept from events; :meth:`line` is the live status line."""
+    """The run's counters (the pipeline's own :class:`Stats`, counted the same way from the same
+    events; calls come from the accounting wrappers' ``LLMCallFinished``, and ``CallsCounted`` from
+    workers) plus what only a screen
+    needs: the pairs in flight and the stage each waits on, the clock, model-busy time.
+    :meth:`line` is the live line under the bar, :meth:`plain_line` the line a log gets."""
 
     in_flight: int = 0
     calls: int = 0
     cached: int = 0
     tokens: int = 0
+    rounds: int = 0
+    #: Pair index -> (round, stage) of the pairs in flight that said where they are.
+    stages: dict[int, tuple[int, str]] = field(default_factory=dict)
+    clock: Clock = time.monotonic
+    started: float | None = None
+    busy: BusyTime = field(default_factory=BusyTime)
 
     def update(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.total, self.already_done, self.labels = event.total, event.already_done, dict(event.labels)
+            self.outcomes = dict(event.outcomes)
+            self.rounds, self.started = event.rounds, self.clock()
         elif isinstance(event, PairStarted):
             self.in_flight += 1
+        elif isinstance(event, PairStage):
+            self.stages[event.index] = (event.round, event.stage)
         elif isinstance(event, (PairFinished, PairFailed)):
             self.in_flight -= 1
+            self.stages.pop(event.index, None)
         elif isinstance(event, LLMCallFinished):
+            self.busy.add(self.clock(), event.seconds)
             self.calls, self.cached = self.calls + 1, self.cached + int(event.cached)
             self.tokens += event.tokens
         elif isinstance(event, CallsCounted):
@@ -72,15 +93,66 @@ class GenerateView(Stats):
     def completed(self) -> int:
         return self.already_done + self.done + self.errors
 
-    def line(self) -> str:
-        lab = self.labels
+    @property
+    def wall(self) -> float:
+        return 0.0 if self.started is None else self.clock() - self.started
+
+    def eta(self) -> float | None:
+        """From the pairs this session finished, per wall second (concurrency included)."""
+        return eta_seconds(self.total - self.completed, self.done + self.errors, self.wall)
+
+    def stage(self) -> str:
+        """``round 2/3 · in flight: 1 generator, 2 solver, 1 judge`` (what the pairs wait on now)."""
+        parts = []
+        # One copy (atomic under the GIL): the heartbeat thread reads while the loop's thread writes.
+        now = list(self.stages.values())
+        rounds = sorted({r for r, _ in now})
+        of = f"/{self.rounds}" if self.rounds else ""
+        if rounds:
+            lo, hi = rounds[0], rounds[-1]
+            parts.append(f"round {lo}{of}" if lo == hi else f"rounds {lo}-{hi}{of}")
+        waits = [st for _, st in now]
+        told = [f"{waits.count(st)} {st}" for st in STAGES if st in waits]
+        unknown = self.in_flight - len(waits)  # workers in other processes say only start and end
+        if unknown > 0:
+            told.append(f"{unknown} pair{'s' if unknown != 1 else ''}")
+        parts.append("in flight: " + (", ".join(told) if told else "none"))
+        return " · ".join(parts)
+
+    def outcome_counts(self) -> str:
+        """``1 accepted, 2 too easy, ...``: the finished pairs by outcome, as the summary counts them."""
+        out = self.outcomes
+        shown = [
+            f"{out.get(k, 0)} {outcome_name(k)}" for k in ("accepted", "too_easy", "incorrect", "failed")
+        ]
+        shown += [f"{out[k]} {outcome_name(k)}" for k in ("ambiguous", "duplicate") if out.get(k)]
+        shown += [f"{self.errors} error{'s' if self.errors != 1 else ''}"] if self.errors else []
+        return ", ".join(shown)
+
+    def rate(self) -> str:
+        wall = self.wall
+        return f"{60 * self.calls / wall:.0f} LLM calls/min" if wall >= 1 else "— LLM calls/min"
+
+    def times(self) -> str:
         return (
-            f"accepted {lab.get('pass', 0)} · too easy {lab.get('too_easy', 0)} · "
-            f"incorrect {lab.get('incorrect', 0)} · failed {lab.get('failed', 0)}"
-            + (f" · ambiguous {lab['ambiguous']}" if lab.get("ambiguous") else "")
-            + (f" · errors {self.errors}" if self.errors else "")
-            + f" · in flight {self.in_flight} · calls {self.calls} ({self.cached} cached)"
-            + f" · tokens {self.tokens:,}"
+            f"wall {hms(self.wall)}, model busy {hms(self.busy.busy)}, "
+            f"model time {hms(self.busy.summed)} summed over concurrent calls"
+        )
+
+    def line(self) -> str:
+        """The live line under the bar (the bar shows pairs, elapsed and the ETA)."""
+        return (
+            f"{self.stage()} · {self.outcome_counts()}\n"
+            f"calls {self.calls} ({self.cached} cached), {self.rate()} · tokens {self.tokens:,}"
+            f" · {self.times()}"
+        )
+
+    def plain_line(self) -> str:
+        """One line of a log: everything the live display shows, in words."""
+        return (
+            f"[{hms(self.wall)}] {self.completed}/{self.total} pairs done ({self.outcome_counts()}) · "
+            f"{self.stage()} · {self.rate()} ({self.calls} calls, {self.cached} cached) · "
+            f"ETA {hms(self.eta())} (from finished pairs) · {self.times()}"
         )
 
 
@@ -92,25 +164,32 @@ def resume_line(event: RunStarted) -> str:
 
 
 @contextlib.contextmanager
-def generate_display(console: Console, *, live: bool = True) -> Iterator[Any]:
-    """An event sink for ``run_generate``: a live bar (pairs, elapsed, ETA) over the status line,
-    refreshed on every event (each LLM call, not only each pair), shown from the moment the run is
-    open (corpus and models loaded); with ``live=False`` only the resume line. A console that is not
-    a terminal gets no bar (logs stay clean)."""
-    view = GenerateView()
+def generate_display(
+    console: Console, *, live: bool = True, every: float = PLAIN_EVERY, clock: Clock = time.monotonic
+) -> Iterator[Any]:
+    """An event sink for ``run_generate``, shown from the moment the run is open (corpus and models
+    loaded). On a terminal: a live bar (pairs, elapsed, ETA from finished pairs) over the status line,
+    redrawn four times a second (calls move it, not only pairs). Anywhere else (a log, a pipe): a
+    plain line every ``every`` seconds and on every finished pair. ``live=False``: only the resume line."""
+    view = GenerateView(clock=clock)
     bar = Progress(
         TextColumn("[bold]pairs"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+        _Drawn(lambda: f"ETA {hms(view.eta())}"),
         console=console,
     )
-    line = Text("")
+    line = _Drawn(view.line)  # redrawn at each refresh: the wall clock moves between events too
+    terminal = live and console.is_terminal
     screen = (
         Live(Group(bar, line), console=console, refresh_per_second=4, transient=False, redirect_stderr=False)
-        if live and console.is_terminal
+        if terminal
+        else None
+    )
+    beat = (
+        Heartbeat(view.plain_line, lambda s: _plain(console, s), every=every, clock=clock)
+        if live and not terminal
         else None
     )
     task = None
@@ -124,15 +203,145 @@ def generate_display(console: Console, *, live: bool = True) -> Iterator[Any]:
             task = bar.add_task("pairs", total=event.total)
             if screen is not None:
                 screen.start()
+            if beat is not None:
+                beat.now()
+                beat.start()
         if task is not None:
             bar.update(task, completed=view.completed)
-        line.plain = view.line()
+        if beat is not None and isinstance(event, (PairFinished, PairFailed)):
+            beat.now()
 
     try:
         yield sink
     finally:
         if screen is not None:
             screen.stop()
+        if beat is not None:
+            beat.stop()
+
+
+class _Drawn(ProgressColumn):
+    """Text computed when drawn (a live line, a bar column), not when the last event came."""
+
+    def __init__(self, text: Callable[[], str]):
+        super().__init__()
+        self.text = text
+
+    def render(self, task: Any = None) -> Text:
+        return Text(self.text())
+
+    def __rich__(self) -> Text:
+        return self.render()
+
+
+def _plain(console: Console, text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------- eval, train --eval: questions
+
+
+@dataclass
+class QuestionView:
+    """Progress of an evaluation (``eval``, each model of ``train --eval``), from its results."""
+
+    what: str
+    total: int
+    already: int = 0
+    k: int = 1
+    done: int = 0
+    solved: int = 0
+    clock: Clock = time.monotonic
+    started: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        self.solved += int(bool(row.get("pass_at_k")))
+
+    @property
+    def wall(self) -> float:
+        return self.clock() - self.started
+
+    def score(self) -> str:
+        return f"pass@{self.k} {self.solved}/{self.done} this run" if self.done else "no result yet"
+
+    def plain_line(self) -> str:
+        left = self.total - self.already - self.done
+        eta = eta_seconds(left, self.done, self.wall)
+        return (
+            f"[{hms(self.wall)}] {self.what}: {self.already + self.done}/{self.total} questions done · "
+            f"{self.score()} · ETA {hms(eta)} (from finished questions) · wall {hms(self.wall)}"
+        )
+
+
+@contextlib.contextmanager
+def question_progress(
+    console: Console, view: QuestionView, *, every: float = PLAIN_EVERY, clock: Clock | None = None
+) -> Iterator[Any]:
+    """A ``on_result`` hook for ``sagegen.evaluate.evaluate``: a bar on a terminal, else a plain line
+    every ``every`` seconds and on each finished question (a log under nohup is never silent)."""
+    if console.is_terminal:
+        columns = (
+            TextColumn(f"[bold]{escape(view.what)}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[score]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+        )
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task(view.what, total=view.total, completed=view.already, score="", eta="—")
+
+            def on_bar(row: dict[str, Any]) -> None:
+                view.add(row)
+                eta = eta_seconds(view.total - view.already - view.done, view.done, view.wall)
+                bar.update(task, advance=1, score=view.score(), eta=hms(eta))
+
+            yield on_bar
+        return
+    beat = Heartbeat(view.plain_line, lambda t: _plain(console, t), every=every, clock=clock or view.clock)
+    beat.now()
+    beat.start()
+
+    def on_line(row: dict[str, Any]) -> None:
+        view.add(row)
+        beat.now()
+
+    try:
+        yield on_line
+    finally:
+        beat.stop()
+
+
+class CompareProgress:
+    """``train --eval``'s progress: the base model's evaluation, then the trained one's, as plain
+    lines (the trainer's own lines are plain too), every ``every`` seconds and per question; so
+    loading a model or a slow question never leaves minutes without a line."""
+
+    def __init__(self, console: Console, *, every: float = PLAIN_EVERY, k: int = 1):
+        self.console, self.every, self.k = console, every, k
+        self.beat: Heartbeat | None = None
+
+    def watch(self, which: str, total: int) -> Any:
+        self.close()
+        view = QuestionView(f"{which} model", total, k=self.k)
+        _plain(self.console, f"evaluating the {which} model on {total} questions (loading it first)")
+        self.beat = Heartbeat(view.plain_line, lambda t: _plain(self.console, t), every=self.every).start()
+        beat = self.beat
+
+        def on_result(row: dict[str, Any]) -> None:
+            view.add(row)
+            beat.now()
+
+        return on_result
+
+    def close(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+            self.beat = None
 
 
 # ---------------------------------------------------------------------------- generate: the end
@@ -161,14 +370,21 @@ def format_summary(res: RunResult) -> str:
         + (f" ({100 * acc / finished:.0f}%)" if finished else "")
         + " in dataset.jsonl"
         + (f"; {o['ambiguous']} ambiguous in ambiguous.jsonl" if o["ambiguous"] else ""),
-        f"too easy   {o['too_easy']}    unsolved {o['incorrect']}    generator failed {o['failed']}"
-        + (f"    repeated questions skipped {o['duplicate']}" if o["duplicate"] else ""),
+        f"{outcome_name('too_easy'):<10} {o['too_easy']}    {outcome_name('incorrect')} {o['incorrect']}"
+        f"    {outcome_name('failed')} {o['failed']}"
+        + (
+            f"    {outcome_name('duplicate')} {o['duplicate']} (repeated questions, skipped)"
+            if o["duplicate"]
+            else ""
+        ),
         f"LLM calls  {int(tot['calls'])} total ({int(tot['cached'])} cache hits); "
         f"this session {int(ses['calls'])} ({int(ses['cached'])} cache hits)",
-        f"tokens     {int(tot['prompt_tokens']):,} prompt + {int(tot['completion_tokens']):,} completion; "
-        f"model time {tot['seconds']:.1f} s",
+        f"tokens     {int(tot['prompt_tokens']):,} prompt + {int(tot['completion_tokens']):,} completion",
+        # Calls run side by side: their seconds add up past the wall clock, so both are named as such.
+        f"time       wall {hms(res.seconds)} this session; model time {hms(tot['seconds'])} "
+        "summed over all calls of the run (concurrent calls overlap, so the sum exceeds the wall)",
         "by role    " + ", ".join(f"{r}: {int(u['calls'])} calls" for r, u in res.usage.items()),
-        f"files      {d / 'dataset.jsonl'}, {d / 'too_easy.jsonl'}, {d / 'unsolved.jsonl'},\n"
+        f"files      {d / 'dataset.jsonl'}, {d / 'too_easy.jsonl'}, {d / 'unsolved.jsonl'} (incorrect),\n"
         f"           {d / 'ledger.sqlite'} (sagegen status {d})",
     ]
     return "\n".join(lines + advice(res))
@@ -182,24 +398,60 @@ REAL_BACKEND = (
 
 
 def advice(res: RunResult) -> list[str]:
-    """What the result means and the next step, plus the settings that weaken the data."""
+    """What the result means and a next step that works on this run's files (counted, not assumed),
+    plus the settings that weaken the data."""
     o, d = res.outcomes, res.run_dir
     out: list[str] = []
-    if res.demo and o["accepted"] == 0:
-        out += [
-            "meaning    accepted 0 is what the embedded demo model (SmolLM2-135M) usually gives: it",
-            "           rarely writes a question its own solver can verify; the run shows the loop, the",
-            "           ledger and the files. Pairs come from a real model behind an OpenAI-compatible",
-            "           server (vLLM, SGLang, Ollama, llama.cpp server, a hosted API):",
-            f"next       {REAL_BACKEND}",
-        ]
-    elif o["accepted"]:
-        out.append(f"next       sagegen report {d}   (then sagegen export {d} --format verl)")
-    elif o["seeds"] - o["unfinished"]:
-        out.append(f"next       no pair passed: sagegen report {d} shows each pair's traces and why")
+    finished = o["seeds"] - o["unfinished"]
+    if o["accepted"]:
+        out.append(f"next       sagegen report {d}   (then {_export_step(d)})")
+    elif finished:
+        if res.demo:
+            out += [
+                "meaning    accepted 0 is what the embedded demo model (SmolLM2-135M) usually gives: it",
+                "           rarely writes a question its own solver can verify; the run shows the loop, the",
+                "           ledger and the files. Pairs come from a real model behind an OpenAI-compatible",
+                "           server (vLLM, SGLang, Ollama, llama.cpp server, a hosted API):",
+                f"next       {REAL_BACKEND}",
+            ]
+        else:
+            out.append(
+                f"meaning    no pair was accepted: sagegen report {d} shows each pair's traces and why"
+            )
+            if o["incorrect"] + o["failed"] > o["too_easy"]:
+                out.append(
+                    "           most questions were never answered correctly or never written: try a "
+                    "stronger model, more rounds (--rounds), or more seeds (-n)"
+                )
+        if o["too_easy"]:  # the one file with verified pairs in it: say how to use it, as it is
+            out.append(
+                f"meanwhile  the {o['too_easy']} too-easy pairs (verified, below their target): "
+                f"sagegen export {d} --include too_easy --min-difficulty 0, or sagegen train "
+                f"{d / 'too_easy.jsonl'}"
+            )
+        else:
+            out.append(f"meanwhile  nothing to export or train on yet (dataset.jsonl is empty): {d}")
     out += [f"note       {w}" for w in res.warnings]
     out += [f"cut        {c}" for c in res.caps]
     return out
+
+
+def _export_step(run_dir: Path) -> str:
+    """``sagegen export`` with a ``--min-difficulty`` that keeps the accepted pairs: its default (2)
+    would refuse a run whose floor (``pipeline.min_difficulty_for_dataset``) was set lower."""
+    import json
+
+    default = 2
+    diffs = []
+    path = run_dir / "dataset.jsonl"
+    if path.is_file():
+        for line in path.open(encoding="utf-8"):
+            if line.strip():
+                with contextlib.suppress(ValueError, AttributeError):
+                    diffs.append(int(json.loads(line).get("difficulty") or 0))
+    low = min(diffs, default=default)
+    flag = f" --min-difficulty {low}" if low < default else ""
+    return f"sagegen export {run_dir} --format verl{flag}"
 
 
 # ---------------------------------------------------------------------------- status
@@ -211,23 +463,22 @@ def format_status(store: RunStore) -> str:
     o = store.outcomes()
     finished = c.get("finished", 0)
     lines = [f"run {store.run_dir}  (config {store.config_hash})"]
-    states = ", ".join(f"{s} {c.get(s, 0)}" for s in ("pending", "running", *FINISHED))
+    states = ", ".join(f"{outcome_name(s)} {c.get(s, 0)}" for s in ("pending", "running", *FINISHED))
     lines.append(f"pairs {c['pairs']}: {states}")
     if finished:
         lines.append(f"accept rate {c.get('pass', 0)}/{finished} = {100 * c.get('pass', 0) / finished:.1f}%")
-    lines.append("outcomes: " + ", ".join(f"{k} {v}" for k, v in o.items() if k != "seeds"))
-    lines.append(
-        "outputs: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in c.items() if k.startswith("output."))
-    )
+    lines.append("outcomes: " + ", ".join(f"{outcome_name(k)} {v}" for k, v in o.items() if k != "seeds"))
+    outputs = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("output.")}
+    lines.append("files: " + ", ".join(f"{OUTPUT_FILES.get(k, k)} {v}" for k, v in outputs.items()))
     for label, m in store.label_means().items():
         diff = f"{m['difficulty']:.2f}" if m["difficulty"] is not None else "-"
         avg = f"{m['avg_at_k']:.2f}" if m["avg_at_k"] is not None else "-"  # unknown for some imports
         lines.append(
-            f"{label}: {int(m['pairs'])} pairs, mean difficulty {diff}, "
+            f"{outcome_name(label)}: {int(m['pairs'])} pairs, mean difficulty {diff}, "
             f"mean Avg@K {avg}, mean round {m['round']:.2f}"
         )
     for rnd, s in store.round_stats().items():
-        lines.append(f"round {rnd}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        lines.append(f"round {rnd}: " + ", ".join(f"{outcome_name(k)} {v}" for k, v in s.items()))
     lines.append(f"attempts {c['attempts']}, trajectories {c['trajectories']}, events {c['events']}")
     tries = store.try_stats()
     for role, u in store.llm_usage().items():
@@ -304,6 +555,82 @@ def summary_table(summary: dict[str, Any], title: str = "eval") -> Table:
     for name, value in rows:
         t.add_row(name, value)
     return t
+
+
+def print_export(summary: dict[str, Any]) -> None:
+    """``sagegen export`` for a person: what was selected and the files written (``--json``: the JSON)."""
+    t = Table(title=f"sagegen export ({summary['format']})", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    kinds = ", ".join(outcome_name("accepted" if k == "pass" else k) for k in summary.get("labels", ()))
+    t.add_row("source", str(summary["source"]))
+    t.add_row(
+        "pairs",
+        f"{summary['selected']} of {summary['available']} ({kinds}) "
+        f"with difficulty ≥ {summary['min_difficulty']}",
+    )
+    counts = summary.get("counts") or {}
+    if counts:
+        t.add_row("counts", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for k, v in (summary.get("files") or {}).items():
+        t.add_row(f"file: {k}", str(v))
+    for k in ("reward", "card"):
+        if summary.get(k):
+            t.add_row(k, str(summary[k]))
+    for k, v in (summary.get("skipped") or {}).items():
+        t.add_row(f"skipped: {k}", str(v))
+    Console().print(t)
+
+
+def print_facts(facts: dict[str, Any], title: str) -> None:
+    """A command's result for a person, one row per fact (``--json`` prints the JSON instead); a
+    nested value (a dict) is one row per entry."""
+    t = Table(title=title, show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else "—" if v is None else str(v)
+
+    for k, v in facts.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                t.add_row(
+                    f"{k}: {k2}",
+                    ", ".join(f"{a} {cell(b)}" for a, b in v2.items()) if isinstance(v2, dict) else cell(v2),
+                )
+        else:
+            t.add_row(k.replace("_", " "), cell(v))
+    Console().print(t)
+
+
+def print_eval(summary: dict[str, Any], title: str) -> None:
+    """``sagegen eval`` for a person: the summary table on stdout (``--json`` prints the JSON instead)."""
+    Console().print(summary_table(summary, title=title))
+
+
+#: Why an attempt ended without an answer, by the last event the solver recorded (sagegen.agents.solver).
+NO_ANSWER_WHY = {
+    "no_forced_answer": "it stopped at its limit and solver.force_answer is off",
+    "no_answer": "asked for its final answer at the limit, the model gave none",
+    "forced_answer": "it was asked for its final answer and gave none",
+    "llm_error": "the model call failed",
+}
+
+
+def answer_line(traj: Any) -> str:
+    """``sagegen solve``'s last line: the answer, or "no answer" and why (never ``answer None``)."""
+    facts = (
+        f"[dim]status={traj.status} searches={traj.num_searches} "
+        f"tokens={traj.prompt_tokens}+{traj.completion_tokens} seconds={traj.seconds:.1f}[/]"
+    )
+    if traj.answer:
+        return f"[bold]answer[/] {escape(traj.answer)}  {facts}"
+    events = [st for st in traj.steps if st.kind == "event"]
+    last = events[-1] if events else None
+    why = NO_ANSWER_WHY.get(last.event or "", last.event or "") if last is not None else ""
+    detail = f" ({escape(' '.join(last.text.split())[:160])})" if last is not None and last.text else ""
+    return f"[bold red]no answer[/]: {escape(why) or 'the model ended without an <answer>'}{detail}  {facts}"
 
 
 def step_markup(step: Any) -> str:

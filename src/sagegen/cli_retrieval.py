@@ -32,7 +32,12 @@ def _rate_column() -> Any:
 
 @contextmanager
 def progress_bar(console: Console) -> Iterator[Progress]:
-    """A build-progress callback drawing one rich bar per stage (tokenize, embed, ...)."""
+    """A build-progress callback drawing one rich bar per stage (tokenize, embed, ...); without a
+    terminal, a plain line as each stage starts and every 30 s (a log is never silent)."""
+    if not console.is_terminal:
+        with plain_progress(console) as update:
+            yield update
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -60,6 +65,37 @@ def progress_bar(console: Console) -> Iterator[Progress]:
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def plain_progress(console: Console, every: float = 30.0) -> Iterator[Any]:
+    from sagegen.ui.progress import Heartbeat, eta_seconds, hms
+
+    t0 = time.monotonic()
+    stage, done, total = "", 0, 0
+
+    def line() -> str:
+        wall = time.monotonic() - t0
+        eta = eta_seconds(total - done, done, wall) if total else None
+        return f"[{hms(wall)}] index: {stage} {done:,}/{total:,} · ETA {hms(eta)} (this stage)"
+
+    beat = Heartbeat(line, lambda t: console.print(t, highlight=False, markup=False), every=every)
+
+    def update(new_stage: str, new_done: int, new_total: int) -> None:
+        nonlocal t0, stage, done, total
+        started = new_stage != stage
+        if started:
+            t0 = time.monotonic()
+        ended = bool(new_total) and new_done >= new_total and done < new_total
+        stage, done, total = new_stage, new_done, new_total
+        if started or ended:
+            beat.now()
+
+    beat.start()
+    try:
+        yield update
+    finally:
+        beat.stop()
 
 
 def run_index(

@@ -18,11 +18,30 @@ class RunStarted:
     total: int
     already_done: int
     labels: dict[str, int] = field(default_factory=dict)
+    #: The finished pairs per outcome (``sagegen.outcomes``), as ``labels`` per verdict.
+    outcomes: dict[str, int] = field(default_factory=dict)
+    #: Rounds R of the run and pairs in flight at once (0: not said, e.g. by an older caller).
+    rounds: int = 0
+    concurrency: int = 0
 
 
 @dataclass(frozen=True)
 class PairStarted:
     index: int
+
+
+#: The stages of a pair, in the order a round runs them.
+STAGES = ("generator", "solver", "judge")
+
+
+@dataclass(frozen=True)
+class PairStage:
+    """Pair ``index`` is in round ``round`` and waits on ``stage``: the generator writing (or
+    revising) its question, a solver attempt, or the judge (an answer's grade, the ambiguity check)."""
+
+    index: int
+    round: int
+    stage: str
 
 
 @dataclass(frozen=True)
@@ -36,8 +55,12 @@ class RoundFinished:
 
 @dataclass(frozen=True)
 class PairFinished:
+    """Pair ``index`` is finished: ``label`` is its final verdict (the ledger state), ``outcome``
+    where it ended as the files hold it (``sagegen.outcomes``: a pass can end as a duplicate)."""
+
     index: int
     label: str
+    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,7 @@ class RunWarning:
 Event = (
     RunStarted
     | PairStarted
+    | PairStage
     | RoundFinished
     | PairFinished
     | PairFailed

@@ -51,6 +51,7 @@ from sagegen.events import (
     EventSink,
     PairFailed,
     PairFinished,
+    PairStage,
     PairStarted,
     RoundFinished,
     RunStarted,
@@ -58,6 +59,7 @@ from sagegen.events import (
 from sagegen.ids import derive_seed, trace_id
 from sagegen.llm.accounting import AccountingLLM
 from sagegen.llm.base import LLM
+from sagegen.outcomes import outcome
 from sagegen.records import AnswerType, Attempt, Candidate, Doc, Judgement, QAPair, Trajectory, Verdict
 from sagegen.store import RunStore
 from sagegen.targets import parse_target
@@ -79,6 +81,8 @@ class Stats:
     already_done: int = 0
     done: int = 0
     labels: dict[str, int] = field(default_factory=dict)
+    #: Finished pairs per outcome (sagegen.outcomes): where they ended, as the files hold them.
+    outcomes: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     last_error: str = ""
 
@@ -86,6 +90,8 @@ class Stats:
         if isinstance(event, PairFinished):
             self.done += 1
             self.labels[event.label] = self.labels.get(event.label, 0) + 1
+            if event.outcome:
+                self.outcomes[event.outcome] = self.outcomes.get(event.outcome, 0) + 1
         elif isinstance(event, PairFailed):
             self.errors += 1
             self.last_error = f"pair {event.index}: {event.error}"
@@ -211,9 +217,20 @@ class Pipeline:
     async def run(self) -> Stats:
         """Run every unfinished pair; errors leave a pair for the next run."""
         todo = self.todo()
-        self.emit(RunStarted(self.stats.total, self.stats.already_done, dict(self.stats.labels)))
+        self.emit(self.run_started())
         await self.run_in_process(todo)
         return self.stats
+
+    def run_started(self) -> RunStarted:
+        s = self.stats
+        return RunStarted(
+            s.total, s.already_done, dict(s.labels), dict(s.outcomes), self.rounds, self.pcfg.concurrency
+        )
+
+    def finished(self, idx: int, label: str) -> PairFinished:
+        """The event of a finished pair, with its outcome as the ledger recorded it."""
+        rec = self.store.pair(idx)
+        return PairFinished(idx, label, outcome(rec.state, rec.output) if rec is not None else "")
 
     def todo(self) -> list[int]:
         """The pairs not finished by earlier sessions (those are counted in ``stats`` as already done)."""
@@ -224,6 +241,8 @@ class Pipeline:
                 self.stats.already_done += 1
                 state = "ambiguous" if rec.output == "ambiguous" else rec.state  # as run_pair returned it
                 self.stats.labels[state] = self.stats.labels.get(state, 0) + 1
+                out = outcome(rec.state, rec.output)
+                self.stats.outcomes[out] = self.stats.outcomes.get(out, 0) + 1
             else:
                 todo.append(idx)
         self.stats.total = self.pcfg.num_seeds
@@ -242,7 +261,7 @@ class Pipeline:
                 idx = queue.get_nowait()
                 self.emit(PairStarted(idx))
                 try:
-                    self.emit(PairFinished(idx, await self.run_pair(idx)))
+                    self.emit(self.finished(idx, await self.run_pair(idx)))
                     streak.ok()
                 except LedgerError:
                     raise  # the ledger cannot be written (disk full, read-only): nothing can go on
@@ -335,6 +354,7 @@ class Pipeline:
         self, spec: PairSpec, rnd: int, kind: RoundKind, last: RoundResult | None
     ) -> tuple[Candidate | None, Trajectory]:
         """Write round ``rnd``'s pair (generate, resample or revise with feedback) and store it."""
+        self.emit(PairStage(spec.index, rnd, "generator"))
         authored = await self._write(spec, rnd, kind, last)
         cand, traj = authored.candidate, authored.trajectory
         self.store.add_round(spec.index, rnd, kind, cand, trace_id(f"p{spec.index}", f"r{rnd}", "gen"), traj)
@@ -480,6 +500,7 @@ class Pipeline:
             if ev.kind == "ambiguity" and ev.round == rnd:
                 return AmbiguityVerdict.from_json(ev.message).ambiguous
         assert self.ambiguity_llm is not None
+        self.emit(PairStage(idx, rnd, "judge"))
         docs = [self.docs_by_id[d] for d in evidence_ids(cand, attempts) if d in self.docs_by_id]
         got = await check_ambiguity(cand, docs, self.ambiguity_llm, max_tokens=self.cfg.judge.max_tokens)
         self.store.event("ambiguity", got.to_json(), idx, rnd)
@@ -492,6 +513,7 @@ class Pipeline:
         from sagegen.judge import judge_answer
 
         seed = derive_seed(self.pcfg.seed, "solve", idx, rnd, a)
+        self.emit(PairStage(idx, rnd, "solver"))
         traj = await solve(
             cand.question, llm or self.solver_llm, self.parts.retriever, self.cfg.solver, seed=seed
         )
@@ -499,6 +521,7 @@ class Pipeline:
         # it (cached calls are free). See sagegen.outage.
         where = f"pair {idx} round {rnd} attempt {a}"
         outage.check_solver(traj, where)
+        self.emit(PairStage(idx, rnd, "judge"))
         judgement = await judge_answer(
             cand.question, traj.answer, [cand.answer], self.judge_llm, self.cfg.judge
         )

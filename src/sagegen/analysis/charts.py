@@ -22,7 +22,7 @@ COLORS = {
     "duplicate": "#90a4ae",
     "seeds": "#1565c0",
     "unfinished": "#bdbdbd",
-    "duplicates": "#90a4ae",
+    "ambiguous": "#6a1b9a",
     "too easy": "#f9a825",
     "generator failed": "#757575",
     "correct": "#1565c0",

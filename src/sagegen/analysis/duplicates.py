@@ -41,8 +41,13 @@ def embed(texts: Sequence[str], model: str | None = None) -> Any:
     from sentence_transformers import SentenceTransformer
 
     name = model if model not in (None, "minilm") else str(minilm_path())
-    st = SentenceTransformer(name, device="cpu")
-    return st.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    from sagegen.hf_models import quiet_loading
+
+    with quiet_loading():  # transformers' "Loading weights" bar: the caller reports what it does
+        st = SentenceTransformer(name, device="cpu")
+    return st.encode(
+        list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:

@@ -21,6 +21,8 @@ import jinja2
 
 from sagegen.analysis import charts as C
 from sagegen.analysis import tables as T
+from sagegen.outcomes import OUTCOMES, outcome
+from sagegen.outcomes import name as outcome_name
 from sagegen.store import PairRecord, RunStore
 
 REPORT_FILE = "report.html"
@@ -189,7 +191,9 @@ def run_charts(a: dict[str, Any]) -> dict[str, Any]:
             },
             title="% correct and % pass after each round",
         ),
-        "funnel": C.svg_hbars([(label, fun[k]) for k, label in T.FUNNEL[:-1]], title="Where the seeds ended"),
+        "funnel": C.svg_hbars(
+            [(label, fun.get(k, 0)) for k, label in T.FUNNEL[:-1]], title="Where the seeds ended"
+        ),
         "targets": [
             C.svg_hist(
                 {"difficulty": m["difficulty_hist"], "searches per attempt": m["attempt_searches_hist"]},
@@ -297,8 +301,9 @@ def pair_view(p: PairRecord, store: RunStore) -> dict[str, Any]:
         )
     return {
         "index": p.index,
-        "state": p.state,
-        "state_text": p.state + (" (duplicate)" if p.output == "duplicate" else ""),
+        # Where the pair ended, by the one name of each outcome (sagegen.outcomes), as every screen says it.
+        "state": outcome(p.state, p.output),
+        "state_text": outcome_name(outcome(p.state, p.output)),
         "target": p.target,
         "difficulty": T.num()(p.qa.difficulty if p.qa else None),
         "answer_type": p.answer_type + (f" (found {found})" if found and found != p.answer_type else ""),
@@ -375,6 +380,7 @@ def render_report(
             quality=T.quality_lines(a),
             pairs=views,
             total_pairs=len(pairs),
+            outcomes=[(k, outcome_name(k)) for k in OUTCOMES],
         )
     )
 

@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sagegen.outcomes import OUTCOMES
+from sagegen.outcomes import name as outcome_name
+
 Fmt = Callable[[Any], str]
 
 
@@ -67,15 +70,8 @@ class Table:
 
 # ----------------------------------------------------------------------------- run tables
 
-FUNNEL = (
-    ("seeds", "seeds"),
-    ("accepted", "accepted"),
-    ("duplicate", "duplicates"),
-    ("too_easy", "too easy"),
-    ("incorrect", "incorrect"),
-    ("failed", "generator failed"),
-    ("unfinished", "unfinished"),
-)
+#: The funnel's columns: seeds, then each outcome by its one name (sagegen.outcomes).
+FUNNEL = (("seeds", "seeds"), *((k, outcome_name(k)) for k in OUTCOMES))
 
 
 def funnel_table(a: dict[str, Any]) -> Table:
@@ -84,7 +80,7 @@ def funnel_table(a: dict[str, Any]) -> Table:
         "funnel",
         "Where the seeds ended",
         tuple(Column(label, count) for _, label in FUNNEL),
-        (tuple(fun[k] for k, _ in FUNNEL),),
+        (tuple(fun.get(k, 0) for k, _ in FUNNEL),),
     )
 
 

@@ -112,12 +112,12 @@ def run_spread(pipe: Pipeline) -> Stats:
     """``Pipeline.run`` for ``pipeline.workers > 1`` or ``pipeline.executor: ray``: the same todo list,
     events and stop rule (``pipeline.FailureStreak``), with the pairs run by workers and their results
     turned into this process's events as they arrive."""
-    from sagegen.events import CallsCounted, PairFailed, PairFinished, PairStarted, RunStarted
+    from sagegen.events import CallsCounted, PairFailed, PairStarted
     from sagegen.pipeline import FailureStreak
 
     stats, store = pipe.stats, pipe.store
     todo = pipe.todo()
-    pipe.emit(RunStarted(stats.total, stats.already_done, dict(stats.labels)))
+    pipe.emit(pipe.run_started())
     streak = FailureStreak(pipe.pcfg.concurrency)
 
     def on_result(r: PairResult) -> None:
@@ -125,7 +125,7 @@ def run_spread(pipe: Pipeline) -> Stats:
             pipe.emit(CallsCounted(r.calls, r.cached, r.tokens))
         pipe.emit(PairStarted(r.idx))  # a worker says nothing at the start: the display counts it here
         if r.label is not None:
-            pipe.emit(PairFinished(r.idx, r.label))
+            pipe.emit(pipe.finished(r.idx, r.label))
             streak.ok()
         else:
             pipe.emit(PairFailed(r.idx, r.error))

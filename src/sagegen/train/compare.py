@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def evaluate_model(
     k: int = 1,
     seed: int = 0,
     retriever: Any = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     from sagegen.evaluate import evaluate, load_benchmark
     from sagegen.llm.factory import build_llm
@@ -70,6 +72,7 @@ def evaluate_model(
             seed=seed,
             bench_path=bench,
             restart=True,
+            on_result=on_result,
         )
     )
 
@@ -85,16 +88,31 @@ def compare(
     k: int = 1,
     seed: int = 0,
     retriever: Any = None,
+    watch: Callable[[str, int], Callable[[dict[str, Any]], None]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``base`` and ``trained`` on ``bench``; write and return the comparison."""
+    """Evaluate ``base`` and ``trained`` on ``bench``; write and return the comparison.
+
+    ``watch(which, questions)`` is called as each model's evaluation starts ("base", "trained") and
+    returns the hook each finished question is given to (the command line's progress lines)."""
+    from sagegen.evaluate import load_benchmark
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    before = evaluate_model(
-        cfg, base, bench, out / "eval_base", limit=limit, k=k, seed=seed, retriever=retriever
-    )
-    after = evaluate_model(
-        cfg, str(trained), bench, out / "eval_trained", limit=limit, k=k, seed=seed, retriever=retriever
-    )
+    n = len(load_benchmark(bench, limit))
+    runs = {}
+    for which, model in (("base", base), ("trained", str(trained))):
+        runs[which] = evaluate_model(
+            cfg,
+            model,
+            bench,
+            out / f"eval_{which}",
+            limit=limit,
+            k=k,
+            seed=seed,
+            retriever=retriever,
+            on_result=watch(which, n) if watch is not None else None,
+        )
+    before, after = runs["base"], runs["trained"]
     table = {m: {"base": before.get(m), "trained": after.get(m)} for m in METRICS}
     result = {
         "bench": str(bench),

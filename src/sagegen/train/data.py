@@ -154,5 +154,28 @@ def load_rows(path: str | Path, *, max_searches: int = 10, limit: int | None = N
     else:
         raise InputError("expected a .jsonl (dataset / FlashRAG) or .parquet (verl) file", path=p)
     if not rows:
-        raise InputError("no training rows", path=p)
+        raise InputError(no_rows_advice(p), path=p)
     return rows[:limit] if limit else rows
+
+
+def no_rows_advice(path: Path) -> str:
+    """Why an empty file gives nothing to train on, and what to train on instead (the other files of
+    the run when DATA is a run's ``dataset.jsonl``: a demo run usually accepts no pair)."""
+    if path.name != "dataset.jsonl":
+        return (
+            "no training rows: training needs question-answer lines (a run's dataset.jsonl, "
+            "FlashRAG JSONL or verl parquet)"
+        )
+    run = path.parent
+    easy = run / "too_easy.jsonl"
+    n_easy = sum(1 for line in easy.open(encoding="utf-8") if line.strip()) if easy.is_file() else 0
+    msg = (
+        f"no training rows: the run accepted no pair (dataset.jsonl is empty; sagegen status {run} says why)"
+    )
+    if n_easy:
+        msg += f"; its {n_easy} too-easy pairs can train a first model: sagegen train {easy}"
+    return (
+        msg + "; for accepted pairs, generate with a real model (the embedded demo model rarely writes "
+        "one its solver verifies): sagegen generate -s llm.backend=openai -s llm.model=MODEL "
+        "-s llm.base_url=URL, or train on a FlashRAG benchmark JSONL"
+    )
