@@ -61,7 +61,11 @@ WORDS, VOCAB, ZIPF_S = 100, 4_000_000, 1.07
 #: drawn independently repeat 4%), and burstiness is what lets top-k pruning skip postings.
 REPEAT = 0.25
 #: The CLI as a child process (the package has no __main__).
-SAGEGEN = [sys.executable, "-c", "import sys; from sagegen.cli import main; sys.argv[0] = 'sagegen'; main()"]
+SAGEGEN = [
+    sys.executable,
+    "-c",
+    "import sys; from sagegen.cli.main import main; sys.argv[0] = 'sagegen'; main()",
+]
 
 
 # --------------------------------------------------------------------------- the corpus

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 from sagegen.config import load_config
-from sagegen.estimate import FIELDS, estimate, pilot_costs
-from sagegen.session import run_generate
-from sagegen.store import RunStore
+from sagegen.ledger.store import RunStore
+from sagegen.loop.estimate import FIELDS, estimate, pilot_costs
+from sagegen.loop.session import run_generate
 
 SETS = [
     "llm.backend=scripted",

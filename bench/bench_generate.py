@@ -63,7 +63,7 @@ from typing import Any
 
 from sagegen.config import load_config
 from sagegen.ids import derive_seed
-from sagegen.session import Components, run_generate
+from sagegen.loop.session import Components, run_generate
 
 HERE = Path(__file__).resolve().parent
 KEY_ENV = "SAGEGEN_BENCH_SIM_KEY"

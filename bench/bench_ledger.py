@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sagegen.ledger.store import RunStore
 from sagegen.records import QAPair
-from sagegen.store import RunStore
 
 INDEXES = ("pairs_by_output", "pairs_by_finish", "events_by_pair")
 

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 from sagegen.config import load_config
+from sagegen.ledger.store import RunStore
 from sagegen.llm.scripted import ScriptedLLM
+from sagegen.loop.session import Components, run_generate
 from sagegen.records import Doc
 from sagegen.retrieval.factory import open_corpus_and_retriever
-from sagegen.session import Components, run_generate
-from sagegen.store import RunStore
 
 FIRST = ["Ada", "Bela", "Cyra", "Dov", "Eli", "Fen", "Gus", "Hal", "Ira", "Jon"]
 LAST = ["Marsh", "Quill", "Roan", "Stroud", "Tarn", "Umber", "Vance", "Wilde", "Yarrow", "Zell"]

@@ -275,7 +275,7 @@ def main() -> None:
     queries = questions(max(sizes) * (max(counts) + 1) + 4096)
 
     servers: dict[str, tuple[list[str], Callable[[list[str]], Any]]] = {}
-    cli = "import sys; from sagegen.cli import main; sys.argv[0] = 'sagegen'; main()"
+    cli = "import sys; from sagegen.cli.main import main; sys.argv[0] = 'sagegen'; main()"
     ours_cmd = [
         sys.executable,
         "-c",

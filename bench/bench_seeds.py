@@ -12,8 +12,8 @@ import random
 import time
 
 from sagegen.corpus import load_corpus
+from sagegen.loop.seeds import StratifiedSeeds
 from sagegen.records import Doc
-from sagegen.seeds import StratifiedSeeds
 
 
 def main() -> None:

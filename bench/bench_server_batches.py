@@ -27,7 +27,7 @@ import httpx
 
 from sagegen.config import ServerConfig, load_config
 from sagegen.retrieval.factory import build_retriever
-from sagegen.retrieval.server import create_app, running_server
+from sagegen.server import create_app, running_server
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SAGEGEN_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -38,7 +38,7 @@ def main() -> int:
     import torch
 
     from sagegen.config import load_config
-    from sagegen.hf_models import load_policy
+    from sagegen.llm.hf_models import load_policy
     from sagegen.retrieval.factory import build_retriever
     from sagegen.train.data import load_rows
     from sagegen.train.sft import build_warmup, sft_warmup

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench_generate import KEY_ENV, Sim, chains_from_log, ideal_span, row, steady
 from sagegen.config import load_config
-from sagegen.session import Components, run_generate
+from sagegen.loop.session import Components, run_generate
 
 
 def children_cpu() -> float:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from typer.testing import CliRunner
 
 from helpers.reasoning_server import DIALECTS, ReasoningServer, write_wire_inputs
-from sagegen.cli import app
+from sagegen.cli.main import app
 from sagegen.llm.scripted import sage_fixture
 
 runner = CliRunner()

@@ -20,8 +20,8 @@ from typing import Any
 
 from sagegen.config import Config
 from sagegen.ids import trace_id
+from sagegen.ledger.store import RunStore
 from sagegen.records import Attempt, Candidate, Judgement, QAPair, Step, Trajectory, Verdict
-from sagegen.store import RunStore
 
 K = 2
 RUN_ID = "fixture-run"
@@ -175,7 +175,7 @@ def build_ledger(run_dir: Path) -> Path:
                 trace_ids={"generation": trace_id(f"p{idx}", f"r{last_round}", "gen")},
                 run_id=RUN_ID,
             )
-        from sagegen.export.reward import normalize_answer
+        from sagegen.verdict.reward import normalize_answer
 
         key = store.finish_pair(
             idx,

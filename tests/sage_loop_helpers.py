@@ -109,9 +109,9 @@ class RoleScript:
 
 def loop_pipeline(tmp: Path, cfg: Config, script: RoleScript) -> tuple[Any, Any]:
     """A Pipeline over DOCS and the overlap retriever with one scripted LLM in every role, and its store."""
-    from sagegen.pipeline import Pipeline
-    from sagegen.session import Components
-    from sagegen.store import RunStore
+    from sagegen.ledger.store import RunStore
+    from sagegen.loop.pipeline import Pipeline
+    from sagegen.loop.session import Components
 
     store, _ = RunStore.create_or_resume(tmp / "run", cfg.model_dump(mode="json"), cfg.dump())
     llm = script.llm()
@@ -184,7 +184,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """``sagegen ARGS`` in a fresh process, as a user would run it; output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args],
+        [sys.executable, "-m", "sagegen.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -10,8 +10,8 @@ import pytest
 
 from fixture_ledger import build_ledger
 from sagegen.analysis import labels as L
+from sagegen.ledger.store import RunStore
 from sagegen.llm.scripted import ScriptedLLM
-from sagegen.store import RunStore
 
 
 def test_parse_strategies_variants() -> None:
@@ -108,7 +108,7 @@ def test_cli_analyze_labels_with_scripted_backend(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "analyze",
             str(run),
             "--labels",
@@ -139,8 +139,8 @@ def test_cli_analyze_labels_with_scripted_backend(tmp_path: Path) -> None:
 def _relaxed_pair() -> tuple[Any, Any]:
     """An accepted pair whose final verdict is too easy (pipeline.final_round_relaxed), in a fake store."""
     from fixture_ledger import solver_trajectory
+    from sagegen.ledger.store import AttemptRecord, PairRecord, RoundRecord
     from sagegen.records import Candidate, Judgement, QAPair, Verdict
-    from sagegen.store import AttemptRecord, PairRecord, RoundRecord
 
     cand = Candidate(
         question="Which river flows through the town where Shakespeare was born?",
@@ -222,7 +222,7 @@ def test_analyze_labels_on_a_benchmark_file(tmp_path: Path, shared_data: Path) -
     cmd = [
         sys.executable,
         "-m",
-        "sagegen.cli",
+        "sagegen.cli.main",
         "analyze",
         str(bench),
         "--labels",

@@ -11,7 +11,7 @@ from fixture_ledger import PAIRS, build_ledger
 from sagegen.analysis import metrics as M
 from sagegen.analysis.analyze import analyze_run, funnel
 from sagegen.analysis.duplicates import near_duplicates
-from sagegen.store import RunStore
+from sagegen.ledger.store import RunStore
 
 
 @pytest.fixture(scope="module")

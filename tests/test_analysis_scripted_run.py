@@ -17,7 +17,7 @@ import pytest
 
 from sagegen.analysis.analyze import analyze_run
 from sagegen.export.api import export_run
-from sagegen.export.reward import compute_score
+from sagegen.verdict.reward import compute_score
 
 
 def _sets(shared_data: Path, base: Path) -> list[str]:
@@ -39,7 +39,7 @@ def run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cmd = [
         sys.executable,
         "-m",
-        "sagegen.cli",
+        "sagegen.cli.main",
         "generate",
         "-o",
         str(run_dir),
@@ -154,7 +154,7 @@ def test_flashrag_export_is_a_benchmark_for_sagegen_eval(
     cmd = [
         sys.executable,
         "-m",
-        "sagegen.cli",
+        "sagegen.cli.main",
         "eval",
         s["files"]["all"],
         "--k",

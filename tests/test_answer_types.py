@@ -1,10 +1,10 @@
-"""The answer-type check (sagegen.answer_types) on a table of real answers, edge cases included."""
+"""The answer-type check (sagegen.agents.answer_types) on a table of real answers, edge cases included."""
 
 from __future__ import annotations
 
 import pytest
 
-from sagegen.answer_types import classify, mismatch
+from sagegen.agents.answer_types import classify, mismatch
 
 # (answer, what it reads as with no type requested, ... when a date is requested)
 CASES = [

@@ -21,7 +21,7 @@ from helpers.fault_server import FaultServer, status
 from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, write_corpus
 from sagegen.errors import IndexError_, register_secret, scrub
 from sagegen.retrieval.index import open_index
-from sagegen.retrieval.server import create_app, running_server
+from sagegen.server import create_app, running_server
 from test_import_release import release  # noqa: F401  (the fixture: the release's files)
 from test_server import LIMITS, WordOverlap
 

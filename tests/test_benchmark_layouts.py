@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sagegen.benchmark_fields import Fields
 from sagegen.errors import InputError
-from sagegen.evaluate import load_benchmark
+from sagegen.loop.benchmark_fields import Fields
+from sagegen.loop.evaluate import load_benchmark
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

@@ -14,8 +14,8 @@ import pytest
 from rich.console import Console
 
 from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, write_corpus
-from sagegen.cli_display import CompareProgress, QuestionView, answer_line, question_progress
-from sagegen.outcomes import NAMES, OUTCOMES, name
+from sagegen.cli.display import CompareProgress, QuestionView, answer_line, question_progress
+from sagegen.ledger.outcomes import NAMES, OUTCOMES, name
 from sagegen.records import Step, Trajectory
 
 
@@ -196,7 +196,7 @@ def test_train_eval_says_which_model_it_evaluates() -> None:
 
 
 def test_train_prints_a_table_of_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    from sagegen.cli_display import print_facts
+    from sagegen.cli.display import print_facts
 
     summary = {
         "checkpoint": "out/checkpoint-final",

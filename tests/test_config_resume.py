@@ -17,8 +17,8 @@ import pytest
 from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, write_corpus
 from sagegen.config import Config, strip_volatile
 from sagegen.errors import ConfigError
-from sagegen.evaluate import _fingerprint, check_meta
-from sagegen.store import VOLATILE_KEYS, RunStore, config_diff
+from sagegen.ledger.store import VOLATILE_KEYS, RunStore, config_diff
+from sagegen.loop.evaluate import _fingerprint, check_meta
 
 #: Keys a run stored before they existed lacks (any real fields do).
 NEWER = [

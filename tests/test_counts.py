@@ -1,4 +1,5 @@
-"""One count of where pairs ended (sagegen.outcomes), shown alike by status, the summary and the funnel.
+"""One count of where pairs ended (sagegen.ledger.outcomes), shown alike by status, the summary and the
+funnel.
 
 A real ``sagegen generate`` on the scripted fixture over a three-passage corpus: ten seeds drawn
 from three passages repeat questions, so the store's per-file deduplication meets too-easy and
@@ -12,8 +13,8 @@ from pathlib import Path
 
 from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli
 from sagegen.analysis.analyze import analyze_run
-from sagegen.cli_display import format_status
-from sagegen.store import RunStore
+from sagegen.cli.display import format_status
+from sagegen.ledger.store import RunStore
 
 
 def _lines(path: Path) -> int:

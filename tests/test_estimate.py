@@ -10,9 +10,9 @@ import pytest
 from sage_loop_helpers import DOCS, run_cli, write_corpus
 from sagegen.config import load_config
 from sagegen.errors import InputError
-from sagegen.estimate import SeedCost, estimate, format_estimate, pilot_costs
-from sagegen.session import run_generate
-from sagegen.store import RunStore
+from sagegen.ledger.store import RunStore
+from sagegen.loop.estimate import SeedCost, estimate, format_estimate, pilot_costs
+from sagegen.loop.session import run_generate
 
 SETS = [
     "llm.backend=scripted",

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sagegen.cli_display import summary_table
+from sagegen.cli.display import summary_table
 from sagegen.config import Config
 from sagegen.errors import ConfigError, InputError
-from sagegen.evaluate import completed_ids, evaluate, load_benchmark, summarize
 from sagegen.llm.base import Message
 from sagegen.llm.scripted import ScriptedLLM
+from sagegen.loop.evaluate import completed_ids, evaluate, load_benchmark, summarize
 from sagegen.records import Completion, Doc, Hit
 
 CAPITALS = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo"}
@@ -302,7 +302,7 @@ def _cli_sets(tmp_path: Path) -> list[str]:
 
 
 def test_cli_eval_and_solve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sagegen.cli import app
+    from sagegen.cli.main import app
 
     monkeypatch.chdir(tmp_path)
     bench = write_bench(tmp_path / "b.jsonl", ["France", "Germany", "Italy"])
@@ -330,7 +330,7 @@ def test_cli_bad_benchmark_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "question": "q", "golden_answers": ["x"]}\n{"id": "b", "question": "q"}\n')
     res = subprocess.run(
-        [sys.executable, "-c", "from sagegen.cli import main; main()", "eval", str(bad)],
+        [sys.executable, "-c", "from sagegen.cli.main import main; main()", "eval", str(bad)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -392,7 +392,7 @@ def test_sigkilled_eval_resumes_without_repeats(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-c",
-        "from sagegen.cli import main; main()",
+        "from sagegen.cli.main import main; main()",
         "eval",
         "b.jsonl",
         "--out",

@@ -18,9 +18,9 @@ from sage_loop_helpers import (
     search,
     small_config,
 )
-from sagegen.cli_display import GenerateView, advice, format_summary, generate_display
+from sagegen.cli.display import GenerateView, advice, format_summary, generate_display
 from sagegen.events import LLMCallFinished, PairFinished, PairStarted, RunStarted, RunWarning
-from sagegen.session import Components, RunResult, run_generate
+from sagegen.loop.session import Components, RunResult, run_generate
 
 Q = "In which year was the engineer of the 1889 Paris tower born?"
 
@@ -68,7 +68,7 @@ def test_a_resumed_run_says_how_far_it_is_first(tmp_path: Path) -> None:
 
 
 def _result(tmp_path: Path, accepted: int, *, demo: bool, warnings: list[str]) -> RunResult:
-    from sagegen.pipeline import Stats
+    from sagegen.loop.pipeline import Stats
 
     outcomes = {
         "seeds": 4,
@@ -120,7 +120,7 @@ def test_cli_version_short_help_and_shown_defaults() -> None:
     from typer.testing import CliRunner
 
     from sagegen import __version__
-    from sagegen.cli import app
+    from sagegen.cli.main import app
 
     runner = CliRunner()
     assert runner.invoke(app, ["--version"]).output.strip() == __version__
@@ -132,13 +132,13 @@ def test_cli_version_short_help_and_shown_defaults() -> None:
 def test_index_interrupted_says_what_was_kept(monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    import sagegen.cli_retrieval
-    from sagegen.cli import app
+    import sagegen.cli.retrieval
+    from sagegen.cli.main import app
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sagegen.cli_retrieval, "run_index", interrupted)
+    monkeypatch.setattr(sagegen.cli.retrieval, "run_index", interrupted)
     res = CliRunner().invoke(app, ["index"], env={"COLUMNS": "200"})
     assert res.exit_code == 130  # click's answer to Ctrl-C, as the shell's
     assert "no partial index was kept" in res.output and "rerun the same command" in res.output
@@ -152,7 +152,7 @@ def test_a_pipeline_builds_in_a_child_process_from_config_and_run_dir(tmp_path: 
 
     from sage_loop_helpers import SCRIPTED_RUN_SETS, write_corpus
     from sagegen.config import load_config
-    from sagegen.store import RunStore
+    from sagegen.ledger.store import RunStore
 
     write_corpus(tmp_path / "corpus.jsonl")
     sets = [s for s in SCRIPTED_RUN_SETS if s != "-s"] + ["pipeline.num_seeds=2", "pipeline.target=2"]
@@ -162,9 +162,9 @@ def test_a_pipeline_builds_in_a_child_process_from_config_and_run_dir(tmp_path: 
     child = (
         "import asyncio, sys\n"
         "from sagegen.config import load_config\n"
-        "from sagegen.pipeline import Pipeline\n"
-        "from sagegen.session import Components\n"
-        "from sagegen.store import RunStore\n"
+        "from sagegen.loop.pipeline import Pipeline\n"
+        "from sagegen.loop.session import Components\n"
+        "from sagegen.ledger.store import RunStore\n"
         f"cfg = load_config(None, {sets!r})\n"
         "store = RunStore.open('run', readonly=False)\n"
         "print(asyncio.run(Pipeline(cfg, store, Components.from_config(cfg)).run_pair(1)))\n"

@@ -88,8 +88,8 @@ def test_sft_skips_unclean_and_tool_protocol_is_flagged() -> None:
     forced = Trajectory(**{**t.model_dump(), "status": "forced"})
     nudged = Trajectory(**{**t.model_dump(), "steps": (*t.steps, Step(kind="event", event="no_action"))})
     from sagegen.export.sft import SFTStats, sft_rows
+    from sagegen.ledger.store import AttemptRecord, PairRecord, RoundRecord
     from sagegen.records import Judgement, QAPair
-    from sagegen.store import AttemptRecord, PairRecord, RoundRecord
 
     trajs = {"clean": t, "forced": forced, "nudged": nudged}
     ok = Judgement(correct=True)
@@ -230,7 +230,7 @@ def test_flashrag_is_a_benchmark_for_eval(run_dir: Path, tmp_path: Path) -> None
     ]
     assert rows[1]["metadata"]["difficulty"] == 3 and rows[1]["metadata"]["answer_type"] == "date"
     assert check_flashrag(path) == 2
-    evaluate = pytest.importorskip("sagegen.evaluate")
+    evaluate = pytest.importorskip("sagegen.loop.evaluate")
     items = evaluate.load_benchmark(path)
     assert [i.question for i in items] == [r["question"] for r in rows]
     from sagegen.analysis.metrics import contamination, load_benchmark

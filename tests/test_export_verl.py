@@ -15,11 +15,11 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from sagegen.errors import InputError, SagegenError  # noqa: E402
-from sagegen.export import reward  # noqa: E402
 from sagegen.export.api import export_run  # noqa: E402
 from sagegen.export.source import select, split_pairs  # noqa: E402
 from sagegen.export.verl import check_verl_parquet, verl_schema  # noqa: E402
 from sagegen.records import QAPair  # noqa: E402
+from sagegen.verdict import reward  # noqa: E402
 
 # Search-R1's scripts/data_process/nq_search.py prefix, word for word (typo "your want" included).
 SEARCH_R1_INSTRUCTION = (
@@ -189,7 +189,7 @@ def test_cli_export_verl(run_dir: Path, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "export",
             str(run_dir),
             "--format",
@@ -211,7 +211,7 @@ def test_cli_export_verl(run_dir: Path, tmp_path: Path) -> None:
     assert summary["counts"] == {"train": 1, "test": 1}
     assert pq.read_table(out / "train.parquet").column("data_source").to_pylist() == ["hotpotqa"]
     bad = subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", "export", str(run_dir), "--min-difficulty", "9"],
+        [sys.executable, "-m", "sagegen.cli.main", "export", str(run_dir), "--min-difficulty", "9"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -14,8 +14,8 @@ import pytest
 
 from fixture_ledger import build_ledger
 from sagegen.errors import SagegenError
-from sagegen.evaluate import load_benchmark
 from sagegen.export.api import export_run
+from sagegen.loop.evaluate import load_benchmark
 
 
 @pytest.fixture(scope="module")

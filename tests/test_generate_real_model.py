@@ -100,7 +100,7 @@ def test_generate_with_the_embedded_model(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "sagegen.cli",
+        "sagegen.cli.main",
         "generate",
         "--out",
         "runs/real",
@@ -134,7 +134,7 @@ def test_generate_against_a_real_openai_compatible_server(tmp_path: Path, llama_
     cmd = [
         sys.executable,
         "-m",
-        "sagegen.cli",
+        "sagegen.cli.main",
         "generate",
         "--out",
         "runs/remote",

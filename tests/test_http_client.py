@@ -19,7 +19,7 @@ from sagegen.errors import SagegenError
 from sagegen.records import Doc
 from sagegen.retrieval.base import Retriever
 from sagegen.retrieval.http import HTTPRetriever
-from sagegen.retrieval.server import create_app, running_server
+from sagegen.server import create_app, running_server
 from test_server import DOCS, WordOverlap
 
 KEY = "client-side-secret-0123456789abcdef"

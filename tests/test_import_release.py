@@ -20,8 +20,8 @@ import pytest
 from sagegen.analysis.analyze import analyze_run
 from sagegen.export.api import export_run
 from sagegen.integrations.sage_release import import_release, split_release_transcript
+from sagegen.ledger.store import RunStore
 from sagegen.prompts import render
-from sagegen.store import RunStore
 
 
 def _gen_prompt(doc: str, target: int, atype: str) -> str:
@@ -189,7 +189,7 @@ def test_release_split_matches_feedback_gen() -> None:
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args],
+        [sys.executable, "-m", "sagegen.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

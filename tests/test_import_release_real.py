@@ -20,8 +20,8 @@ from sage_loop_helpers import run_cli
 from sagegen.analysis.analyze import analyze_run
 from sagegen.analysis.report import render_report
 from sagegen.export.api import export_run
-from sagegen.integrations.sage_release import IMPORT_FILE, import_release
-from sagegen.store import RunStore
+from sagegen.integrations.sage_release import import_release
+from sagegen.ledger.store import IMPORT_FILE, RunStore
 
 RELEASE = Path(__file__).parent / "data" / "sage_release" / "agentic_question_gen"
 STEM = "wiki_20260205_154241_gemini-2.5-flash_e5_with_search_20_20turn_2to10_steps"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sagegen.cli import app
+from sagegen.cli.main import app
 from sagegen.config import load_config
 from sagegen.corpus import corpus_hash, load_corpus
 from sagegen.errors import IndexError_
@@ -245,7 +245,16 @@ def test_cli_bad_corpus_line_exits_2_without_traceback(tmp_path: Path) -> None:
     bad.write_text(json.dumps(ROWS[0]) + "\n" + '{"id": "p2", "content": "typo"}\n', encoding="utf-8")
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", "index", "--corpus", str(bad), "--out", str(tmp_path / "idx")],
+        [
+            sys.executable,
+            "-m",
+            "sagegen.cli.main",
+            "index",
+            "--corpus",
+            str(bad),
+            "--out",
+            str(tmp_path / "idx"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

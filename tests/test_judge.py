@@ -6,8 +6,8 @@ import pytest
 
 from sagegen.config import JudgeConfig
 from sagegen.errors import ConfigError, LLMError
-from sagegen.judge import exact_match, f1_score, judge_answer, normalize_answer, parse_grader
 from sagegen.llm.scripted import ScriptedLLM
+from sagegen.verdict.judge import exact_match, f1_score, judge_answer, normalize_answer, parse_grader
 
 
 @pytest.mark.parametrize(

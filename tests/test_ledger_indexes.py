@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 from sage_loop_helpers import RoleScript, answer, final, infos, loop_pipeline, search, small_config
+from sagegen.ledger.store import RunStore
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
-from sagegen.store import RunStore
 
 INDEXES = {"pairs_by_output", "pairs_by_finish", "events_by_pair"}
 
@@ -37,7 +37,7 @@ def _qa(idx: int, question: str) -> QAPair:
 
 
 def _one_pair(store: RunStore, idx: int) -> None:
-    """What the pipeline asks of the ledger for one pair (sagegen.pipeline), in its order."""
+    """What the pipeline asks of the ledger for one pair (sagegen.loop.pipeline), in its order."""
     store.add_pair(idx, f"d{idx}", 2, "date")
     store.pair(idx)
     q = f"In which year was bridge {idx} opened?"

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from sage_loop_helpers import SCRIPTED_RUN_SETS, cli_env, run_cli, write_corpus
-from sagegen.damage import LedgerError
-from sagegen.store import RunStore, _check_file
+from sagegen.ledger.damage import LedgerError
+from sagegen.ledger.store import RunStore, _check_file
 
 NOTES = 600  # events written after the run, each ~1 KB: ~150 pages beyond the main file
 
@@ -34,7 +34,7 @@ def _generate(cwd: Path, n: int) -> subprocess.CompletedProcess[str]:
 
 _CUT_CHECKPOINT = """
 import os, resource, signal, sys
-from sagegen.store import RunStore
+from sagegen.ledger.store import RunStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing us
 run, notes = sys.argv[1], int(sys.argv[2])
 store = RunStore.open(run, readonly=False)

@@ -3,7 +3,7 @@
 A child process books calls inside an event loop the way the pipeline does (``record_call`` per
 call, now and then another write such as an event) and prints each booking once it has returned;
 the parent kills it with SIGKILL and reads the ledger. What the kill may lose is exactly what
-sagegen.store promises: only the bookings after the last commit, a suffix of at most
+sagegen.ledger.store promises: only the bookings after the last commit, a suffix of at most
 ``CALL_WINDOW_ROWS`` calls; never a booking made before another write returned, and nothing at
 all once the window's timer has had its time.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from sagegen.store import CALL_WINDOW_ROWS, CALL_WINDOW_S, RunStore
+from sagegen.ledger.store import CALL_WINDOW_ROWS, CALL_WINDOW_S, RunStore
 
 CHILD = r"""
 import asyncio, sys
-from sagegen.store import RunStore
+from sagegen.ledger.store import RunStore
 
 async def main(run, total, every, idle):
     store, _ = RunStore.create_or_resume(run, {"x": 1}, "x: 1\n")

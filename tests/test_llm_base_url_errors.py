@@ -62,7 +62,7 @@ def test_generate_refuses_it_in_one_line_and_writes_nothing(tmp_path: Path) -> N
         "llm.model=m",
         f"llm.base_url={urls}",
     ]
-    cmd = [sys.executable, "-m", "sagegen.cli", "generate", "--out", "run", "--no-progress", "-n", "1"]
+    cmd = [sys.executable, "-m", "sagegen.cli.main", "generate", "--out", "run", "--no-progress", "-n", "1"]
     for s in sets:
         cmd += ["-s", s]
     res = subprocess.run(

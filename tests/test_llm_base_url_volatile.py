@@ -18,8 +18,8 @@ from helpers.fixture_server import FixtureServer
 from helpers.replica_server import Replica
 from sage_loop_helpers import run_cli, write_corpus
 from sagegen.config import Config, LLMConfig
+from sagegen.ledger.store import VOLATILE_KEYS, config_diff
 from sagegen.llm.factory import build_llm
-from sagegen.store import VOLATILE_KEYS, config_diff
 
 MSGS = [{"role": "user", "content": "q0"}]
 

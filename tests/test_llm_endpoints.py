@@ -16,9 +16,9 @@ import pytest
 from helpers.replica_server import Replica
 from sagegen.config import LLMConfig
 from sagegen.errors import LLMError
+from sagegen.ledger.store import RunStore
 from sagegen.llm.base import collect_tries
 from sagegen.llm.openai_backend import OpenAIBackend, endpoint_label
-from sagegen.store import RunStore
 
 
 def backend(urls: list[str], **kw: object) -> OpenAIBackend:
@@ -204,9 +204,9 @@ def _sim(slots: int) -> tuple[subprocess.Popen[str], str]:
 
 def test_generate_over_two_replicas_shows_both_in_status(tmp_path: Path) -> None:
     from sage_loop_helpers import write_corpus
-    from sagegen.cli_display import format_status
+    from sagegen.cli.display import format_status
     from sagegen.config import load_config
-    from sagegen.session import run_generate
+    from sagegen.loop.session import run_generate
 
     write_corpus(tmp_path / "corpus.jsonl")
     sims = [_sim(4), _sim(4)]

@@ -74,7 +74,7 @@ def test_unknown_backend_is_a_config_error() -> None:
 async def test_transformers_backend_on_a_tiny_random_llama(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     try:
-        from sagegen.hf_models import smollm2_gguf_path
+        from sagegen.llm.hf_models import smollm2_gguf_path
 
         smollm2_gguf_path()
     except Exception as e:  # the tokenizer comes from SmolLM2's GGUF

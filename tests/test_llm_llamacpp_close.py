@@ -88,8 +88,8 @@ async def test_the_last_backend_to_close_frees_the_shared_model() -> None:
 
 
 async def test_a_run_s_components_free_the_model_when_closed(tmp_path: Path) -> None:
-    from sagegen.components import Components
     from sagegen.llm import llamacpp
+    from sagegen.loop.components import Components
 
     write_corpus(tmp_path / "corpus.jsonl")
     cfg = Config(
@@ -102,5 +102,5 @@ async def test_a_run_s_components_free_the_model_when_closed(tmp_path: Path) -> 
     await parts.solver.complete(SAY_HI, max_tokens=4, seed=2)
     [model] = [m for m in llamacpp._MODELS.values() if m.key[1] == 1536]  # one model for every role
     assert model.users == 1
-    parts.close()  # what sagegen.session does when a run ends, however it ends
+    parts.close()  # what sagegen.loop.session does when a run ends, however it ends
     assert model.closed and model.key not in llamacpp._MODELS

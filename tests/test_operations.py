@@ -1,7 +1,7 @@
 """Trust under operations (issue 11): one writer per run, outages never stored as answers, no secret
 on stderr, one clear line for damaged state, nothing written before the input is checked.
 
-Every case drives the real command in a fresh process (``python -m sagegen.cli``), against real
+Every case drives the real command in a fresh process (``python -m sagegen.cli.main``), against real
 files, a real SQLite ledger and real loopback sockets.
 """
 
@@ -28,7 +28,7 @@ WIDE = {"COLUMNS": "2000"}  # rich wraps long lines at the terminal width
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
     return subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", *args],
+        [sys.executable, "-m", "sagegen.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -71,7 +71,18 @@ def _wait_for(pred, what: str, timeout: float = 60) -> None:
 def test_second_writer_refused_readers_work_and_a_killed_holder_frees_the_run(run_cwd: Path) -> None:
     slow = [*SCRIPTED_RUN_SETS]
     slow[slow.index("llm.model=fixture:sage")] = "llm.model=fixture:sage@0.3"
-    cmd = [sys.executable, "-m", "sagegen.cli", "generate", "--out", "run", "--no-progress", "-n", "6", *slow]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sagegen.cli.main",
+        "generate",
+        "--out",
+        "run",
+        "--no-progress",
+        "-n",
+        "6",
+        *slow,
+    ]
     writer = subprocess.Popen(cmd, cwd=run_cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ledger = run_cwd / "run" / "ledger.sqlite"
@@ -108,7 +119,7 @@ def test_second_writer_refused_readers_work_and_a_killed_holder_frees_the_run(ru
 
 
 def test_a_second_eval_on_the_same_out_is_refused(run_cwd: Path) -> None:
-    from sagegen.runlock import DirLock
+    from sagegen.ledger.lock import DirLock
 
     bench = run_cwd / "b.jsonl"
     row = {"id": "1", "question": "Capital of France?", "golden_answers": ["Paris"]}

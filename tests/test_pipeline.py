@@ -24,9 +24,9 @@ from sage_loop_helpers import (
 )
 from sagegen.config import Config
 from sagegen.errors import LLMError
-from sagegen.pipeline import Pipeline
-from sagegen.session import Components, run_generate
-from sagegen.store import RunStore
+from sagegen.ledger.store import RunStore
+from sagegen.loop.pipeline import Pipeline
+from sagegen.loop.session import Components, run_generate
 
 Msgs = Sequence[dict[str, Any]]
 Q1 = "In which year was the engineer of the 1889 Paris tower born?"

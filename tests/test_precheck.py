@@ -10,11 +10,11 @@ from typing import Any
 from sage_loop_helpers import DOCS, OverlapRetriever, RoleScript, answer, final, infos, loop_pipeline, search
 from sage_loop_helpers import small_config as base_config
 from sagegen.config import Config
-from sagegen.pipeline import Pipeline
-from sagegen.precheck import answer_pattern, applies, sub_questions
+from sagegen.ledger.store import RunStore
+from sagegen.loop.pipeline import Pipeline
+from sagegen.loop.session import Components
 from sagegen.records import Candidate
-from sagegen.session import Components
-from sagegen.store import RunStore
+from sagegen.verdict.precheck import answer_pattern, applies, sub_questions
 
 Msgs = Sequence[dict[str, Any]]
 EASY = "In which year was Gustave Eiffel born?"  # the Gustave Eiffel passage says 1832: one search

@@ -11,7 +11,8 @@ from pathlib import Path
 from rich.console import Console
 
 from sage_loop_helpers import DOCS, OverlapRetriever, RoleScript, answer, final, infos, search, small_config
-from sagegen.cli_display import GenerateView, generate_display
+from sagegen.cli.display import GenerateView, generate_display
+from sagegen.cli.progress import BusyTime, Heartbeat, eta_seconds, hms
 from sagegen.events import (
     LLMCallFinished,
     PairFinished,
@@ -19,8 +20,7 @@ from sagegen.events import (
     PairStarted,
     RunStarted,
 )
-from sagegen.session import Components, run_generate
-from sagegen.ui.progress import BusyTime, Heartbeat, eta_seconds, hms
+from sagegen.loop.session import Components, run_generate
 
 
 class FakeClock:

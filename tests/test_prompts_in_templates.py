@@ -11,7 +11,12 @@ import sagegen
 
 SRC = Path(sagegen.__file__).parent
 #: The modules that talk to the model: the agent loops, the release profile.
-MODULES = sorted([*SRC.joinpath("agents").glob("*.py"), *SRC.joinpath("profiles").glob("*.py")])
+#: (``agents/answer_types.py`` holds the regular expressions of answer shapes: nothing the model reads.)
+MODULES = sorted(
+    p
+    for p in [*SRC.joinpath("agents").glob("*.py"), *SRC.joinpath("profiles").glob("*.py")]
+    if p.name != "answer_types.py"
+)
 _WORD = re.compile(r"[A-Za-z]{2}")
 #: Calls whose string arguments go to the ledger or the user, not the model: a recorded step or event.
 _LEDGER_CALLS = {"Step", "event"}
@@ -85,7 +90,7 @@ def nudge(messages, problem, n):
 
 
 #: The modules of the roles that own a prompt set (solver, generator, judge).
-ROLE_MODULES = [SRC / "agents" / "generator.py", SRC / "agents" / "solver.py", SRC / "judge.py"]
+ROLE_MODULES = [SRC / "agents" / "generator.py", SRC / "agents" / "solver.py", SRC / "verdict" / "judge.py"]
 #: Functions there that render without a role: the tool schema is shared with training (train/tools.py)
 #: and belongs to no prompt set.
 _ROLELESS = {"search_tool_spec"}

@@ -21,13 +21,13 @@ from sagegen.agents.generator import feedback_prompt, generate, revise
 from sagegen.agents.solver import solve
 from sagegen.config import Config, JudgeConfig, load_config
 from sagegen.errors import ConfigError
-from sagegen.judge import judge_answer, parse_grader
+from sagegen.ledger.store import RunStore
 from sagegen.llm.scripted import ScriptedLLM, fixture_llm
+from sagegen.loop.session import Components, config_warnings, run_generate
 from sagegen.profiles import load_profile, profile_text
 from sagegen.prompts import render
 from sagegen.records import Candidate, Trajectory, Verdict
-from sagegen.session import Components, config_warnings, run_generate
-from sagegen.store import RunStore
+from sagegen.verdict.judge import judge_answer, parse_grader
 
 
 def sage_config(*overrides: str) -> Config:

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers.reasoning_server import DIALECTS, ReasoningServer, write_wire_inputs
-from sagegen.cli import app
+from sagegen.cli.main import app
 from sagegen.llm.scripted import sage_fixture
 
 runner = CliRunner()
@@ -179,7 +179,7 @@ def test_solve_shows_the_thinking_and_names_a_cut(corpus: Path) -> None:
 
 
 def test_demo_budgets_only_for_the_embedded_model(tmp_path: Path) -> None:
-    from sagegen.session import generate_config
+    from sagegen.loop.session import generate_config
 
     demo, src = generate_config(None, [], None)
     assert src == "demo" and demo.solver.max_turn_tokens == 128 and demo.pipeline.num_seeds == 4

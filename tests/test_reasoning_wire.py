@@ -17,12 +17,12 @@ import pytest
 from helpers.reasoning_server import DIALECTS, STOPS_IN_THOUGHT, ReasoningServer
 from sagegen.agents.solver import solve
 from sagegen.config import JudgeConfig, LLMConfig, SolverConfig
-from sagegen.judge import judge_answer
 from sagegen.llm.accounting import AccountingLLM
 from sagegen.llm.openai_backend import OpenAIBackend
 from sagegen.llm.reasoning import split_reasoning
 from sagegen.llm.scripted import grader_fixture, sage_fixture
 from sagegen.records import Doc, Hit, Trajectory
+from sagegen.verdict.judge import judge_answer
 
 THINKING = [d for d in DIALECTS if d != "plain"]
 HIDDEN = {"openai", "gemini"}  # thinking never shown, only counted

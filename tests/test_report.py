@@ -123,7 +123,7 @@ def test_report_screenshot(report: Path, tmp_path: Path) -> None:
 def test_cli_analyze_and_report(tmp_path: Path) -> None:
     run = build_ledger(tmp_path / "run")
     p = subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", "analyze", str(run), "--json", "--dedup", "jaccard"],
+        [sys.executable, "-m", "sagegen.cli.main", "analyze", str(run), "--json", "--dedup", "jaccard"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -133,7 +133,7 @@ def test_cli_analyze_and_report(tmp_path: Path) -> None:
     assert result["by_round"]["2"]["pct_pass"] == pytest.approx(60.0)
     assert (run / "analysis.json").is_file()
     table = subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", "analyze", str(run), "--dedup", "jaccard"],
+        [sys.executable, "-m", "sagegen.cli.main", "analyze", str(run), "--dedup", "jaccard"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -141,7 +141,7 @@ def test_cli_analyze_and_report(tmp_path: Path) -> None:
     assert table.returncode == 0 and "State after each round" in table.stdout and "80.0" in table.stdout
     out = tmp_path / "r.html"
     p = subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", "report", str(run), "--out", str(out)],
+        [sys.executable, "-m", "sagegen.cli.main", "report", str(run), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -149,7 +149,7 @@ def test_cli_analyze_and_report(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert out.is_file() and "fixture-run" in out.read_text()
     bad = subprocess.run(
-        [sys.executable, "-m", "sagegen.cli", "report", str(tmp_path / "nope")],
+        [sys.executable, "-m", "sagegen.cli.main", "report", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -172,7 +172,7 @@ def test_saved_analysis_is_reused_only_while_current(tmp_path: Path) -> None:
     import os
 
     from sagegen.analysis.analyze import ANALYSIS_FILE, saved_analysis
-    from sagegen.store import RunStore
+    from sagegen.ledger.store import RunStore
 
     run = build_ledger(tmp_path / "run")
     assert saved_analysis(run) is None
@@ -226,7 +226,7 @@ def test_report_with_evals_and_training_log(run_dir: Path, tmp_path: Path) -> No
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "report",
             str(run_dir),
             "--out",
@@ -266,7 +266,7 @@ def test_report_with_evals_and_training_log(run_dir: Path, tmp_path: Path) -> No
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "report",
             str(run_dir),
             "--out",

@@ -190,7 +190,7 @@ def test_cost_per_accepted_pair_from_the_ledger(analysis: dict) -> None:
 def test_each_table_is_the_same_in_the_terminal_and_the_html(analysis: dict) -> None:
     from rich.console import Console
 
-    from sagegen.ui.tables import print_analysis, render_rich
+    from sagegen.cli.tables import print_analysis, render_rich
 
     html = render_report(analysis["_run"], analysis)
     for table in T.analysis_tables(analysis):
@@ -277,7 +277,7 @@ def test_the_templates_ship_with_the_package() -> None:
 def test_labels_get_a_section_and_the_same_table_in_the_terminal(analysis: dict) -> None:
     from rich.console import Console
 
-    from sagegen.ui.tables import print_analysis
+    from sagegen.cli.tables import print_analysis
 
     lab = {
         "n": 4,

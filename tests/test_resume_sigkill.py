@@ -20,8 +20,8 @@ from typing import Any
 
 from helpers import sigint_default
 from sage_loop_helpers import DOCS, write_corpus
+from sagegen.ledger.store import CALL_WINDOW_ROWS
 from sagegen.records import Doc
-from sagegen.store import CALL_WINDOW_ROWS
 
 N = 16
 TRADES = ["wool", "salt", "lace", "clocks"]
@@ -66,7 +66,7 @@ def _cmd(out: str, cache: str, delay: float = 0.03) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "sagegen.cli",
+        "sagegen.cli.main",
         "generate",
         "--out",
         out,
@@ -189,7 +189,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
     )
     assert len(paid) == 2  # one row per session: the killed one and the rerun
     # The ledger books a call just after the cache stores it, in a short write window
-    # (sagegen.store.CALL_WINDOW_S / _ROWS, proven exactly in test_ledger_window.py); a kill can leave
+    # (sagegen.ledger.store.CALL_WINDOW_S / _ROWS, proven exactly in test_ledger_window.py); a kill can leave
     # the calls of that last window unbooked (then replayed as hits), never one booked twice.
     assert full_calls - CALL_WINDOW_ROWS <= sum(p[1] for p in paid) <= full_calls
     sessions = _rows(ledger, "SELECT status FROM sessions ORDER BY id")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sagegen.export import reward as R
 from sagegen.prompts import render
+from sagegen.verdict import reward as R
 
 GT = {"target": ["Ermengarde of Tours", "Ermengarde"]}
 
@@ -175,7 +175,7 @@ def test_normalisation_is_squads_and_the_judge_uses_it() -> None:
         "Ça va, l'ami": "ça va lami",
     }
     assert {s: R.normalize_answer(s) for s in cases} == cases
-    judge = pytest.importorskip("sagegen.judge")
+    judge = pytest.importorskip("sagegen.verdict.judge")
     assert judge.normalize_answer is R.normalize_answer
 
 
@@ -270,7 +270,7 @@ def test_judge_reward_over_a_real_socket(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_judge_verdict_parser_agrees_with_sagegen_judge() -> None:
-    judge = pytest.importorskip("sagegen.judge")
+    judge = pytest.importorskip("sagegen.verdict.judge")
     replies = [
         "correct: yes",
         "**correct:** No",

@@ -2,7 +2,7 @@
 
 Two judge rewards exist: the stdlib ``compute_score_judge`` of ``export/reward.py`` (what verl
 imports on a cluster; falls back to exact match when the judge fails) and the GRPO reward
-``make_outcome_reward("llm")`` of ``train/rewards.py`` (through ``sagegen.judge.judge_answer`` and
+``make_outcome_reward("llm")`` of ``train/rewards.py`` (through ``sagegen.verdict.judge.judge_answer`` and
 our OpenAI backend; falls back to F1 >= ``judge.f1_threshold``). The grader below is
 ``helpers.fault_server.FaultServer`` answering canned verdicts keyed on the ``[response]`` it is
 asked to grade, so concurrent calls get the right reply whatever their order; its fault queue
@@ -23,7 +23,7 @@ import pytest
 
 from helpers.fault_server import BADJSON, NONJSON, NOTCOMPLETION, RESET, TRUNCATE, FaultServer, sleep, status
 from sagegen.config import JudgeConfig, LLMConfig
-from sagegen.export import reward as R
+from sagegen.verdict import reward as R
 
 QUESTION = "Who was Lothair II's mother?"
 GT = {"target": ["Ermengarde of Tours"]}

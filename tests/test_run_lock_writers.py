@@ -1,4 +1,4 @@
-"""Every command that writes a run folder takes its run lock first (sagegen.runlock).
+"""Every command that writes a run folder takes its run lock first (sagegen.ledger.lock).
 
 The campaign's case: with ``generate`` writing to a run, ``import ... --out RUN --force`` exited 0,
 deleted the live ledger, and the generator wrote on into deleted files. The live writer here is
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sage_loop_helpers import cli_env, run_cli
-from sagegen.runlock import DirLock, LockedError, holds
-from sagegen.store import RunStore
+from sagegen.ledger.lock import DirLock, LockedError, holds
+from sagegen.ledger.store import RunStore
 from test_import_release import release  # noqa: F401  (the fixture: the release's files)
 
 
@@ -26,7 +26,7 @@ class LiveWriter:
 
     def __init__(self, run: Path) -> None:
         code = (
-            "import sys; from sagegen.runlock import DirLock; "
+            "import sys; from sagegen.ledger.lock import DirLock; "
             f"lock = DirLock({str(run)!r}, 'run').acquire(); print('locked', flush=True); sys.stdin.read()"
         )
         self.proc = subprocess.Popen(

@@ -13,7 +13,7 @@ import pytest
 
 from sagegen.config import load_config
 from sagegen.events import CallsCounted, PairFinished, PairStarted
-from sagegen.session import quick_defaults, run_generate
+from sagegen.loop.session import quick_defaults, run_generate
 from test_resume_sigkill import _corpus, _rows
 
 DELAY = 0.3  # seconds per call: a pair of 4+ calls outlasts several COUNTS_EVERY periods

@@ -29,8 +29,8 @@ else:
     ray = pytest.importorskip("ray")
 
 from sagegen.config import load_config
+from sagegen.loop.session import quick_defaults, run_generate
 from sagegen.records import Doc
-from sagegen.session import quick_defaults, run_generate
 
 RAY = ("pipeline.executor=ray", "pipeline.workers=2")
 
@@ -99,8 +99,8 @@ def test_a_worker_that_reads_another_corpus_stops_the_run_with_a_clear_error(
     local_ray: Any, corpus_dir: Path
 ) -> None:
     from sagegen.errors import ConfigError
-    from sagegen.scale import run_pairs
-    from sagegen.store import RunStore
+    from sagegen.ledger.store import RunStore
+    from sagegen.loop.scale import run_pairs
 
     cfg = load_config(None, _settings("c.sqlite", *RAY))
     run = corpus_dir / "wrong" / "run"

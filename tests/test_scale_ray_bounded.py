@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from sagegen.scale import WorkerError
-from sagegen.scale.ray_cluster import worker_count
+from sagegen.loop.scale import WorkerError
+from sagegen.loop.scale.ray_cluster import worker_count
 from test_resume_sigkill import N, _corpus, _rows
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -35,7 +35,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def test_workers_are_capped_at_the_free_cpus_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="sagegen.scale.ray_cluster"):
+    with caplog.at_level(logging.WARNING, logger="sagegen.loop.scale.ray_cluster"):
         assert worker_count(3, {"CPU": 2.0}, {"CPU": 2.0}, pairs=10) == 2
     assert "--workers 3: the Ray cluster has 2 free CPU(s) of 2; running 2 pair workers" in caplog.text
     assert worker_count(1, {"CPU": 8.0}, {"CPU": 5.0}, pairs=10) == 5  # default: one per CPU, free ones
@@ -52,7 +52,7 @@ else:
     ray = pytest.importorskip("ray")
 
 from sagegen.config import load_config  # noqa: E402
-from sagegen.session import quick_defaults, run_generate  # noqa: E402
+from sagegen.loop.session import quick_defaults, run_generate  # noqa: E402
 
 
 def _settings(*extra: str, delay: float = 0.02) -> list[str]:
@@ -109,7 +109,7 @@ def test_a_worker_that_can_never_be_placed_does_not_hold_the_run(
 ) -> None:
     # Three actors of one CPU on two CPUs (as a cluster that shrank after the count was taken):
     # the third stays pending; the run ends when the pairs are done, not when it starts.
-    monkeypatch.setattr("sagegen.scale.ray_cluster.worker_count", lambda *a, **k: 3)
+    monkeypatch.setattr("sagegen.loop.scale.ray_cluster.worker_count", lambda *a, **k: 3)
     t0 = time.monotonic()
     res = run_generate(load_config(None, _settings()), corpus_dir / "run")
     assert res.stats.done == N and time.monotonic() - t0 < 100
@@ -125,9 +125,9 @@ def test_no_worker_able_to_start_ends_the_run_in_bounded_time_and_the_rerun_fini
 
     hog = Hog.remote()
     ray.get(hog.ping.remote())
-    monkeypatch.setattr("sagegen.scale.ray_cluster.worker_count", lambda *a, **k: 1)
-    monkeypatch.setattr("sagegen.scale.ray_cluster.START_TIMEOUT", 3.0)
-    monkeypatch.setattr("sagegen.scale.ray_cluster.SETTLE", 0.0)
+    monkeypatch.setattr("sagegen.loop.scale.ray_cluster.worker_count", lambda *a, **k: 1)
+    monkeypatch.setattr("sagegen.loop.scale.ray_cluster.START_TIMEOUT", 3.0)
+    monkeypatch.setattr("sagegen.loop.scale.ray_cluster.SETTLE", 0.0)
     t0 = time.monotonic()
     with pytest.raises(WorkerError, match=r"no Ray pair worker started within 3s .*rerun the same command"):
         run_generate(load_config(None, _settings()), corpus_dir / "run")
@@ -230,7 +230,7 @@ def two_nodes() -> Iterator[TwoNodes]:
 def _generate(cwd: Path, address: str, env: dict[str, str], *extra: str, delay: float = 0.02):
     sets = [x for s in _settings(f"pipeline.ray_address={address}", *extra, delay=delay) for x in ("-s", s)]
     return subprocess.Popen(
-        [sys.executable, "-m", "sagegen.cli", "generate", "--out", "run", "--no-progress", *sets],
+        [sys.executable, "-m", "sagegen.cli.main", "generate", "--out", "run", "--no-progress", *sets],
         cwd=cwd,
         env={**env, "COLUMNS": "1000"},
         stdout=subprocess.PIPE,

@@ -1,7 +1,7 @@
 """``sagegen generate --workers 2``: real processes on one run directory, against one process.
 
 The runs are real ``sagegen generate`` commands on the package's scripted fixture (the SIGKILL test's
-setup, sagegen.scale). The fixture sleeps (blocking) in each call, so one process runs one call at a
+setup, sagegen.loop.scale). The fixture sleeps (blocking) in each call, so one process runs one call at a
 time and two workers really share the pairs. Completed backend calls are the rows of the call cache.
 """
 
@@ -231,7 +231,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_finishes(
 
 def test_the_worker_count_may_change_on_resume_and_is_no_part_of_the_config_hash() -> None:
     from sagegen.config import load_config
-    from sagegen.store import config_hash
+    from sagegen.ledger.store import config_hash
 
     one = load_config(None, [])
     many = load_config(None, ["pipeline.workers=4", "pipeline.executor=ray", "pipeline.ray_address=auto"])
@@ -247,7 +247,7 @@ def test_ray_executor_without_ray_installed_is_a_config_error(
 ) -> None:
     from sagegen.config import load_config
     from sagegen.errors import ConfigError
-    from sagegen.scale import run_pairs
+    from sagegen.loop.scale import run_pairs
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where it is not installed
     cfg = load_config(None, ["pipeline.executor=ray"])
@@ -259,8 +259,8 @@ def test_a_worker_error_comes_back_as_one_line_and_stops_the_other_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sagegen.config import load_config
-    from sagegen.scale import WorkerError, run_pairs
-    from sagegen.session import Components
+    from sagegen.loop.scale import WorkerError, run_pairs
+    from sagegen.loop.session import Components
 
     _corpus(tmp_path / "corpus.jsonl")
     monkeypatch.chdir(tmp_path)

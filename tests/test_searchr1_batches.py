@@ -22,7 +22,7 @@ from sagegen.agents.tags import format_information
 from sagegen.config import ServerConfig, load_config
 from sagegen.records import Hit
 from sagegen.retrieval.factory import build_retriever
-from sagegen.retrieval.server import create_app, running_server
+from sagegen.server import create_app, running_server
 
 N_QUERIES = 2560  # Search-R1's GRPO recipe: train_batch_size=512 x n_agent=5
 

@@ -290,7 +290,7 @@ def test_completions_port_sends_token_ids_to_a_vllm_style_server(qwen: Any, tmp_
     from sagegen.config import LLMConfig
     from sagegen.llm.accounting import AccountingLLM
     from sagegen.llm.scripted import ScriptedLLM
-    from sagegen.retrieval.server_testing import running_server
+    from sagegen.server.testing import running_server
 
     qwen.save_pretrained(tmp_path / "tok")
     bodies: list[dict[str, Any]] = []
@@ -358,7 +358,7 @@ def test_eval_runs_the_searchr1_rollout_on_a_local_checkpoint(shared_data: Path,
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "eval",
             str(bench),
             "--k",

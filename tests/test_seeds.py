@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from sage_loop_helpers import OverlapRetriever, RoleScript, infos, search, small_config
-from sagegen.pipeline import Pipeline
+from sagegen.ledger.store import RunStore
+from sagegen.loop.pipeline import Pipeline
+from sagegen.loop.seeds import StratifiedSeeds, passage_vectors, spherical_kmeans, term_vectors
+from sagegen.loop.session import Components
 from sagegen.records import Doc
-from sagegen.seeds import StratifiedSeeds, passage_vectors, spherical_kmeans, term_vectors
-from sagegen.session import Components
-from sagegen.store import RunStore
 
 TOPICS = {
     "football": "football match goal striker league stadium referee penalty season club",

@@ -22,7 +22,7 @@ from helpers.serve_cli import start_serve, write_searchr1
 from sagegen.config import ServerConfig
 from sagegen.errors import ConfigError
 from sagegen.records import Doc, Hit
-from sagegen.retrieval.server import (
+from sagegen.server import (
     check_bind,
     create_app,
     is_loopback_host,
@@ -605,7 +605,7 @@ def test_cli_serve_refuses_bad_invocations(
     import re
     import sys
 
-    from sagegen.cli import main
+    from sagegen.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SAGEGEN_API_KEY", raising=False)

@@ -21,9 +21,9 @@ import pytest
 
 from sagegen.config import ServerConfig, load_config
 from sagegen.records import Hit
-from sagegen.retrieval.batching import auto_concurrency
 from sagegen.retrieval.factory import ensure_index, open_index
-from sagegen.retrieval.server import create_app, running_server
+from sagegen.server import create_app, running_server
+from sagegen.server.batching import auto_concurrency
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from sagegen.records import Doc, Hit
 from sagegen.retrieval.index import DocStore, to_hits
-from sagegen.retrieval.server_wire import encode_positions, encode_result, render
+from sagegen.server.wire import encode_positions, encode_result, render
 
 TEXTS = [
     "plain",

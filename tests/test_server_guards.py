@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from sagegen.config import ServerConfig
-from sagegen.retrieval.server import create_app, running_server
-from sagegen.retrieval.server_guard import host_name, is_loopback_name
+from sagegen.server import create_app, running_server
+from sagegen.server.guard import host_name, is_loopback_name
 from test_server import WordOverlap
 
 FAST = ServerConfig(header_timeout=1.0, body_timeout=1.0)

@@ -163,7 +163,7 @@ def _serve_index(index: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "serve",
             "--index",
             str(index),

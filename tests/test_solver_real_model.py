@@ -77,7 +77,7 @@ def _check_structure(traj, max_searches: int, question: str) -> None:
 @pytest.mark.ci
 async def test_real_model_solves_end_to_end(stack) -> None:
     from sagegen.agents.solver import solve
-    from sagegen.judge import exact_match, f1_score, judge_answer
+    from sagegen.verdict.judge import exact_match, f1_score, judge_answer
 
     cfg, llm, retriever = stack
     question = "What is the capital city of France?"

@@ -22,12 +22,12 @@ from sage_loop_helpers import (
 )
 from sagegen.config import Config, load_config
 from sagegen.errors import ConfigError
+from sagegen.ledger.store import RunStore
 from sagegen.llm.scripted import ScriptedLLM
-from sagegen.pipeline import Pipeline
+from sagegen.loop.pipeline import Pipeline
+from sagegen.loop.session import Components
 from sagegen.records import Attempt, Judgement, Step, Trajectory, Verdict
-from sagegen.session import Components
-from sagegen.solvers import parse_ambiguity
-from sagegen.store import RunStore
+from sagegen.verdict.agreement import parse_ambiguity
 
 Msgs = Sequence[dict[str, Any]]
 Q = "In which year was the engineer of the 1889 Paris tower born?"

@@ -10,11 +10,11 @@ import pytest
 
 from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, small_config, write_corpus
 from sagegen.config import Config
-from sagegen.damage import LedgerError
 from sagegen.errors import ConfigError, SagegenError
 from sagegen.ids import derive_seed
+from sagegen.ledger.damage import LedgerError
+from sagegen.ledger.store import RunStore, config_diff
 from sagegen.records import Candidate, Judgement, QAPair, Step, Trajectory, Verdict
-from sagegen.store import RunStore, config_diff
 
 
 def _open(run: Path, cfg: Config, **kw: bool) -> tuple[RunStore, bool]:

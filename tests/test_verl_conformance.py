@@ -74,7 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, verl_python: str) -> Iterat
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "serve",
             "--port",
             str(port),
@@ -140,7 +140,7 @@ def recipe(served: dict[str, Any], verl_python: str) -> dict[str, Any]:
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "train",
             "data",
             "--backend",
@@ -191,7 +191,7 @@ def test_a_ppo_recipe_with_a_critic_validates_too(recipe: dict[str, Any], verl_p
     """The paper's PPO (``gae``, a value model) goes through verl's critic checks as well."""
     from sagegen.config import load_config
     from sagegen.errors import ConfigError
-    from sagegen.train.verl_recipe import check_with_verl, overrides
+    from sagegen.integrations.verl.recipe import check_with_verl, overrides
 
     base = recipe["base"]
     sets = [
@@ -219,7 +219,7 @@ def test_b_tool_loads_through_verl_and_searches_the_live_server(
 
     b = recipe["report"]["b"]
     assert b["n_tools"] == 1 and b["is_base_tool"]
-    assert b["class"] == "sagegen.integrations.verl_tool.SearchTool" and b["name"] == "search"
+    assert b["class"] == "sagegen.integrations.verl.tool.SearchTool" and b["name"] == "search"
     assert b["schema"]["function"]["parameters"]["required"] == ["query"]
     # what the tool showed the policy is the server's answer, formatted as the solver formats it
     body = {"queries": ["Zorvath Bridge engineer"], "topk": 3, "return_scores": True}
@@ -253,7 +253,8 @@ def test_d_reward_scores_a_dataproto_through_verls_loader(recipe: dict[str, Any]
 
 def test_unchecked_verl_version_is_refused_by_name(verl_python: str, tmp_path: Path) -> None:
     probe = (
-        "import sys, verl; verl.__version__ = '0.0.1'; from sagegen.integrations import verl_check; "
+        "import sys, verl; verl.__version__ = '0.0.1'; "
+        "from sagegen.integrations.verl import check as verl_check; "
         "sys.exit(verl_check.main(['trainer.nnodes=1']))"
     )
     env = {k: v for k, v in _side_env().items() if k != "SAGEGEN_VERL_UNCHECKED"}

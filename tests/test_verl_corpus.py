@@ -22,11 +22,11 @@ import yaml
 from sagegen.config import CorpusConfig, RetrievalConfig, ServerConfig, load_config
 from sagegen.corpus import corpus_hash, load_corpus
 from sagegen.errors import ConfigError
+from sagegen.integrations.verl.corpus import ServedCorpus, check_served, served_corpus, wait_and_check
 from sagegen.records import QAPair
 from sagegen.retrieval.index import build_index, open_index
-from sagegen.retrieval.server_app import create_app
-from sagegen.retrieval.server_testing import running_server
-from sagegen.train.verl_corpus import ServedCorpus, check_served, served_corpus, wait_and_check
+from sagegen.server.app import create_app
+from sagegen.server.testing import running_server
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -89,7 +89,7 @@ def test_cli_dry_run_refuses_with_one_line(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sagegen.cli",
+            "sagegen.cli.main",
             "train",
             str(tmp_path),
             "--backend",
@@ -154,7 +154,7 @@ def test_health_names_the_corpus_hash(tmp_path: Path) -> None:
 
 
 def test_recipe_serves_the_named_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sagegen.train.verl_recipe import write_recipe
+    from sagegen.integrations.verl.recipe import write_recipe
 
     monkeypatch.delenv("SAGEGEN_VERL_PYTHON", raising=False)
     served = ServedCorpus(
@@ -171,10 +171,10 @@ def test_recipe_serves_the_named_corpus(tmp_path: Path, monkeypatch: pytest.Monk
         "'/data/hotpot corpus.jsonl' --kind dense &"
     ) in script
     assert (
-        f"python3 -m sagegen.train.verl_corpus http://127.0.0.1:8000/health --n-docs 994 "
+        f"python3 -m sagegen.integrations.verl.corpus http://127.0.0.1:8000/health --n-docs 994 "
         f"--corpus-hash {'ab' * 16} --pid $SERVE_PID"
     ) in script
-    assert script.index("verl_corpus") < script.index('verl.trainer.main_ppo "${OVERRIDES')
+    assert script.index("sagegen.integrations.verl.corpus") < script.index('verl.trainer.main_ppo "${OVERRIDES')
     conf = yaml.safe_load((tmp_path / "recipe" / "serve_config.yaml").read_text())
     assert conf["corpus"]["chunk_words"] == 100 and "path" not in conf["corpus"]
     # what `sagegen serve --config serve_config.yaml --corpus ... --kind ...` resolves to is the served corpus
@@ -192,10 +192,10 @@ def _free_port() -> int:
 
 
 # The stand-in for the cluster's python3: verl's own checker and trainer are replaced (no verl here);
-# everything else (sagegen.train.verl_corpus) runs in the real interpreter. The "trainer" asks the
+# everything else (sagegen.integrations.verl.corpus) runs in the real interpreter. The "trainer" asks the
 # tool's server for each training question, as verl's search tool would, and records what came back.
 _FAKE_PYTHON = """#!/usr/bin/env bash
-if [ "$1 $2" = "-m sagegen.integrations.verl_check" ]; then exit 0; fi
+if [ "$1 $2" = "-m sagegen.integrations.verl.check" ]; then exit 0; fi
 if [ "$1 $2" = "-m verl.trainer.main_ppo" ]; then exec {python} {here}/fake_trainer.py "$@"; fi
 exec {python} "$@"
 """
@@ -228,7 +228,7 @@ def test_run_verl_sh_serves_the_hotpotqa_corpus(shared_data: Path, tmp_path: Pat
     clean = tmp_path / "clean"  # the recipe folder, started from a clean folder (no index built yet)
     clean.mkdir()
     env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "1000"}
-    cli = [sys.executable, "-m", "sagegen.cli"]
+    cli = [sys.executable, "-m", "sagegen.cli.main"]
     port = _free_port()
     subprocess.run(
         [*cli, "export", str(run), "--format", "verl", "--out", str(tmp_path / "exp"), "--split", "0"],
@@ -264,7 +264,7 @@ def test_run_verl_sh_serves_the_hotpotqa_corpus(shared_data: Path, tmp_path: Pat
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python3").write_text(_FAKE_PYTHON.format(python=sys.executable, here=bin_dir))
-    (bin_dir / "sagegen").write_text(f'#!/usr/bin/env bash\nexec {sys.executable} -m sagegen.cli "$@"\n')
+    (bin_dir / "sagegen").write_text(f'#!/usr/bin/env bash\nexec {sys.executable} -m sagegen.cli.main "$@"\n')
     (bin_dir / "fake_trainer.py").write_text(_FAKE_TRAINER)
     for f in ("python3", "sagegen"):
         (bin_dir / f).chmod(0o755)

@@ -44,7 +44,7 @@ OVERRIDES=(
   trainer.critic_warmup=0
 )
 # Compose and validate the overrides with the verl installed here; refuses unchecked versions.
-python3 -m sagegen.integrations.verl_check "${OVERRIDES[@]}" "$@"
+python3 -m sagegen.integrations.verl.check "${OVERRIDES[@]}" "$@"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # The corpus the data came from (runs/default/config.yaml):
 #   the bundled corpus (bm25, 10033 passages, corpus hash d73754aadc50bf39d665b9a221092444)
@@ -53,5 +53,5 @@ SERVE_PID=$!
 trap 'kill $SERVE_PID' EXIT
 # Training against another corpus's passages would run on silently: stop unless /health
 # names this one.
-python3 -m sagegen.train.verl_corpus http://127.0.0.1:8000/health --n-docs 10033 --corpus-hash d73754aadc50bf39d665b9a221092444 --pid $SERVE_PID
+python3 -m sagegen.integrations.verl.corpus http://127.0.0.1:8000/health --n-docs 10033 --corpus-hash d73754aadc50bf39d665b9a221092444 --pid $SERVE_PID
 python3 -m verl.trainer.main_ppo "${OVERRIDES[@]}" "$@"

@@ -19,7 +19,7 @@ from sagegen.prompts import Prompts
 
 #: Marks a field (or a whole section) that may change when a run is resumed: it changes how a run
 #: goes (speed, retries, where caches live), never what it produces. The ledger's resume check
-#: (``sagegen.store``) and eval's fingerprint (``sagegen.evaluate``) both drop exactly these.
+#: (``sagegen.ledger.store``) and eval's fingerprint (``sagegen.loop.evaluate``) both drop exactly these.
 VOLATILE: dict[str, Any] = {"volatile": True}
 
 
@@ -204,7 +204,7 @@ class SolverConfig(_Role):
     #: Passages per search; unset, it is ``retrieval.topk`` (set here only for a solver that differs).
     topk: int = Field(DEFAULT_TOPK, ge=1)
     #: Sized for real backends: a thinking model's thoughts count against it (a Qwen3 or R1 turn thinks
-    #: for thousands of tokens); the embedded demo keeps small caps (``sagegen.session.quick_defaults``).
+    #: for thousands of tokens); the embedded demo keeps small caps (``sagegen.loop.session.quick_defaults``).
     max_turn_tokens: int = Field(8192, ge=16)
     #: Characters of each passage shown to the model (0 = whole passage).
     passage_chars: int = Field(0, ge=0)
@@ -248,7 +248,7 @@ class GeneratorConfig(_Role):
     #: Sampling temperature of generator and reviser calls (formerly ``llm.temperature``).
     temperature: float = Field(0.7, ge=0)
     #: Sized for real backends (a strong model's revision runs to thousands of tokens); the embedded
-    #: demo keeps small caps (``sagegen.session.quick_defaults``).
+    #: demo keeps small caps (``sagegen.loop.session.quick_defaults``).
     max_turn_tokens: int = Field(8192, ge=16)
     #: Retries when the generator's final output cannot be parsed.
     max_format_retries: int = Field(2, ge=0)
@@ -302,9 +302,10 @@ class PipelineConfig(Section):
     concurrency: int = Field(4, ge=1, json_schema_extra=VOLATILE)
     seed: int = 0
     #: Skip the remaining attempts once a pair is certainly too easy (docs/design.md §5.3; Avg@K is then over
-    #: the attempts that ran, see ``sagegen.pipeline``).
+    #: the attempts that ran, see ``sagegen.loop.pipeline``).
     early_stop: bool = True
-    #: Retriever-only shortcut check before the solver attempts (sagegen.precheck): ``auto`` where it is
+    #: Retriever-only shortcut check before the solver attempts (sagegen.verdict.precheck): ``auto`` where
+    #: it is
     #: safe (S >= 2, answers that cannot match by chance), ``on`` also for one- or two-digit answers, ``off``.
     #: Runs made before the pre-check existed did not have it: absent from their config means ``off``.
     precheck: Literal["auto", "on", "off"] = "auto"
@@ -320,11 +321,12 @@ class PipelineConfig(Section):
     precheck_subquestions: Literal["first", "all", "none"] = "first"
     #: Run the solver attempts anyway and record whether they agree with the pre-check (the solvers decide).
     precheck_compare: bool = False
-    #: Correct only when at least this many of the solvers (``solver_llms``) answer right (sagegen.solvers).
+    #: Correct only when at least this many of the solvers (``solver_llms``) answer right
+    #: (sagegen.verdict.agreement).
     min_solvers_agree: int = Field(1, ge=1)
     #: Ask the judge model whether another answer fits a passing pair; if so it goes to ambiguous.jsonl.
     ambiguity_check: bool = False
-    #: Seed passages: ``random`` (uniform) or ``stratified`` over topic clusters (sagegen.seeds).
+    #: Seed passages: ``random`` (uniform) or ``stratified`` over topic clusters (sagegen.loop.seeds).
     seed_sampling: Literal["random", "stratified"] = "random"
     #: Topic clusters for stratified seeds (0 = about sqrt(N)/2 of the N passages, between 2 and 64).
     seed_clusters: int = Field(0, ge=0)
@@ -343,7 +345,7 @@ class PipelineConfig(Section):
     #: Question dedup per output file: ``normalized`` (SQuAD normalisation) or ``exact`` (the release).
     dedup: Literal["normalized", "exact"] = "normalized"
     #: Processes that run pairs, ``concurrency / workers`` in flight each (``--workers N``;
-    #: sagegen.scale): one asyncio loop drives at most one core.
+    #: sagegen.loop.scale): one asyncio loop drives at most one core.
     workers: int = Field(1, ge=1, json_schema_extra=VOLATILE)
     #: ``local``: this machine's processes; ``ray``: Ray actors over a cluster (``--ray [ADDRESS]``).
     executor: Literal["local", "ray"] = Field("local", json_schema_extra=VOLATILE)
@@ -468,7 +470,7 @@ class Config(Section):
     #: Optional separate models for roles; ``None`` means use ``llm``.
     solver_llm: LLMConfig | None = None
     judge_llm: LLMConfig | None = None
-    #: Several solvers, strongest first (sagegen.solvers); replaces ``solver_llm`` when not empty.
+    #: Several solvers, strongest first (sagegen.verdict.agreement); replaces ``solver_llm`` when not empty.
     solver_llms: list[LLMConfig] = Field(default_factory=list)
     solver: SolverConfig = SolverConfig()
     judge: JudgeConfig = JudgeConfig()

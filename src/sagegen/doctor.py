@@ -23,7 +23,7 @@ from sagegen.errors import ConfigError, scrub
 PROBE_TIMEOUT = 10.0
 
 
-#: The setting that caps each role's replies (the pipeline's roles, sagegen.pipeline).
+#: The setting that caps each role's replies (the pipeline's roles, sagegen.loop.pipeline).
 CAP_SETTING = {
     "generator": "generator.max_turn_tokens",
     "solver": "solver.max_turn_tokens",

@@ -1,7 +1,7 @@
 """What the core tells whoever watches a run: small typed events, handed to one callback.
 
 The core (pipeline, session, evaluate, the accounting wrapper) knows no screen: it calls an
-:data:`EventSink` with these records as things happen, and the command line (``sagegen.cli_display``)
+:data:`EventSink` with these records as things happen, and the command line (``sagegen.cli.display``)
 draws them. An LLM call reports when it finishes, so calls and tokens move while a pair is in flight.
 """
 
@@ -18,7 +18,7 @@ class RunStarted:
     total: int
     already_done: int
     labels: dict[str, int] = field(default_factory=dict)
-    #: The finished pairs per outcome (``sagegen.outcomes``), as ``labels`` per verdict.
+    #: The finished pairs per outcome (``sagegen.ledger.outcomes``), as ``labels`` per verdict.
     outcomes: dict[str, int] = field(default_factory=dict)
     #: Rounds R of the run and pairs in flight at once (0: not said, e.g. by an older caller).
     rounds: int = 0
@@ -56,7 +56,7 @@ class RoundFinished:
 @dataclass(frozen=True)
 class PairFinished:
     """Pair ``index`` is finished: ``label`` is its final verdict (the ledger state), ``outcome``
-    where it ended as the files hold it (``sagegen.outcomes``: a pass can end as a duplicate)."""
+    where it ended as the files hold it (``sagegen.ledger.outcomes``: a pass can end as a duplicate)."""
 
     index: int
     label: str
@@ -90,7 +90,7 @@ class LLMCallFinished:
 @dataclass(frozen=True)
 class CallsCounted:
     """Calls another process made (a ``--workers``/Ray worker), reported as they happen (every
-    ``sagegen.scale.COUNTS_EVERY`` seconds) and with each pair it finishes."""
+    ``sagegen.loop.scale.COUNTS_EVERY`` seconds) and with each pair it finishes."""
 
     calls: int
     cached: int = 0

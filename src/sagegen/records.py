@@ -166,7 +166,8 @@ class Judgement(Record):
     extracted: str | None = None
     reason: str = ""
     method: str = "llm"  # "llm", "em", "f1"
-    #: The judge's LLM failed (after retries) on some try, so this is no real judgement (sagegen.outage).
+    #: The judge's LLM failed (after retries) on some try, so this is no real judgement
+    #: (sagegen.agents.outage).
     llm_failed: bool = False
 
 
@@ -194,9 +195,10 @@ class Verdict(Record):
     avg_at_k: float
     label: VerdictLabel
     num_attempts: int
-    #: What decided it: the solver attempts, or the retriever-only shortcut pre-check (sagegen.precheck).
+    #: What decided it: the solver attempts, or the retriever-only shortcut pre-check
+    #: (sagegen.verdict.precheck).
     source: Literal["solver", "precheck"] = "solver"
-    #: With several solvers: how many of them answered right at least once (sagegen.solvers).
+    #: With several solvers: how many of them answered right at least once (sagegen.verdict.agreement).
     solvers_agree: int | None = None
 
     @classmethod
@@ -208,7 +210,7 @@ class Verdict(Record):
         *,
         source: Literal["solver", "precheck"] = "solver",
     ) -> Verdict:
-        """The one verdict rule (docs/design.md §1.2; several solvers: :mod:`sagegen.solvers`).
+        """The one verdict rule (docs/design.md §1.2; several solvers: :mod:`sagegen.verdict.agreement`).
 
         ``per_solver`` holds each solver's attempts, strongest first (one list for one solver). Correct:
         at least ``min_agree`` solvers answered right at least once. Difficulty: the fewest searches among
@@ -249,7 +251,7 @@ class Candidate(Record):
     seed_doc_id: str
     round: int = 1
     supporting_ids: tuple[str, ...] = ()
-    #: The type the answer reads as (``sagegen.answer_types``); differs from ``answer_type`` on a
+    #: The type the answer reads as (``sagegen.agents.answer_types``); differs from ``answer_type`` on a
     #: mismatch, which keeps the pair; ``None``: not checked (older runs, imported pairs).
     answer_type_found: AnswerType | None = None
 

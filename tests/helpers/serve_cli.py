@@ -34,7 +34,7 @@ def cli_env() -> dict[str, str]:
 def start_serve(args: list[str], cwd: Path) -> tuple[Any, str]:
     """Start `sagegen serve ... --port 0` and return (process, base URL) once it prints its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sagegen.cli", "serve", *args, "--port", "0"],
+        [sys.executable, "-m", "sagegen.cli.main", "serve", *args, "--port", "0"],
         cwd=cwd,
         env=cli_env(),
         stdout=subprocess.PIPE,

@@ -82,7 +82,7 @@ def check(recipe: Path, data: Path, model: Path) -> dict[str, Any]:
     except ImportError:  # verl < 0.9 kept it under tools/utils
         from verl.tools.utils.tool_registry import initialize_tools_from_config
 
-    from sagegen.integrations import verl_check
+    from sagegen.integrations.verl import check as verl_check
 
     report: dict[str, Any] = {"verl": verl.__version__}
 

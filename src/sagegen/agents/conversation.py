@@ -27,7 +27,7 @@ class Conversation:
     """One agent run: chat history, recorded steps, searches used.
 
     ``recover_llm_errors``: a failed call is recorded as event ``llm_error`` and ``call`` returns
-    ``None`` (the solver's way: it forces an answer, and ``sagegen.outage`` later refuses to store
+    ``None`` (the solver's way: it forces an answer, and ``sagegen.agents.outage`` later refuses to store
     it); otherwise the ``LLMError`` propagates (the generator's way: the pair is left for a rerun).
     """
 

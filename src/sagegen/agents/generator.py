@@ -18,7 +18,7 @@ carrying its own earlier trace and one solver trace. Both share the rules:
 - every call passes the same ``seed`` (derived by the pipeline from run seed, pair and round), so
   the LLM call cache replays an interrupted trajectory exactly on resume;
 - every candidate records the type its answer reads as (``answer_type_found``,
-  ``sagegen.answer_types``); a mismatch keeps the pair, and the feedback prompt tells the reviser
+  ``sagegen.agents.answer_types``); a mismatch keeps the pair, and the feedback prompt tells the reviser
   (``feedback_answer_type.j2``).
 
 The loop (:meth:`_Authoring.loop`) reads like the solver's: one call, then a named turn function
@@ -34,8 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sagegen import answer_types
-from sagegen.agents import feedback_fit, release, tags
+from sagegen.agents import answer_types, feedback_fit, release, tags
 from sagegen.agents.conversation import Conversation
 from sagegen.agents.feedback_fit import Shortening
 from sagegen.config import GeneratorConfig
@@ -129,7 +128,7 @@ def make_candidate(
     round: int,
     support: Sequence[str],
 ) -> Candidate:
-    """A candidate as written, labelled with the type its answer reads as (``sagegen.answer_types``:
+    """A candidate as written, labelled with the type its answer reads as (``sagegen.agents.answer_types``:
     a mismatch keeps the pair and is told to the reviser in the feedback round)."""
     return Candidate(
         question=question,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.analysis import metrics as M
-from sagegen.store import PairRecord, RunStore
+from sagegen.ledger.store import PairRecord, RunStore
 
 ANALYSIS_FILE = "analysis.json"
 #: Bumped when the analysis gains or changes fields, so a stale analysis.json is recomputed.
@@ -36,8 +36,9 @@ def saved_analysis(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def funnel(pairs: list[PairRecord]) -> dict[str, int]:
-    """Where every seed ended, by the file it went to (``sagegen.outcomes``, as status and the summary)."""
-    from sagegen.outcomes import outcome_counts
+    """Where every seed ended, by the file it went to (``sagegen.ledger.outcomes``, as status and the
+    summary)."""
+    from sagegen.ledger.outcomes import outcome_counts
 
     return outcome_counts((p.state, p.output) for p in pairs)
 
@@ -117,7 +118,7 @@ def analyze_pairs(
 
 def _imported(run_dir: Path) -> dict[str, Any]:
     """``{"import": ...}`` for a run made by ``sagegen import`` (its ``import.json``), else nothing."""
-    from sagegen.integrations.sage_release import IMPORT_FILE
+    from sagegen.ledger.store import IMPORT_FILE
 
     f = run_dir / IMPORT_FILE
     if not f.is_file():

@@ -2,7 +2,7 @@
 
 - spread: mean cosine distance between two different questions (0 = all the same, ~1 = unrelated),
   over MiniLM embeddings when the ``dense`` extra is installed, else hashed TF-IDF term vectors
-  (``sagegen.seeds.term_vectors``); ``method`` says which, so compare runs measured the same way;
+  (``sagegen.loop.seeds.term_vectors``); ``method`` says which, so compare runs measured the same way;
 - nearest-neighbour similarity of each question (its histogram is what the report plots: a mass
   near 1 means many questions have a twin);
 - entities: capitalised name spans in the questions (a cheap stand-in for NER), distinct / total;
@@ -81,7 +81,7 @@ def _vectors(texts: Sequence[str], method: str) -> tuple[np.ndarray, str]:
 
     if method in ("auto", "embedding") and embedder_available():
         return np.asarray(embed(texts), dtype=np.float32), "embedding"
-    from sagegen.seeds import term_vectors
+    from sagegen.loop.seeds import term_vectors
 
     return term_vectors(texts), "terms"
 

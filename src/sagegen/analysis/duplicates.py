@@ -41,7 +41,7 @@ def embed(texts: Sequence[str], model: str | None = None) -> Any:
     from sentence_transformers import SentenceTransformer
 
     name = model if model not in (None, "minilm") else str(minilm_path())
-    from sagegen.hf_models import quiet_loading
+    from sagegen.llm.hf_models import quiet_loading
 
     with quiet_loading():  # transformers' "Loading weights" bar: the caller reports what it does
         st = SentenceTransformer(name, device="cpu")

@@ -217,8 +217,8 @@ def label_benchmark(
 ) -> dict[str, Any]:
     """Strategies of every question of a benchmark file (FlashRAG or the other layouts ``eval`` reads),
     from question and first gold answer; the same shares as ``label_run`` (causes: n = 0)."""
-    from sagegen.benchmark_fields import Fields, read_fields
     from sagegen.jsonl import iter_json_objects
+    from sagegen.loop.benchmark_fields import Fields, read_fields
 
     path = Path(bench)
     tasks = []

@@ -1,6 +1,6 @@
 """The paper's intrinsic metrics over a run ledger, plus data-quality checks.
 
-Definitions (docs/design.md §1.2), computed from :class:`sagegen.store.PairRecord`\\ s:
+Definitions (docs/design.md §1.2), computed from :class:`sagegen.ledger.store.PairRecord`\\ s:
 
 * A pair's *state after round r* is the verdict of its latest verified round ≤ r. The loop stops
   at a pass, so a pair that passed in round 1 still counts as passed "after 3 rounds"; this is
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from sagegen.errors import InputError
+from sagegen.ledger.store import PairRecord, RoundRecord
 from sagegen.records import Candidate, Verdict
-from sagegen.store import PairRecord, RoundRecord
 
 FINAL_STATES = ("pass", "too_easy", "incorrect")
 
@@ -41,7 +41,7 @@ FINAL_STATES = ("pass", "too_easy", "incorrect")
 def normalize_text(text: str) -> str:
     """SQuAD-style normalisation (lower, no punctuation/articles, squeezed spaces)."""
     # The judge's, not export.reward's copy: analysis sits below export (export imports analysis).
-    from sagegen.judge import normalize_answer
+    from sagegen.verdict.judge import normalize_answer
 
     return normalize_answer(str(text))
 

@@ -21,9 +21,9 @@ import jinja2
 
 from sagegen.analysis import charts as C
 from sagegen.analysis import tables as T
-from sagegen.outcomes import OUTCOMES, outcome
-from sagegen.outcomes import name as outcome_name
-from sagegen.store import PairRecord, RunStore
+from sagegen.ledger.outcomes import OUTCOMES, outcome
+from sagegen.ledger.outcomes import name as outcome_name
+from sagegen.ledger.store import PairRecord, RunStore
 
 REPORT_FILE = "report.html"
 #: A message's first characters are shown; the rest of it sits in a collapsed <details> (nothing is cut).
@@ -301,7 +301,8 @@ def pair_view(p: PairRecord, store: RunStore) -> dict[str, Any]:
         )
     return {
         "index": p.index,
-        # Where the pair ended, by the one name of each outcome (sagegen.outcomes), as every screen says it.
+        # Where the pair ended, by the one name of each outcome (sagegen.ledger.outcomes), as every screen
+        # says it.
         "state": outcome(p.state, p.output),
         "state_text": outcome_name(outcome(p.state, p.output)),
         "target": p.target,

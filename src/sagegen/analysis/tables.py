@@ -2,7 +2,7 @@
 formatting and its rows, from the analysis dict (:func:`sagegen.analysis.analyze.analyze_run`).
 
 A :class:`Table` is plain data. The report renders it as HTML (``templates/macros.html.j2``) and the
-terminal through :func:`sagegen.ui.tables.render_rich`; neither decides a column or a number format.
+terminal through :func:`sagegen.cli.tables.render_rich`; neither decides a column or a number format.
 The sentences that go with the tables (duplicates, diversity, leaks) are here too, for the same reason.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagegen.outcomes import OUTCOMES
-from sagegen.outcomes import name as outcome_name
+from sagegen.ledger.outcomes import OUTCOMES
+from sagegen.ledger.outcomes import name as outcome_name
 
 Fmt = Callable[[Any], str]
 
@@ -70,7 +70,7 @@ class Table:
 
 # ----------------------------------------------------------------------------- run tables
 
-#: The funnel's columns: seeds, then each outcome by its one name (sagegen.outcomes).
+#: The funnel's columns: seeds, then each outcome by its one name (sagegen.ledger.outcomes).
 FUNNEL = (("seeds", "seeds"), *((k, outcome_name(k)) for k in OUTCOMES))
 
 

@@ -91,7 +91,7 @@ def _hf(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict[
     analysis = None
     if run.has_ledger:
         from sagegen.analysis.analyze import analyze_pairs
-        from sagegen.store import RunStore
+        from sagegen.ledger.store import RunStore
 
         with RunStore.open(run.source) as store:
             analysis = analyze_pairs(list(store.pairs()), dup_method="jaccard")
@@ -139,7 +139,7 @@ def _sft(run: RunPairs, pairs: list[QAPair], out_dir: Path, o: _Options) -> dict
             f"{run.source}: SFT export needs the run's ledger (ledger.sqlite) for the trajectories"
         )
     from sagegen.export.sft import SFTStats, sft_rows, write_sft
-    from sagegen.store import RunStore
+    from sagegen.ledger.store import RunStore
 
     stats = SFTStats()
     with RunStore.open(run.source) as store:

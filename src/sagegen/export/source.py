@@ -16,15 +16,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from sagegen.errors import InputError, SagegenError
+from sagegen.ledger.store import CONFIG_FILE, LEDGER, OUTPUT_FILES
 from sagegen.records import QAPair
-from sagegen.store import CONFIG_FILE, LEDGER, OUTPUT_FILES
 
 #: Which output file holds each verdict label.
 LABEL_FILES = {
     "pass": OUTPUT_FILES["dataset"],
     "too_easy": OUTPUT_FILES["too_easy"],
     "incorrect": OUTPUT_FILES["unsolved"],
-    "ambiguous": OUTPUT_FILES["ambiguous"],  # passes the ambiguity check flagged (sagegen.solvers)
+    "ambiguous": OUTPUT_FILES["ambiguous"],  # passes the ambiguity check flagged (sagegen.verdict.agreement)
 }
 
 
@@ -76,7 +76,7 @@ def load_pairs(source: str | Path, labels: Sequence[str] = ("pass",)) -> RunPair
         raise InputError("no such run directory or JSONL file", path=src)
     config = _read_config(src)
     if (src / LEDGER).is_file():
-        from sagegen.store import RunStore
+        from sagegen.ledger.store import RunStore
 
         with RunStore.open(src) as store:
             wanted = {k for k, v in OUTPUT_FILES.items() if v in {LABEL_FILES[lbl] for lbl in labels}}
@@ -112,7 +112,7 @@ def select(pairs: Iterable[QAPair], *, min_difficulty: int = 0, dedupe: bool = T
     question kept. Unknown difficulty fails any minimum > 0, except for a pair its source accepted
     without recording it (``acceptance="unknown"``, ``sagegen import``): the release applied its own
     step filter when it accepted the pair, and that acceptance is all the file records."""
-    from sagegen.export.reward import normalize_answer
+    from sagegen.verdict.reward import normalize_answer
 
     seen: set[str] = set()
     out = []

@@ -10,7 +10,7 @@ verl's ``RLHFDataset`` reads::
     extra_info    {"split", "index", + every exported QAPair field (``export.fields.PAIR_FIELDS``)}
     id, question, golden_answers            the FlashRAG columns Search-R1 keeps as well
 
-The reward function (``sagegen_reward.py``, a copy of :mod:`sagegen.export.reward`) is written
+The reward function (``sagegen_reward.py``, a copy of :mod:`sagegen.verdict.reward`) is written
 next to the parquet so the training cluster needs nothing else from sagegen.
 """
 
@@ -107,7 +107,7 @@ def write_verl(
     """Write ``train.parquet`` (and ``test.parquet`` when ``test`` is non-empty) plus the reward file.
 
     ``corpus``: the run's ``corpus`` and ``retrieval`` config sections, kept in ``export.json`` so the
-    verl recipe serves the corpus the questions came from (``sagegen.train.verl_corpus``).
+    verl recipe serves the corpus the questions came from (``sagegen.integrations.verl.corpus``).
     """
     pa = _pa()
     import pyarrow.parquet as pq
@@ -128,7 +128,7 @@ def write_verl(
         check_verl_parquet(path)
         res.files[split] = path
         res.counts[split] = len(rows)
-    from sagegen.export import reward
+    from sagegen.verdict import reward
 
     res.reward_path = out / "sagegen_reward.py"
     shutil.copyfile(reward.__file__, res.reward_path)

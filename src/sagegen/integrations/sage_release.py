@@ -140,8 +140,6 @@ class _Pair:
         return "initial_doc" not in self.seed.row
 
 
-#: The file written beside the ledger with what the release's files say about the run.
-IMPORT_FILE = "import.json"
 _INITIAL_NAME = re.compile(
     r"^(?P<corpus>.+?)_(?P<model>[^_]+)_(?P<retriever>[^_]+)_with_search_(?P<n>\d+)_"
     r"(?P<turns>\d+)turn_(?P<smin>\d+)to(?P<smax>\d+)_steps(?P<rest>.*)$"
@@ -379,9 +377,9 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
     """Read the release's files, then write them as a run ledger at ``out`` (see the module doc)."""
     from sagegen.config import load_config
     from sagegen.ids import trace_id
+    from sagegen.ledger.lock import DirLock
+    from sagegen.ledger.store import IMPORT_FILE, RunStore
     from sagegen.profiles import load_profile
-    from sagegen.runlock import DirLock
-    from sagegen.store import RunStore
 
     paths = list(paths)
     initial, feedback, processed = read_release(paths)
@@ -505,7 +503,7 @@ def import_release(paths: Iterable[str | Path], out: str | Path, *, force: bool 
 def _write_pair(store: Any, idx: int, p: _Pair, run: str, counts: dict[str, int], trace_id: Any) -> None:
     row = p.seed.row
     if p.accepted_only:
-        from sagegen.answer_types import classify
+        from sagegen.agents.answer_types import classify
 
         doc_id, target = "", 0
         answer_type = classify(row["answer"]) or "entity"

@@ -1,7 +1,7 @@
 """The one accounting wrapper every command puts around its LLMs (generate, eval, estimate pilots).
 
 It counts one role's calls, tokens and model seconds, writes each call to a run ledger when given
-one (anything with ``record_call``: :class:`sagegen.store.RunStore`), and reports each finished call
+one (anything with ``record_call``: :class:`sagegen.ledger.store.RunStore`), and reports each finished call
 as an :class:`sagegen.events.LLMCallFinished` event, so a live display moves with every call and not
 only when a pair finishes. Failed calls count as calls (they cost) and as errors.
 """

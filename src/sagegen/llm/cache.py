@@ -76,7 +76,7 @@ class CallCache:
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.execute(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            from sagegen.damage import ledger_error
+            from sagegen.ledger.damage import ledger_error
 
             # A full or read-only disk is said as such; only a damaged file is worth deleting.
             low = str(e).lower()
@@ -108,12 +108,12 @@ class CallCache:
     @contextlib.contextmanager
     def _named_errors(self) -> Iterator[None]:
         """A SQLite failure after opening (a page damaged later, a full disk) as one line naming this
-        file and what to do (sagegen.damage). A LedgerError, not an LLMError: the run stops here, as on
+        file and what to do (sagegen.ledger.damage). A LedgerError, not an LLMError: the run stops here, as on
         its own ledger's failure, instead of counting it as a backend failure of the pair."""
         try:
             yield
         except sqlite3.DatabaseError as e:
-            from sagegen.damage import ledger_error
+            from sagegen.ledger.damage import ledger_error
 
             err = ledger_error(self.path, e)
             raise type(err)(f"LLM call cache {err}") from None

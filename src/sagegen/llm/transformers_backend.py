@@ -1,6 +1,6 @@
 """Hugging Face transformers backend: a local folder such as a ``sagegen train`` checkpoint.
 
-``llm.model`` is anything ``sagegen.hf_models.load_policy`` loads: a Hugging Face folder,
+``llm.model`` is anything ``sagegen.llm.hf_models.load_policy`` loads: a Hugging Face folder,
 ``smollm2`` (converted once from the GGUF), ``tiny-llama`` (random weights, for tests) or a
 ``.gguf`` file. The tokenizer's chat template renders the messages (the tool-capable Qwen2.5
 template is installed when the model's own cannot render tools), so a checkpoint trained on the
@@ -33,7 +33,7 @@ def _load(name: str) -> tuple[Any, Any, threading.Lock]:
     with _LOAD_LOCK:
         if name not in _MODELS:
             try:
-                from sagegen.hf_models import load_policy
+                from sagegen.llm.hf_models import load_policy
             except ImportError as e:
                 raise ConfigError(
                     f"llm.backend=transformers needs the train extra ({e}): pip install 'sagegen[train]'"

@@ -90,7 +90,7 @@ def load_encoder(name: str, device: str = "cpu") -> Any:
                 raise ConfigError(
                     "dense retrieval needs sentence-transformers: pip install 'sagegen[dense]'"
                 ) from None
-            from sagegen.hf_models import quiet_loading
+            from sagegen.llm.hf_models import quiet_loading
 
             local = Path(path).is_dir()
             try:

@@ -1,6 +1,6 @@
 """Before/after evaluation: the base policy and a trained checkpoint on the same benchmark slice.
 
-Both runs go through ``sagegen.evaluate.evaluate`` (the harness behind ``sagegen eval``) with the
+Both runs go through ``sagegen.loop.evaluate.evaluate`` (the harness behind ``sagegen eval``) with the
 same retriever, the same seeds and the solver's native tool protocol (the interface ``sagegen
 train`` trains on), only ``llm.model`` differs. The equivalent pair of commands is::
 
@@ -48,8 +48,8 @@ def evaluate_model(
     retriever: Any = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    from sagegen.evaluate import evaluate, load_benchmark
     from sagegen.llm.factory import build_llm
+    from sagegen.loop.evaluate import evaluate, load_benchmark
 
     ecfg = eval_config(cfg, model)
     items = load_benchmark(bench, limit)
@@ -94,7 +94,7 @@ def compare(
 
     ``watch(which, questions)`` is called as each model's evaluation starts ("base", "trained") and
     returns the hook each finished question is given to (the command line's progress lines)."""
-    from sagegen.evaluate import load_benchmark
+    from sagegen.loop.evaluate import load_benchmark
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -325,7 +325,7 @@ def _policy(cfg: Config, given: tuple[Any, Any] | None, say: Progress) -> tuple[
     """``(model, tokenizer, peft config still to apply)``; with a warm-up the adapter is applied here."""
     import torch
 
-    from sagegen.hf_models import load_policy
+    from sagegen.llm.hf_models import load_policy
 
     tc = cfg.train
     if given is None:

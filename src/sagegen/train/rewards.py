@@ -1,4 +1,4 @@
-"""Rewards for GRPO with the search tool, built on ``sagegen.export.reward.compute_score``.
+"""Rewards for GRPO with the search tool, built on ``sagegen.verdict.reward.compute_score``.
 
 TRL calls a reward function with ``completions`` (per rollout: the assistant and tool messages
 after the prompt) plus every dataset column (``golden_answers``, ``question``, ...) and, with an
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagegen.export.reward import compute_score, extract_answer
+from sagegen.verdict.reward import compute_score, extract_answer
 
 
 def model_text(completion: Any) -> str:
@@ -136,7 +136,7 @@ def make_outcome_reward(
 
     if method == "llm":
         from sagegen.config import JudgeConfig
-        from sagegen.judge import judge_answer
+        from sagegen.verdict.judge import judge_answer
 
         cfg = judge_cfg or JudgeConfig(method="llm")
 

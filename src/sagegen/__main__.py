@@ -1,0 +1,5 @@
+"""``python -m sagegen``."""
+
+from sagegen.cli.main import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m sagegen.cli``."""
+
+from sagegen.cli.main import main
+
+main()

@@ -1,1 +1,0 @@
-"""Screens: how the command line draws what the core computes (the core itself never imports rich)."""
