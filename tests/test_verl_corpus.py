@@ -174,7 +174,9 @@ def test_recipe_serves_the_named_corpus(tmp_path: Path, monkeypatch: pytest.Monk
         f"python3 -m sagegen.integrations.verl.corpus http://127.0.0.1:8000/health --n-docs 994 "
         f"--corpus-hash {'ab' * 16} --pid $SERVE_PID"
     ) in script
-    assert script.index("sagegen.integrations.verl.corpus") < script.index('verl.trainer.main_ppo "${OVERRIDES')
+    assert script.index("sagegen.integrations.verl.corpus") < script.index(
+        'verl.trainer.main_ppo "${OVERRIDES'
+    )
     conf = yaml.safe_load((tmp_path / "recipe" / "serve_config.yaml").read_text())
     assert conf["corpus"]["chunk_words"] == 100 and "path" not in conf["corpus"]
     # what `sagegen serve --config serve_config.yaml --corpus ... --kind ...` resolves to is the served corpus
