@@ -2,7 +2,7 @@
 
 Both use the same tokenizer (lowercase, English stopwords, Snowball stemming), k1=1.5, b=0.75 and
 the Okapi/Robertson scoring (``retrieval.bm25.method=robertson``, rank-identical to BM25Okapi; see
-tests/test_bm25.py). Corpus: the shared 2Wiki corpus (6,119 passages); queries: every question in
+tests/retrieval/test_bm25.py). Corpus: the shared 2Wiki corpus (6,119 passages); queries: every question in
 the shared question files. Each side does the whole job for a query: tokenize, score, top-k.
 
     python bench/bench_bm25.py                 # shared data at ../shared/data

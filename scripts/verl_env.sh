@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the side virtual environment the verl conformance tests run in (tests/test_verl_conformance.py).
+# Build the side virtual environment the verl conformance tests run in (tests/integrations/test_verl_conformance.py).
 # verl pins its own transformers/numpy/ray ranges, which may clash with the main venv, so it lives apart.
 # Usage: bash scripts/verl_env.sh [DIR] [VERL_VERSION]   (defaults: .venv-verl, 0.9.1)
 # Prints the interpreter path last; point the tests at it with SAGEGEN_VERL_PYTHON=DIR/bin/python.

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.release import release  # noqa: F401  (a fixture: the authors' release as files, for every test)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

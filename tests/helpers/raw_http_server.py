@@ -5,7 +5,7 @@ test writes the exact bytes a misbehaving server or proxy sends (a response twic
 HTTP/1.0, a close mid-body, stray bytes) and checks that every reply the client returns names its
 own request. ``reply`` replaces that body (the OpenAI backend's tests send a chat completion).
 Counts connections and requests and keeps every request head. The one raw server of the tests:
-tests/test_transport.py drives the transport with it, tests/test_llm_http_wire.py the OpenAI backend.
+tests/llm/test_transport.py drives the transport with it, tests/llm/test_llm_http_wire.py the OpenAI backend.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Runs inside the verl side venv (scripts/verl_env.sh); driven by tests/test_verl_conformance.py.
+"""Runs inside the verl side venv (scripts/verl_env.sh); driven by
+tests/integrations/test_verl_conformance.py.
 
     python conformance.py model DIR                 a tiny local Qwen2 checkpoint dir (config + tokenizer)
     python conformance.py check RECIPE DATA MODEL   (a)-(d) below; prints one JSON object

@@ -71,7 +71,7 @@ class Response:
 
 class _Connector(aiohttp.TCPConnector):
     """aiohttp's connector, except that a pooled connection which received anything while idle is
-    closed instead of handed out (see the module doc; tests/test_transport.py drives both cases)."""
+    closed instead of handed out (see the module doc; tests/llm/test_transport.py drives both cases)."""
 
     #: Pooled connections closed by that check (for tests and curiosity).
     stale_dropped = 0

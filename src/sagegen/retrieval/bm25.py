@@ -11,7 +11,7 @@ Scoring variants (``retrieval.bm25.method``) are bm25s'. ``robertson`` ranks doc
 ``rank_bm25.BM25Okapi`` does: its term weight is BM25Okapi's divided by the constant ``k1 + 1``,
 and its idf is the same ``log((N - df + 0.5) / (df + 0.5))`` except for terms in more than half of
 the documents, which bm25s clamps to 0 and rank_bm25 floors at ``0.25 × mean idf`` (after stopword
-removal such terms are rare; tests/test_bm25.py checks the equivalence on a real corpus).
+removal such terms are rare; tests/retrieval/test_bm25.py checks the equivalence on a real corpus).
 The default ``lucene`` idf ``log(1 + (N - df + 0.5)/(df + 0.5))`` is never negative (Lucene/Pyserini).
 """
 
@@ -97,7 +97,7 @@ def _index_arrays(
     build); here one ``np.unique`` over (term, doc) keys gives the term frequencies already in the
     CSC order bm25s produces (column by column, documents ascending). The idf, the term-frequency
     component and the non-occurrence correction are bm25s' own functions, fed the same dtypes, so
-    the saved arrays are bit-identical (tests/test_bm25.py compares them for every method).
+    the saved arrays are bit-identical (tests/retrieval/test_bm25.py compares them for every method).
     """
     from bm25s import scoring
 

@@ -145,7 +145,7 @@ def encode_positions(store: DocStore, per_query: list[list[tuple[int, float]]], 
 
     For a retriever over a :class:`DocStore` the server searches positions (``search_ids``) and
     never builds the Docs and Hits that ``search`` returns: at 256 queries x top-3 they cost more
-    than all of the HTTP and JSON work (tests/test_server_encode.py checks the two agree)."""
+    than all of the HTTP and JSON work (tests/server/test_server_encode.py checks the two agree)."""
 
     doc = store.served
     if return_scores:

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from helpers.killrun import _corpus, _rows
 from sagegen.config import load_config
 from sagegen.events import CallsCounted, PairFinished, PairStarted
 from sagegen.loop.session import quick_defaults, run_generate
-from test_resume_sigkill import _corpus, _rows
 
 DELAY = 0.3  # seconds per call: a pair of 4+ calls outlasts several COUNTS_EVERY periods
 

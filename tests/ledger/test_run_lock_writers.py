@@ -18,7 +18,6 @@ import pytest
 from sage_loop_helpers import cli_env, run_cli
 from sagegen.ledger.lock import DirLock, LockedError, holds
 from sagegen.ledger.store import RunStore
-from test_import_release import release  # noqa: F401  (the fixture: the release's files)
 
 
 class LiveWriter:
@@ -58,7 +57,7 @@ def _files(run: Path) -> dict[str, bytes]:
 
 
 def test_import_force_beside_a_live_writer_is_refused_and_deletes_nothing(
-    release: Path,  # noqa: F811
+    release: Path,
     tmp_path: Path,
     writers: list[LiveWriter],
 ) -> None:
@@ -81,7 +80,7 @@ def test_import_force_beside_a_live_writer_is_refused_and_deletes_nothing(
 
 
 def test_import_into_a_folder_a_live_writer_just_took_is_refused(
-    release: Path,  # noqa: F811
+    release: Path,
     tmp_path: Path,
     writers: list[LiveWriter],
 ) -> None:

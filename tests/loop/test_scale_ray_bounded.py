@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_resume_sigkill import N, _corpus, _rows
 
 from sagegen.loop.scale import WorkerError
 from sagegen.loop.scale.ray_cluster import worker_count
-from test_resume_sigkill import N, _corpus, _rows
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 # ---------------------------------------------------------------------------- the worker count (no Ray)

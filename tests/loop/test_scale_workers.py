@@ -20,37 +20,9 @@ from typing import Any
 import pytest
 
 from helpers import sigint_default
-from test_resume_sigkill import N, _cmd, _corpus, _rows
+from helpers.killrun import N, _cmd, _corpus, _outcome, _rows
 
 DELAY = 0.05
-
-
-def _outcome(run: Path) -> dict[str, Any]:
-    """The ledger rows that make the dataset, byte for byte, and the output files in an order-free form."""
-    db = run / "ledger.sqlite"
-    pairs = _rows(
-        db,
-        "SELECT idx, seed_doc_id, target, answer_type, state, final_round, qa_json FROM pairs ORDER BY idx",
-    )
-    rounds = _rows(
-        db,
-        "SELECT pair_idx, round, kind, candidate_json, gen_trace_id, verdict_json, label "
-        "FROM rounds ORDER BY 1, 2",
-    )
-    attempts = _rows(
-        db,
-        "SELECT pair_idx, round, attempt, seed, trace_id, judgement_json, num_searches, "
-        "correct FROM attempts ORDER BY 1, 2, 3",
-    )
-    # Which of two pairs with the same question is written and which is the duplicate depends on which
-    # finished first; the questions each file holds do not.
-    written = sorted(_rows(db, "SELECT output, norm_question FROM pairs WHERE finished IS NOT NULL"))
-    files = {}
-    for name in ("dataset.jsonl", "too_easy.jsonl", "unsolved.jsonl"):
-        rows = [json.loads(x) for x in (run / name).read_text().splitlines()]  # every line parses
-        assert len({r["id"] for r in rows}) == len(rows), f"{name} holds a pair twice"
-        files[name] = sorted(r["question"] for r in rows)
-    return {"pairs": pairs, "rounds": rounds, "attempts": attempts, "written": written, "files": files}
 
 
 def _run(tmp: Path, name: str, *extra: str, **kw: Any) -> subprocess.CompletedProcess[str]:

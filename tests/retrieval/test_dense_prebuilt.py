@@ -16,11 +16,11 @@ import httpx
 import numpy as np
 import pytest
 
+from helpers.searchr1_client import searchr1_information
 from helpers.serve_cli import start_serve
 from sagegen.config import DenseConfig, RetrievalConfig
 from sagegen.errors import IndexError_
 from sagegen.retrieval.dense import dense_unavailable
-from test_searchr1_batches import searchr1_information
 
 # Real MiniLM and a real `sagegen serve` (~50 s): slow, and run by CI (the ci mark).
 pytestmark = [

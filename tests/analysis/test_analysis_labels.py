@@ -196,7 +196,7 @@ def test_relaxed_acceptance_gets_strategies_and_its_shortcut_cause() -> None:
 def test_imported_release_pairs_are_labelled(tmp_path: Path) -> None:
     from sagegen.integrations.sage_release import import_release
 
-    release = Path(__file__).parent / "data" / "sage_release" / "agentic_question_gen"
+    release = Path(__file__).parents[1] / "data" / "sage_release" / "agentic_question_gen"
     import_release([release], tmp_path / "run")
     llm = ScriptedLLM(responder=lambda m: '{"cause": "direct_search", "temporal": true}')
     with RunStore.open(tmp_path / "run") as store:

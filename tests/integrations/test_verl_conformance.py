@@ -28,8 +28,8 @@ from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, write_corpus
 
 pytest.importorskip("pyarrow")
 
-ROOT = Path(__file__).resolve().parents[1]
-SIDE = Path(__file__).parent / "verl_side" / "conformance.py"
+ROOT = Path(__file__).resolve().parents[2]
+SIDE = Path(__file__).parents[1] / "verl_side" / "conformance.py"
 
 
 def _verl_python() -> str:

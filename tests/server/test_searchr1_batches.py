@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers.searchr1_client import searchr1_information
 from sagegen.agents.tags import format_information
 from sagegen.config import ServerConfig, load_config
 from sagegen.records import Hit
@@ -25,22 +26,6 @@ from sagegen.retrieval.factory import build_retriever
 from sagegen.server import create_app, running_server
 
 N_QUERIES = 2560  # Search-R1's GRPO recipe: train_batch_size=512 x n_agent=5
-
-
-def searchr1_information(result: list[dict[str, Any]]) -> str:
-    """What Search-R1's rollout client puts in the prompt for one query's served hits.
-
-    Same steps as its ``_passages2string`` plus the ``<information>`` wrapping in
-    ``execute_predictions``: first line of ``contents`` = title, the rest = text, one
-    ``Doc i(Title: …) …`` line per hit, the whole stripped.
-    """
-    lines = ""
-    for i, item in enumerate(result):
-        contents = item["document"]["contents"]
-        title = contents.split("\n")[0]
-        text = "\n".join(contents.split("\n")[1:])
-        lines += f"Doc {i + 1}(Title: {title}) {text}\n"
-    return f"<information>{lines.strip()}</information>"
 
 
 @pytest.fixture(scope="module")

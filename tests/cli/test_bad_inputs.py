@@ -3,7 +3,7 @@ stderr naming the file (and row or line) and what to do, exit 2, no traceback; a
 length, or in a URL, never reach a file or the terminal.
 
 Every case drives the real command in a fresh process against real files (a scripted run, a real
-BM25 index, a real SQLite ledger), as tests/test_operations.py does for the first campaign.
+BM25 index, a real SQLite ledger), as tests/cli/test_operations.py does for the first campaign.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import httpx
 import pytest
 
 from helpers.fault_server import FaultServer, status
+from helpers.overlap import LIMITS, WordOverlap
 from sage_loop_helpers import SCRIPTED_RUN_SETS, run_cli, write_corpus
 from sagegen.errors import IndexError_, register_secret, scrub
 from sagegen.retrieval.index import open_index
 from sagegen.server import create_app, running_server
-from test_import_release import release  # noqa: F401  (the fixture: the release's files)
-from test_server import LIMITS, WordOverlap
 
 
 def one_line(res: subprocess.CompletedProcess[str]) -> str:
@@ -168,7 +167,7 @@ def test_corpus_bom_accepted_and_a_bad_byte_named_on_its_own_line(tmp_path: Path
     assert "bad.jsonl, line 500: not valid UTF-8 (byte 0xff at column 21)" in line
 
 
-def test_a_non_utf8_import_file_is_one_line_and_a_bom_is_accepted(release: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_non_utf8_import_file_is_one_line_and_a_bom_is_accepted(release: Path, tmp_path: Path) -> None:
     first = next(release.rglob("initial_questions/*.jsonl"))
     text = first.read_bytes()
     first.write_bytes(b"\xef\xbb\xbf" + text)  # a BOM (a Windows editor's save) is accepted

@@ -14,13 +14,13 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from helpers.overlap import DOCS, WordOverlap
 from sagegen.config import HTTPRetrieverConfig, ServerConfig
 from sagegen.errors import SagegenError
 from sagegen.records import Doc
 from sagegen.retrieval.base import Retriever
 from sagegen.retrieval.http import HTTPRetriever
 from sagegen.server import create_app, running_server
-from test_server import DOCS, WordOverlap
 
 KEY = "client-side-secret-0123456789abcdef"
 

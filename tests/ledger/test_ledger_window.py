@@ -49,7 +49,7 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv
 def _child(run: Path, total: int, every: int, idle: float) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")] if p
+        p for p in [str(Path(__file__).parents[2] / "src"), env.get("PYTHONPATH", "")] if p
     )
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(run), str(total), str(every), str(idle)],

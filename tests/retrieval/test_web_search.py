@@ -17,7 +17,7 @@ from sagegen.errors import ConfigError
 from sagegen.retrieval.base import Retriever
 from sagegen.retrieval.web import WebSearchError, WebSearchRetriever
 
-DATA = Path(__file__).parent / "data" / "web"
+DATA = Path(__file__).parents[1] / "data" / "web"
 KEY = "sk-test-SECRET-0123456789"
 
 

@@ -13,97 +13,13 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from helpers import sigint_default
-from sage_loop_helpers import DOCS, write_corpus
+from helpers.killrun import N, _cmd, _corpus, _rows
 from sagegen.ledger.store import CALL_WINDOW_ROWS
-from sagegen.records import Doc
-
-N = 16
-TRADES = ["wool", "salt", "lace", "clocks"]
-
-
-def _corpus(path: Path) -> None:
-    towns = [
-        "Arden",
-        "Brill",
-        "Corvo",
-        "Dunmore",
-        "Elsdon",
-        "Farrow",
-        "Glenby",
-        "Hallam",
-        "Iver",
-        "Jarrow",
-        "Kelso",
-        "Lydd",
-        "Morpeth",
-        "Nairn",
-        "Olney",
-        "Penrith",
-        "Quorn",
-        "Rye",
-        "Settle",
-        "Tring",
-    ]
-    docs = list(DOCS) + [
-        Doc(
-            id=f"t{i}",
-            title=t,
-            text=f"{t} is a market town founded in {1100 + 37 * i} on the river "
-            f"{towns[(i + 7) % len(towns)]}water, known for its {TRADES[i % 4]} trade.",
-        )
-        for i, t in enumerate(towns)
-    ]
-    write_corpus(path, docs)
-
-
-def _cmd(out: str, cache: str, delay: float = 0.03) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "sagegen.cli.main",
-        "generate",
-        "--out",
-        out,
-        "--no-progress",
-        "-n",
-        str(N),
-        "--target",
-        "1-2",
-        "--rounds",
-        "2",
-        "--k",
-        "2",
-        "--concurrency",
-        "2",
-        "-s",
-        "corpus.path=corpus.jsonl",
-        "-s",
-        "retrieval.index_dir=idx",
-        "-s",
-        "judge.method=em",
-        "-s",
-        "llm.backend=scripted",
-        "-s",
-        f"llm.model=fixture:sage@{delay}",
-        "-s",
-        f"llm.cache_path={cache}",
-        "-s",  # the kill must land among solver attempts; the pre-check would leave the fixture none
-        "pipeline.precheck=off",
-    ]
-
-
-def _rows(db: Path, sql: str) -> list[Any]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _outcome(run: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from sagegen.export.api import export_run
 from sagegen.integrations.sage_release import import_release
 from sagegen.ledger.store import IMPORT_FILE, RunStore
 
-RELEASE = Path(__file__).parent / "data" / "sage_release" / "agentic_question_gen"
+RELEASE = Path(__file__).parents[1] / "data" / "sage_release" / "agentic_question_gen"
 STEM = "wiki_20260205_154241_gemini-2.5-flash_e5_with_search_20_20turn_2to10_steps"
 FEEDBACKS = RELEASE / "feedbacks" / f"{STEM}_gemini-2.5-flash_0turn.jsonl"
 PROCESSED = RELEASE / "processed_data" / f"{STEM}_1st_feedback.jsonl"

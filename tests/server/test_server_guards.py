@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from helpers.overlap import WordOverlap
 from sagegen.config import ServerConfig
 from sagegen.server import create_app, running_server
 from sagegen.server.guard import host_name, is_loopback_name
-from test_server import WordOverlap
 
 FAST = ServerConfig(header_timeout=1.0, body_timeout=1.0)
 KEY = "guard-test-key-0123456789"

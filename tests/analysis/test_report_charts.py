@@ -262,7 +262,7 @@ def test_the_templates_ship_with_the_package() -> None:
     from fnmatch import fnmatch
 
     tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11; the globs are the same on 3.10
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
         "sagegen"
     ]

@@ -244,7 +244,8 @@ def test_cli_train_verl_dry_run(
     from sagegen.cli.main import app
 
     monkeypatch.delenv("SAGEGEN_VERL_PYTHON", raising=False)  # no verl here: the recipe is written unchecked
-    # the data's corpus (the bundled one here) is recorded with the run (tests/test_verl_corpus.py)
+    # the data's corpus (the bundled one here) is recorded with the run
+    # (tests/integrations/test_verl_corpus.py)
     (tmp_path / "config.yaml").write_text("corpus: {path: null}\nretrieval: {kind: bm25}\n")
 
     res = CliRunner().invoke(

@@ -28,7 +28,7 @@ from sagegen.retrieval.index import build_index, open_index
 from sagegen.server.app import create_app
 from sagegen.server.testing import running_server
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _corpus(path: Path, n: int = 3) -> Path:

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from helpers import sigint_default
-from test_resume_sigkill import N, _cmd, _corpus, _rows
-from test_scale_workers import _outcome
+from helpers.killrun import N, _cmd, _corpus, _outcome, _rows
 
 if os.environ.get("CI") == "true":
     import ray

@@ -191,7 +191,7 @@ def test_endpoint_counts_are_booked_in_the_ledger(tmp_path: Path) -> None:
 
 def _sim(slots: int) -> tuple[subprocess.Popen[str], str]:
     """bench/sim_llm_server.py: a simulated OpenAI-compatible server following sagegen's protocol."""
-    sim = Path(__file__).parents[1] / "bench" / "sim_llm_server.py"
+    sim = Path(__file__).parents[2] / "bench" / "sim_llm_server.py"
     proc = subprocess.Popen(
         [sys.executable, str(sim), "--slots", str(slots), "--time-scale", "0.01"],
         stdout=subprocess.PIPE,
