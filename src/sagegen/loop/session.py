@@ -174,8 +174,9 @@ def generate_config(path: Path | None, overrides: list[str], profile: str | None
 def budget_line(cfg: Config, source: str) -> str:
     """One line naming the budgets a run uses and where they come from (the first lines of generate)."""
     g, so, j, p = cfg.generator, cfg.solver, cfg.judge, cfg.pipeline
+    demo_model = "a scripted test model" if cfg.llm.backend == "scripted" else "the embedded SmolLM2"
     where = {
-        "demo": "demo budgets for the embedded SmolLM2 (a config file gives the paper's)",
+        "demo": f"demo budgets for {demo_model} (a config file gives the paper's)",
         "paper": "the paper's budgets",
     }.get(source, f"budgets of the {source}")
     return (
