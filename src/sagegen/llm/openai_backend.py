@@ -469,42 +469,18 @@ class OpenAIBackend(LLM):
             raise _Retryable(
                 f"chat completion without a message: {_snippet(json.dumps(data).encode())}", status=200
             )
-        text = message.get("content") or ""
-        if not isinstance(text, str):  # some servers send content parts
-            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        text = _content_text(message.get("content"))
         # The thinking: a field (vLLM >= 0.11 and Ollama: reasoning; SGLang, DeepSeek, older vLLM:
         # reasoning_content), or <think> text in content (a server without a reasoning parser).
         field = next((k for k in ("reasoning_content", "reasoning") if isinstance(message.get(k), str)), None)
         lone = lone_close(text)
-        native = bool(field and message.get(field)) or lone  # proof the model itself thinks
         self._opens_in_prompt |= lone
-        thought = ""
-        if self.cfg.think_in_content == "reasoning":
-            if self._opens_in_prompt and not field and "think>" not in text.lower():
-                # A template that opens <think> in the prompt: a reply without </think> never left its
-                # thought (cut at the cap): all of it is thinking, none of it an answer.
-                thought, text = text.strip(), ""
-            else:
-                thought, text = split_reasoning(text)
+        thought, text = self._thought_and_answer(text, has_field=field is not None)
         reasoning = "\n\n".join(t for t in (message.get(field) if field else "", thought) if t)
-        calls = []
-        for i, tc in enumerate(message.get("tool_calls") or ()):
-            fn = tc.get("function") or {}
-            call = {
-                "id": tc.get("id") or f"call_{i}",
-                "name": fn.get("name", ""),
-                "arguments": tool_arguments(fn.get("arguments")),
-            }
-            if tc.get("extra_content") is not None:  # Gemini 3's thought signature: must come back
-                call["extra_content"] = tc["extra_content"]
-            calls.append(call)
+        calls = _tool_calls(message.get("tool_calls") or ())
         usage = data.get("usage") or {}
-        details = usage.get("completion_tokens_details") or {}
-        reasoning_tokens = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
-        if native or reasoning_tokens:
-            self.thinks = True
-        elif self.thinks is None:
-            self.thinks = False
+        reasoning_tokens = _reasoning_tokens(usage)
+        self._note_thinking(bool(field and message.get(field)) or lone or bool(reasoning_tokens))
         # Only a provider that requires the thinking back on a tool-call turn gets it in the history.
         extra = (
             {"reasoning_content": message[field]}
@@ -523,6 +499,25 @@ class OpenAIBackend(LLM):
             reasoning_tokens=reasoning_tokens,
             assistant_extra=extra,
         )
+
+    def _thought_and_answer(self, text: str, *, has_field: bool) -> tuple[str, str]:
+        """(thinking, answer) of a reply's content; with ``think_in_content: protocol`` all of it is
+        the answer (a model trained on Search-R1's own <think> tags)."""
+        if self.cfg.think_in_content != "reasoning":
+            return "", text
+        if self._opens_in_prompt and not has_field and "think>" not in text.lower():
+            # A template that opens <think> in the prompt: a reply without </think> never left its
+            # thought (cut at the cap): all of it is thinking, none of it an answer.
+            return text.strip(), ""
+        return split_reasoning(text)
+
+    def _note_thinking(self, proof: bool) -> None:
+        """Whether the model thinks: proof (a reasoning field, a lone </think>, reasoning tokens) once
+        is enough; a reply without proof only says so while nothing proved it."""
+        if proof:
+            self.thinks = True
+        elif self.thinks is None:
+            self.thinks = False
 
     def _scrub(self, text: str) -> str:
         """Error bodies sometimes echo the key (OpenAI's 401 does, partially): never pass it on."""
@@ -576,6 +571,36 @@ def _error_param(body: bytes) -> tuple[str, str]:
         param = err.get("param")
         return (param if isinstance(param, str) else ""), str(err.get("message") or err)[:500]
     return "", str(err)[:500]
+
+
+def _content_text(content: Any) -> str:
+    """A message's content as text: a string, or the text of its content parts (some servers)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+
+
+def _tool_calls(raw: Any) -> list[dict[str, Any]]:
+    """The reply's tool calls as sagegen keeps them; Gemini 3's thought signature (``extra_content``)
+    rides along, since it must come back with the call."""
+    calls = []
+    for i, tc in enumerate(raw):
+        fn = tc.get("function") or {}
+        call = {
+            "id": tc.get("id") or f"call_{i}",
+            "name": fn.get("name", ""),
+            "arguments": tool_arguments(fn.get("arguments")),
+        }
+        if tc.get("extra_content") is not None:
+            call["extra_content"] = tc["extra_content"]
+        calls.append(call)
+    return calls
+
+
+def _reasoning_tokens(usage: dict[str, Any]) -> int:
+    """Hidden reasoning tokens a provider reports (OpenAI, Gemini: ``completion_tokens_details``)."""
+    details = usage.get("completion_tokens_details") or {}
+    return int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
 
 
 def _retry_after(headers: Any) -> float | None:
