@@ -6,6 +6,8 @@ on what the agent sent and how many calls were made.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -83,9 +85,6 @@ def sage_fixture(messages: Sequence[Message]) -> str:
     give up with "unknown" — so a run meets passes, too-easy and incorrect verdicts.
     Judge (a BrowseComp grader prompt): compares normalised response and correct answer.
     """
-    import hashlib
-    import re
-
     contents = [str(m.get("content") or "") for m in messages]
     system = contents[0] if messages and messages[0].get("role") == "system" else ""
     infos = [
@@ -93,39 +92,56 @@ def sage_fixture(messages: Sequence[Message]) -> str:
         for m, c in zip(messages, contents, strict=True)
         if m.get("role") in ("user", "tool") and c.lstrip().startswith("<information>")
     ]
-
-    def top(info: str) -> tuple[str, str]:
-        m = re.search(r"Doc 1\(Title: (.*?)\) (.*?)(?:\nDoc 2\(|</information>)", info, re.DOTALL)
-        return (m.group(1).strip(), m.group(2).strip()) if m else ("", "")
-
-    def norm(s: str) -> str:
-        return " ".join(re.sub(r"[^a-z0-9 ]", " ", s.lower()).split())
-
     if "[correct_answer]" in contents[-1]:
-        resp = re.search(r"\[response\]: (.*)", contents[-1])
-        gold = re.search(r"\[correct_answer\]: (.*)", contents[-1])
-        same = bool(resp and gold and norm(resp.group(1)) == norm(gold.group(1).split(" OR ")[0]))
-        return (
-            f"extracted_final_answer: {resp.group(1) if resp else 'None'}\nreasoning: compared.\n"
-            f"correct: {'yes' if same else 'no'}\nconfidence: 100"
-        )
+        return _fixture_grade(contents[-1])
+    opening = contents[1] if len(contents) > 1 else ""
     if "answering_steps" in system:
-        opening = contents[1] if len(contents) > 1 else ""
-        if not infos:
-            asked = re.search(r"Your question: (.*)", opening)
-            t = re.search(r"Title: (.*)", opening)
-            query = asked.group(1) if asked else (t.group(1) if t else "history")
-            return f"<think>I look up what the passage is about.</think>\n<search> {query.strip()} </search>"
-        title, text = top(infos[-1])
-        words = [w for w in text.split() if norm(w) and norm(w) not in norm(title).split()][:10]
-        revised = " (revised)" if "Your question:" in opening else ""
-        question = f'Which article states: "{" ".join(words)}"{revised}?'
-        return (
-            f"<think>The top passage is {title}.</think>\n<question> {question} </question>\n"
-            f"<answer> {title} </answer>\n<answering_steps> 1. search the quote -> {title}"
-        )
-    asked = re.search(r"Question: (.*)", contents[1] if len(contents) > 1 else "")
-    q = asked.group(1).strip() if asked else contents[-1]
+        return _fixture_generate(opening, infos)
+    return _fixture_solve(opening, contents[-1], infos)
+
+
+def _fixture_top(info: str) -> tuple[str, str]:
+    """(title, text) of the first passage of an ``<information>`` block."""
+    m = re.search(r"Doc 1\(Title: (.*?)\) (.*?)(?:\nDoc 2\(|</information>)", info, re.DOTALL)
+    return (m.group(1).strip(), m.group(2).strip()) if m else ("", "")
+
+
+def _fixture_norm(s: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", s.lower()).split())
+
+
+def _fixture_grade(prompt: str) -> str:
+    resp = re.search(r"\[response\]: (.*)", prompt)
+    gold = re.search(r"\[correct_answer\]: (.*)", prompt)
+    same = bool(
+        resp and gold and _fixture_norm(resp.group(1)) == _fixture_norm(gold.group(1).split(" OR ")[0])
+    )
+    return (
+        f"extracted_final_answer: {resp.group(1) if resp else 'None'}\nreasoning: compared.\n"
+        f"correct: {'yes' if same else 'no'}\nconfidence: 100"
+    )
+
+
+def _fixture_generate(opening: str, infos: list[str]) -> str:
+    if not infos:
+        asked = re.search(r"Your question: (.*)", opening)
+        t = re.search(r"Title: (.*)", opening)
+        query = asked.group(1) if asked else (t.group(1) if t else "history")
+        return f"<think>I look up what the passage is about.</think>\n<search> {query.strip()} </search>"
+    title, text = _fixture_top(infos[-1])
+    shown = _fixture_norm(title).split()
+    words = [w for w in text.split() if _fixture_norm(w) and _fixture_norm(w) not in shown][:10]
+    revised = " (revised)" if "Your question:" in opening else ""
+    question = f'Which article states: "{" ".join(words)}"{revised}?'
+    return (
+        f"<think>The top passage is {title}.</think>\n<question> {question} </question>\n"
+        f"<answer> {title} </answer>\n<answering_steps> 1. search the quote -> {title}"
+    )
+
+
+def _fixture_solve(opening: str, last: str, infos: list[str]) -> str:
+    asked = re.search(r"Question: (.*)", opening)
+    q = asked.group(1).strip() if asked else last
     mode = int(hashlib.sha256(q.encode()).hexdigest(), 16) % 4
     needed = 2 if mode == 1 else 1
     if len(infos) < needed:
@@ -133,7 +149,7 @@ def sage_fixture(messages: Sequence[Message]) -> str:
         return f"<think>I need to search.</think>\n<search> {query} </search>"
     if mode == 0:
         return "<think>Nothing fits.</think>\n<answer> unknown </answer>"
-    return f"<think>Found it.</think>\n<answer> {top(infos[0])[0]} </answer>"
+    return f"<think>Found it.</think>\n<answer> {_fixture_top(infos[0])[0]} </answer>"
 
 
 def grader_fixture(messages: Sequence[Message]) -> str:

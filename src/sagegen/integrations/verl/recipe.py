@@ -45,7 +45,7 @@ def validate_overrides(overrides: list[str]) -> list[str]:
 
 def _src_root() -> Path:
     # sagegen/integrations/verl/recipe.py -> the directory holding the ``sagegen`` package
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 def check_with_verl(overrides_: list[str], python: str) -> dict[str, Any]:
