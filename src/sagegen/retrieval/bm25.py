@@ -18,6 +18,7 @@ The default ``lucene`` idf ``log(1 + (N - df + 0.5)/(df + 0.5))`` is never negat
 from __future__ import annotations
 
 import array
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,9 @@ import numpy as np
 from sagegen.config import BM25Config
 from sagegen.records import Hit
 from sagegen.retrieval.base import SearchPace
+from sagegen.retrieval.bm25_topk import Term, top_k
 from sagegen.retrieval.index import DocStore, Passages, Progress, to_hits
 from sagegen.retrieval.tokenize import Tokenizer
-
-#: Above this many postings per document, a dense score vector beats sorting the postings.
-_DENSE_RATIO = 8
 
 
 def build_bm25(docs: Passages, cfg: BM25Config, out_dir: Path, *, progress: Progress | None = None) -> None:
@@ -63,8 +62,15 @@ def build_bm25(docs: Passages, cfg: BM25Config, out_dir: Path, *, progress: Prog
         per_doc = np.split(ids, np.cumsum(np.bincount(doc_of, minlength=n))[:-1])
         model.index(([d.tolist() for d in per_doc], vocab), show_progress=False)
     model.save(str(out_dir), show_progress=False)
+    _save_term_max(out_dir, np.asarray(model.scores["data"]), np.asarray(model.scores["indptr"]))
     if progress:
         progress("bm25: score matrix", 1, 1)
+
+
+def _save_term_max(out_dir: Path, data: np.ndarray, indptr: np.ndarray) -> None:
+    term_max, prunable = term_maxima(data, indptr)
+    if prunable:  # else no file: searches score every posting (MaxScore's bound needs impacts >= 0)
+        np.save(out_dir / TERM_MAX, term_max, allow_pickle=False)
 
 
 def _has_scoring_functions() -> bool:
@@ -150,78 +156,102 @@ def _index_arrays(
 
 
 class BM25Retriever:
-    """Batched BM25 search over a saved bm25s index (memory-mapped) and a :class:`DocStore`."""
+    """Batched BM25 search over a saved index (memory-mapped ``.npy`` arrays) and a :class:`DocStore`.
+
+    Queries are exact top-k with MaxScore pruning (:mod:`~sagegen.retrieval.bm25_topk`): the longest
+    posting lists of a query are looked up by binary search rather than read whole, so query cost grows
+    far slower than the corpus.
+    """
 
     #: Searches share only read-only state (memory-mapped arrays, the store) and the tokenizer,
     #: whose cache and stemmer are safe across threads, so the server may run several at once.
     thread_safe = True
 
-    def __init__(self, model: Any, tokenizer: Tokenizer, store: DocStore) -> None:
-        self.model = model
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        vocab: dict[str, int],
+        n_docs: int,
+        tokenizer: Tokenizer,
+        store: DocStore,
+        term_max: np.ndarray | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.store = store
-        self.vocab: dict[str, int] = model.vocab_dict
-        self.n_docs = int(model.scores["num_docs"])
+        self.vocab = vocab
+        self.n_docs = n_docs
         # Plain ndarray views of the memory maps: slicing an np.memmap builds a memmap subclass
         # object each time, a measurable share of a single-query search.
-        self._data = np.asarray(model.scores["data"])
-        self._indices = np.asarray(model.scores["indices"])
-        self._indptr = np.asarray(model.scores["indptr"])
+        self._data = np.asarray(arrays["data"])
+        self._indices = np.asarray(arrays["indices"])
+        self._indptr = np.asarray(arrays["indptr"])
+        if term_max is None:  # an index built before term_max.npy was written: one pass over it
+            term_max, prunable = term_maxima(self._data, self._indptr)
+        else:
+            prunable = True  # written only for indexes whose impacts are all >= 0
+        self._term_max = np.asarray(term_max)
+        #: MaxScore's bound needs impacts >= 0 (bm25s' variants give that; checked, not assumed).
+        self.prune = prunable
         #: Pure computation on this process' arrays: quick searches may run on the event loop.
         self.pace = SearchPace()
 
     @classmethod
     def load(cls, directory: Path, store: DocStore, params: dict[str, Any]) -> BM25Retriever:
-        import bm25s
-
-        model = bm25s.BM25.load(str(directory), mmap=True, allow_pickle=False, show_progress=False)
+        arrays = {k: np.load(directory / f"{k}.csc.index.npy", mmap_mode="r") for k in _ARRAYS}
+        vocab = json.loads((directory / "vocab.index.json").read_text(encoding="utf-8"))
+        saved = json.loads((directory / "params.index.json").read_text(encoding="utf-8"))
+        tm = directory / TERM_MAX
+        term_max = np.load(tm, mmap_mode="r") if tm.exists() else None
         spec = params["tokenizer"]
-        return cls(model, Tokenizer(spec["stopwords"], spec["stemmer"]), store)
+        tok = Tokenizer(spec["stopwords"], spec["stemmer"])
+        return cls(arrays, vocab, int(saved["num_docs"]), tok, store, term_max)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for ``query`` (dense vector; for tests and diagnostics)."""
         out = np.zeros(self.n_docs)
-        idx, w = self._postings(query)
-        if len(idx):
-            out += np.bincount(idx, weights=w, minlength=self.n_docs)
+        for ids, w, _ in self._terms(query):
+            out += np.bincount(ids, weights=w.astype(np.float64), minlength=self.n_docs)
         return out
 
-    def _postings(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+    def _terms(self, query: str) -> list[Term]:
         # Repeated query words count once per occurrence, as in rank_bm25.
-        tids = [self.vocab[t] for t in self.tokenizer(query) if t in self.vocab]
-        if not tids:
-            return np.empty(0, dtype=np.int64), np.empty(0)
-        ptr = self._indptr
-        parts_i = [self._indices[ptr[t] : ptr[t + 1]] for t in tids]
-        parts_w = [self._data[ptr[t] : ptr[t + 1]] for t in tids]
-        return np.concatenate(parts_i), np.concatenate(parts_w).astype(np.float64)
-
-    def search_ids(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
-        """Top-``k`` (position, score) per query; documents scoring 0 (no shared term) are not returned."""
-        out = []
-        for q in queries:
-            idx, w = self._postings(q)
-            if not len(idx):
-                out.append([])
+        ptr, out = self._indptr, []
+        for t in self.tokenizer(query):
+            tid = self.vocab.get(t)
+            if tid is None or tid >= len(ptr) - 1:  # "" (bm25s' empty token) has no postings
                 continue
-            if len(idx) * _DENSE_RATIO > self.n_docs:
-                scores = np.bincount(idx, weights=w, minlength=self.n_docs)
-                cand = np.flatnonzero(scores > 0)
-                cand_scores = scores[cand]
-            else:
-                cand, inverse = np.unique(idx, return_inverse=True)
-                cand_scores = np.bincount(inverse, weights=w)
-                keep = cand_scores > 0
-                cand, cand_scores = cand[keep], cand_scores[keep]
-            if len(cand) > k:
-                part = np.argpartition(-cand_scores, k - 1)[:k]
-                cand, cand_scores = cand[part], cand_scores[part]
-            # Best first; ties broken by corpus position so results are deterministic.
-            order = np.lexsort((cand, -cand_scores))
-            out.append([(int(cand[i]), float(cand_scores[i])) for i in order])
+            a, b = ptr[tid], ptr[tid + 1]
+            if b > a:
+                out.append((self._indices[a:b], self._data[a:b], float(self._term_max[tid])))
         return out
+
+    def search_ids(
+        self, queries: Sequence[str], k: int, *, prune: bool = True
+    ) -> list[list[tuple[int, float]]]:
+        """Top-``k`` (position, score) per query; documents scoring 0 (no shared term) are not returned.
+
+        ``prune=False`` scores every posting (the reference the pruned search must equal)."""
+        return [top_k(self._terms(q), k, self.n_docs, prune=prune and self.prune) for q in queries]
 
     def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
         if k < 1:
             raise ValueError("k must be >= 1")
         return to_hits(self.store, self.search_ids(queries, k))
+
+
+#: The arrays of a saved index, as bm25s names them: ``{name}.csc.index.npy``.
+_ARRAYS = ("data", "indices", "indptr")
+#: Each term's largest impact (float32), for MaxScore; absent in indexes built by sagegen before it.
+TERM_MAX = "term_max.npy"
+
+
+def term_maxima(data: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Each term's largest impact (0 for a term without postings), and whether no impact is negative."""
+    n_terms = len(indptr) - 1
+    out = np.zeros(n_terms, dtype=np.float32)
+    if not len(data):
+        return out, True
+    df = np.diff(indptr)
+    has = np.flatnonzero(df > 0)
+    out[has] = np.maximum.reduceat(data, indptr[has])
+    return out, bool(data.min() >= 0)
