@@ -59,7 +59,8 @@ class BM25Config(Section):
     #: build passes 1 GB (README: retrieval at scale; bench/bench_bm25_scale.py).
     engine: Literal["auto", "numpy", "tantivy"] = "auto"
     tantivy_above: int = Field(100_000, ge=1)
-    #: tantivy's indexing buffer in MB: what bounds a tantivy build's memory, whatever the corpus size.
+    #: What bounds a build's working memory in MB, whatever the corpus size: the numpy engine's shard
+    #: and merge buffers (plus its vocabulary, ~100-150 B a distinct token), tantivy's indexing buffer.
     index_memory_mb: int = Field(256, ge=16, json_schema_extra=VOLATILE)
     #: k1, b and method score the numpy engine; tantivy scores with Lucene's k1=1.2, b=0.75 (fixed).
     k1: float = 1.5

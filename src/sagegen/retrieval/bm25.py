@@ -1,11 +1,11 @@
 """BM25 on ``bm25s``: eager sparse scores saved as plain ``.npy``/JSON, loaded memory-mapped.
 
-bm25s precomputes every (term, doc) score at index time into a CSC matrix; a query is then a
-sum of a few matrix columns. bm25s' own functions score that matrix and bm25s saves it, but we
-count the terms (vectorised, :func:`_index_arrays`: bm25s' per-document loop was most of a 100k
-build) and do the (tiny) query-time sum and top-k ourselves, so tokenization is exactly
-:class:`~sagegen.retrieval.tokenize.Tokenizer` for documents and queries alike and no pickle is
-ever read.
+bm25s precomputes every (term, doc) score at index time into a CSC matrix: per term, the passages
+containing it (ascending) and the term's BM25 impact in each. We build those arrays ourselves in
+bounded memory (:mod:`~sagegen.retrieval.bm25_build`, with bm25s' scoring functions, saved in bm25s'
+layout) and search them with an exact MaxScore top-k (:mod:`~sagegen.retrieval.bm25_topk`), so
+tokenization is exactly :class:`~sagegen.retrieval.tokenize.Tokenizer` for documents and queries alike
+and no pickle is ever read.
 
 Scoring variants (``retrieval.bm25.method``) are bm25s'. ``robertson`` ranks documents exactly as
 ``rank_bm25.BM25Okapi`` does: its term weight is BM25Okapi's divided by the constant ``k1 + 1``,
@@ -17,7 +17,6 @@ The default ``lucene`` idf ``log(1 + (N - df + 0.5)/(df + 0.5))`` is never negat
 
 from __future__ import annotations
 
-import array
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,37 +33,22 @@ from sagegen.retrieval.tokenize import Tokenizer
 
 
 def build_bm25(docs: Passages, cfg: BM25Config, out_dir: Path, *, progress: Progress | None = None) -> None:
+    """Build the index in bounded memory (:mod:`~sagegen.retrieval.bm25_build`: shards, then a merge)."""
+    if _has_scoring_functions():
+        from sagegen.retrieval.bm25_build import build_sharded
+
+        build_sharded(docs, cfg, out_dir, progress=progress)
+        return
+    # A bm25s without the scoring helpers build_sharded calls: bm25s' own (slower, in-memory) index.
     import bm25s
 
     tok = Tokenizer(cfg.stopwords, cfg.stemmer)
-    n = len(docs)
-    step = max(1, n // 100)
-    vocab: dict[str, int] = {}  # token -> id, in order of first occurrence
-    word_id = _WordIds(tok, vocab)
-    flat = array.array("q")  # every word's token id, documents one after another; -1 for stopwords
-    lengths = np.zeros(n, dtype=np.int64)
-    for i, d in enumerate(docs):
-        words = tok.words(d.contents)
-        lengths[i] = len(words)
-        flat.extend(map(word_id.__getitem__, words))  # a C loop; Python runs only for unseen words
-        if progress and (i % step == 0 or i == n - 1):
-            progress("bm25: tokenize", i + 1, n)
-    ids = np.frombuffer(flat, dtype=np.int64)
-    doc_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    keep = ids >= 0
-    ids, doc_of = ids[keep], doc_of[keep]
+    vocab: dict[str, int] = {}
+    corpus = [[vocab.setdefault(t, len(vocab)) for t in tok(d.contents)] for d in docs]
     model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
-    if progress:
-        progress("bm25: score matrix", 0, 1)
-    if ids.size and _has_scoring_functions():
-        _index_arrays(model, ids, doc_of, np.bincount(doc_of, minlength=n), vocab)
-    else:  # nothing but stopwords, or a bm25s without those helpers: bm25s' own (slower) path
-        per_doc = np.split(ids, np.cumsum(np.bincount(doc_of, minlength=n))[:-1])
-        model.index(([d.tolist() for d in per_doc], vocab), show_progress=False)
+    model.index((corpus, vocab), show_progress=False)
     model.save(str(out_dir), show_progress=False)
     _save_term_max(out_dir, np.asarray(model.scores["data"]), np.asarray(model.scores["indptr"]))
-    if progress:
-        progress("bm25: score matrix", 1, 1)
 
 
 def _save_term_max(out_dir: Path, data: np.ndarray, indptr: np.ndarray) -> None:
@@ -79,80 +63,6 @@ def _has_scoring_functions() -> bool:
 
     names = ("_select_idf_scorer", "_select_tfc_scorer", "_build_idf_array", "_build_nonoccurrence_array")
     return all(hasattr(scoring, f) for f in names)
-
-
-class _WordIds(dict):  # type: ignore[type-arg]
-    """Surface word -> token id (-1 for a stopword); a word is stemmed once, on its first lookup."""
-
-    def __init__(self, tok: Tokenizer, vocab: dict[str, int]) -> None:
-        super().__init__()
-        self.tok, self.vocab = tok, vocab
-
-    def __missing__(self, word: str) -> int:
-        t = self.tok.norm(word)
-        out = self[word] = -1 if t is None else self.vocab.setdefault(t, len(self.vocab))
-        return out
-
-
-def _index_arrays(
-    model: Any, ids: np.ndarray, doc_of: np.ndarray, doc_len: np.ndarray, vocab: dict[str, int]
-) -> None:
-    """What ``model.index((corpus_ids, vocab))`` computes, from flat arrays instead of per-document lists.
-
-    bm25s counts terms with one ``Counter`` and one set intersection per document (most of a 100k
-    build); here one ``np.unique`` over (term, doc) keys gives the term frequencies already in the
-    CSC order bm25s produces (column by column, documents ascending). The idf, the term-frequency
-    component and the non-occurrence correction are bm25s' own functions, fed the same dtypes, so
-    the saved arrays are bit-identical (tests/test_bm25.py compares them for every method).
-    """
-    from bm25s import scoring
-
-    n_docs, n_vocab = len(doc_len), len(vocab)
-    keys, tf = np.unique(ids * n_docs + doc_of, return_counts=True)
-    term, doc = keys // n_docs, keys % n_docs
-    df = np.bincount(term, minlength=n_vocab)
-    avg_doc_len = doc_len.mean()
-    doc_frequencies = dict(enumerate(df.tolist()))
-    idf_fn = scoring._select_idf_scorer(model.idf_method)
-    tfc_fn = scoring._select_tfc_scorer(model.method)
-    nonocc = None
-    if model.method in model.methods_requiring_nonoccurrence:
-        nonocc = scoring._build_nonoccurrence_array(
-            doc_frequencies=doc_frequencies,
-            n_docs=n_docs,
-            compute_idf_fn=idf_fn,
-            calculate_tfc_fn=tfc_fn,
-            l_d=avg_doc_len,
-            l_avg=avg_doc_len,
-            k1=model.k1,
-            b=model.b,
-            delta=model.delta,
-            dtype=model.dtype,
-        )
-    idf = scoring._build_idf_array(doc_frequencies, n_docs, compute_idf_fn=idf_fn, dtype=model.dtype)
-    tfc = tfc_fn(
-        tf_array=tf.astype(model.dtype),
-        l_d=doc_len[doc],
-        l_avg=avg_doc_len,
-        k1=model.k1,
-        b=model.b,
-        delta=model.delta,
-    )
-    scores = idf[term] * tfc
-    if nonocc is not None:
-        scores -= nonocc[term]
-    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
-    np.cumsum(df, out=indptr[1:])
-    model.nonoccurrence_array = nonocc
-    model.scores = {
-        "data": scores.astype(model.dtype),
-        "indices": doc.astype(model.int_dtype),
-        "indptr": indptr,
-        "num_docs": n_docs,
-    }
-    # As index() does with create_empty_token: "" scores nothing and keeps empty queries valid.
-    model.vocab_dict = {**vocab, "": n_vocab}
-    model.unique_token_ids_set = set(model.vocab_dict.values())
 
 
 class BM25Retriever:
