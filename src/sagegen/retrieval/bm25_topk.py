@@ -26,8 +26,11 @@ import numpy as np
 
 #: Above this many postings per document, a dense score vector beats sorting the postings.
 DENSE_RATIO = 8
-#: Below this many postings in all, scoring every posting is cheaper than pruning's bookkeeping.
-PRUNE_ABOVE = 30_000
+#: Below this many postings in all, scoring every posting is cheaper than pruning (bench: crossover
+#: at ~60k postings on a 100k-passage corpus).
+PRUNE_ABOVE = 60_000
+#: Lists holding at least 1/SKIP_SHARE of a query's postings are the first tried as non-essential.
+SKIP_SHARE = 8
 #: Relative slack on the max-sum bound: scores are float64 sums of float32 impacts in another order.
 _SLACK = 1e-9
 
@@ -44,7 +47,7 @@ def top_k(terms: Sequence[Term], k: int, n_docs: int, *, prune: bool = True) -> 
     if not total:
         return []
     if prune and len(terms) > 1 and total > PRUNE_ABOVE:
-        found = _pruned(terms, k, total)
+        found = _pruned(terms, k, total, n_docs)
         if found is not None:
             return _best(found[0], found[1], k)
     return _best(*_exhaustive(terms, n_docs), k)
@@ -63,39 +66,59 @@ def _exhaustive(terms: Sequence[Term], n_docs: int) -> tuple[np.ndarray, np.ndar
     return cand[keep], cand_scores[keep]
 
 
-def _pruned(terms: Sequence[Term], k: int, total: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Candidates and their exact scores, a superset of the top-k; None when pruning would not pay."""
-    order = sorted(range(len(terms)), key=lambda j: terms[j][2])  # lowest max impact first
-    # bound[e] = max-sum of the e lowest-max terms: the most a passage in none of the others can score.
+def _pruned(terms: Sequence[Term], k: int, total: int, n_docs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Candidates and their exact scores, a superset of the top-k; None when pruning would not pay.
+
+    The non-essential terms are taken longest list first (what skipping saves is their length; any
+    split is exact as long as the non-essential max-sum stays below theta): at first those holding at
+    least ``1/SKIP_SHARE`` of the query's postings, then fewer while theta is too low for them.
+    Essential lists are summed as the exhaustive path sums (sort or dense bincount): a candidate whose
+    partial score plus the non-essential max-sum cannot reach the k-th best partial score is dropped
+    before any lookup, so only a few candidates are looked up in the long lists.
+    """
+    order = sorted(range(len(terms)), key=lambda j: (-len(terms[j][0]), terms[j][2]))
+    # bound[j] = max-sum of the j longest lists: the most a passage in none of the others can score.
     bound = np.concatenate([[0.0], np.cumsum([terms[j][2] for j in order])])
-    e = len(order) - 1  # start with the single highest-max term essential
-    while True:
-        essential = [terms[j][0] for j in order[e:]]
-        size = sum(len(ids) for ids in essential)
-        if size * 2 > total:  # most postings must be read anyway: scoring them all is cheaper
+    j = min(len(terms) - 1, sum(1 for t in terms if len(t[0]) * SKIP_SHARE >= total))
+    while j > 0:
+        essential = [terms[i] for i in order[j:]]
+        if sum(len(t[0]) for t in essential) * 2 > total:  # most postings are read anyway
             return None
-        cand = np.unique(np.concatenate(essential)) if len(essential) > 1 else np.asarray(essential[0])
-        scores = _score(terms, cand)
+        cand, partial = _exhaustive(essential, n_docs)
+        if len(cand) > k:  # the k-th best partial score is at most the k-th best full score
+            floor = np.partition(partial, len(partial) - k)[len(partial) - k] * (1 - _SLACK)
+            cand = cand[(partial + bound[j]) * (1 + _SLACK) >= floor]
+        scores = _score(terms, cand.astype(terms[0][0].dtype))
         positive = int(np.count_nonzero(scores > 0))
         theta = float(np.partition(scores, len(scores) - k)[len(scores) - k]) if positive >= k else 0.0
-        # Fewest essential terms the bound allows now: the others' max-sum must stay below theta.
-        e_new = int(np.searchsorted(bound, theta / (1 + _SLACK), side="left")) - 1
-        if bound[e] == 0.0 or e_new >= e:
+        if bound[j] == 0.0 or bound[j] < theta / (1 + _SLACK):
             keep = scores > 0
             return cand[keep], scores[keep]
-        e = max(e_new, 0)
+        # Fewer non-essential lists: as many of the longest as theta allows (at least one fewer).
+        j = min(j - 1, int(np.searchsorted(bound, theta / (1 + _SLACK), side="left")) - 1)
+    return None  # every list essential: that is the exhaustive path
 
 
 def _score(terms: Sequence[Term], cand: np.ndarray) -> np.ndarray:
-    """Exact score of each candidate: each term's impact looked up in its list, summed in query order."""
+    """Exact score of each candidate: each term's impact looked up in its list, summed in query order.
+
+    A lookup is a binary search of the shorter side in the longer: candidates in a long list
+    (``O(candidates · log list)``), a short list's postings among the candidates (``O(list · log
+    candidates)``)."""
     acc = np.zeros(len(cand))
     for ids, imp, _ in terms:
         if ids.dtype != cand.dtype:  # searchsorted would convert (copy) the whole list otherwise
             cand = cand.astype(ids.dtype)
-        pos = np.searchsorted(ids, cand)
-        np.minimum(pos, len(ids) - 1, out=pos)
-        hit = np.flatnonzero(ids[pos] == cand)
-        acc[hit] += imp[pos[hit]]
+        if len(ids) > len(cand):
+            pos = np.searchsorted(ids, cand)
+            np.minimum(pos, len(ids) - 1, out=pos)
+            hit = np.flatnonzero(ids[pos] == cand)
+            acc[hit] += imp[pos[hit]]
+        else:
+            pos = np.searchsorted(cand, ids)
+            np.minimum(pos, len(cand) - 1, out=pos)
+            hit = cand[pos] == ids
+            acc[pos[hit]] += imp[hit]  # a list's postings are distinct passages: no repeated index
     return acc
 
 
