@@ -316,6 +316,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--engines", default="numpy,tantivy,lucene", help="which engines to run, in order")
+    ap.add_argument("--reuse", action="store_true", help="search a kept index instead of rebuilding it")
     ap.add_argument("--keep", default="", help="engines whose indexes stay in --work afterwards")
     ap.add_argument("--workers", type=int, default=1, help="sagegen serve --workers for /retrieve")
     ap.add_argument("--work", type=Path, default=Path("/work/tmp-bench/bm25-scale"))
@@ -361,12 +362,19 @@ def main() -> None:
                 continue
             load_avg = round(os.getloadavg()[0], 2)
             out = args.work / f"index-{engine}-{n}"
-            shutil.rmtree(out, ignore_errors=True)
-            if engine == "lucene":
+            saved = args.work / f"build-{engine}-{n}.json"  # the build figures of a kept index
+            if args.reuse and out.is_dir() and saved.is_file():
+                build = json.loads(saved.read_text())
+                print(f"reusing {out} (build figures from {saved}: an earlier run)", flush=True)
+            elif engine == "lucene":
+                shutil.rmtree(out, ignore_errors=True)
                 build = lucene_build(args.lucene_jar, corpus, out)
             else:
+                shutil.rmtree(out, ignore_errors=True)
                 index_cmd = ["index", "--corpus", str(corpus), "--kind", "bm25", "--out", str(out)]
                 build = measured([*SAGEGEN, *index_cmd, "-s", f"retrieval.bm25.engine={engine}"])
+            if engine in args.keep.split(","):
+                saved.write_text(json.dumps({k: v for k, v in build.items() if k != "stdout"}))
             row: dict[str, Any] = {
                 "n": n,
                 "engine": engine,
