@@ -55,9 +55,9 @@ class BM25Config(Section):
     #: ``numpy``: every (term, passage) score precomputed into memory-mapped ``.npy`` arrays, built in
     #: shards in bounded memory (``index_memory_mb``), searched by an exact MaxScore top-k; it keeps the
     #: scoring variants below. ``tantivy``: an inverted index on disk (Rust, Lucene's BM25), built in
-    #: bounded memory, memory-mapped; its searches run outside the GIL, so a server answers twice the
-    #: single-query clients at 1M passages. ``auto``: tantivy from ``tantivy_above`` passages on
-    #: (bench/bench_bm25_scale.py: equal query CPU from 1M on, tantivy serves 2x more, builds smaller).
+    #: bounded memory, memory-mapped; its searches run outside the GIL, so a server answers more
+    #: single-query clients. ``auto``: tantivy from ``tantivy_above`` passages on (bench_bm25_scale:
+    #: equal query CPU at 1M-3M, tantivy faster at 100k, serves more clients, smaller index).
     engine: Literal["auto", "numpy", "tantivy"] = "auto"
     tantivy_above: int = Field(100_000, ge=1)
     #: What bounds a build's working memory in MB, whatever the corpus size: the numpy engine's shard
