@@ -1,5 +1,8 @@
 """BM25 at scale: the numpy engine against the tantivy engine on wiki-18-like corpora of growing size.
 
+The numpy engine's query is MaxScore-pruned (exact); its exhaustive scoring (every posting, what sagegen
+searched with before) is measured in the same child as the baseline: query CPU and top-10 overlap.
+
 Lucene (what Pyserini and so Search-R1 search with) joins with ``--lucene-jar`` (Anserini's fatjar from
 ``pip install pyserini==0.22.1 --no-deps``, which runs on Java 17; newer Pyserini needs Java 21) and
 ``--lucene-python`` (a Python with ``pyjnius``): built by Anserini's ``IndexCollection`` (1 thread,
@@ -24,10 +27,11 @@ For each size and engine, every figure comes from a child process of its own:
   asyncio client), requests/s and the server's CPU per request; then one request of 2,560 queries
   (a Search-R1 GRPO step), its wall and server CPU seconds.
 
-The numpy engine needs ~8.4 KB per passage while building, so it is run only up to ``--numpy-max``
-passages (default 300k: ~2.7 GB); its larger-size figures are extrapolated and printed as such.
+Each row records the load average when it started (the machine is shared: CPU figures are noisy).
+``--workers N`` serves with ``sagegen serve --workers N`` (processes sharing the memory-mapped index).
 
-    python bench/bench_bm25_scale.py --sizes 100000,300000,1000000,3000000
+    python bench/bench_bm25_scale.py --sizes 100000,1000000,3000000 --engines numpy,tantivy,lucene \
+        --lucene-jar .../anserini-0.22.1-fatjar.jar --lucene-python <a Python with pyjnius>
 """
 
 from __future__ import annotations
@@ -222,8 +226,17 @@ t = time.process_time(); r.search_ids(qs, 3); batched = (time.process_time() - t
 top = [[r.store.record(i)["id"] for i, _ in row] for row in r.search_ids(qs, 10)]
 ng = len(data["gold_queries"])
 rec = {k: sum(len(set(t[:k]) & gold[j]) / len(gold[j]) for j, t in enumerate(top[:ng])) / ng for k in (3, 10)}
-json.dump({"single_ms": single * 1e3, "batched_ms": batched * 1e3, "recall@3": rec[3], "recall@10": rec[10],
-           "top10": top}, open(out, "w"))
+res = {"single_ms": single * 1e3, "batched_ms": batched * 1e3, "recall@3": rec[3], "recall@10": rec[10],
+       "top10": top}
+if hasattr(r, "prune"):  # numpy engine: the exhaustive scorer (the baseline) in the same process
+    t = time.process_time(); [r.search_ids([q], 3, prune=False) for q in qs]
+    res["exhaustive_single_ms"] = (time.process_time() - t) / len(qs) * 1e3
+    t = time.process_time(); r.search_ids(qs, 3, prune=False)
+    res["exhaustive_batched_ms"] = (time.process_time() - t) / len(qs) * 1e3
+    ex = r.search_ids(qs, 10, prune=False)
+    pr = r.search_ids(qs, 10)
+    res["top10_equal_exhaustive"] = sum(a == b for a, b in zip(pr, ex)) / len(qs)
+json.dump(res, open(out, "w"))
 """
 
 
@@ -282,9 +295,10 @@ def query_figures(index: Path, qfile: Path, out: Path) -> dict[str, Any]:
     return res
 
 
-def server_figures(index: Path, queries: list[str], seconds: float) -> dict[str, float]:
+def server_figures(index: Path, queries: list[str], seconds: float, workers: int = 1) -> dict[str, float]:
     port = free_port()
-    proc = start([*SAGEGEN, "serve", "--index", str(index), "--port", str(port)], port)
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    proc = start([*SAGEGEN, "serve", "--index", str(index), "--port", str(port), *extra], port)
     try:
         cpu0 = cpu_seconds(proc.pid)
         rps = asyncio.run(clients(port, 32, queries, seconds))
@@ -305,7 +319,10 @@ def server_figures(index: Path, queries: list[str], seconds: float) -> dict[str,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100000,1000000")
-    ap.add_argument("--numpy-max", type=int, default=300_000, help="largest corpus the numpy engine builds")
+    ap.add_argument("--engines", default="numpy,tantivy,lucene", help="which engines to run, in order")
+    ap.add_argument("--reuse", action="store_true", help="search a kept index instead of rebuilding it")
+    ap.add_argument("--keep", default="", help="engines whose indexes stay in --work afterwards")
+    ap.add_argument("--workers", type=int, default=1, help="sagegen serve --workers for /retrieve")
     ap.add_argument("--work", type=Path, default=Path("/work/tmp-bench/bm25-scale"))
     ap.add_argument("--serve-seconds", type=float, default=10.0)
     ap.add_argument("--results", type=Path, default=None, help="append each row as JSON here")
@@ -344,19 +361,28 @@ def main() -> None:
                 flush=True,
             )
         tops: dict[str, list[list[str]]] = {}
-        for engine in ("numpy", "tantivy", "lucene"):
-            if (engine == "numpy" and n > args.numpy_max) or (engine == "lucene" and not args.lucene_jar):
+        for engine in args.engines.split(","):
+            if engine == "lucene" and not args.lucene_jar:
                 continue
+            load_avg = round(os.getloadavg()[0], 2)
             out = args.work / f"index-{engine}-{n}"
-            shutil.rmtree(out, ignore_errors=True)
-            if engine == "lucene":
+            saved = args.work / f"build-{engine}-{n}.json"  # the build figures of a kept index
+            if args.reuse and out.is_dir() and saved.is_file():
+                build = json.loads(saved.read_text())
+                print(f"reusing {out} (build figures from {saved}: an earlier run)", flush=True)
+            elif engine == "lucene":
+                shutil.rmtree(out, ignore_errors=True)
                 build = lucene_build(args.lucene_jar, corpus, out)
             else:
+                shutil.rmtree(out, ignore_errors=True)
                 index_cmd = ["index", "--corpus", str(corpus), "--kind", "bm25", "--out", str(out)]
                 build = measured([*SAGEGEN, *index_cmd, "-s", f"retrieval.bm25.engine={engine}"])
+            if engine in args.keep.split(","):
+                saved.write_text(json.dumps({k: v for k, v in build.items() if k != "stdout"}))
             row: dict[str, Any] = {
                 "n": n,
                 "engine": engine,
+                "load_avg": load_avg,
                 "corpus_gb": round(corpus.stat().st_size / 1e9, 3),
                 "build_wall_s": build["wall_s"],
                 "build_cpu_s": build["cpu_s"],
@@ -371,15 +397,18 @@ def main() -> None:
             else:
                 q = query_figures(out, qfile, qout)
             tops[engine] = q.pop("top10")
+            q["load_avg_after"] = os.getloadavg()[0]
             row.update({k: round(v, 4) for k, v in q.items()})
             if engine != "lucene":  # Search-R1's own server on Lucene is not run here (see bench/README.md)
-                row.update(server_figures(out, queries, args.serve_seconds))
+                row.update(server_figures(out, queries, args.serve_seconds, args.workers))
+                row["workers"] = args.workers
             print(json.dumps(row), flush=True)
             rows.append(row)
             if args.results:
                 with args.results.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
-            shutil.rmtree(out, ignore_errors=True)  # disk: a 3M index trio is several GB
+            if engine not in args.keep.split(","):
+                shutil.rmtree(out, ignore_errors=True)  # disk: a 3M index trio is several GB
         names = sorted(tops)
         for a_i, a in enumerate(names):
             for b in names[a_i + 1 :]:
@@ -394,22 +423,27 @@ def _summary(rows: list[dict[str, Any]]) -> None:
     by = {(r["engine"], r["n"]): r for r in rows}
     ns = sorted({r["n"] for r in rows})
     print(
-        "\n| passages | engine | build wall / CPU | peak RSS | disk | query CPU single / batched | "
-        "/retrieve 32 clients | recall@3 / @10 |"
+        "\n| passages | engine | load avg | build wall / CPU | peak RSS | disk | query CPU single / batched "
+        "(exhaustive) | /retrieve 32 clients | 2,560-query request | recall@3 / @10 |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in ns:
         for e in ("numpy", "tantivy", "lucene"):
             r = by.get((e, n))
             if r:
                 rps = f"{r['rps_32']:.0f} req/s" if "rps_32" in r else "not run"
+                b2560 = f"{r['batch2560_s']:.2f} s" if "batch2560_s" in r else "not run"
+                ex = ""
+                if "exhaustive_single_ms" in r:
+                    ex = f" ({r['exhaustive_single_ms']:.2f} / {r['exhaustive_batched_ms']:.2f})"
                 print(
-                    f"| {n:,} | {e} | {r['build_wall_s']:.0f} s / {r['build_cpu_s']:.0f} s | "
+                    f"| {n:,} | {e} | {r.get('load_avg', float('nan')):.1f} | "
+                    f"{r['build_wall_s']:.0f} s / {r['build_cpu_s']:.0f} s | "
                     f"{r['build_peak_rss_gb']:.2f} GB | {r['disk_gb']:.2f} GB | "
-                    f"{r['single_ms']:.2f} / {r['batched_ms']:.2f} ms | {rps} | "
+                    f"{r['single_ms']:.2f} / {r['batched_ms']:.2f} ms{ex} | {rps} | {b2560} | "
                     f"{r['recall@3']:.3f} / {r['recall@10']:.3f} |"
                 )
-    for e in ("tantivy", "lucene"):
+    for e in ("numpy", "tantivy", "lucene"):
         tv = [by[(e, n)] for n in ns if (e, n) in by]
         if len(tv) < 2:
             continue
@@ -419,11 +453,11 @@ def _summary(rows: list[dict[str, Any]]) -> None:
             f"x{b['build_peak_rss_gb'] / a['build_peak_rss_gb']:.2f}, query CPU single "
             f"x{b['single_ms'] / a['single_ms']:.2f}"
         )
-    for n in ns:  # tantivy against Lucene (issue 26's yardstick), measured in this run
-        a, b = by.get(("lucene", n)), by.get(("tantivy", n))
+    for n, e in ((n, e) for n in ns for e in ("numpy", "tantivy")):  # against Lucene, this run
+        a, b = by.get(("lucene", n)), by.get((e, n))
         if a and b:
             print(
-                f"{n:,} passages, tantivy / lucene: build peak RSS "
+                f"{n:,} passages, {e} / lucene: build peak RSS "
                 f"x{b['build_peak_rss_gb'] / a['build_peak_rss_gb']:.2f}, "
                 f"build CPU x{b['build_cpu_s'] / a['build_cpu_s']:.2f}, query CPU single "
                 f"x{b['single_ms'] / a['single_ms']:.2f}, batched x{b['batched_ms'] / a['batched_ms']:.2f}"
@@ -437,17 +471,13 @@ def _summary(rows: list[dict[str, Any]]) -> None:
                 f"x{b['single_ms'] / a['single_ms']:.2f}, batched x{b['batched_ms'] / a['batched_ms']:.2f}, "
                 f"/retrieve x{b['rps_32'] / a['rps_32']:.2f}"
             )
-    nps = [by[("numpy", n)] for n in ns if ("numpy", n) in by]
-    if len(nps) >= 2:  # a straight line through the two largest numpy builds, for the sizes it skipped
-        a, b = nps[-2], nps[-1]
-        per = (b["build_peak_rss_gb"] - a["build_peak_rss_gb"]) / (b["n"] - a["n"])
-        for n in ns:
-            if ("numpy", n) not in by:
-                print(
-                    f"numpy at {n:,} (extrapolated, not run): peak RSS "
-                    f"~{b['build_peak_rss_gb'] + per * (n - b['n']):.1f} GB"
-                    f" ({per * 1e6:.2f} KB per passage)"
-                )
+        if a and "exhaustive_single_ms" in a:  # pruned against exhaustive, same process
+            print(
+                f"{n:,} passages, numpy pruned / exhaustive query CPU: single "
+                f"x{a['single_ms'] / a['exhaustive_single_ms']:.2f}, batched "
+                f"x{a['batched_ms'] / a['exhaustive_batched_ms']:.2f}; top-10 identical for "
+                f"{a['top10_equal_exhaustive']:.1%} of queries"
+            )
 
 
 if __name__ == "__main__":

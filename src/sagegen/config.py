@@ -47,14 +47,16 @@ class CorpusConfig(Section):
 
 
 class BM25Config(Section):
-    #: ``numpy``: every (term, passage) score precomputed into arrays, built in memory (7-8 KB per
-    #: passage while building), with the scoring variants below. ``tantivy``: an inverted index on
-    #: disk (Rust, Lucene's BM25), built streaming in bounded memory, memory-mapped: for large
-    #: corpora. ``auto``: tantivy from ``tantivy_above`` passages on, where it is faster and the numpy
-    #: build passes 1 GB (docs/corpora.md, retrieval at scale; bench/README.md).
+    #: ``numpy``: every (term, passage) score precomputed into memory-mapped ``.npy`` arrays, built in
+    #: shards in bounded memory (``index_memory_mb``), searched by an exact MaxScore top-k; it keeps the
+    #: scoring variants below. ``tantivy``: an inverted index on disk (Rust, Lucene's BM25), built in
+    #: bounded memory, memory-mapped; its searches run outside the GIL, so a server answers more
+    #: single-query clients. ``auto``: tantivy from ``tantivy_above`` passages on (bench/README.md:
+    #: equal query CPU at 1M-3M, tantivy faster at 100k, serves more clients, smaller index).
     engine: Literal["auto", "numpy", "tantivy"] = "auto"
     tantivy_above: int = Field(100_000, ge=1)
-    #: tantivy's indexing buffer in MB: what bounds a tantivy build's memory, whatever the corpus size.
+    #: What bounds a build's working memory in MB, whatever the corpus size: the numpy engine's shard
+    #: and merge buffers (plus its vocabulary, ~100-150 B a distinct token), tantivy's indexing buffer.
     index_memory_mb: int = Field(256, ge=16, json_schema_extra=VOLATILE)
     #: k1, b and method score the numpy engine; tantivy scores with Lucene's k1=1.2, b=0.75 (fixed).
     k1: float = 1.5

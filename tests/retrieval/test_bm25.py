@@ -128,7 +128,8 @@ def test_vectorised_build_saves_what_bm25s_own_index_saves(tmp_path: Path, metho
     ref.save(str(tmp_path / "ref"), show_progress=False)
 
     ref_files = sorted(p.name for p in (tmp_path / "ref").iterdir())
-    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ref_files
+    ours = sorted(p.name for p in (tmp_path / "ours").iterdir())
+    assert ours == sorted([*ref_files, "term_max.npy"])  # plus each term's largest impact (MaxScore)
     for name in ref_files:
         a, b = tmp_path / "ours" / name, tmp_path / "ref" / name
         if name.endswith(".npy"):
@@ -147,6 +148,7 @@ def test_without_bm25s_scoring_helpers_the_build_falls_back_to_bm25s_index(
     bm25.build_bm25(docs, BM25Config(), tmp_path / "fast")
     monkeypatch.setattr(bm25, "_has_scoring_functions", lambda: False)
     bm25.build_bm25(docs, BM25Config(), tmp_path / "slow")
+    assert (tmp_path / "fast" / "term_max.npy").exists()
     for f in sorted((tmp_path / "fast").iterdir()):
         assert f.read_bytes() == (tmp_path / "slow" / f.name).read_bytes(), f.name
     r = _small_index(tmp_path / "idx", docs)

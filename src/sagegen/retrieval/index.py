@@ -5,7 +5,7 @@ Layout of one index directory (every file plain .npy / JSON / FAISS, nothing pic
     manifest.json            format version, kind, corpus hash, n_docs, model, params (written last)
     passages.jsonl           one {"id","contents"} (or {"id","title","text"[,"raw"]}) per line, in index order
     passages.offsets.npy     int64 byte offsets (n_docs + 1) into passages.jsonl, memory-mapped
-    bm25/                    numpy engine: bm25s arrays (data/indices/indptr .npy, vocab/params .json)
+    bm25/                    numpy engine: arrays (data/indices/indptr/term_max .npy, vocab/params .json)
                              tantivy engine: a tantivy index (segments, memory-mapped)   [bm25, hybrid]
     dense/                   embeddings.npy + faiss.index                                  [dense, hybrid]
 
