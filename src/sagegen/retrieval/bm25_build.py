@@ -58,134 +58,171 @@ def build_sharded(
 ) -> None:
     """Build the numpy engine's index into ``out_dir`` within ``memory_mb`` (default: the config's)."""
     import bm25s
-    from bm25s import scoring
 
     budget = (memory_mb or cfg.index_memory_mb) * 2**20
-    shard_tokens = max(1, budget // _BYTES_PER_TOKEN)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shard_dir = out_dir / "_shards"
-    shard_dir.mkdir(exist_ok=True)
-    tok = Tokenizer(cfg.stopwords, cfg.stemmer)
-    vocab: dict[str, int] = {}
-    word_id = _WordIds(tok, vocab)
-    n = len(docs)
-    step = max(1, n // 100)
-    doc_len = np.zeros(n, dtype=np.uint32)  # kept (non-stopword) tokens per passage
-    df = np.zeros(0, dtype=np.int64)
-    shards: list[Path] = []
-    flat = array.array("i")  # the shard's token ids, passages one after another; -1 for stopwords
-    lens = array.array("I")  # the shard's words per passage
-    first = 0  # corpus position of the shard's first passage
-
-    def flush() -> None:
-        nonlocal flat, lens, first, df
-        if not len(lens):
-            return
-        ids = np.frombuffer(flat, dtype=np.int32)
-        local = np.repeat(np.arange(len(lens), dtype=np.int64), np.frombuffer(lens, dtype=np.uint32))
-        keep = ids >= 0
-        ids, local = ids[keep], local[keep]
-        doc_len[first : first + len(lens)] = np.bincount(local, minlength=len(lens))
-        keys, tf = np.unique(ids.astype(np.int64) * len(lens) + local, return_counts=True)
-        del ids, local, keep
-        term = (keys // len(lens)).astype(np.uint32)
-        doc = (keys % len(lens) + first).astype(np.uint32)
-        del keys
-        counts = np.bincount(term, minlength=len(vocab))
-        df = np.concatenate([df, np.zeros(len(counts) - len(df), dtype=np.int64)]) + counts
-        path = shard_dir / f"{len(shards):05d}"
-        path.mkdir()
-        for name, arr in (("term", term), ("doc", doc), ("tf", tf.astype(np.uint32))):
-            np.save(path / f"{name}.npy", arr, allow_pickle=False)
-        shards.append(path)
-        first += len(lens)
-        flat, lens = array.array("i"), array.array("I")
-
-    for i, d in enumerate(docs):
-        words = tok.words(d.contents)
-        lens.append(len(words))
-        flat.extend(map(word_id.__getitem__, words))  # a C loop; Python runs only for unseen words
-        if len(flat) >= shard_tokens:
-            flush()
-        if progress and (i % step == 0 or i == n - 1):
-            progress("bm25: tokenize", i + 1, n)
-    flush()
-    word_id.clear()
-
-    n_vocab = len(vocab)
-    df = np.concatenate([df, np.zeros(n_vocab - len(df), dtype=np.int64)])
+    shards = _Shards(out_dir / "_shards", len(docs), max(1, budget // _BYTES_PER_TOKEN))
+    shards.count(docs, Tokenizer(cfg.stopwords, cfg.stemmer), progress)
     model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
-    avg_doc_len = doc_len.mean() if n else 0.0
-    doc_frequencies = dict(enumerate(df.tolist()))
-    idf_fn = scoring._select_idf_scorer(model.idf_method)
-    tfc_fn = scoring._select_tfc_scorer(model.method)
-    nonocc = None
-    if model.method in model.methods_requiring_nonoccurrence:
-        nonocc = scoring._build_nonoccurrence_array(
-            doc_frequencies=doc_frequencies,
-            n_docs=n,
-            compute_idf_fn=idf_fn,
-            calculate_tfc_fn=tfc_fn,
-            l_d=avg_doc_len,
-            l_avg=avg_doc_len,
-            k1=model.k1,
-            b=model.b,
-            delta=model.delta,
-            dtype=model.dtype,
-        )
-    idf = scoring._build_idf_array(doc_frequencies, n, compute_idf_fn=idf_fn, dtype=model.dtype)
-    del doc_frequencies
-    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
-    np.cumsum(df, out=indptr[1:])
-    nnz = int(indptr[-1])
-
+    score = _Scorer(model, shards.df, shards.doc_len)
+    indptr = np.zeros(len(shards.vocab) + 1, dtype=np.int64)
+    np.cumsum(shards.df, out=indptr[1:])
     # The small files (params, vocab, non-occurrence) exactly as bm25s writes them; the arrays after.
-    model.nonoccurrence_array = nonocc
+    model.nonoccurrence_array = score.nonocc
     model.scores = {
         "data": np.zeros(0, dtype=model.dtype),
         "indices": np.zeros(0, dtype=model.int_dtype),
         "indptr": indptr,
-        "num_docs": n,
+        "num_docs": len(docs),
     }
-    model.vocab_dict = {**vocab, "": n_vocab}  # as bm25s' index(): "" keeps empty queries valid
-    vocab.clear()
+    model.vocab_dict = {**shards.vocab, "": len(shards.vocab)}  # as bm25s' index(): "" keeps "" valid
+    shards.vocab.clear()
     model.save(str(out_dir), show_progress=False)
     model.vocab_dict = {}
+    term_max = _merge(shards, score, indptr, out_dir, budget // _BYTES_PER_POSTING, progress)
+    shutil.rmtree(shards.dir)
+    if term_max is not None:  # else no file: searches score every posting (MaxScore needs impacts >= 0)
+        np.save(out_dir / "term_max.npy", term_max, allow_pickle=False)
 
-    # Term ranges of about `per_range` postings each.
-    per_range = max(1, budget // _BYTES_PER_POSTING)
-    cuts = np.unique(np.searchsorted(indptr, np.arange(0, nnz, per_range), side="right") - 1)
-    bounds = np.concatenate([cuts[cuts > 0], [n_vocab]]).astype(np.int64)
-    bounds = np.concatenate([[0], bounds])
-    readers = [_ShardReader(p, bounds) for p in shards]
+
+class _Shards:
+    """Step 1: the corpus tokenised as it streams by, each shard's (term, passage, tf) postings counted
+    and written to disk; only passage lengths, document frequencies and the vocabulary stay."""
+
+    def __init__(self, directory: Path, n_docs: int, shard_tokens: int) -> None:
+        self.dir, self.shard_tokens = directory, shard_tokens
+        self.dir.mkdir(exist_ok=True)
+        self.vocab: dict[str, int] = {}
+        self.doc_len = np.zeros(n_docs, dtype=np.uint32)  # kept (non-stopword) tokens per passage
+        self.df = np.zeros(0, dtype=np.int64)
+        self.paths: list[Path] = []
+        self.flat = array.array("i")  # the shard's token ids, passages one after another; -1: stopword
+        self.lens = array.array("I")  # the shard's words per passage
+        self.first = 0  # corpus position of the shard's first passage
+
+    def count(self, docs: Passages, tok: Tokenizer, progress: Progress | None) -> None:
+        word_id = _WordIds(tok, self.vocab)
+        n = len(docs)
+        step = max(1, n // 100)
+        for i, d in enumerate(docs):
+            words = tok.words(d.contents)
+            self.lens.append(len(words))
+            self.flat.extend(map(word_id.__getitem__, words))  # a C loop; Python runs only for new words
+            if len(self.flat) >= self.shard_tokens:
+                self.flush()
+            if progress and (i % step == 0 or i == n - 1):
+                progress("bm25: tokenize", i + 1, n)
+        self.flush()
+        word_id.clear()
+        self.df = _grown(self.df, len(self.vocab))
+
+    def flush(self) -> None:
+        n = len(self.lens)
+        if not n:
+            return
+        ids = np.frombuffer(self.flat, dtype=np.int32)
+        local = np.repeat(np.arange(n, dtype=np.int64), np.frombuffer(self.lens, dtype=np.uint32))
+        keep = ids >= 0
+        ids, local = ids[keep], local[keep]
+        self.doc_len[self.first : self.first + n] = np.bincount(local, minlength=n)
+        keys, tf = np.unique(ids.astype(np.int64) * n + local, return_counts=True)
+        del ids, local, keep
+        term = (keys // n).astype(np.uint32)
+        doc = (keys % n + self.first).astype(np.uint32)
+        del keys
+        counts = np.bincount(term, minlength=len(self.vocab))
+        self.df = _grown(self.df, len(counts)) + counts
+        path = self.dir / f"{len(self.paths):05d}"
+        path.mkdir()
+        for name, arr in (("term", term), ("doc", doc), ("tf", tf.astype(np.uint32))):
+            np.save(path / f"{name}.npy", arr, allow_pickle=False)
+        self.paths.append(path)
+        self.first += n
+        self.flat, self.lens = array.array("i"), array.array("I")
+
+
+def _grown(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` padded with zeros to length ``n`` (the vocabulary grows as shards are counted)."""
+    return np.concatenate([a, np.zeros(n - len(a), dtype=a.dtype)])
+
+
+class _Scorer:
+    """bm25s' own scoring pieces for the whole corpus (global idf and mean length): a range's impacts
+    are the very numbers a one-shot bm25s build computes."""
+
+    def __init__(self, model: Any, df: np.ndarray, doc_len: np.ndarray) -> None:
+        from bm25s import scoring
+
+        n = len(doc_len)
+        self.model, self.doc_len = model, doc_len
+        self.avg = doc_len.mean() if n else 0.0
+        frequencies = dict(enumerate(df.tolist()))
+        idf_fn = scoring._select_idf_scorer(model.idf_method)
+        self.tfc_fn = scoring._select_tfc_scorer(model.method)
+        self.nonocc = None
+        if model.method in model.methods_requiring_nonoccurrence:
+            self.nonocc = scoring._build_nonoccurrence_array(
+                doc_frequencies=frequencies,
+                n_docs=n,
+                compute_idf_fn=idf_fn,
+                calculate_tfc_fn=self.tfc_fn,
+                l_d=self.avg,
+                l_avg=self.avg,
+                k1=model.k1,
+                b=model.b,
+                delta=model.delta,
+                dtype=model.dtype,
+            )
+        self.idf = scoring._build_idf_array(frequencies, n, compute_idf_fn=idf_fn, dtype=model.dtype)
+
+    def __call__(self, term: np.ndarray, doc: np.ndarray, tf: np.ndarray) -> np.ndarray:
+        m = self.model
+        scores = self.idf[term] * self.tfc_fn(
+            tf_array=tf.astype(m.dtype),
+            l_d=self.doc_len[doc].astype(np.int64),
+            l_avg=self.avg,
+            k1=m.k1,
+            b=m.b,
+            delta=m.delta,
+        )
+        if self.nonocc is not None:
+            scores -= self.nonocc[term]
+        return scores.astype(m.dtype)
+
+
+def _merge(
+    shards: _Shards,
+    score: _Scorer,
+    indptr: np.ndarray,
+    out_dir: Path,
+    per_range: int,
+    progress: Progress | None,
+) -> np.ndarray | None:
+    """Step 2: term ranges of about ``per_range`` postings, each read from every shard, put in term
+    order, scored and appended to the output arrays; returns each term's highest impact (MaxScore's
+    bound), or None when some impact is negative (the bound would not hold)."""
+    model, df = score.model, shards.df
+    n_vocab, nnz = len(df), int(indptr[-1])
+    cuts = np.unique(np.searchsorted(indptr, np.arange(0, nnz, max(1, per_range)), side="right") - 1)
+    bounds = np.concatenate([[0], cuts[cuts > 0], [n_vocab]]).astype(np.int64)
+    readers = [_ShardReader(p, bounds) for p in shards.paths]
     term_max = np.zeros(n_vocab, dtype=np.float32)
     prunable = True
-    data_path, idx_path = out_dir / "data.csc.index.npy", out_dir / "indices.csc.index.npy"
     with (
-        _NpyWriter(data_path, model.dtype, nnz) as data_out,
-        _NpyWriter(idx_path, model.int_dtype, nnz) as idx_out,
+        _NpyWriter(out_dir / "data.csc.index.npy", model.dtype, nnz) as data_out,
+        _NpyWriter(out_dir / "indices.csc.index.npy", model.int_dtype, nnz) as idx_out,
     ):
         for r in range(len(bounds) - 1):
             t0, t1 = int(bounds[r]), int(bounds[r + 1])
             parts = [rd.read(r) for rd in readers]
-            term = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint32)
-            doc = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint32)
-            tf = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.uint32)
+            term, doc, tf = (
+                np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.uint32) for i in range(3)
+            )
             del parts
             order = np.argsort(term, kind="stable")
             term, doc, tf = term[order].astype(np.int64), doc[order], tf[order]
             del order
-            scores = idf[term] * tfc_fn(
-                tf_array=tf.astype(model.dtype),
-                l_d=doc_len[doc].astype(np.int64),
-                l_avg=avg_doc_len,
-                k1=model.k1,
-                b=model.b,
-                delta=model.delta,
-            )
-            if nonocc is not None:
-                scores -= nonocc[term]
-            scores = scores.astype(model.dtype)
+            scores = score(term, doc, tf)
             if len(scores):
                 prunable = prunable and bool(scores.min() >= 0)
                 starts = indptr[t0:t1] - indptr[t0]
@@ -197,9 +234,7 @@ def build_sharded(
                 progress("bm25: merge", r + 1, len(bounds) - 1)
     for rd in readers:
         rd.close()
-    shutil.rmtree(shard_dir)
-    if prunable:  # else no file: searches score every posting (MaxScore's bound needs impacts >= 0)
-        np.save(out_dir / "term_max.npy", term_max, allow_pickle=False)
+    return term_max if prunable else None
 
 
 class _ShardReader:
