@@ -218,26 +218,34 @@ class Verdict(Record):
         Avg@K is the first (reference) solver's. The retriever-only pre-check decides with its one
         shortcut attempt (``source="precheck"``), which is no solver attempt: ``num_attempts`` is 0.
         """
-        solved = [any(a.judgement.correct for a in atts) for atts in per_solver]
-        agree = sum(solved)
+        fewest = [_fewest_right(atts) for atts in per_solver]  # None: that solver never answered right
+        agree = sum(f is not None for f in fewest)
         correct = agree >= max(min_agree, 1)
-        difficulty = (
-            min(a.num_searches for a in per_solver[solved.index(True)] if a.judgement.correct)
-            if correct
-            else None
-        )
+        difficulty = next((f for f in fewest if f is not None), None) if correct else None
         passed = difficulty is not None and difficulty >= target
-        first = per_solver[0] if per_solver else ()
         return cls(
             correct=correct,
             difficulty=difficulty,
             passed=passed,
-            avg_at_k=sum(a.judgement.correct for a in first) / len(first) if first else 0.0,
-            label="pass" if passed else ("too_easy" if correct else "incorrect"),
-            num_attempts=0 if source == "precheck" else sum(len(a) for a in per_solver),
+            avg_at_k=_right_share(per_solver[0] if per_solver else ()),
+            label=_label(passed, correct),
+            num_attempts=0 if source == "precheck" else sum(map(len, per_solver)),
             source=source,
             solvers_agree=agree if len(per_solver) > 1 else None,
         )
+
+
+def _fewest_right(attempts: Sequence[Attempt]) -> int | None:
+    """The fewest searches among the right attempts, None when none is right."""
+    return min((a.num_searches for a in attempts if a.judgement.correct), default=None)
+
+
+def _label(passed: bool, correct: bool) -> VerdictLabel:
+    return "pass" if passed else ("too_easy" if correct else "incorrect")
+
+
+def _right_share(attempts: Sequence[Attempt]) -> float:
+    return sum(a.judgement.correct for a in attempts) / len(attempts) if attempts else 0.0
 
 
 class Candidate(Record):
