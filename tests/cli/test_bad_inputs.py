@@ -118,7 +118,9 @@ def test_a_damaged_call_cache_says_it_is_the_cache_and_only_costs_repeat_calls(c
 def test_each_truncated_index_file_is_named(cwd: Path) -> None:
     (index,) = (cwd / "idx").iterdir()
     files = sorted(p for p in index.rglob("*") if p.is_file() and p.name != "manifest.json")
-    assert len(files) == 7  # passages.jsonl and its offsets, bm25's three arrays and two JSON files
+    # passages.jsonl and its offsets, bm25's three arrays, its two JSON files and term_max.npy (the
+    # pruned top-k's bound per term)
+    assert len(files) == 8
     for f in files:
         kept = f.read_bytes()
         f.write_bytes(kept[: len(kept) // 2])
