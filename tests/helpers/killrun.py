@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_loop_helpers import DOCS, write_corpus
+from sagegen.loop.session import quick_defaults
 from sagegen.records import Doc
 
 N = 16
@@ -122,3 +123,23 @@ def _outcome(run: Path) -> dict[str, Any]:
 
 
 TRADES = ["wool", "salt", "lace", "clocks"]
+
+
+def ray_settings(cache: str, *extra: str, delay: float = 0.02) -> list[str]:
+    """The ``-s`` settings of the Ray tests' run: N seeds of the scripted sage model over ``_corpus``."""
+    return [
+        *quick_defaults(),
+        f"pipeline.num_seeds={N}",
+        "pipeline.target=1-2",
+        "pipeline.rounds=2",
+        "pipeline.attempts=2",
+        "pipeline.concurrency=2",
+        "corpus.path=corpus.jsonl",
+        "retrieval.index_dir=idx",
+        "judge.method=em",
+        "llm.backend=scripted",
+        f"llm.model=fixture:sage@{delay}",
+        f"llm.cache_path={cache}",
+        "pipeline.precheck=off",
+        *extra,
+    ]

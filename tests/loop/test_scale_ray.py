@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from helpers import sigint_default
-from helpers.killrun import N, _cmd, _corpus, _outcome, _rows
+from helpers.killrun import N, _cmd, _corpus, _outcome, _rows, ray_settings
 
 if os.environ.get("CI") == "true":
     import ray
@@ -28,29 +28,10 @@ else:
     ray = pytest.importorskip("ray")
 
 from sagegen.config import load_config
-from sagegen.loop.session import quick_defaults, run_generate
+from sagegen.loop.session import run_generate
 from sagegen.records import Doc
 
 RAY = ("pipeline.executor=ray", "pipeline.workers=2")
-
-
-def _settings(cache: str, *extra: str, delay: float = 0.02) -> list[str]:
-    return [
-        *quick_defaults(),
-        f"pipeline.num_seeds={N}",
-        "pipeline.target=1-2",
-        "pipeline.rounds=2",
-        "pipeline.attempts=2",
-        "pipeline.concurrency=2",
-        "corpus.path=corpus.jsonl",
-        "retrieval.index_dir=idx",
-        "judge.method=em",
-        "llm.backend=scripted",
-        f"llm.model=fixture:sage@{delay}",
-        f"llm.cache_path={cache}",
-        "pipeline.precheck=off",
-        *extra,
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +50,8 @@ def corpus_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_two_ray_workers_make_the_same_dataset_as_one_process(local_ray: Any, corpus_dir: Path) -> None:
-    one = run_generate(load_config(None, _settings("one.sqlite")), corpus_dir / "one" / "run")
-    spread = run_generate(load_config(None, _settings("ray.sqlite", *RAY)), corpus_dir / "ray" / "run")
+    one = run_generate(load_config(None, ray_settings("one.sqlite")), corpus_dir / "one" / "run")
+    spread = run_generate(load_config(None, ray_settings("ray.sqlite", *RAY)), corpus_dir / "ray" / "run")
     assert one.stats.errors == spread.stats.errors == 0
     expected = _outcome(corpus_dir / "one" / "run")
     assert _outcome(corpus_dir / "ray" / "run") == expected
@@ -89,7 +70,7 @@ def test_two_ray_workers_make_the_same_dataset_as_one_process(local_ray: Any, co
     assert len({w["where"] for w in workers}) == 2 and sum(w["pairs"] for w in workers) == N
 
     # A rerun has nothing left to do and pays for nothing.
-    again = run_generate(load_config(None, _settings("ray.sqlite", *RAY)), corpus_dir / "ray" / "run")
+    again = run_generate(load_config(None, ray_settings("ray.sqlite", *RAY)), corpus_dir / "ray" / "run")
     assert again.resumed and again.stats.already_done == N and again.calls == 0
     assert _outcome(corpus_dir / "ray" / "run") == expected
 
@@ -101,7 +82,7 @@ def test_a_worker_that_reads_another_corpus_stops_the_run_with_a_clear_error(
     from sagegen.ledger.store import RunStore
     from sagegen.loop.scale import run_pairs
 
-    cfg = load_config(None, _settings("c.sqlite", *RAY))
+    cfg = load_config(None, ray_settings("c.sqlite", *RAY))
     run = corpus_dir / "wrong" / "run"
     store, _ = RunStore.create_or_resume(run, cfg.model_dump(mode="json"), cfg.dump())
     session = store.begin_session()
@@ -117,7 +98,7 @@ def test_a_worker_that_reads_another_corpus_stops_the_run_with_a_clear_error(
 
 def test_sigkill_of_the_driver_then_the_rerun_repeats_no_pair_and_no_paid_call(corpus_dir: Path) -> None:
     """A real ``sagegen generate --ray`` (its own local Ray) killed mid-run, then run again."""
-    one = run_generate(load_config(None, _settings("one.sqlite")), corpus_dir / "one" / "run")
+    one = run_generate(load_config(None, ray_settings("one.sqlite")), corpus_dir / "one" / "run")
     expected = _outcome(corpus_dir / "one" / "run")
     # The CLI's own demo defaults (quick_defaults) are what _settings starts from, so the runs match.
     cmd = [*_cmd("killed/run", "killed.sqlite", delay=0.1), "--ray", "--workers", "2"]
@@ -196,8 +177,8 @@ def test_ctrl_c_stops_the_ray_workers_cleanly_and_the_run_resumes(local_ray: Any
     assert _rows(ledger, "SELECT COUNT(*) FROM pairs WHERE finished IS NOT NULL")[0][0] < N
     # The same run resumed on this process's Ray, against one uninterrupted process.
     again = run_generate(
-        load_config(None, _settings("int.sqlite", *RAY, delay=0.15)), corpus_dir / "int" / "run"
+        load_config(None, ray_settings("int.sqlite", *RAY, delay=0.15)), corpus_dir / "int" / "run"
     )
     assert again.resumed and again.stats.errors == 0
-    run_generate(load_config(None, _settings("one.sqlite", delay=0.15)), corpus_dir / "one" / "run")
+    run_generate(load_config(None, ray_settings("one.sqlite", delay=0.15)), corpus_dir / "one" / "run")
     assert _outcome(corpus_dir / "int" / "run") == _outcome(corpus_dir / "one" / "run")

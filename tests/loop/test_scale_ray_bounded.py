@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_resume_sigkill import N, _corpus, _rows
 
+from helpers.killrun import N, _corpus, _rows, ray_settings
 from sagegen.loop.scale import WorkerError
 from sagegen.loop.scale.ray_cluster import worker_count
 
@@ -52,27 +52,11 @@ else:
     ray = pytest.importorskip("ray")
 
 from sagegen.config import load_config  # noqa: E402
-from sagegen.loop.session import quick_defaults, run_generate  # noqa: E402
+from sagegen.loop.session import run_generate  # noqa: E402
 
 
 def _settings(*extra: str, delay: float = 0.02) -> list[str]:
-    return [
-        *quick_defaults(),
-        f"pipeline.num_seeds={N}",
-        "pipeline.target=1-2",
-        "pipeline.rounds=2",
-        "pipeline.attempts=2",
-        "pipeline.concurrency=2",
-        "corpus.path=corpus.jsonl",
-        "retrieval.index_dir=idx",
-        "judge.method=em",
-        "llm.backend=scripted",
-        f"llm.model=fixture:sage@{delay}",
-        "llm.cache_path=cache.sqlite",
-        "pipeline.precheck=off",
-        "pipeline.executor=ray",
-        *extra,
-    ]
+    return ray_settings("cache.sqlite", "pipeline.executor=ray", *extra, delay=delay)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +80,10 @@ def _finished(run: Path) -> int:
 
 
 def test_three_workers_on_two_cpus_end_with_every_pair(local_ray: Any, corpus_dir: Path) -> None:
-    res = run_generate(load_config(None, _settings("pipeline.workers=3")), corpus_dir / "run")
+    res = run_generate(
+        load_config(None, _settings("pipeline.workers=3")),
+        corpus_dir / "run",
+    )
     assert res.stats.errors == 0 and res.stats.done == N
     deadline = time.monotonic() + 20  # every worker gives its CPU back (ray.kill is asynchronous)
     while ray.available_resources().get("CPU") != 2.0 and time.monotonic() < deadline:
