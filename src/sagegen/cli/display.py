@@ -355,7 +355,6 @@ def format_summary(res: RunResult) -> str:
         k: sum(u[k] for u in res.usage.values())
         for k in ("calls", "cached", "prompt_tokens", "completion_tokens", "seconds")
     }
-    ses = {k: sum(u[k] for u in res.session_usage.values()) for k in ("calls", "cached")}
     finished = o["seeds"] - o["unfinished"]
     acc = o["accepted"]
     lines = [
@@ -378,7 +377,7 @@ def format_summary(res: RunResult) -> str:
             else ""
         ),
         f"LLM calls  {int(tot['calls'])} total ({int(tot['cached'])} cache hits); "
-        f"this session {int(ses['calls'])} ({int(ses['cached'])} cache hits)",
+        f"this session {res.calls} ({res.cached} cache hits)",
         f"tokens     {int(tot['prompt_tokens']):,} prompt + {int(tot['completion_tokens']):,} completion",
         # Calls run side by side: their seconds add up past the wall clock, so both are named as such.
         f"time       wall {hms(res.seconds)} this session; model time {hms(tot['seconds'])} "
