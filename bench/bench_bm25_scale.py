@@ -54,7 +54,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_retrieval_server import clients, cpu_seconds, free_port, start, stop
+from bench_retrieval_server import SHIM, clients, cpu_seconds, free_port, start, stop
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SAGEGEN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -296,20 +296,53 @@ def query_figures(index: Path, qfile: Path, out: Path) -> dict[str, Any]:
 
 
 def server_figures(index: Path, queries: list[str], seconds: float, workers: int = 1) -> dict[str, float]:
+    """``sagegen serve`` over ``index``: :func:`load_figures`."""
     port = free_port()
     extra = ["--workers", str(workers)] if workers > 1 else []
-    proc = start([*SAGEGEN, "serve", "--index", str(index), "--port", str(port), *extra], port)
+    out = load_figures(
+        [*SAGEGEN, "serve", "--index", str(index), "--port", str(port), *extra], port, queries, seconds
+    )
+    # The baseline: the 2,560-query request on one slot, its chunks one after another (release 9).
+    port = free_port()
+    one = ["-s", "server.max_concurrency=1"]
+    proc = start([*SAGEGEN, "serve", "--index", str(index), "--port", str(port), *extra, *one], port)
+    try:
+        out["batch2560_one_slot_s"] = batch_seconds(port, queries)
+    finally:
+        stop(proc)
+    return out
+
+
+def searchr1_figures(
+    python: str, server_file: Path, index: Path, queries: list[str], seconds: float
+) -> dict[str, float]:
+    """Search-R1's own ``retrieval_server.py`` on real Pyserini over a Lucene index: :func:`load_figures`."""
+    port = free_port()
+    cmd = [python, str(SHIM), str(server_file), str(index), str(port), "--pyserini"]
+    return load_figures(cmd, port, queries, seconds)
+
+
+def batch_seconds(port: int, queries: list[str]) -> float:
+    """Search-R1's GRPO step, 512 prompts x 5 rollouts = 2,560 queries in one request: wall seconds."""
+    batch = [queries[i % len(queries)] + ("" if i < len(queries) else f" {i}") for i in range(2560)]
+    t = time.perf_counter()
+    body = {"queries": batch, "topk": 3, "return_scores": True}
+    r = httpx.post(f"http://127.0.0.1:{port}/retrieve", json=body, timeout=600)
+    wall = time.perf_counter() - t
+    assert r.status_code == 200 and len(r.json()["result"]) == 2560, r.text[:300]
+    return wall
+
+
+def load_figures(cmd: list[str], port: int, queries: list[str], seconds: float) -> dict[str, float]:
+    """Requests/s with 32 single-query clients and one 2,560-query request, with the server's CPU."""
+    proc = start(cmd, port)
     try:
         cpu0 = cpu_seconds(proc.pid)
         rps = asyncio.run(clients(port, 32, queries, seconds))
         cpu = cpu_seconds(proc.pid) - cpu0
-        # Search-R1's GRPO step: 512 prompts x 5 rollouts = 2,560 queries in one request.
-        batch = [queries[i % len(queries)] + ("" if i < len(queries) else f" {i}") for i in range(2560)]
-        cpu1, t = cpu_seconds(proc.pid), time.perf_counter()
-        body = {"queries": batch, "topk": 3, "return_scores": True}
-        r = httpx.post(f"http://127.0.0.1:{port}/retrieve", json=body, timeout=600)
-        batch_s, batch_cpu = time.perf_counter() - t, cpu_seconds(proc.pid) - cpu1
-        assert r.status_code == 200 and len(r.json()["result"]) == 2560, r.text[:300]
+        cpu1 = cpu_seconds(proc.pid)
+        batch_s = batch_seconds(port, queries)
+        batch_cpu = cpu_seconds(proc.pid) - cpu1
     finally:
         stop(proc)
     return {"rps_32": round(rps, 1), "server_cpu_ms_per_req": round(cpu / (rps * seconds) * 1e3, 3),
@@ -331,6 +364,13 @@ def main() -> None:
     )
     ap.add_argument(
         "--lucene-python", default=sys.executable, help="a Python with pyjnius, for Lucene queries"
+    )
+    ap.add_argument(
+        "--searchr1",
+        type=Path,
+        default=None,
+        help="Search-R1's retrieval_server.py: serve the Lucene index with it (run by --lucene-python, "
+        "which then needs its imports: fastapi, uvicorn, torch, faiss, transformers, datasets, pyserini)",
     )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -399,9 +439,13 @@ def main() -> None:
             tops[engine] = q.pop("top10")
             q["load_avg_after"] = os.getloadavg()[0]
             row.update({k: round(v, 4) for k, v in q.items()})
-            if engine != "lucene":  # Search-R1's own server on Lucene is not run here (see bench/README.md)
+            if engine != "lucene":
                 row.update(server_figures(out, queries, args.serve_seconds, args.workers))
                 row["workers"] = args.workers
+            elif args.searchr1:  # Search-R1's own server, on the Lucene index just measured
+                row.update(
+                    searchr1_figures(args.lucene_python, args.searchr1, out, queries, args.serve_seconds)
+                )
             print(json.dumps(row), flush=True)
             rows.append(row)
             if args.results:
@@ -433,9 +477,11 @@ def _summary(rows: list[dict[str, Any]]) -> None:
             if r:
                 rps = f"{r['rps_32']:.0f} req/s" if "rps_32" in r else "not run"
                 b2560 = f"{r['batch2560_s']:.2f} s" if "batch2560_s" in r else "not run"
+                if "batch2560_one_slot_s" in r:
+                    b2560 += f" (one slot {r['batch2560_one_slot_s']:.2f} s)"
                 ex = ""
                 if "exhaustive_single_ms" in r:
-                    ex = f" ({r['exhaustive_single_ms']:.2f} / {r['exhaustive_batched_ms']:.2f})"
+                    ex += f" (exhaustive {r['exhaustive_single_ms']:.2f} / {r['exhaustive_batched_ms']:.2f})"
                 print(
                     f"| {n:,} | {e} | {r.get('load_avg', float('nan')):.1f} | "
                     f"{r['build_wall_s']:.0f} s / {r['build_cpu_s']:.0f} s | "

@@ -8,7 +8,10 @@ package; everything else (their FastAPI app, request model, ``batch_search`` loo
 building, ``uvicorn.run``) is their file, executed as ``__main__``. Only ``uvicorn.run``'s host and
 port are redirected to loopback and the port given.
 
-    python bench/searchr1_shim.py PATH/TO/retrieval_server.py INDEX_DIR PORT
+    python bench/searchr1_shim.py PATH/TO/retrieval_server.py INDEX_DIR PORT [--pyserini]
+
+With ``--pyserini`` the stand-in is not installed: their server runs on the real Pyserini over a
+Lucene index (bench_bm25_scale.py's ``--searchr1``), only host and port redirected.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ def load_their_retriever(server_file: Path, index_dir: Path, topk: int) -> Any:
 
 def main() -> None:
     server_file, index_dir, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    install()
+    if "--pyserini" not in sys.argv[4:]:  # else the real pyserini, over a Lucene index
+        install()
     import uvicorn
 
     real_run = uvicorn.run

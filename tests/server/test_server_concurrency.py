@@ -191,3 +191,53 @@ def test_concurrency_is_sized_to_the_machine_only_for_thread_safe_retrievers(ind
     assert auto_concurrency(open_index(index), None) == expected
     assert auto_concurrency(Failing(), None) == 1  # says nothing about threads: one at a time
     assert auto_concurrency(open_index(index), 3) == 3  # a configured value wins
+
+
+class Lanes:
+    """Counts the chunk calls in flight at once; each call waits until ``width`` are in flight (or a
+    second passes), so a server that runs a large request's chunks one after another shows 1."""
+
+    def __init__(self, inner: Any, width: int) -> None:
+        self.inner, self.width = inner, width
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.all_in = threading.Event()
+        self.sizes: list[int] = []
+
+    def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.sizes.append(len(queries))
+            if self.now >= self.width:
+                self.all_in.set()
+        self.all_in.wait(1.0)
+        try:
+            return self.inner.search(queries, k)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_a_large_request_runs_its_chunks_on_every_slot_and_answers_in_order(
+    index: Path, queries: list[str], slots: int
+) -> None:
+    """A GRPO-sized request uses every slot at once (each takes the next chunk), and its answer is the
+    sequential one, in request order; with one slot the chunks run one after another."""
+    retriever = open_index(index)
+    lanes = Lanes(retriever, slots)
+    cfg = ServerConfig(max_concurrency=slots, chunk_queries=16)
+    batch = [queries[i % len(queries)] for i in range(200)]  # 13 chunks, the last one short
+    with running_server(create_app(lanes, cfg)) as url:
+        r = httpx.post(
+            f"{url}/retrieve", json={"queries": batch, "topk": 3, "return_scores": True}, timeout=60
+        )
+    assert r.status_code == 200
+    got = [[(h["document"]["id"], h["score"]) for h in row] for row in r.json()["result"]]
+    want = [ranked(hits) for hits in retriever.search(batch, 3)]
+    assert [[d for d, _ in row] for row in got] == [[d for d, _ in row] for row in want]
+    flat = [s for row in got for _, s in row]
+    assert flat == pytest.approx([s for row in want for _, s in row], rel=1e-6)
+    assert lanes.most == slots
+    assert sorted(lanes.sizes) == sorted([16] * 12 + [8])  # every chunk searched once

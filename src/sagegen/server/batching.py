@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -82,13 +83,18 @@ class Searcher:
         return self._limiter
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """Hold one of the ``max_concurrency`` slots, counted in ``_waiting`` until it is ours."""
+    async def _slot(self, own: list[int] | None = None) -> AsyncIterator[None]:
+        """Hold one of the ``max_concurrency`` slots, counted in ``_waiting`` (and in ``own[0]``, a
+        chunked request's own count) until it is ours."""
         self._waiting += 1
+        if own is not None:
+            own[0] += 1
         try:
             await self.limiter.acquire()
         finally:
             self._waiting -= 1
+            if own is not None:
+                own[0] -= 1
         try:
             yield
         finally:
@@ -98,11 +104,7 @@ class Searcher:
         if not queries:
             return []
         if len(queries) >= self.chunk_queries:
-            found: Rows = []
-            while len(found) < len(queries):  # each pass: one slot, one thread, one or more chunks
-                async with self._slot():
-                    found += await anyio.to_thread.run_sync(self._chunks, queries[len(found) :], k)
-            return found
+            return await self._chunked(queries, k)
         batch = self._forming.get(k)
         if batch is None or len(batch.queries) + len(queries) > self.chunk_queries:
             batch = self._forming[k] = _Batch(asyncio.get_running_loop())
@@ -116,18 +118,42 @@ class Searcher:
         found = await asyncio.shield(batch.done)
         return found[start : start + len(queries)]
 
-    def _chunks(self, queries: Sequence[str], k: int) -> Rows:
-        """In a worker thread holding a slot: ``queries`` chunk by chunk, until done or until another
-        search waits for a slot (the caller then queues again for the rest, behind it)."""
-        found: Rows = []
-        for start in range(0, len(queries), self.chunk_queries):
-            chunk = list(queries[start : start + self.chunk_queries])
-            part = self._search(chunk, k)
-            _check(part, chunk)
-            found.extend(list(hits) for hits in part)
-            if self._waiting:
-                break
-        return found
+    async def _chunked(self, queries: Sequence[str], k: int) -> Rows:
+        """A large request in chunks, on as many slots as the server has (lanes): a GRPO batch uses
+        every core when nobody else searches. Each lane takes the next chunk not yet taken; results
+        are put back in order, so the answer is the one sequential search gives."""
+        size = self.chunk_queries
+        chunks = [list(queries[i : i + size]) for i in range(0, len(queries), size)]
+        found: list[Rows] = [[] for _ in chunks]
+        cursor = itertools.count()  # next() is atomic under the GIL: lanes never take the same chunk
+        own = [0]  # this request's lanes waiting for a slot: they must not make each other yield
+
+        async def lane() -> None:
+            done = False
+            while not done:  # each pass: one slot, one thread, one or more chunks
+                async with self._slot(own):
+                    done = await anyio.to_thread.run_sync(self._lane, chunks, found, cursor, own, k)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(max(1, min(self.max_concurrency, len(chunks)))):
+                tg.start_soon(lane)
+        return [row for part in found for row in part]
+
+    def _lane(
+        self, chunks: list[list[str]], found: list[Rows], cursor: Iterator[int], own: list[int], k: int
+    ) -> bool:
+        """In a worker thread holding a slot: the next chunks, at least one, until none is left
+        (True) or until another search waits for a slot (False: the lane then queues again, behind
+        it)."""
+        while True:
+            i = next(cursor)
+            if i >= len(chunks):
+                return True
+            part = self._search(chunks[i], k)
+            _check(part, chunks[i])
+            found[i] = [list(hits) for hits in part]
+            if self._waiting > own[0]:
+                return False
 
     async def _run(self, batch: _Batch, k: int) -> None:
         try:
