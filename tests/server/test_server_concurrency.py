@@ -241,3 +241,31 @@ def test_a_large_request_runs_its_chunks_on_every_slot_and_answers_in_order(
     assert flat == pytest.approx([s for row in want for _, s in row], rel=1e-6)
     assert lanes.most == slots
     assert sorted(lanes.sizes) == sorted([16] * 12 + [8])  # every chunk searched once
+
+
+class FailsOnChunk:
+    """Fails on the third chunk it is given."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, 0
+        self.lock = threading.Lock()
+
+    def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
+        with self.lock:
+            self.calls += 1
+            n = self.calls
+        if n == 3:
+            raise OSError("index file vanished")
+        return self.inner.search(queries, k)
+
+
+def test_a_chunk_that_fails_fails_the_large_request_with_its_own_error(
+    index: Path, queries: list[str]
+) -> None:
+    cfg = ServerConfig(max_concurrency=2, chunk_queries=16)
+    with running_server(create_app(FailsOnChunk(open_index(index)), cfg)) as url:
+        r = httpx.post(f"{url}/retrieve", json={"queries": queries[:100], "topk": 3}, timeout=60)
+        assert r.status_code == 500
+        assert r.json() == {"error": "retrieval failed: OSError: index file vanished"}
+        ok = httpx.post(f"{url}/retrieve", json={"queries": queries[:40], "topk": 3}, timeout=60)
+        assert ok.status_code == 200 and len(ok.json()["result"]) == 40  # the slots were given back

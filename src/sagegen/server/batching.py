@@ -134,9 +134,14 @@ class Searcher:
                 async with self._slot(own):
                     done = await anyio.to_thread.run_sync(self._lane, chunks, found, cursor, own, k)
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(max(1, min(self.max_concurrency, len(chunks)))):
-                tg.start_soon(lane)
+        lanes = [asyncio.ensure_future(lane()) for _ in range(max(1, min(self.max_concurrency, len(chunks))))]
+        try:
+            await asyncio.gather(*lanes)  # the first failure as it is (not wrapped in a group)
+        except BaseException:
+            for task in lanes:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+            raise
         return [row for part in found for row in part]
 
     def _lane(
