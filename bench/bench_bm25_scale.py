@@ -481,7 +481,7 @@ def _summary(rows: list[dict[str, Any]]) -> None:
                     b2560 += f" (one slot {r['batch2560_one_slot_s']:.2f} s)"
                 ex = ""
                 if "exhaustive_single_ms" in r:
-                    ex += f" (exhaustive {r['exhaustive_single_ms']:.2f} / {r['exhaustive_batched_ms']:.2f})"
+                    ex = f" (exhaustive {r['exhaustive_single_ms']:.2f} / {r['exhaustive_batched_ms']:.2f})"
                 print(
                     f"| {n:,} | {e} | {r.get('load_avg', float('nan')):.1f} | "
                     f"{r['build_wall_s']:.0f} s / {r['build_cpu_s']:.0f} s | "
